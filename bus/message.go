@@ -1,0 +1,103 @@
+package bus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// Message metadata keys. On Kafka they become record headers; the ce_
+// ones are the CloudEvents 1.0 Kafka binary-mode attributes.
+const (
+	MetaSpecVersion = "ce_specversion"
+	MetaID          = "ce_id"
+	MetaType        = "ce_type"
+	MetaSource      = "ce_source"
+	MetaTime        = "ce_time"
+	MetaSubject     = "ce_subject"
+	MetaContentType = "content-type"
+	MetaAccountID   = "account_id"
+)
+
+const (
+	// SpecVersion is the CloudEvents version the messages follow.
+	SpecVersion = "1.0"
+	// DefaultSource is the CloudEvents source of Tollgate's events.
+	DefaultSource = "tollgate"
+	// ContentType is the media type of message payloads.
+	ContentType = "application/json"
+)
+
+// ToMessage returns the bus message of e with DefaultSource as its
+// CloudEvents source.
+func ToMessage(e events.Envelope) (*message.Message, error) {
+	return ToMessageWithSource(e, DefaultSource)
+}
+
+// ToMessageWithSource returns the bus message of e: its UUID is the event
+// id, its payload the JSON envelope, and its metadata the CloudEvents
+// attributes, the content type and the account id.
+func ToMessageWithSource(e events.Envelope, source string) (*message.Message, error) {
+	if e.EventID == uuid.Nil {
+		return nil, errors.New("bus: event without an id")
+	}
+	if e.Type == "" {
+		return nil, fmt.Errorf("bus: event %s without a type", e.EventID)
+	}
+	if source == "" {
+		source = DefaultSource
+	}
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("bus: marshal event %s: %w", e.EventID, err)
+	}
+	m := message.NewMessage(e.EventID.String(), payload)
+	m.Metadata.Set(MetaSpecVersion, SpecVersion)
+	m.Metadata.Set(MetaID, e.EventID.String())
+	m.Metadata.Set(MetaType, e.Type)
+	m.Metadata.Set(MetaSource, source)
+	m.Metadata.Set(MetaTime, e.OccurredAt.UTC().Format(time.RFC3339Nano))
+	m.Metadata.Set(MetaSubject, e.StreamID)
+	m.Metadata.Set(MetaContentType, ContentType)
+	m.Metadata.Set(MetaAccountID, e.Metadata.AccountID)
+	return m, nil
+}
+
+// FromMessage returns the event a bus message carries. It fails when the
+// payload is not an envelope or contradicts the message's ce_id.
+func FromMessage(m *message.Message) (events.Envelope, error) {
+	var e events.Envelope
+	if err := json.Unmarshal(m.Payload, &e); err != nil {
+		return events.Envelope{}, fmt.Errorf("bus: message %s: decode envelope: %w", m.UUID, err)
+	}
+	if e.EventID == uuid.Nil {
+		return events.Envelope{}, fmt.Errorf("bus: message %s: envelope without an event id", m.UUID)
+	}
+	if id := m.Metadata.Get(MetaID); id != "" && id != e.EventID.String() {
+		return events.Envelope{}, fmt.Errorf("bus: message %s: ce_id %s does not match event id %s", m.UUID, id, e.EventID)
+	}
+	return e, nil
+}
+
+// PartitionKey is the Kafka record key of a message: its account, so one
+// account's events stay in order; for an event of no account, its stream
+// (ce_subject); failing that, the message UUID.
+func PartitionKey(m *message.Message) string {
+	if k := m.Metadata.Get(MetaAccountID); k != "" {
+		return k
+	}
+	if k := m.Metadata.Get(MetaSubject); k != "" {
+		return k
+	}
+	return m.UUID
+}
+
+func partitionKey(_ string, m *message.Message) (string, error) {
+	return PartitionKey(m), nil
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/server"
+)
+
+func migrate(ctx context.Context, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := pgstore.Migrate(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "database is up to date")
+	}
+	for _, name := range applied {
+		fmt.Fprintln(stdout, "applied", name)
+	}
+	return nil
+}
+
+func rebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tollgate project rebuild", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	schema := fs.String("schema", "rebuild", "PostgreSQL schema to rebuild the read models in (beside the live ones in public)")
+	batch := fs.Int("batch", 5000, "events per transaction")
+	compare := fs.Bool("compare", true, "compare the rebuilt read models with the live ones; exit 1 when they differ")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stderr)
+	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 4)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := pgstore.New(pool, nil)
+	if err != nil {
+		return err
+	}
+	stats, err := projections.Rebuild(ctx, pool, store, *schema, *batch, server.ReadModels(cfg), logger)
+	if err != nil {
+		return err
+	}
+	rate := float64(stats.Events) / stats.Elapsed.Seconds()
+	fmt.Fprintf(stdout, "rebuilt %d events into schema %s in %s (%.0f events/s)\n", stats.Events, *schema, stats.Elapsed.Round(time.Millisecond), rate)
+	if !*compare {
+		return nil
+	}
+	diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, *schema)
+	if err != nil {
+		return err
+	}
+	if len(diffs) == 0 {
+		fmt.Fprintln(stdout, "rebuild equals the live read models")
+		return nil
+	}
+	for _, d := range diffs {
+		fmt.Fprintln(stdout, d)
+	}
+	fmt.Fprintln(stdout, "rebuild differs from the live read models (the live ones may lag behind the log: compare again once the projector caught up)")
+	return exitCode(1)
+}
+
+func exportEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tollgate events export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.Int64("from-position", 0, "export the events after this global position (0 = from the beginning)")
+	since := fs.String("since", "", "only events that occurred at or after this time (RFC 3339 or YYYY-MM-DD)")
+	until := fs.String("until", "", "only events that occurred before this time (RFC 3339 or YYYY-MM-DD)")
+	types := fs.String("type", "", "only these event types, comma separated (e.g. completion.succeeded,completion.failed)")
+	account := fs.String("account", "", "only this account's events (acc_…)")
+	limit := fs.Int64("limit", 0, "stop after this many events (0 = all)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var f pgstore.Filter
+	var err error
+	if f.Since, err = parseFlagTime(*since); err != nil {
+		return fmt.Errorf("--since: %w", err)
+	}
+	if f.Until, err = parseFlagTime(*until); err != nil {
+		return fmt.Errorf("--until: %w", err)
+	}
+	if *types != "" {
+		for _, t := range strings.Split(*types, ",") {
+			f.Types = append(f.Types, strings.TrimSpace(t))
+		}
+	}
+	f.AccountID = *account
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := pgstore.New(pool, nil)
+	if err != nil {
+		return err
+	}
+	cur, err := store.CursorAt(ctx, *from)
+	if err != nil {
+		return err
+	}
+	return export(ctx, store, cur, f, *limit, stdout)
+}
+
+// export writes the events after cur that match f as JSON lines, in the
+// store's global order, until the readable head.
+func export(ctx context.Context, store *pgstore.Store, cur pgstore.Cursor, f pgstore.Filter, limit int64, stdout io.Writer) error {
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	enc := json.NewEncoder(w)
+	var n int64
+	for {
+		evs, next, err := store.ReadAll(ctx, cur, 1000, f)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if limit > 0 && n >= limit {
+				return w.Flush()
+			}
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+			n++
+		}
+		if len(evs) < 1000 {
+			return w.Flush()
+		}
+		cur = next
+	}
+}
+
+func parseFlagTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, s)
+}
+

@@ -1,0 +1,252 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// EventStore is what the Service needs of the event store.
+type EventStore interface {
+	Load(ctx context.Context, streamID string) ([]events.Envelope, error)
+	Append(ctx context.Context, streamID string, expectedVersion int64, evs ...events.Envelope) ([]events.Envelope, error)
+}
+
+// Service executes commands: it loads an aggregate, decides, and appends
+// the decided events at the version it loaded, so a concurrent writer makes
+// the append fail with a conflict instead of both winning.
+type Service struct {
+	store      EventStore
+	now        func() time.Time
+	planExists func(string) bool
+}
+
+// NewService returns a Service. planExists tells whether a plan is
+// configured; now is the clock (time.Now in production).
+func NewService(store EventStore, planExists func(string) bool, now func() time.Time) *Service {
+	return &Service{store: store, now: now, planExists: planExists}
+}
+
+// appendOnce appends events that happen at most once per stream. Their ids
+// derive from the stream and type, so a retried command appends nothing new.
+func (s *Service) appendOnce(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data) ([]events.Envelope, error) {
+	return s.appendSeeded(ctx, streamID, version, md, data, "")
+}
+
+// appendSeeded is appendOnce with a suffix in the id seed, for events that
+// several actors may try to append (claims): each actor's event gets its
+// own id, so the loser sees a conflict rather than an idempotent success.
+func (s *Service) appendSeeded(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data, suffix string) ([]events.Envelope, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	now := s.now()
+	evs := make([]events.Envelope, len(data))
+	for i, d := range data {
+		e, err := events.New(streamID, d, md, now, streamID+"|"+d.EventType()+"|"+suffix)
+		if err != nil {
+			return nil, err
+		}
+		evs[i] = e
+	}
+	return s.store.Append(ctx, streamID, version, evs...)
+}
+
+// Account returns an account, or ErrNotFound.
+func (s *Service) Account(ctx context.Context, accountID string) (Account, error) {
+	evs, err := s.store.Load(ctx, AccountStream(accountID))
+	if err != nil {
+		return Account{}, err
+	}
+	a, err := FoldAccount(evs)
+	if err != nil {
+		return Account{}, err
+	}
+	if !a.Exists() {
+		return Account{}, fmt.Errorf("account %s: %w", accountID, ErrNotFound)
+	}
+	return a, nil
+}
+
+// CreateAccount opens an account.
+func (s *Service) CreateAccount(ctx context.Context, md events.Metadata, cmd CreateAccount) (Account, error) {
+	evs, err := s.store.Load(ctx, AccountStream(cmd.AccountID))
+	if err != nil {
+		return Account{}, err
+	}
+	a, err := FoldAccount(evs)
+	if err != nil {
+		return Account{}, err
+	}
+	data, err := DecideCreateAccount(a, cmd, s.planExists)
+	if err != nil {
+		return Account{}, err
+	}
+	md.AccountID = cmd.AccountID
+	stored, err := s.appendOnce(ctx, AccountStream(cmd.AccountID), a.Version, md, data)
+	if err != nil {
+		return Account{}, err
+	}
+	return FoldAccount(append(evs, stored...))
+}
+
+// APIKey returns a key, or ErrNotFound.
+func (s *Service) APIKey(ctx context.Context, keyID string) (APIKey, error) {
+	evs, err := s.store.Load(ctx, APIKeyStream(keyID))
+	if err != nil {
+		return APIKey{}, err
+	}
+	k, err := FoldAPIKey(evs)
+	if err != nil {
+		return APIKey{}, err
+	}
+	if !k.Exists() {
+		return APIKey{}, fmt.Errorf("key %s: %w", keyID, ErrNotFound)
+	}
+	return k, nil
+}
+
+// IssueAPIKey issues a key.
+func (s *Service) IssueAPIKey(ctx context.Context, md events.Metadata, cmd IssueAPIKey) (APIKey, error) {
+	a, err := s.Account(ctx, cmd.AccountID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return APIKey{}, err
+	}
+	evs, err := s.store.Load(ctx, APIKeyStream(cmd.KeyID))
+	if err != nil {
+		return APIKey{}, err
+	}
+	k, err := FoldAPIKey(evs)
+	if err != nil {
+		return APIKey{}, err
+	}
+	data, err := DecideIssueAPIKey(a, k, cmd)
+	if err != nil {
+		return APIKey{}, err
+	}
+	md.AccountID = cmd.AccountID
+	stored, err := s.appendOnce(ctx, APIKeyStream(cmd.KeyID), k.Version, md, data)
+	if err != nil {
+		return APIKey{}, err
+	}
+	return FoldAPIKey(append(evs, stored...))
+}
+
+// RevokeAPIKey revokes a key.
+func (s *Service) RevokeAPIKey(ctx context.Context, md events.Metadata, keyID string) (APIKey, error) {
+	evs, err := s.store.Load(ctx, APIKeyStream(keyID))
+	if err != nil {
+		return APIKey{}, err
+	}
+	k, err := FoldAPIKey(evs)
+	if err != nil {
+		return APIKey{}, err
+	}
+	data, err := DecideRevokeAPIKey(k)
+	if err != nil {
+		return APIKey{}, err
+	}
+	md.AccountID = k.AccountID
+	stored, err := s.appendOnce(ctx, APIKeyStream(keyID), k.Version, md, data)
+	if err != nil {
+		return APIKey{}, err
+	}
+	return FoldAPIKey(append(evs, stored...))
+}
+
+// Completion returns a completion, or ErrNotFound.
+func (s *Service) Completion(ctx context.Context, completionID string) (Completion, error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, err
+	}
+	c, err := FoldCompletion(evs)
+	if err != nil {
+		return Completion{}, err
+	}
+	if c.Version == 0 {
+		return Completion{}, fmt.Errorf("completion %s: %w", completionID, ErrNotFound)
+	}
+	return c, nil
+}
+
+// RequestCompletion records a request. With claim set (the inline path),
+// the claim is appended in the same transaction, so a synchronous request
+// costs one write before the provider is called.
+func (s *Service) RequestCompletion(ctx context.Context, md events.Metadata, cmd RequestCompletion, claim *StartCompletion) (Completion, error) {
+	var c Completion
+	data, err := DecideRequestCompletion(c, cmd)
+	if err != nil {
+		return Completion{}, err
+	}
+	if claim != nil {
+		// Decide the claim on the state the request leads to.
+		c = Completion{ID: cmd.CompletionID, AccountID: cmd.AccountID, KeyID: cmd.KeyID, Model: cmd.Model, Mode: cmd.Mode, Status: StatusQueued, Version: 1}
+		more, err := DecideStartCompletion(c, *claim)
+		if err != nil {
+			return Completion{}, err
+		}
+		data = append(data, more...)
+	}
+	md.AccountID = cmd.AccountID
+	suffix := ""
+	if claim != nil {
+		suffix = claim.Executor
+	}
+	stored, err := s.appendSeeded(ctx, CompletionStream(cmd.CompletionID), 0, md, data, suffix)
+	if err != nil {
+		return Completion{}, err
+	}
+	return FoldCompletion(stored)
+}
+
+// StartCompletion claims a queued completion. It returns ErrAlreadyClaimed
+// when another executor was first, also when both raced to the append.
+func (s *Service) StartCompletion(ctx context.Context, md events.Metadata, completionID string, cmd StartCompletion) (Completion, error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, err
+	}
+	c, err := FoldCompletion(evs)
+	if err != nil {
+		return Completion{}, err
+	}
+	data, err := DecideStartCompletion(c, cmd)
+	if err != nil {
+		return c, err
+	}
+	md.AccountID = c.AccountID
+	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, cmd.Executor)
+	if errors.Is(err, events.ErrConflict) {
+		return c, fmt.Errorf("completion %s: %w", completionID, ErrAlreadyClaimed)
+	}
+	if err != nil {
+		return Completion{}, err
+	}
+	return FoldCompletion(append(evs, stored...))
+}
+
+// FinishCompletion records the outcome of a running completion.
+func (s *Service) FinishCompletion(ctx context.Context, md events.Metadata, completionID string, cmd FinishCompletion) (Completion, error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, err
+	}
+	c, err := FoldCompletion(evs)
+	if err != nil {
+		return Completion{}, err
+	}
+	data, err := DecideFinishCompletion(c, cmd)
+	if err != nil {
+		return c, err
+	}
+	md.AccountID = c.AccountID
+	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
+	if err != nil {
+		return Completion{}, err
+	}
+	return FoldCompletion(append(evs, stored...))
+}

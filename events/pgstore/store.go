@@ -1,0 +1,379 @@
+// Package pgstore is the PostgreSQL event store: an append-only table with
+// optimistic concurrency per stream, idempotent appends by event id, and a
+// global order that readers can follow without skipping a transaction that
+// commits late.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// AnyVersion appends without checking the stream's version.
+const AnyVersion int64 = -1
+
+// Store is the PostgreSQL event store.
+type Store struct {
+	pool    *pgxpool.Pool
+	appends *prometheus.CounterVec
+	latency prometheus.Histogram
+}
+
+// New returns a store on pool. Metrics are registered on reg when it is not nil.
+func New(pool *pgxpool.Pool, reg prometheus.Registerer) (*Store, error) {
+	s := &Store{
+		pool: pool,
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_eventstore_appends_total",
+			Help: "Appends to the event store by outcome (ok, idempotent, conflict, error).",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tollgate_eventstore_append_seconds",
+			Help:    "Time to append to the event store, commit included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.appends, s.latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("pgstore: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Append stores evs at the end of streamID, numbering them from
+// expectedVersion+1, in one transaction. It fails with a
+// *events.ConflictError when the stream is not at expectedVersion. When
+// every event id is already stored (a retry), it appends nothing and
+// returns the stored events. The returned envelopes carry their versions
+// and positions.
+func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int64, evs ...events.Envelope) ([]events.Envelope, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	start := time.Now()
+	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
+	for attempt := 0; ; attempt++ {
+		version := expectedVersion
+		if version == AnyVersion {
+			if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, streamID).Scan(&version); err != nil {
+				s.appends.WithLabelValues("error").Inc()
+				return nil, fmt.Errorf("append %s: current version: %w", streamID, err)
+			}
+		}
+		out, err := s.insert(ctx, streamID, version, evs)
+		if err == nil {
+			s.appends.WithLabelValues("ok").Inc()
+			return out, nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.Is(err, errVersionAhead) && (!errors.As(err, &pgErr) || pgErr.Code != "23505") {
+			s.appends.WithLabelValues("error").Inc()
+			return nil, fmt.Errorf("append %s: %w", streamID, err)
+		}
+		// A unique violation: either these events are stored already (a
+		// retry) or somebody else took the versions.
+		stored, err := s.storedByID(ctx, evs)
+		if err != nil {
+			s.appends.WithLabelValues("error").Inc()
+			return nil, fmt.Errorf("append %s: %w", streamID, err)
+		}
+		if len(stored) == len(evs) {
+			s.appends.WithLabelValues("idempotent").Inc()
+			return stored, nil
+		}
+		if expectedVersion == AnyVersion && attempt < 5 {
+			continue
+		}
+		actual, err := s.Version(ctx, streamID)
+		if err != nil {
+			return nil, fmt.Errorf("append %s: %w", streamID, err)
+		}
+		s.appends.WithLabelValues("conflict").Inc()
+		return nil, &events.ConflictError{StreamID: streamID, Expected: expectedVersion, Actual: actual}
+	}
+}
+
+func (s *Store) insert(ctx context.Context, streamID string, version int64, evs []events.Envelope) ([]events.Envelope, error) {
+	n := len(evs)
+	ids := make([]uuid.UUID, n)
+	versions := make([]int64, n)
+	types := make([]string, n)
+	schemaVersions := make([]int32, n)
+	occurred := make([]time.Time, n)
+	accounts := make([]string, n)
+	data := make([]string, n)
+	metadata := make([]string, n)
+	out := make([]events.Envelope, n)
+	for i, e := range evs {
+		md, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("marshal metadata: %w", err)
+		}
+		e.StreamID = streamID
+		e.StreamVersion = version + int64(i) + 1
+		ids[i], versions[i], types[i] = e.EventID, e.StreamVersion, e.Type
+		schemaVersions[i], occurred[i], accounts[i] = int32(e.SchemaVersion), e.OccurredAt, e.Metadata.AccountID
+		data[i], metadata[i] = string(e.Data), string(md)
+		out[i] = e
+	}
+	rows, err := s.pool.Query(ctx, `
+		INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+		SELECT id, $2, v, t, sv, o, a, d::jsonb, m::jsonb
+		FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
+		     AS u(id, v, t, sv, o, a, d, m)
+		WHERE $10::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $2 AND stream_version = $10)
+		RETURNING position`,
+		ids, streamID, versions, types, schemaVersions, occurred, accounts, data, metadata, version)
+	if err != nil {
+		return nil, err
+	}
+	i := 0
+	for rows.Next() {
+		if err := rows.Scan(&out[i].Position); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if i == 0 {
+		// The stream has no event at version: it is behind what the
+		// caller expected, and inserting would leave a gap.
+		return nil, errVersionAhead
+	}
+	return out, nil
+}
+
+// errVersionAhead: the expected version is beyond the stream's end.
+var errVersionAhead = errors.New("expected version is ahead of the stream")
+
+const selectEnvelope = `SELECT event_id, stream_id, stream_version, type, schema_version, occurred_at, data, metadata, position, transaction_id::text FROM events`
+
+func (s *Store) storedByID(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error) {
+	ids := make([]uuid.UUID, len(evs))
+	for i, e := range evs {
+		ids[i] = e.EventID
+	}
+	rows, err := s.pool.Query(ctx, selectEnvelope+` WHERE event_id = ANY($1) ORDER BY stream_id, stream_version`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up event ids: %w", err)
+	}
+	out, _, err := scanEnvelopes(rows)
+	return out, err
+}
+
+// Version returns the stream's current version, 0 for a stream with no events.
+func (s *Store) Version(ctx context.Context, streamID string) (int64, error) {
+	var v int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, streamID).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("version of %s: %w", streamID, err)
+	}
+	return v, nil
+}
+
+// Load returns the stream's events in version order; none for an unknown stream.
+func (s *Store) Load(ctx context.Context, streamID string) ([]events.Envelope, error) {
+	rows, err := s.pool.Query(ctx, selectEnvelope+` WHERE stream_id = $1 ORDER BY stream_version`, streamID)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", streamID, err)
+	}
+	out, _, err := scanEnvelopes(rows)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", streamID, err)
+	}
+	return out, nil
+}
+
+// FindAPIKey returns the id of the key whose secret hashes to keyHash, or
+// "" when there is none.
+func (s *Store) FindAPIKey(ctx context.Context, keyHash string) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT data ->> 'key_id' FROM events WHERE type = 'apikey.issued' AND data ->> 'key_hash' = $1`, keyHash).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("find api key: %w", err)
+	}
+	return id, nil
+}
+
+// Cursor is a place in the global order: the (transaction id, position) of
+// the last event read. The zero Cursor is the beginning.
+type Cursor struct {
+	TransactionID uint64 `json:"transaction_id"`
+	Position      int64  `json:"position"`
+}
+
+// Filter narrows a read of the global order. Zero fields match everything.
+type Filter struct {
+	Types     []string
+	AccountID string
+	Since     time.Time
+	Until     time.Time
+}
+
+// ReadAll returns up to limit events after cur in the global order, and
+// the cursor after the last of them. It reads only events whose
+// transaction is older than every transaction still running, so an event
+// that commits late can never be skipped: readers wait for it instead.
+func (s *Store) ReadAll(ctx context.Context, cur Cursor, limit int, f Filter) ([]events.Envelope, Cursor, error) {
+	q := selectEnvelope + `
+		WHERE (transaction_id, position) > ($1::text::xid8, $2)
+		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+	args := []any{strconv.FormatUint(cur.TransactionID, 10), cur.Position}
+	if len(f.Types) > 0 {
+		args = append(args, f.Types)
+		q += fmt.Sprintf(" AND type = ANY($%d)", len(args))
+	}
+	if f.AccountID != "" {
+		args = append(args, f.AccountID)
+		q += fmt.Sprintf(" AND account_id = $%d", len(args))
+	}
+	if !f.Since.IsZero() {
+		args = append(args, f.Since)
+		q += fmt.Sprintf(" AND occurred_at >= $%d", len(args))
+	}
+	if !f.Until.IsZero() {
+		args = append(args, f.Until)
+		q += fmt.Sprintf(" AND occurred_at < $%d", len(args))
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(" ORDER BY transaction_id, position LIMIT $%d", len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, cur, fmt.Errorf("read all: %w", err)
+	}
+	out, last, err := scanEnvelopes(rows)
+	if err != nil {
+		return nil, cur, fmt.Errorf("read all: %w", err)
+	}
+	if len(out) > 0 {
+		cur = last
+	}
+	return out, cur, nil
+}
+
+// CursorAt returns the cursor of the event at position, so that a reader
+// can resume after it.
+func (s *Store) CursorAt(ctx context.Context, position int64) (Cursor, error) {
+	if position <= 0 {
+		return Cursor{}, nil
+	}
+	var tx string
+	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text FROM events WHERE position = $1`, position).Scan(&tx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, fmt.Errorf("no event at position %d", position)
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("cursor at %d: %w", position, err)
+	}
+	id, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("cursor at %d: transaction id %q: %w", position, tx, err)
+	}
+	return Cursor{TransactionID: id, Position: position}, nil
+}
+
+// Head returns the cursor of the newest readable event.
+func (s *Store) Head(ctx context.Context) (Cursor, error) {
+	var tx string
+	var pos int64
+	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text, position FROM events
+		WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY transaction_id DESC, position DESC LIMIT 1`).Scan(&tx, &pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, nil
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("head: %w", err)
+	}
+	id, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("head: transaction id %q: %w", tx, err)
+	}
+	return Cursor{TransactionID: id, Position: pos}, nil
+}
+
+// LoadCheckpoint returns the named follower's cursor; the zero cursor when
+// it has none yet.
+func LoadCheckpoint(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string) (Cursor, error) {
+	var tx string
+	var pos int64
+	err := q.QueryRow(ctx, `SELECT transaction_id::text, position FROM checkpoints WHERE name = $1`, name).Scan(&tx, &pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, nil
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("checkpoint %s: %w", name, err)
+	}
+	id, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("checkpoint %s: transaction id %q: %w", name, tx, err)
+	}
+	return Cursor{TransactionID: id, Position: pos}, nil
+}
+
+// SaveCheckpoint records the named follower's cursor.
+func SaveCheckpoint(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, name string, c Cursor) error {
+	_, err := q.Exec(ctx, `INSERT INTO checkpoints (name, transaction_id, position, updated_at)
+		VALUES ($1, $2::text::xid8, $3, now())
+		ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
+			position = EXCLUDED.position, updated_at = now()`,
+		name, strconv.FormatUint(c.TransactionID, 10), c.Position)
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", name, err)
+	}
+	return nil
+}
+
+func scanEnvelopes(rows pgx.Rows) ([]events.Envelope, Cursor, error) {
+	defer rows.Close()
+	var out []events.Envelope
+	var last Cursor
+	for rows.Next() {
+		var e events.Envelope
+		var data, md []byte
+		var tx string
+		if err := rows.Scan(&e.EventID, &e.StreamID, &e.StreamVersion, &e.Type, &e.SchemaVersion, &e.OccurredAt, &data, &md, &e.Position, &tx); err != nil {
+			return nil, last, err
+		}
+		e.OccurredAt = e.OccurredAt.UTC()
+		e.Data = data
+		if err := json.Unmarshal(md, &e.Metadata); err != nil {
+			return nil, last, fmt.Errorf("event %s metadata: %w", e.EventID, err)
+		}
+		id, err := strconv.ParseUint(tx, 10, 64)
+		if err != nil {
+			return nil, last, fmt.Errorf("event %s transaction id %q: %w", e.EventID, tx, err)
+		}
+		last = Cursor{TransactionID: id, Position: e.Position}
+		out = append(out, e)
+	}
+	return out, last, rows.Err()
+}

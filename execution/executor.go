@@ -1,0 +1,241 @@
+// Package execution runs claimed completion requests: it calls the model's
+// providers, prices the usage and records the outcome. The inline path (an
+// API instance holding the client's connection) and the queued path (a
+// worker consuming the bus) both run this code, so both write the same
+// events.
+package execution
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
+)
+
+// Completer calls a model's providers.
+type Completer interface {
+	Complete(ctx context.Context, model config.Model, body json.RawMessage) (*llm.Response, error)
+}
+
+// Config configures an Executor.
+type Config struct {
+	Service  *commands.Service
+	LLM      Completer
+	Models   func(name string) (config.Model, bool)
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Lease is how long a claim is valid before a reaper may end it.
+	// Default 10 minutes.
+	Lease time.Duration
+	Now   func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Lease == 0 {
+		c.Lease = 10 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a missing dependency.
+func (c *Config) Validate() error {
+	switch {
+	case c.Service == nil:
+		return errors.New("execution: Service is required")
+	case c.LLM == nil:
+		return errors.New("execution: LLM is required")
+	case c.Models == nil:
+		return errors.New("execution: Models is required")
+	case c.Lease < time.Second:
+		return errors.New("execution: Lease must be at least 1s")
+	}
+	return nil
+}
+
+// Executor runs claimed completions.
+type Executor struct {
+	cfg      Config
+	outcomes *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	tokens   *prometheus.CounterVec
+	cost     *prometheus.CounterVec
+}
+
+// New returns an Executor.
+func New(cfg Config) (*Executor, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	x := &Executor{
+		cfg: cfg,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_completions_total",
+			Help: "Completions executed, by model, mode and outcome.",
+		}, []string{"model", "mode", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_provider_seconds",
+			Help:    "Time spent waiting for providers, by model and provider.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"model", "provider"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_tokens_total",
+			Help: "Tokens used, by model and kind (prompt, completion).",
+		}, []string{"model", "kind"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_cost_nano_usd_total",
+			Help: "Cost of completions in nano-USD, by model.",
+		}, []string{"model"}),
+	}
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("execution: register metrics: %w", err)
+			}
+		}
+	}
+	return x, nil
+}
+
+// Claim claims a queued completion for executor. It returns
+// commands.ErrAlreadyClaimed when someone else was first: the caller drops
+// its copy of the work.
+func (x *Executor) Claim(ctx context.Context, md events.Metadata, completionID, executor string) (commands.Completion, error) {
+	md.Actor = executor
+	return x.cfg.Service.StartCompletion(ctx, md, completionID, commands.StartCompletion{
+		Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease,
+	})
+}
+
+// StartCommand is the claim an inline executor appends with the request.
+func (x *Executor) StartCommand(executor string) *commands.StartCompletion {
+	return &commands.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
+}
+
+// Run executes a completion that c.Executor has claimed and records its
+// outcome. No database connection is held while the provider works: the
+// claim was a short transaction and the outcome is another.
+//
+// The outcome is recorded even when ctx ends (a client that went away
+// still used what the provider produced), so the append runs without ctx's
+// cancellation.
+func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Completion) (commands.Completion, error) {
+	if c.Status != commands.StatusRunning {
+		return c, fmt.Errorf("run %s: %w", c.ID, commands.ErrWrongState)
+	}
+	md.Actor = c.Executor
+	finish := commands.FinishCompletion{Executor: c.Executor}
+	start := x.cfg.Now()
+	model, ok := x.cfg.Models(c.Model)
+	var resp *llm.Response
+	var err error
+	if !ok {
+		err = &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
+			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
+	} else {
+		resp, err = x.cfg.LLM.Complete(ctx, model, c.Request)
+	}
+	elapsed := x.cfg.Now().Sub(start)
+	if err == nil {
+		finish.Succeeded, err = x.success(c, model, resp, elapsed)
+	}
+	if err != nil {
+		finish.Failed = failure(ctx, err, elapsed)
+	}
+	done, appendErr := x.cfg.Service.FinishCompletion(context.WithoutCancel(ctx), md, c.ID, finish)
+	if appendErr != nil {
+		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
+	}
+	if done.Succeeded != nil {
+		s := done.Succeeded
+		x.outcomes.WithLabelValues(c.Model, c.Mode, "succeeded").Inc()
+		x.latency.WithLabelValues(c.Model, s.Provider).Observe(elapsed.Seconds())
+		x.tokens.WithLabelValues(c.Model, "prompt").Add(float64(s.Usage.PromptTokens))
+		x.tokens.WithLabelValues(c.Model, "completion").Add(float64(s.Usage.CompletionTokens))
+		x.cost.WithLabelValues(c.Model).Add(float64(s.CostNanoUSD))
+	} else {
+		x.outcomes.WithLabelValues(c.Model, c.Mode, "failed").Inc()
+		x.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "completion failed",
+			slog.String("completion_id", c.ID), slog.String("model", c.Model),
+			slog.Int("status", done.Failed.Status), slog.String("error_type", done.Failed.ErrorType),
+			slog.String("correlation_id", md.CorrelationID))
+	}
+	return done, nil
+}
+
+func (x *Executor) success(c commands.Completion, model config.Model, resp *llm.Response, elapsed time.Duration) (*events.CompletionSucceeded, error) {
+	cost, err := model.ParsedPrice().Cost(resp.Usage.PromptTokens, resp.Usage.CompletionTokens)
+	if err != nil {
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: resp.Provider,
+			Message: "The provider reported unusable token counts."}
+	}
+	body, err := clientResponse(resp.Body, c.ID, c.Model)
+	if err != nil {
+		return nil, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: resp.Provider,
+			Message: "The provider's response could not be read."}
+	}
+	return &events.CompletionSucceeded{
+		Provider:      resp.Provider,
+		UpstreamModel: resp.UpstreamModel,
+		Usage: events.Usage{
+			PromptTokens:     resp.Usage.PromptTokens,
+			CompletionTokens: resp.Usage.CompletionTokens,
+			TotalTokens:      resp.Usage.PromptTokens + resp.Usage.CompletionTokens,
+			Estimated:        resp.Usage.Estimated,
+		},
+		CostNanoUSD: int64(cost),
+		LatencyMS:   elapsed.Milliseconds(),
+		Response:    body,
+	}, nil
+}
+
+// clientResponse gives the provider's response Tollgate's completion id and
+// the client-facing model name, keeping every other field as it came.
+func clientResponse(body json.RawMessage, id, model string) (json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return nil, err
+	}
+	idJSON, _ := json.Marshal(id)
+	modelJSON, _ := json.Marshal(model)
+	obj["id"], obj["model"] = idJSON, modelJSON
+	return json.Marshal(obj)
+}
+
+func failure(ctx context.Context, err error, elapsed time.Duration) *events.CompletionFailed {
+	f := &events.CompletionFailed{LatencyMS: elapsed.Milliseconds()}
+	var le *llm.Error
+	switch {
+	case errors.As(err, &le):
+		f.Status, f.ErrorType, f.ErrorCode, f.ErrorMessage, f.Provider = le.Status, le.Type, le.Code, le.Message, le.Provider
+	case ctx.Err() != nil:
+		// The client went away (or the deadline passed) before the
+		// provider answered; 499 is the de facto status for that.
+		f.Status, f.ErrorType, f.ErrorCode, f.ErrorMessage = 499, "client_closed_request", "client_closed", "The client closed the request before the provider answered."
+	default:
+		f.Status, f.ErrorType, f.ErrorMessage = http.StatusBadGateway, "upstream_error", "The provider could not be reached."
+	}
+	if f.ErrorType == "" {
+		f.ErrorType = "upstream_error"
+	}
+	if f.Status == 0 {
+		f.Status = http.StatusBadGateway
+	}
+	return f
+}

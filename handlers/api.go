@@ -1,0 +1,377 @@
+// Package handlers holds Tollgate's inbound adapters: the HTTP API (OpenAI
+// compatible client endpoints, admin endpoints, ops endpoints) and the bus
+// consumers that drive the workers and the projectors.
+package handlers
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/execution"
+)
+
+// KeyFinder finds the API key whose secret hashes to a hash.
+type KeyFinder interface {
+	FindAPIKey(ctx context.Context, keyHash string) (string, error)
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	Config   *config.Config
+	Service  *commands.Service
+	Executor *execution.Executor
+	Keys     KeyFinder
+	// ReadModels is the pool the read models (usage, jobs) are queried on.
+	ReadModels *pgxpool.Pool
+	AdminToken string
+	// InstanceID names this process in the claims it makes.
+	InstanceID string
+	// Ready reports whether the database and the bus are reachable.
+	Ready    func(ctx context.Context) error
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// MaxBodyBytes limits request bodies; default 4 MiB.
+	MaxBodyBytes int64
+	// KeyCacheTTL bounds how long a revoked key keeps working on this
+	// instance; default 1s.
+	KeyCacheTTL time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+func (c *APIConfig) setDefaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 4 << 20
+	}
+	if c.KeyCacheTTL == 0 {
+		c.KeyCacheTTL = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Gatherer == nil {
+		c.Gatherer = prometheus.DefaultGatherer
+	}
+}
+
+// Validate reports a missing dependency.
+func (c *APIConfig) Validate() error {
+	switch {
+	case c.Config == nil, c.Service == nil, c.Executor == nil, c.Keys == nil, c.ReadModels == nil:
+		return errors.New("handlers: Config, Service, Executor, Keys and ReadModels are required")
+	case len(c.AdminToken) < 16:
+		return errors.New("handlers: AdminToken must be at least 16 characters")
+	case c.InstanceID == "":
+		return errors.New("handlers: InstanceID is required")
+	case c.Ready == nil:
+		return errors.New("handlers: Ready is required")
+	}
+	return nil
+}
+
+// API serves Tollgate's HTTP endpoints.
+type API struct {
+	cfg      APIConfig
+	keys     *keyCache
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	rejected *prometheus.CounterVec
+}
+
+// NewAPI returns the API.
+func NewAPI(cfg APIConfig) (*API, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &API{
+		cfg:  cfg,
+		keys: &keyCache{ttl: cfg.KeyCacheTTL, entries: map[string]keyEntry{}},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_http_requests_total",
+			Help: "HTTP requests by route and status.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_http_request_seconds",
+			Help:    "HTTP request duration by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"route"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_http_rejections_total",
+			Help: "Requests rejected before any work, by reason.",
+		}, []string{"reason"}),
+	}
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{a.requests, a.duration, a.rejected} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("handlers: register metrics: %w", err)
+			}
+		}
+	}
+	return a, nil
+}
+
+// Handler returns the API's routes behind its middleware.
+func (a *API) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", Message: "Unknown request URL."})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed", Message: "Method not allowed on this URL."})
+	})
+	OpsRoutes(r, a.cfg.Gatherer, a.cfg.Ready)
+
+	admin := r.PathPrefix("/v1/admin").Subrouter()
+	admin.Use(a.requireAdmin)
+	admin.HandleFunc("/accounts", a.createAccount).Methods(http.MethodPost)
+	admin.HandleFunc("/accounts/{id}", a.getAccount).Methods(http.MethodGet)
+	admin.HandleFunc("/accounts/{id}/keys", a.issueKey).Methods(http.MethodPost)
+	admin.HandleFunc("/keys/{id}", a.revokeKey).Methods(http.MethodDelete)
+
+	client := r.PathPrefix("/v1").Subrouter()
+	client.Use(a.requireKey)
+	client.HandleFunc("/chat/completions", a.chatCompletions).Methods(http.MethodPost)
+	client.HandleFunc("/models", a.listModels).Methods(http.MethodGet)
+	client.HandleFunc("/jobs", a.listJobs).Methods(http.MethodGet)
+	client.HandleFunc("/jobs/{id}", a.getJob).Methods(http.MethodGet)
+	client.HandleFunc("/usage", a.usage).Methods(http.MethodGet)
+
+	return a.observe(r)
+}
+
+// OpsRoutes adds /metrics, /healthz and /readyz; every role serves them.
+func OpsRoutes(r *mux.Router, g prometheus.Gatherer, ready func(context.Context) error) {
+	r.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}).Methods(http.MethodGet)
+}
+
+type ctxKey int
+
+const (
+	principalKey ctxKey = iota
+	correlationKey
+)
+
+// correlationID returns the request's correlation id.
+func correlationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string)
+	return id
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// observe gives every request a correlation id, a size limit, a log line
+// and metrics.
+func (a *API) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		cid := r.Header.Get("X-Request-Id")
+		if cid == "" || len(cid) > 128 {
+			cid = "req_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+		}
+		w.Header().Set("X-Request-Id", cid)
+		r = r.WithContext(context.WithValue(r.Context(), correlationKey, cid))
+		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		route := "unmatched"
+		if m := mux.CurrentRoute(r); m != nil {
+			if t, err := m.GetPathTemplate(); err == nil {
+				route = t
+			}
+		}
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		a.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		a.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		if route != "/metrics" && route != "/healthz" && route != "/readyz" {
+			a.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+				slog.String("correlation_id", cid), slog.String("method", r.Method), slog.String("route", route),
+				slog.Int("status", rec.status), slog.Duration("duration", elapsed))
+		}
+	})
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func (a *API) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.cfg.AdminToken)) != 1 {
+			a.rejected.WithLabelValues("admin_auth").Inc()
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_admin_token",
+				Message: "This endpoint needs the admin token: Authorization: Bearer $TOLLGATE_ADMIN_TOKEN."})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// principal is the authenticated caller of a client endpoint.
+type principal struct {
+	KeyID     string
+	AccountID string
+	Plan      string
+}
+
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey).(principal)
+	return p
+}
+
+func (a *API) requireKey(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			a.rejected.WithLabelValues("missing_key").Inc()
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "missing_api_key",
+				Message: "You didn't provide an API key. Send it as Authorization: Bearer tg_…"})
+			return
+		}
+		p, err := a.authenticate(r.Context(), tok)
+		if err != nil {
+			if ae := toAPIError(err); ae.Status >= 500 {
+				a.cfg.Logger.ErrorContext(r.Context(), "authenticate", slog.String("correlation_id", correlationID(r.Context())), slog.Any("error", err))
+				writeError(w, ae)
+				return
+			}
+			a.rejected.WithLabelValues("invalid_key").Inc()
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+				Message: "Incorrect API key provided."})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+// errUnknownKey: no such key, or it was revoked.
+var errUnknownKey = errors.New("unknown or revoked api key")
+
+func (a *API) authenticate(ctx context.Context, secret string) (principal, error) {
+	if !strings.HasPrefix(secret, keyPrefix) || len(secret) > 200 {
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+	}
+	hash := hashKey(secret)
+	now := a.cfg.Now()
+	if p, err, ok := a.keys.get(hash, now); ok {
+		return p, err
+	}
+	p, err := a.lookupKey(ctx, hash)
+	if err != nil && !errors.Is(err, commands.ErrNotFound) {
+		return principal{}, err // a database error is not cached
+	}
+	a.keys.put(hash, p, err, now)
+	return p, err
+}
+
+func (a *API) lookupKey(ctx context.Context, hash string) (principal, error) {
+	id, err := a.cfg.Keys.FindAPIKey(ctx, hash)
+	if err != nil {
+		return principal{}, err
+	}
+	if id == "" {
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+	}
+	k, err := a.cfg.Service.APIKey(ctx, id)
+	if err != nil {
+		return principal{}, err
+	}
+	if k.Revoked {
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+	}
+	acc, err := a.cfg.Service.Account(ctx, k.AccountID)
+	if err != nil {
+		return principal{}, err
+	}
+	return principal{KeyID: k.ID, AccountID: acc.ID, Plan: acc.Plan}, nil
+}
+
+// keyCache keeps authentication off the database for a short while. Its
+// TTL is the longest a revoked key keeps working on this instance.
+type keyCache struct {
+	ttl     time.Duration
+	mu      sync.Mutex
+	entries map[string]keyEntry
+}
+
+type keyEntry struct {
+	p       principal
+	err     error
+	expires time.Time
+}
+
+// maxKeyCacheEntries bounds the cache against a flood of random keys.
+const maxKeyCacheEntries = 100_000
+
+func (c *keyCache) get(hash string, now time.Time) (principal, error, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[hash]
+	if !ok || now.After(e.expires) {
+		return principal{}, nil, false
+	}
+	return e.p, e.err, true
+}
+
+func (c *keyCache) put(hash string, p principal, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxKeyCacheEntries {
+		clear(c.entries)
+	}
+	c.entries[hash] = keyEntry{p: p, err: err, expires: now.Add(c.ttl)}
+}

@@ -1,0 +1,149 @@
+package handlers
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events"
+)
+
+// chatRequest is the part of an OpenAI chat request Tollgate validates.
+// The body itself travels on untouched, so fields Tollgate does not know
+// (tools, response_format, …) reach the provider.
+type chatRequest struct {
+	Model    string            `json:"model"`
+	Messages []json.RawMessage `json:"messages"`
+	Stream   bool              `json:"stream"`
+}
+
+// validateChat checks a chat request at the edge.
+func validateChat(body []byte) (chatRequest, *apiError) {
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return req, badRequest("invalid_json", "", "We could not parse the JSON body of your request: %s", err.Error())
+	}
+	switch {
+	case req.Model == "":
+		return req, badRequest("missing_required_parameter", "model", "You must provide a model parameter.")
+	case len(req.Messages) == 0:
+		return req, badRequest("missing_required_parameter", "messages", "You must provide at least one message.")
+	case req.Stream:
+		return req, badRequest("unsupported_parameter", "stream", "Streaming is not supported yet: send stream=false.")
+	}
+	for i, m := range req.Messages {
+		var msg struct {
+			Role string `json:"role"`
+		}
+		if err := json.Unmarshal(m, &msg); err != nil || msg.Role == "" {
+			return req, badRequest("invalid_value", fmt.Sprintf("messages[%d]", i), "Each message must be an object with a role.")
+		}
+	}
+	return req, nil
+}
+
+// modelFor returns the configured model if the caller's plan allows it.
+func (a *API) modelFor(p principal, name string) (config.Model, *apiError) {
+	m, ok := a.cfg.Config.Model(name)
+	if ok {
+		if plan, found := a.cfg.Config.Plan(p.Plan); !found || len(plan.Models) == 0 || slices.Contains(plan.Models, name) {
+			return m, nil
+		}
+	}
+	return m, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", name)}
+}
+
+func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	body, err := io.ReadAll(r.Body)
+	if ae := bodyError(err); ae != nil {
+		a.rejected.WithLabelValues("body").Inc()
+		writeError(w, ae)
+		return
+	}
+	req, ae := validateChat(body)
+	if ae == nil {
+		_, ae = a.modelFor(p, req.Model)
+	}
+	if ae != nil {
+		a.rejected.WithLabelValues(ae.Code).Inc()
+		writeError(w, ae)
+		return
+	}
+	cid := correlationID(r.Context())
+	md := events.Metadata{AccountID: p.AccountID, CorrelationID: cid, CausationID: cid, Actor: "key:" + p.KeyID}
+	cmd := commands.RequestCompletion{
+		CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
+		Model: req.Model, Mode: events.ModeSync, Request: body,
+	}
+	if preferAsync(r) {
+		cmd.Mode = events.ModeAsync
+		c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, nil)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		w.Header().Set("Preference-Applied", "respond-async")
+		w.Header().Set("Location", "/v1/jobs/"+c.ID)
+		writeJSON(w, http.StatusAccepted, toJobJSON(c))
+		return
+	}
+	executor := "api:" + a.cfg.InstanceID
+	c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, a.cfg.Executor.StartCommand(executor))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	done, err := a.cfg.Executor.Run(r.Context(), md, c)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	switch {
+	case done.Succeeded != nil:
+		writeRaw(w, http.StatusOK, done.Succeeded.Response)
+	case done.Failed != nil:
+		f := done.Failed
+		writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+	}
+}
+
+// preferAsync reports whether the client asked for an asynchronous answer
+// (RFC 7240).
+func preferAsync(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(pref), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (a *API) listModels(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	type model struct {
+		ID          string `json:"id"`
+		Object      string `json:"object"`
+		Created     int64  `json:"created"`
+		OwnedBy     string `json:"owned_by"`
+		Description string `json:"description,omitempty"`
+	}
+	out := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	for _, m := range a.cfg.Config.Models {
+		if _, ae := a.modelFor(p, m.Name); ae == nil {
+			out.Data = append(out.Data, model{ID: m.Name, Object: "model", OwnedBy: "tollgate", Description: m.Description})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,94 @@
+// Package pgtest gives each test run a PostgreSQL database of its own,
+// migrated, and drops it afterwards. The servers are shared (with CI and
+// other sessions), so nothing is ever created in a fixed database.
+//
+// The server comes from TOLLGATE_TEST_DATABASE_URL (default
+// postgres://127.0.0.1:5432/postgres). When it cannot be reached the test
+// fails with how to start it; it never skips.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/events/pgstore"
+)
+
+// ServerURL returns the admin URL of the test server.
+func ServerURL() string {
+	if u := os.Getenv("TOLLGATE_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// HowToStart is appended to connection failures.
+const HowToStart = `PostgreSQL is needed at 127.0.0.1:5432 (or TOLLGATE_TEST_DATABASE_URL); start it with:
+  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`
+
+// NewDatabase creates an empty database, registers its drop with t.Cleanup
+// and returns its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v\n%s", err, HowToStart)
+	}
+	defer admin.Close(ctx)
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name := "tollgate_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, ServerURL())
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(ServerURL())
+	if err != nil {
+		t.Fatalf("parse %s: %v", ServerURL(), err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// NewPool creates a migrated database and returns a pool on it, closed at
+// the end of the test.
+func NewPool(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	dsn := NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatalf("pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pgstore.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return pool, dsn
+}
+

@@ -1,0 +1,216 @@
+package projections
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// Billing units: what a billing record's quantity counts.
+const (
+	UnitTokens      = "tokens"
+	UnitCostNanoUSD = "cost_nano_usd"
+)
+
+// Billing record statuses.
+const (
+	// RecordOpen: usage is still being added.
+	RecordOpen = "open"
+	// RecordClosed: the reporter froze the quantity and is sending it.
+	RecordClosed = "closed"
+	// RecordReported: Stripe accepted it.
+	RecordReported = "reported"
+)
+
+// BillingRecordID returns the id of an account's seq-th record of the
+// window starting at windowStart. It is derived, not drawn, so that the
+// live model and a rebuild name every record alike, and so that the Stripe
+// meter event identifier (the record id) is the same on every retry.
+func BillingRecordID(accountID string, windowStart time.Time, seq int) string {
+	sum := sha256.Sum256([]byte(accountID + "|" + windowStart.UTC().Format(time.RFC3339) + "|" + strconv.Itoa(seq)))
+	return "br_" + hex.EncodeToString(sum[:])[:24]
+}
+
+// recordIDSQL is BillingRecordID in SQL, over the columns or expressions
+// account, windowStartText (RFC 3339) and seq.
+func recordIDSQL(account, windowStartText, seq string) string {
+	return fmt.Sprintf(`'br_' || left(encode(sha256(convert_to(%s || '|' || %s || '|' || %s::text, 'UTF8')), 'hex'), 24)`,
+		account, windowStartText, seq)
+}
+
+// rfc3339SQL formats a timestamptz column the way Go's time.RFC3339 formats
+// a whole-second UTC time.
+func rfc3339SQL(col string) string {
+	return fmt.Sprintf(`to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`, col)
+}
+
+// billingRecords keeps billing_records and billing_record_items.
+type billingRecords struct {
+	window               time.Duration
+	unit                 string
+	usage, close, report string
+}
+
+// NewBillingRecords returns the projector of billing_records and
+// billing_record_items in schema: each successful completion's quantity in
+// unit (UnitTokens or UnitCostNanoUSD) is added to its account's open
+// record of the window (of length window, aligned on the Unix epoch in UTC,
+// a whole number of seconds) its event occurred in.
+func NewBillingRecords(schema string, window time.Duration, unit string) Projector {
+	br, items := table(schema, "billing_records"), table(schema, "billing_record_items")
+	return &billingRecords{
+		window: window,
+		unit:   unit,
+		// Add to the window's newest record when it is open, else open the
+		// next one; and only when the completion's item is new, so a
+		// completion is billed once whatever the delivery.
+		usage: fmt.Sprintf(`
+			WITH last AS (
+				SELECT record_id, seq, status FROM %[1]s
+				WHERE account_id = $1::text AND window_start = $2::timestamptz
+				ORDER BY seq DESC LIMIT 1 FOR UPDATE
+			), target AS (
+				SELECT record_id, seq, false AS fresh FROM last WHERE status = '`+RecordOpen+`'
+				UNION ALL
+				SELECT %[3]s, n.seq, true
+				FROM (SELECT coalesce((SELECT seq FROM last), -1) + 1 AS seq) n
+				WHERE NOT EXISTS (SELECT 1 FROM last WHERE status = '`+RecordOpen+`')
+			), item AS (
+				INSERT INTO %[2]s (completion_id, record_id, quantity)
+				SELECT $5::text, record_id, $6::bigint FROM target
+				ON CONFLICT (completion_id) DO NOTHING
+				RETURNING record_id
+			), fresh AS (
+				INSERT INTO %[1]s (record_id, account_id, window_start, window_end, seq, unit, quantity, status)
+				SELECT t.record_id, $1::text, $2::timestamptz, $3::timestamptz, t.seq, $4::text, $6::bigint, '`+RecordOpen+`'
+				FROM target t JOIN item USING (record_id) WHERE t.fresh
+			)
+			UPDATE %[1]s AS b SET quantity = b.quantity + $6::bigint
+			FROM target t JOIN item USING (record_id)
+			WHERE NOT t.fresh AND b.record_id = t.record_id`,
+			br, items, recordIDSQL("$1::text", "$7::text", "n.seq")),
+		// Freeze the record at the reported quantity: usage added after the
+		// reporter read it moves to a new open record of the same window,
+		// so what was sent to Stripe never changes and nothing is lost. A
+		// record that is no longer open is left alone (a repeated close).
+		close: fmt.Sprintf(`
+			WITH r AS (
+				SELECT record_id, account_id, window_start, window_end, unit, quantity, status
+				FROM %[1]s WHERE record_id = $1::text FOR UPDATE
+			), closing AS (
+				UPDATE %[1]s AS b SET status = '`+RecordClosed+`', quantity = $2::bigint
+				FROM r WHERE b.record_id = r.record_id AND r.status = '`+RecordOpen+`'
+				RETURNING r.account_id, r.window_start, r.window_end, r.unit, r.quantity - $2::bigint AS excess
+			), nxt AS (
+				SELECT c.*, (SELECT max(seq) + 1 FROM %[1]s WHERE account_id = c.account_id AND window_start = c.window_start) AS seq
+				FROM closing c WHERE c.excess > 0
+			), split AS (
+				INSERT INTO %[1]s (record_id, account_id, window_start, window_end, seq, unit, quantity, status)
+				SELECT %[2]s, account_id, window_start, window_end, seq, unit, excess, '`+RecordOpen+`' FROM nxt
+			)
+			SELECT count(*) FROM r`,
+			br, recordIDSQL("account_id", rfc3339SQL("window_start"), "seq")),
+		// The first report's time stays: a repeated report changes nothing.
+		report: fmt.Sprintf(`UPDATE %s SET status = '`+RecordReported+`', reported_at = coalesce(reported_at, $2)
+			WHERE record_id = $1`, br),
+	}
+}
+
+// Name implements Projector.
+func (p *billingRecords) Name() string { return "billing_records" }
+
+// Apply implements Projector.
+func (p *billingRecords) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
+	return applyQueued(ctx, tx, p, p.Name(), e)
+}
+
+func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) error {
+	switch d := d.(type) {
+	case events.CompletionSucceeded:
+		var q int64
+		switch p.unit {
+		case UnitTokens:
+			q = d.Usage.PromptTokens + d.Usage.CompletionTokens
+		case UnitCostNanoUSD:
+			q = d.CostNanoUSD
+		default:
+			return fmt.Errorf("billing unit %q: want %q or %q", p.unit, UnitTokens, UnitCostNanoUSD)
+		}
+		if p.window < time.Second || p.window%time.Second != 0 {
+			// Record ids name the window by its start in whole seconds.
+			return fmt.Errorf("billing window %s: want a whole number of seconds", p.window)
+		}
+		if q <= 0 {
+			return nil
+		}
+		start := e.OccurredAt.UTC().Truncate(p.window)
+		b.Queue(p.usage, d.AccountID, start, start.Add(p.window), p.unit, d.CompletionID, q, start.Format(time.RFC3339))
+	case events.BillingRecordClosed:
+		b.Queue(p.close, d.RecordID, d.Quantity).QueryRow(func(row pgx.Row) error {
+			var n int
+			if err := row.Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				// The record is made before it can be closed; failing makes
+				// the event come again rather than be lost.
+				return fmt.Errorf("close billing record %s: no such record", d.RecordID)
+			}
+			return nil
+		})
+	case events.BillingUsageReported:
+		b.Queue(p.report, d.RecordID, e.OccurredAt.UTC()).Exec(func(ct pgconn.CommandTag) error {
+			if ct.RowsAffected() == 0 {
+				return fmt.Errorf("report billing record %s: no such record", d.RecordID)
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// BillingRecord is an account's billable quantity for one window.
+type BillingRecord struct {
+	RecordID    string
+	AccountID   string
+	WindowStart time.Time
+	WindowEnd   time.Time
+	Seq         int
+	Unit        string
+	Quantity    int64
+	Status      string
+	ReportedAt  *time.Time
+}
+
+// DueBillingRecords returns the records of schema the reporter should send,
+// oldest window first, at most limit: open records whose window ended at
+// least delay before now (late usage has had time to arrive), and every
+// closed record (closed but not yet reported: a reporter crashed between
+// closing and reporting, so it must be sent again with the same quantity).
+func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.Time, delay time.Duration, limit int) ([]BillingRecord, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT record_id, account_id, window_start, window_end, seq, unit, quantity, status, reported_at
+		FROM %s WHERE (status = '`+RecordOpen+`' AND window_end <= $1) OR status = '`+RecordClosed+`'
+		ORDER BY window_start, account_id, seq LIMIT $2`, table(schema, "billing_records")),
+		now.Add(-delay), limit)
+	if err != nil {
+		return nil, fmt.Errorf("due billing records: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (BillingRecord, error) {
+		var b BillingRecord
+		err := r.Scan(&b.RecordID, &b.AccountID, &b.WindowStart, &b.WindowEnd, &b.Seq, &b.Unit, &b.Quantity, &b.Status, &b.ReportedAt)
+		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), utcPtr(b.ReportedAt)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("due billing records: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,103 @@
+// Package projections keeps Tollgate's read models — the usage ledger and
+// its daily rollups, job status and billing records — up to date from the
+// event log, and rebuilds them from position 0 beside the live ones.
+//
+// Every projector writes schema-qualified tables, so the same code builds
+// the live model (schema "public") and a rebuild in another schema; and
+// every time it writes comes from the event, never from the clock, so a
+// rebuild is row for row the live model.
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// LiveSchema is the schema of the read models the API and the billing
+// reporter read.
+const LiveSchema = "public"
+
+// Projector updates one read model from events, inside the caller's
+// transaction.
+type Projector interface {
+	// Name identifies the projector in logs and errors.
+	Name() string
+	// Apply updates the read model for e. Events of types the projector
+	// does not care about are ignored.
+	Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error
+}
+
+// queuer is implemented by the projectors of this package: instead of
+// executing its statements one round trip at a time, a queuer appends them
+// to a batch, so a Set sends the writes of many events in one round trip.
+// Each statement does its own reads in SQL, so statements queued for later
+// events see the effects of earlier ones without the client in between.
+type queuer interface {
+	queue(b *pgx.Batch, e events.Envelope, d events.Data) error
+}
+
+// applyQueued runs a queuer's statements for one event in tx.
+func applyQueued(ctx context.Context, tx pgx.Tx, q queuer, name string, e events.Envelope) error {
+	d, err := events.Decode(e)
+	if errors.Is(err, events.ErrUnknownType) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	b := &pgx.Batch{}
+	if err := q.queue(b, e, d); err != nil {
+		return fmt.Errorf("%s: event %s: %w", name, e.EventID, err)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("%s: event %s: %w", name, e.EventID, err)
+	}
+	return nil
+}
+
+// Querier is what the query helpers need: a pool, a connection or a
+// transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// table returns the quoted, schema-qualified name of a read-model table.
+func table(schema, name string) string {
+	return pgx.Identifier{schema, name}.Sanitize()
+}
+
+// readModelTables lists every read-model table, in the order a rebuild
+// creates them and Compare reports them.
+func readModelTables() []string {
+	return []string{"projection_streams", "usage_ledger", "usage_rollups", "jobs", "billing_records", "billing_record_items"}
+}
+
+// ErrGap is the sentinel matched by errors.Is for a *GapError.
+var ErrGap = errors.New("projection: stream gap")
+
+// GapError reports that an event came before an earlier event of its
+// stream was applied. The event must be delivered again later, after the
+// missing one.
+type GapError struct {
+	StreamID string
+	// Applied is the last version of the stream applied.
+	Applied int64
+	// Got is the version of the event that arrived.
+	Got int64
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("projection: stream %s: got version %d, last applied %d", e.StreamID, e.Got, e.Applied)
+}
+
+// Is makes errors.Is(err, ErrGap) true.
+func (e *GapError) Is(target error) bool { return target == ErrGap }

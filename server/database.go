@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// OpenDatabase returns a pool on dsn, creating the database first when the
+// server does not have it (so `tollgate serve` works on a fresh PostgreSQL).
+func OpenDatabase(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	if err := ensureDatabase(ctx, dsn); err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return pool, nil
+}
+
+func ensureDatabase(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	cfg, perr := pgx.ParseConfig(dsn)
+	if perr != nil {
+		return fmt.Errorf("database url: %w", perr)
+	}
+	name := cfg.Database
+	u, perr := url.Parse(dsn)
+	if perr != nil || !strings.HasPrefix(u.Scheme, "postgres") {
+		return fmt.Errorf("database %q does not exist; create it (createdb %s): %w", name, name, err)
+	}
+	u.Path = "/postgres"
+	admin, aerr := pgx.Connect(ctx, u.String())
+	if aerr != nil {
+		return fmt.Errorf("database %q does not exist and the server's postgres database is unreachable: %w", name, aerr)
+	}
+	defer admin.Close(ctx)
+	if _, cerr := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); cerr != nil {
+		if errors.As(cerr, &pgErr) && pgErr.Code == "42P04" { // created meanwhile by another role
+			return nil
+		}
+		return fmt.Errorf("create database %q: %w", name, cerr)
+	}
+	return nil
+}

@@ -1,0 +1,375 @@
+// Package server assembles Tollgate's roles (API, worker, projector,
+// relay, billing reporter) into a running process. `tollgate serve` runs
+// them all; each role can also run alone, the way docker-compose.yml does.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/bus"
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events/outbox"
+	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/execution"
+	"github.com/tollgate/tollgate/handlers"
+	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/projections"
+)
+
+// Roles selects what a process does.
+type Roles struct {
+	API       bool
+	Worker    bool
+	Projector bool
+	Relay     bool
+	Billing   bool
+}
+
+// AllRoles is `tollgate serve`.
+func AllRoles() Roles { return Roles{API: true, Worker: true, Projector: true, Relay: true, Billing: true} }
+
+// Options configures a Server.
+type Options struct {
+	Config *config.Config
+	Roles  Roles
+	Logger *slog.Logger
+	// Getenv resolves providers' api_key_env; os.Getenv when nil.
+	Getenv func(string) string
+	// ProviderClient is the HTTP client for LLM providers; llm.NewHTTPClient when nil.
+	ProviderClient *http.Client
+	// Listener, when set, is served instead of listening on Env.HTTPAddr.
+	Listener net.Listener
+	// MaxDBConns bounds the database pool; 20 when zero. Provider calls
+	// hold no connection, so a small pool serves many slow requests.
+	MaxDBConns int32
+	// WorkerConcurrency bounds the jobs one worker runs at once; 256 when zero.
+	WorkerConcurrency int
+	// Billing overrides for tests.
+	BillingInterval            time.Duration
+	BillingAfterStripeAccepted func(recordID string) error
+	// BusPollInterval overrides the PostgreSQL bus's poll interval.
+	BusPollInterval time.Duration
+}
+
+// Server is a running Tollgate process.
+type Server struct {
+	// Addr is the address the HTTP server listens on.
+	Addr string
+	// AdminToken is the admin token in use (generated when none was configured).
+	AdminToken string
+	// Pool is the database pool.
+	Pool *pgxpool.Pool
+	// Store is the event store.
+	Store *pgstore.Store
+
+	logger   *slog.Logger
+	http     *http.Server
+	router   *message.Router
+	worker   *handlers.Worker
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	errs     chan error
+	closers  []func() error
+	stopOnce sync.Once
+}
+
+// Start starts the selected roles and returns once they run.
+func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("server: Config is required")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Server{logger: logger, cancel: cancel, errs: make(chan error, 8)}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	maxConns := opts.MaxDBConns
+	if maxConns == 0 {
+		maxConns = 20
+	}
+	s.Pool, err = OpenDatabase(ctx, cfg.Env.DatabaseURL, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { s.Pool.Close(); return nil })
+	if applied, err := pgstore.Migrate(ctx, s.Pool); err != nil {
+		return nil, err
+	} else if len(applied) > 0 {
+		logger.Info("migrations applied", "names", applied)
+	}
+	if s.Store, err = pgstore.New(s.Pool, reg); err != nil {
+		return nil, err
+	}
+	svc := commands.NewService(s.Store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, time.Now)
+
+	busCfg := bus.Config{KafkaBrokers: cfg.Env.KafkaBrokers, Pool: s.Pool, Logger: logger, ClientID: "tollgate-" + cfg.Env.InstanceID, SQLPollInterval: opts.BusPollInterval}
+	ready := func(ctx context.Context) error {
+		if err := s.Pool.Ping(ctx); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		if err := bus.Ping(ctx, busCfg); err != nil {
+			return fmt.Errorf("bus: %w", err)
+		}
+		return nil
+	}
+
+	var exec *execution.Executor
+	if opts.Roles.API || opts.Roles.Worker {
+		router, err := llm.NewRouter(cfg, opts.ProviderClient, getenv, logger)
+		if err != nil {
+			return nil, err
+		}
+		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Logger: logger, Registry: reg})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	// The bus: the relay publishes, the worker and projectors consume.
+	if opts.Roles.Relay || opts.Roles.Worker || opts.Roles.Projector {
+		pub, err := bus.NewPublisher(busCfg)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, pub.Close)
+		if opts.Roles.Relay {
+			relay, err := outbox.New(outbox.Config{Store: s.Store, Publisher: pub, Logger: logger, Registerer: reg})
+			if err != nil {
+				return nil, err
+			}
+			s.goRun("relay", func() error { return relay.Run(runCtx) })
+		}
+		if opts.Roles.Worker || opts.Roles.Projector {
+			if s.router, err = bus.NewRouter(bus.RouterConfig{DeadLetterPublisher: pub, Logger: logger, Registerer: reg}); err != nil {
+				return nil, err
+			}
+			if opts.Roles.Projector {
+				set, err := projections.NewSet(s.Pool, projections.LiveSchema, logger, reg, ReadModels(cfg)(projections.LiveSchema)...)
+				if err != nil {
+					return nil, err
+				}
+				sub, err := bus.NewSubscriber(busCfg, "tollgate-projections")
+				if err != nil {
+					return nil, err
+				}
+				s.router.AddNoPublisherHandler("projections", bus.Topic, sub, handlers.ProjectionConsumer(set))
+				go set.WatchLag(runCtx, func(ctx context.Context) (int64, error) {
+					c, err := s.Store.Head(ctx)
+					return c.Position, err
+				}, 5*time.Second)
+			}
+			if opts.Roles.Worker {
+				conc := opts.WorkerConcurrency
+				if conc == 0 {
+					conc = 256
+				}
+				s.worker = handlers.NewWorker(runCtx, exec, cfg.Env.InstanceID, conc, logger)
+				sub, err := bus.NewSubscriber(busCfg, "tollgate-workers")
+				if err != nil {
+					return nil, err
+				}
+				s.router.AddNoPublisherHandler("worker", bus.Topic, sub, s.worker.Handle)
+			}
+			s.goRun("bus router", func() error { return s.router.Run(runCtx) })
+			select {
+			case <-s.router.Running():
+			case <-time.After(30 * time.Second):
+				return nil, errors.New("bus router did not start within 30s")
+			}
+		}
+	}
+
+	if opts.Roles.Billing {
+		if cfg.Env.StripeSecretKey == "" {
+			logger.Info("billing reporter off: STRIPE_SECRET_KEY is not set")
+		} else {
+			rep, err := billing.NewReporter(billing.ReporterConfig{
+				Store:               s.Store,
+				Due:                 dueRecords(s.Pool, cfg.Billing.ReportDelay.D()),
+				Stripe:              billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0),
+				EventName:           cfg.Env.StripeMeterEventName,
+				Interval:            firstNonZero(opts.BillingInterval, cfg.Billing.ReportInterval.D()),
+				Logger:              logger,
+				Registerer:          reg,
+				AfterStripeAccepted: opts.BillingAfterStripeAccepted,
+			})
+			if err != nil {
+				return nil, err
+			}
+			s.goRun("billing reporter", func() error { return rep.Run(runCtx) })
+		}
+	}
+
+	// HTTP: the API role serves the whole API; every role serves ops endpoints.
+	var handler http.Handler
+	if opts.Roles.API {
+		s.AdminToken = cfg.Env.AdminToken
+		if s.AdminToken == "" {
+			s.AdminToken = generateToken()
+			// Printed, not logged: it is a secret, shown once to the operator at the console.
+			fmt.Fprintf(os.Stderr, "\nTOLLGATE_ADMIN_TOKEN is not set; this run's admin token is:\n\n    %s\n\n", s.AdminToken)
+		}
+		api, err := handlers.NewAPI(handlers.APIConfig{
+			Config: cfg, Service: svc, Executor: exec, Keys: s.Store, ReadModels: s.Pool,
+			AdminToken: s.AdminToken, InstanceID: cfg.Env.InstanceID, Ready: ready,
+			Logger: logger, Registry: reg, Gatherer: reg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		handler = api.Handler()
+	} else {
+		r := mux.NewRouter()
+		handlers.OpsRoutes(r, reg, ready)
+		handler = r
+	}
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Env.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Env.HTTPAddr, err)
+		}
+	}
+	s.Addr = ln.Addr().String()
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		// A synchronous completion can take minutes at the provider.
+		WriteTimeout:   10 * time.Minute,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	s.goRun("http", func() error {
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	logger.Info("tollgate started", "addr", s.Addr, "roles", fmt.Sprintf("%+v", opts.Roles), "bus", busName(busCfg))
+	return s, nil
+}
+
+func busName(c bus.Config) string {
+	if c.Kafka() {
+		return "kafka"
+	}
+	return "postgresql"
+}
+
+func firstNonZero(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+func generateToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b) // never fails on supported platforms
+	return "tga_" + hex.EncodeToString(b)
+}
+
+// ReadModels returns the projectors of every read model, built on schema.
+func ReadModels(cfg *config.Config) func(schema string) []projections.Projector {
+	return func(schema string) []projections.Projector {
+		return []projections.Projector{
+			projections.NewUsageLedger(schema), projections.NewJobs(schema),
+			projections.NewBillingRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
+		}
+	}
+}
+
+// dueRecords adapts the billing read model to the reporter.
+func dueRecords(pool *pgxpool.Pool, delay time.Duration) billing.DueRecords {
+	return func(ctx context.Context, now time.Time, limit int) ([]billing.Record, error) {
+		recs, err := projections.DueBillingRecords(ctx, pool, projections.LiveSchema, now, delay, limit)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]billing.Record, len(recs))
+		for i, r := range recs {
+			out[i] = billing.Record{RecordID: r.RecordID, AccountID: r.AccountID, WindowStart: r.WindowStart,
+				WindowEnd: r.WindowEnd, Unit: r.Unit, Quantity: r.Quantity, Status: r.Status}
+		}
+		return out, nil
+	}
+}
+
+func (s *Server) goRun(name string, f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			s.logger.Error("role stopped", "role", name, "error", err)
+			select {
+			case s.errs <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	}()
+}
+
+// Err returns a channel that receives the first error of a role that stopped.
+func (s *Server) Err() <-chan error { return s.errs }
+
+// Close stops the roles gracefully: the HTTP server finishes its requests,
+// the worker its running jobs, within ctx.
+func (s *Server) Close(ctx context.Context) error {
+	var errs []error
+	s.stopOnce.Do(func() {
+		if s.http != nil {
+			errs = append(errs, s.http.Shutdown(ctx))
+		}
+		if s.router != nil {
+			errs = append(errs, s.router.Close())
+		}
+		if s.worker != nil {
+			done := make(chan struct{})
+			go func() { s.worker.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("worker jobs still running: %w", ctx.Err()))
+			}
+		}
+		s.cancel()
+		s.wg.Wait()
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			errs = append(errs, s.closers[i]())
+		}
+	})
+	return errors.Join(errs...)
+}
