@@ -15,14 +15,22 @@ import (
 // Message metadata keys. On Kafka they become record headers; the ce_
 // ones are the CloudEvents 1.0 Kafka binary-mode attributes.
 const (
+	// MetaSpecVersion is the CloudEvents version, SpecVersion.
 	MetaSpecVersion = "ce_specversion"
-	MetaID          = "ce_id"
-	MetaType        = "ce_type"
-	MetaSource      = "ce_source"
-	MetaTime        = "ce_time"
-	MetaSubject     = "ce_subject"
+	// MetaID is the event id.
+	MetaID = "ce_id"
+	// MetaType is the event type, such as "completion.requested".
+	MetaType = "ce_type"
+	// MetaSource is the producer, DefaultSource unless configured.
+	MetaSource = "ce_source"
+	// MetaTime is when the event occurred, RFC 3339 with nanoseconds.
+	MetaTime = "ce_time"
+	// MetaSubject is the event's stream id.
+	MetaSubject = "ce_subject"
+	// MetaContentType is the payload's media type, ContentType.
 	MetaContentType = "content-type"
-	MetaAccountID   = "account_id"
+	// MetaAccountID is the event's account, also the Kafka record key.
+	MetaAccountID = "account_id"
 )
 
 const (

@@ -14,11 +14,16 @@ import (
 
 // Defaults of RouterConfig.
 const (
-	DefaultMaxRetries      = 5
+	// DefaultMaxRetries is how often a failing message is retried.
+	DefaultMaxRetries = 5
+	// DefaultInitialInterval is the first backoff between retries.
 	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMaxInterval     = 5 * time.Second
-	DefaultMaxElapsedTime  = time.Minute
-	DefaultCloseTimeout    = 30 * time.Second
+	// DefaultMaxInterval caps the backoff between retries.
+	DefaultMaxInterval = 5 * time.Second
+	// DefaultMaxElapsedTime bounds the time spent retrying one message.
+	DefaultMaxElapsedTime = time.Minute
+	// DefaultCloseTimeout is how long closing the router waits for handlers.
+	DefaultCloseTimeout = 30 * time.Second
 )
 
 // MetaReasonPoisoned is the metadata key of the reason a message went to
@@ -141,9 +146,14 @@ func NewRouter(cfg RouterConfig) (*message.Router, error) {
 
 // Outcomes of a handled message, the "outcome" label of the metrics.
 const (
-	OutcomeOK           = "ok"
+	// OutcomeOK: the handler succeeded.
+	OutcomeOK = "ok"
+	// OutcomeDeadLettered: every attempt failed and the message went to
+	// the dead-letter topic.
 	OutcomeDeadLettered = "dead_lettered"
-	OutcomeError        = "error"
+	// OutcomeError: the message could not even be dead-lettered; it is
+	// nacked and will be redelivered.
+	OutcomeError = "error"
 )
 
 // NewMetricsMiddleware returns a middleware that counts handled messages

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -219,7 +221,10 @@ func (s *Service) StartCompletion(ctx context.Context, md events.Metadata, compl
 		return c, err
 	}
 	md.AccountID = c.AccountID
-	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, cmd.Executor)
+	// The claim's id is random, never derived: two deliveries of one
+	// message to the same executor must not both see an "idempotent"
+	// success and both call the provider. The loser gets a conflict.
+	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, cmd.Executor+"|"+uuid.NewString())
 	if errors.Is(err, events.ErrConflict) {
 		return c, fmt.Errorf("completion %s: %w", completionID, ErrAlreadyClaimed)
 	}

@@ -46,10 +46,13 @@ type Worker struct {
 }
 
 // NewWorker returns a worker named "worker:<instance>" that runs at most
-// concurrency jobs at once. Jobs run under ctx.
+// concurrency jobs at once. Jobs run under ctx. A nil logger discards.
 func NewWorker(ctx context.Context, exec *execution.Executor, instance string, concurrency int, logger *slog.Logger) *Worker {
 	if concurrency < 1 {
 		concurrency = 1
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{exec: exec, executor: "worker:" + instance, logger: logger, slots: make(chan struct{}, concurrency), ctx: ctx}
 }

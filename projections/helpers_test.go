@@ -110,20 +110,31 @@ func (l *evlog) reported(r BillingRecord, quantity int64, at time.Time) events.E
 }
 
 // stored reads the whole log back in the global order, as the relay
-// publishes it.
+// publishes it. The store shows only events older than every running
+// transaction of the (shared) server, so it waits until all are readable.
 func (l *evlog) stored() []events.Envelope {
 	l.t.Helper()
-	var out []events.Envelope
-	var cur pgstore.Cursor
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		evs, next, err := l.store.ReadAll(l.ctx, cur, 500, pgstore.Filter{})
-		if err != nil {
-			l.t.Fatal(err)
+		var out []events.Envelope
+		var cur pgstore.Cursor
+		for {
+			evs, next, err := l.store.ReadAll(l.ctx, cur, 500, pgstore.Filter{})
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			out, cur = append(out, evs...), next
 		}
-		if len(evs) == 0 {
+		if len(out) >= len(l.all) {
 			return out
 		}
-		out, cur = append(out, evs...), next
+		if time.Now().After(deadline) {
+			l.t.Fatalf("only %d of %d events readable after 30s", len(out), len(l.all))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

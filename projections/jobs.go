@@ -18,9 +18,11 @@ const (
 	JobFailed    = "failed"
 )
 
-// jobs keeps the jobs table: the status of every completion request.
+// jobs keeps the jobs table: the status of every completion request. A
+// job is a fold of its completion's stream, so a batch of events is folded
+// per job in Go, in event order, and written with two set-based statements.
 type jobs struct {
-	requested, started, succeeded, failed string
+	insert, update string
 }
 
 // NewJobs returns the projector of the jobs table in schema.
@@ -29,12 +31,17 @@ func NewJobs(schema string) Projector {
 	return &jobs{
 		// DO NOTHING: a request recorded twice must not reset a job that
 		// has moved on.
-		requested: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, model, mode, status, requested_at)
-			VALUES ($1, $2, $3, $4, $5, '`+JobQueued+`', $6) ON CONFLICT (completion_id) DO NOTHING`, t),
-		started:   fmt.Sprintf(`UPDATE %s SET status = '`+JobRunning+`', started_at = $2 WHERE completion_id = $1`, t),
-		succeeded: fmt.Sprintf(`UPDATE %s SET status = '`+JobSucceeded+`', finished_at = $2 WHERE completion_id = $1`, t),
-		failed: fmt.Sprintf(`UPDATE %s SET status = '`+JobFailed+`', finished_at = $2, error_type = $3, error_message = $4
-			WHERE completion_id = $1`, t),
+		insert: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, model, mode, status, requested_at,
+				started_at, finished_at, error_type, error_message)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+				$8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])
+			ON CONFLICT (completion_id) DO NOTHING`, t),
+		update: fmt.Sprintf(`UPDATE %s AS j SET status = u.status,
+				started_at = coalesce(u.started_at, j.started_at), finished_at = coalesce(u.finished_at, j.finished_at),
+				error_type = coalesce(u.error_type, j.error_type), error_message = coalesce(u.error_message, j.error_message)
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
+				AS u(completion_id, status, started_at, finished_at, error_type, error_message)
+			WHERE j.completion_id = u.completion_id`, t),
 	}
 }
 
@@ -43,22 +50,85 @@ func (p *jobs) Name() string { return "jobs" }
 
 // Apply implements Projector.
 func (p *jobs) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyQueued(ctx, tx, p, p.Name(), e)
+	return applyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *jobs) queue(b *pgx.Batch, e events.Envelope, d events.Data) error {
+func (p *jobs) pending() pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
+
+// jobChange is what one transaction's events did to a job.
+type jobChange struct {
+	requested                 bool
+	account, key, model, mode string
+	status                    string
+	requestedAt               time.Time
+	startedAt, finishedAt     *time.Time
+	errorType, errorMessage   *string
+}
+
+// jobChanges folds one transaction's events per job, in event order.
+type jobChanges struct {
+	p     *jobs
+	order []string
+	byID  map[string]*jobChange
+}
+
+func (c *jobChanges) get(id string) *jobChange {
+	j, ok := c.byID[id]
+	if !ok {
+		j = &jobChange{}
+		c.byID[id] = j
+		c.order = append(c.order, id)
+	}
+	return j
+}
+
+func (c *jobChanges) add(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
 	switch d := d.(type) {
 	case events.CompletionRequested:
-		b.Queue(p.requested, d.CompletionID, d.AccountID, d.KeyID, d.Model, d.Mode, at)
+		j := c.get(d.CompletionID)
+		j.requested, j.account, j.key, j.model, j.mode = true, d.AccountID, d.KeyID, d.Model, d.Mode
+		j.status, j.requestedAt = JobQueued, at
 	case events.CompletionStarted:
-		b.Queue(p.started, d.CompletionID, at)
+		j := c.get(d.CompletionID)
+		j.status, j.startedAt = JobRunning, &at
 	case events.CompletionSucceeded:
-		b.Queue(p.succeeded, d.CompletionID, at)
+		j := c.get(d.CompletionID)
+		j.status, j.finishedAt = JobSucceeded, &at
 	case events.CompletionFailed:
-		b.Queue(p.failed, d.CompletionID, at, d.ErrorType, d.ErrorMessage)
+		j := c.get(d.CompletionID)
+		j.status, j.finishedAt, j.errorType, j.errorMessage = JobFailed, &at, &d.ErrorType, &d.ErrorMessage
 	}
 	return nil
+}
+
+func (c *jobChanges) flush(b *pgx.Batch) {
+	var ins, upd struct {
+		id, account, key, model, mode, status []string
+		requestedAt                           []time.Time
+		startedAt, finishedAt                 []*time.Time
+		errorType, errorMessage               []*string
+	}
+	for _, id := range c.order {
+		j := c.byID[id]
+		if j.requested {
+			ins.id, ins.account, ins.key, ins.model = append(ins.id, id), append(ins.account, j.account), append(ins.key, j.key), append(ins.model, j.model)
+			ins.mode, ins.status, ins.requestedAt = append(ins.mode, j.mode), append(ins.status, j.status), append(ins.requestedAt, j.requestedAt)
+			ins.startedAt, ins.finishedAt = append(ins.startedAt, j.startedAt), append(ins.finishedAt, j.finishedAt)
+			ins.errorType, ins.errorMessage = append(ins.errorType, j.errorType), append(ins.errorMessage, j.errorMessage)
+			continue
+		}
+		upd.id, upd.status = append(upd.id, id), append(upd.status, j.status)
+		upd.startedAt, upd.finishedAt = append(upd.startedAt, j.startedAt), append(upd.finishedAt, j.finishedAt)
+		upd.errorType, upd.errorMessage = append(upd.errorType, j.errorType), append(upd.errorMessage, j.errorMessage)
+	}
+	if len(ins.id) > 0 {
+		b.Queue(c.p.insert, ins.id, ins.account, ins.key, ins.model, ins.mode, ins.status, ins.requestedAt,
+			ins.startedAt, ins.finishedAt, ins.errorType, ins.errorMessage)
+	}
+	if len(upd.id) > 0 {
+		b.Queue(c.p.update, upd.id, upd.status, upd.startedAt, upd.finishedAt, upd.errorType, upd.errorMessage)
+	}
 }
 
 // Job is one completion request's status.

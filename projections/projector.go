@@ -41,6 +41,38 @@ type queuer interface {
 	queue(b *pgx.Batch, e events.Envelope, d events.Data) error
 }
 
+// accumulator is implemented by projectors whose writes for many events
+// fold into a few set-based statements (their effects commute, or they
+// fold one stream's events in order in Go). A Set gives each transaction
+// its own pending state and flushes it, after every event of the
+// transaction was added, into the same batch.
+type accumulator interface {
+	pending() pending
+}
+
+// pending collects one transaction's writes of an accumulator.
+type pending interface {
+	add(e events.Envelope, d events.Data) error
+	flush(b *pgx.Batch)
+}
+
+// applyPending runs an accumulator's statements for one event in tx.
+func applyPending(ctx context.Context, tx pgx.Tx, a accumulator, name string, e events.Envelope) error {
+	return applyQueued(ctx, tx, queueFunc(func(b *pgx.Batch, e events.Envelope, d events.Data) error {
+		p := a.pending()
+		if err := p.add(e, d); err != nil {
+			return err
+		}
+		p.flush(b)
+		return nil
+	}), name, e)
+}
+
+// queueFunc adapts a function to queuer.
+type queueFunc func(b *pgx.Batch, e events.Envelope, d events.Data) error
+
+func (f queueFunc) queue(b *pgx.Batch, e events.Envelope, d events.Data) error { return f(b, e, d) }
+
 // applyQueued runs a queuer's statements for one event in tx.
 func applyQueued(ctx context.Context, tx pgx.Tx, q queuer, name string, e events.Envelope) error {
 	d, err := events.Decode(e)

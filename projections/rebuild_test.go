@@ -246,8 +246,14 @@ func appendCompletions(b *testing.B, l *evlog, _ *pgxpool.Pool, n int) {
 			l.failed(id, a, key, model, at.Add(time.Second))
 			continue
 		}
-		l.complete(id, a, key, model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), at)
+		prompt, completion := rng.Int64N(2000), rng.Int64N(500)
+		l.append(events.StreamCompletion+id, a, at,
+			events.CompletionRequested{CompletionID: id, AccountID: a, KeyID: key, Model: model, Mode: events.ModeSync, Request: []byte(`{}`)},
+			events.CompletionStarted{CompletionID: id, Executor: "api:bench", LeaseExpiresAt: at.Add(time.Minute)},
+			events.CompletionSucceeded{CompletionID: id, AccountID: a, KeyID: key, Model: model, Provider: "echo", UpstreamModel: model,
+				Usage:       events.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion},
+				CostNanoUSD: rng.Int64N(1_000_000), Response: []byte(`{"id":"x","choices":[{"message":{"content":"hello"}}]}`)})
 	}
-	// The log is not needed in memory for the benchmark.
+	l.stored() // every event readable before the clock starts
 	l.all = nil
 }

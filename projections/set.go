@@ -25,6 +25,11 @@ const SetName = "read_models"
 // Delivery is at least once and in order per stream, so an event at or
 // below the guard is a redelivery and is skipped, and an event more than
 // one above it arrived before its predecessor and is refused with ErrGap.
+//
+// The projectors of this package write a whole transaction's events in a
+// few pipelined statements; a Projector from elsewhere is applied in event
+// order too, but sees the usage ledger and jobs of the transaction's
+// events only after the last of them (they are written set-based at the end).
 type Set struct {
 	pool   *pgxpool.Pool
 	schema string
@@ -164,6 +169,12 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 	if s.asyncCommit {
 		b.Queue(`SET LOCAL synchronous_commit = off`)
 	}
+	var pend []pending
+	for _, p := range s.ps {
+		if a, ok := p.(accumulator); ok {
+			pend = append(pend, a.pending())
+		}
+	}
 	var applied, skipped []events.Envelope
 	var maxPos int64
 	for _, e := range evs {
@@ -179,7 +190,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 			return fmt.Errorf("projections: event %s: %w", e.EventID,
 				&GapError{StreamID: e.StreamID, Applied: cur, Got: e.StreamVersion})
 		}
-		if b, err = s.applyOne(ctx, tx, b, e); err != nil {
+		if b, err = s.applyOne(ctx, tx, b, pend, e); err != nil {
 			return err
 		}
 		current[e.StreamID] = e.StreamVersion
@@ -194,6 +205,9 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 		return nil
 	}
 
+	for _, p := range pend {
+		p.flush(b)
+	}
 	s.queueGuard(b, streams, stored, current)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("projections: apply %s: %w", describe(applied), err)
@@ -208,10 +222,10 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 	return nil
 }
 
-// applyOne queues (or, for projectors from elsewhere, executes) the
-// statements of every projector for e, and returns the batch to go on
-// queueing into.
-func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, e events.Envelope) (*pgx.Batch, error) {
+// applyOne adds e to the accumulators' pending writes, queues the
+// statements of the other projectors of this package, executes those of
+// projectors from elsewhere, and returns the batch to go on queueing into.
+func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []pending, e events.Envelope) (*pgx.Batch, error) {
 	d, err := events.Decode(e)
 	switch {
 	case errors.Is(err, events.ErrUnknownType):
@@ -220,7 +234,17 @@ func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, e events.En
 	case err != nil:
 		return b, fmt.Errorf("projections: %w", err)
 	}
+	if d != nil {
+		for _, p := range pend {
+			if err := p.add(e, d); err != nil {
+				return b, fmt.Errorf("projections: event %s: %w", e.EventID, err)
+			}
+		}
+	}
 	for _, p := range s.ps {
+		if _, ok := p.(accumulator); ok {
+			continue
+		}
 		if q, ok := p.(queuer); ok {
 			if d == nil {
 				continue

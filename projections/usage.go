@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate/tollgate/events"
 )
 
 // usageLedger keeps usage_ledger (one row per successful completion) and
-// usage_rollups (per account, UTC day, key and model).
+// usage_rollups (per account, UTC day, key and model). Both are sums over
+// completions, so the order of events does not matter and a batch of
+// events is written with two set-based statements.
 type usageLedger struct {
 	insert string
 }
@@ -19,21 +22,24 @@ type usageLedger struct {
 // NewUsageLedger returns the projector of usage_ledger and usage_rollups in
 // schema.
 func NewUsageLedger(schema string) Projector {
-	// One statement: the rollup is added to only when the ledger row was
-	// inserted, so an event applied twice (past the stream guard, e.g. the
-	// same completion recorded under another event id) is counted once.
+	// One statement: the rollups are added to only for ledger rows that
+	// were inserted, so a completion recorded twice (past the stream
+	// guard, e.g. under another event id) is counted once.
 	return &usageLedger{insert: fmt.Sprintf(`
 		WITH ins AS (
 			INSERT INTO %[1]s (completion_id, account_id, key_id, model, provider, upstream_model,
 				prompt_tokens, completion_tokens, tokens_estimated, cost_nano_usd, occurred_at, event_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+				$7::bigint[], $8::bigint[], $9::boolean[], $10::bigint[], $11::timestamptz[], $12::uuid[])
 			ON CONFLICT (completion_id) DO NOTHING
-			RETURNING account_id, key_id, model, prompt_tokens, completion_tokens, cost_nano_usd
+			RETURNING account_id, key_id, model, prompt_tokens, completion_tokens, cost_nano_usd, occurred_at
 		)
 		INSERT INTO %[2]s AS r (account_id, day, key_id, model, requests, prompt_tokens, completion_tokens, cost_nano_usd)
-		SELECT account_id, $13::date, key_id, model, 1, prompt_tokens, completion_tokens, cost_nano_usd FROM ins
+		SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, key_id, model,
+			count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_nano_usd)::bigint
+		FROM ins GROUP BY 1, 2, 3, 4
 		ON CONFLICT (account_id, day, key_id, model) DO UPDATE SET
-			requests = r.requests + 1,
+			requests = r.requests + EXCLUDED.requests,
 			prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
 			completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
 			cost_nano_usd = r.cost_nano_usd + EXCLUDED.cost_nano_usd`,
@@ -45,19 +51,40 @@ func (p *usageLedger) Name() string { return "usage_ledger" }
 
 // Apply implements Projector.
 func (p *usageLedger) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyQueued(ctx, tx, p, p.Name(), e)
+	return applyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *usageLedger) queue(b *pgx.Batch, e events.Envelope, d events.Data) error {
+func (p *usageLedger) pending() pending { return &ledgerRows{sql: p.insert} }
+
+// ledgerRows are the ledger rows of one transaction, column by column.
+type ledgerRows struct {
+	sql                                          string
+	completion, account, key, model, prov, upstr []string
+	prompt, completionTokens, cost               []int64
+	estimated                                    []bool
+	at                                           []time.Time
+	eventID                                      []uuid.UUID
+}
+
+func (r *ledgerRows) add(e events.Envelope, d events.Data) error {
 	s, ok := d.(events.CompletionSucceeded)
 	if !ok {
 		return nil
 	}
-	at := e.OccurredAt.UTC()
-	b.Queue(p.insert, s.CompletionID, s.AccountID, s.KeyID, s.Model, s.Provider, s.UpstreamModel,
-		s.Usage.PromptTokens, s.Usage.CompletionTokens, s.Usage.Estimated, s.CostNanoUSD, at, e.EventID,
-		at.Format(time.DateOnly))
+	r.completion, r.account, r.key = append(r.completion, s.CompletionID), append(r.account, s.AccountID), append(r.key, s.KeyID)
+	r.model, r.prov, r.upstr = append(r.model, s.Model), append(r.prov, s.Provider), append(r.upstr, s.UpstreamModel)
+	r.prompt, r.completionTokens = append(r.prompt, s.Usage.PromptTokens), append(r.completionTokens, s.Usage.CompletionTokens)
+	r.estimated, r.cost = append(r.estimated, s.Usage.Estimated), append(r.cost, s.CostNanoUSD)
+	r.at, r.eventID = append(r.at, e.OccurredAt.UTC()), append(r.eventID, e.EventID)
 	return nil
+}
+
+func (r *ledgerRows) flush(b *pgx.Batch) {
+	if len(r.completion) == 0 {
+		return
+	}
+	b.Queue(r.sql, r.completion, r.account, r.key, r.model, r.prov, r.upstr,
+		r.prompt, r.completionTokens, r.estimated, r.cost, r.at, r.eventID)
 }
 
 // UsageRow is one group of a usage report.

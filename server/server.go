@@ -165,7 +165,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		s.closers = append(s.closers, pub.Close)
 		if opts.Roles.Relay {
-			relay, err := outbox.New(outbox.Config{Store: s.Store, Publisher: pub, Logger: logger, Registerer: reg})
+			relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s.Store, Publisher: pub, Logger: logger, Registerer: reg})
 			if err != nil {
 				return nil, err
 			}

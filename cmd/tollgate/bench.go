@@ -3,9 +3,97 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"strings"
+
+	tgbench "github.com/tollgate/tollgate/bench"
+	"github.com/tollgate/tollgate/config"
 )
 
-func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not built yet")
+// bench runs `tollgate bench`: Tollgate and a fake upstream in process,
+// measured side by side; the report goes to stdout, the log to stderr.
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("tollgate bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: tollgate bench [flags]
+
+Starts a fake OpenAI-compatible upstream and Tollgate (all roles) in this
+process, on a database tollgate_bench_<random> created on the PostgreSQL
+server of TOLLGATE_DATABASE_URL and dropped at the end, and reports the
+throughput and the latency Tollgate adds over calling the upstream directly.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	cfg := tgbench.Config{}
+	fs.IntVar(&cfg.Requests, "requests", tgbench.DefaultRequests, "requests per phase and target")
+	fs.IntVar(&cfg.Concurrency, "concurrency", tgbench.DefaultConcurrency, "requests in flight in the load phase")
+	fs.IntVar(&cfg.Warmup, "warmup", tgbench.DefaultWarmup, "unmeasured requests per target first (0 = none)")
+	fs.DurationVar(&cfg.UpstreamLatency, "upstream-latency", 0, "the fake upstream's think time per request, e.g. 50ms")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the bench's database for inspection")
+	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	if cfg.Warmup == 0 {
+		cfg.Warmup = -1 // tgbench.Config: negative means none
+	}
+	for _, b := range strings.Split(*kafka, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("bench: -log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.DatabaseURL = config.DefaultDatabaseURL
+	if u := strings.TrimSpace(os.Getenv("TOLLGATE_DATABASE_URL")); u != "" {
+		cfg.DatabaseURL = u
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer func() {
+			if cerr := f.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("bench: cpu profile: %w", cerr))
+			}
+		}()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	rep, err := tgbench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := rep.Write(stdout); err != nil {
+		return err
+	}
+	if n := rep.Direct.Errors + rep.Tollgate.Errors + rep.DirectLoad.Errors + rep.TollgateLoad.Errors; n > 0 {
+		return fmt.Errorf("bench: %d requests failed", n)
+	}
+	return nil
 }
