@@ -155,8 +155,8 @@ func TestTollgateServicesWiring(t *testing.T) {
 			if got := env(s, "STRIPE_SECRET_KEY"); got != "sk_test_123" {
 				t.Errorf("STRIPE_SECRET_KEY = %q, want sk_test_123", got)
 			}
-			if got := env(s, "TOLLGATE_ADMIN_TOKEN"); got != "change-me" {
-				t.Errorf("TOLLGATE_ADMIN_TOKEN = %q, want the default change-me", got)
+			if got := env(s, "TOLLGATE_ADMIN_TOKEN"); got != "change-me-dev-admin-token" {
+				t.Errorf("TOLLGATE_ADMIN_TOKEN = %q, want the default change-me-dev-admin-token", got)
 			}
 
 			cfg := env(s, "TOLLGATE_CONFIG")
