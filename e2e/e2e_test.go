@@ -448,7 +448,7 @@ func scenario(t *testing.T, e *env) {
 	}
 
 	// Usage: three completions, priced from the table.
-	wantUpstreamCost := int64(2*(upstreamPrompt*2500+upstreamCompletion*10000))
+	wantUpstreamCost := int64(2 * (upstreamPrompt*2500 + upstreamCompletion*10000))
 	eventually(t, "usage", func() error {
 		code, u, _ := e.do("GET", "/v1/usage?group_by=model", secret, nil)
 		if code != 200 {

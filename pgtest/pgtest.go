@@ -91,4 +91,3 @@ func NewPool(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	return pool, dsn
 }
-

@@ -44,7 +44,9 @@ type Roles struct {
 }
 
 // AllRoles is `tollgate serve`.
-func AllRoles() Roles { return Roles{API: true, Worker: true, Projector: true, Relay: true, Billing: true} }
+func AllRoles() Roles {
+	return Roles{API: true, Worker: true, Projector: true, Relay: true, Billing: true}
+}
 
 // Options configures a Server.
 type Options struct {

@@ -167,4 +167,3 @@ func parseFlagTime(s string) (time.Time, error) {
 	}
 	return time.Parse(time.RFC3339, s)
 }
-
