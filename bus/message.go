@@ -109,3 +109,18 @@ func PartitionKey(m *message.Message) string {
 func partitionKey(_ string, m *message.Message) (string, error) {
 	return PartitionKey(m), nil
 }
+
+// JobsTopic carries the queued (async) completion requests the worker pool
+// executes, so workers read only their work, not the whole event stream.
+const JobsTopic = "tollgate.jobs"
+
+// IsJob reports whether e is a queued completion request for the workers.
+func IsJob(e events.Envelope) bool {
+	if e.Type != events.TypeCompletionRequested {
+		return false
+	}
+	var d struct {
+		Mode string `json:"mode"`
+	}
+	return json.Unmarshal(e.Data, &d) == nil && d.Mode == events.ModeAsync
+}

@@ -50,6 +50,11 @@ func CompletionStream(completionID string) string { return events.StreamCompleti
 // FoldCompletion rebuilds a completion from its events.
 func FoldCompletion(evs []events.Envelope) (Completion, error) {
 	var c Completion
+	return c.Apply(evs...)
+}
+
+// Apply returns the state after evs, which continue c's stream.
+func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 	for _, e := range evs {
 		d, err := events.Decode(e)
 		if err != nil {

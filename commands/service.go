@@ -231,7 +231,7 @@ func (s *Service) StartCompletion(ctx context.Context, md events.Metadata, compl
 	if err != nil {
 		return Completion{}, err
 	}
-	return FoldCompletion(append(evs, stored...))
+	return c.Apply(stored...)
 }
 
 // FinishCompletion records the outcome of a running completion.
@@ -244,14 +244,23 @@ func (s *Service) FinishCompletion(ctx context.Context, md events.Metadata, comp
 	if err != nil {
 		return Completion{}, err
 	}
+	return s.FinishClaimed(ctx, md, c, cmd)
+}
+
+// FinishClaimed records the outcome of a completion the caller claimed,
+// deciding on the state c the caller holds instead of reloading it: an
+// executor is the only writer of a claimed stream, and if anyone else did
+// write (a reaper ending an expired claim) the append at c.Version fails
+// with a conflict, so the shortcut can never record over a newer state.
+func (s *Service) FinishClaimed(ctx context.Context, md events.Metadata, c Completion, cmd FinishCompletion) (Completion, error) {
 	data, err := DecideFinishCompletion(c, cmd)
 	if err != nil {
 		return c, err
 	}
 	md.AccountID = c.AccountID
-	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
+	stored, err := s.appendOnce(ctx, CompletionStream(c.ID), c.Version, md, data)
 	if err != nil {
-		return Completion{}, err
+		return c, err
 	}
-	return FoldCompletion(append(evs, stored...))
+	return c.Apply(stored...)
 }

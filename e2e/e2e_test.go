@@ -144,7 +144,7 @@ func start(t *testing.T, kafka bool) *env {
 		"TOLLGATE_INSTANCE_ID":  "e2e",
 	}
 	if kafka {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, bus.Topic, bus.DeadLetterTopic))
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, bus.Topic, bus.JobsTopic, bus.DeadLetterTopic))
 		if err != nil {
 			t.Fatal(err)
 		}

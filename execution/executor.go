@@ -157,7 +157,7 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Compl
 	if err != nil {
 		finish.Failed = failure(ctx, err, elapsed)
 	}
-	done, appendErr := x.cfg.Service.FinishCompletion(context.WithoutCancel(ctx), md, c.ID, finish)
+	done, appendErr := x.cfg.Service.FinishClaimed(context.WithoutCancel(ctx), md, c, finish)
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)

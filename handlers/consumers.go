@@ -15,24 +15,6 @@ import (
 	"github.com/tollgate/tollgate/execution"
 )
 
-// EventHandler applies one event; the projection Set is one.
-type EventHandler interface {
-	Handle(ctx context.Context, e events.Envelope) error
-}
-
-// ProjectionConsumer feeds bus messages to the projectors. A returned
-// error nacks the message, so it is redelivered (the projectors are
-// idempotent by stream version).
-func ProjectionConsumer(h EventHandler) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
-		e, err := bus.FromMessage(msg)
-		if err != nil {
-			return fmt.Errorf("projection consumer: %w", err)
-		}
-		return h.Handle(msg.Context(), e)
-	}
-}
-
 // Worker executes queued completions from the bus.
 type Worker struct {
 	exec     *execution.Executor

@@ -154,7 +154,9 @@ func TestOpenAIErrorMapping(t *testing.T) {
 			502, "upstream_error", "", `missing "choices" array`, true},
 		{"200 array", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `[1,2]`) },
 			502, "upstream_error", "", "not a JSON object", true},
-		{"200 bad usage", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"choices":[],"usage":"lots"}`) },
+		{"200 bad usage", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, `{"choices":[],"usage":"lots"}`)
+		},
 			502, "upstream_error", "", `"usage" is not an object`, true},
 	}
 	for _, tt := range tests {
@@ -193,6 +195,7 @@ func TestOpenAITimeout(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // the server notices a client hang-up only once the body is read
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -206,7 +209,15 @@ func TestOpenAITimeout(t *testing.T) {
 }
 
 func TestOpenAICallerCanceledIsNotAProviderError(t *testing.T) {
-	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, time.Minute)
+	release := make(chan struct{})
+	defer close(release)
+	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
 	_, err := p.ChatCompletion(ctx, "m", json.RawMessage(`{}`))

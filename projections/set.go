@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/events/pgstore"
 )
 
 // SetName is the projection name a Set keeps its per-stream guard under in
@@ -118,7 +119,7 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 // whose predecessor has not been applied returns an error wrapping ErrGap.
 // Event types no projector knows only advance the guard.
 func (s *Set) Handle(ctx context.Context, e events.Envelope) error {
-	return s.apply(ctx, []events.Envelope{e})
+	return s.apply(ctx, []events.Envelope{e}, nil)
 }
 
 // HandleBatch applies evs, in order, in one transaction, skipping the ones
@@ -126,13 +127,20 @@ func (s *Set) Handle(ctx context.Context, e events.Envelope) error {
 // applies nothing. It is meant for rebuilds and catching up, where one
 // round trip for many events matters.
 func (s *Set) HandleBatch(ctx context.Context, evs []events.Envelope) error {
-	return s.apply(ctx, evs)
+	return s.apply(ctx, evs, nil)
 }
 
 // LastPosition returns the highest global position applied by this Set.
 func (s *Set) LastPosition() int64 { return s.lastPos.Load() }
 
-func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
+// checkpoint is a follower's position saved in the same transaction as
+// the read models it led to.
+type checkpoint struct {
+	name string
+	next pgstore.Cursor
+}
+
+func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) (err error) {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -197,7 +205,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 		applied = append(applied, e)
 		maxPos = max(maxPos, e.Position)
 	}
-	if len(applied) == 0 {
+	if len(applied) == 0 && cp == nil {
 		// Every event was a redelivery: commit nothing.
 		_ = tx.Rollback(ctx)
 		s.count(skipped, "skipped")
@@ -211,6 +219,11 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope) (err error) {
 	s.queueGuard(b, streams, stored, current)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("projections: apply %s: %w", describe(applied), err)
+	}
+	if cp != nil {
+		if err := pgstore.SaveCheckpoint(ctx, tx, cp.name, cp.next); err != nil {
+			return fmt.Errorf("projections: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("projections: commit %s: %w", describe(applied), err)

@@ -159,51 +159,38 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 	}
 
-	// The bus: the relay publishes, the worker and projectors consume.
-	if opts.Roles.Relay || opts.Roles.Worker || opts.Roles.Projector {
+	// The bus: the relay publishes every event, and queued jobs once more
+	// on the jobs topic, which the workers consume.
+	if opts.Roles.Relay || opts.Roles.Worker {
 		pub, err := bus.NewPublisher(busCfg)
 		if err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, pub.Close)
 		if opts.Roles.Relay {
-			relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s.Store, Publisher: pub, Logger: logger, Registerer: reg})
+			relay, err := outbox.NewRelay(outbox.RelayConfig{
+				Store: s.Store, Publisher: pub, Logger: logger, Registerer: reg,
+				Routes: []outbox.Route{{Topic: bus.JobsTopic, Match: bus.IsJob}},
+			})
 			if err != nil {
 				return nil, err
 			}
 			s.goRun("relay", func() error { return relay.Run(runCtx) })
 		}
-		if opts.Roles.Worker || opts.Roles.Projector {
+		if opts.Roles.Worker {
 			if s.router, err = bus.NewRouter(bus.RouterConfig{DeadLetterPublisher: pub, Logger: logger, Registerer: reg}); err != nil {
 				return nil, err
 			}
-			if opts.Roles.Projector {
-				set, err := projections.NewSet(s.Pool, projections.LiveSchema, logger, reg, ReadModels(cfg)(projections.LiveSchema)...)
-				if err != nil {
-					return nil, err
-				}
-				sub, err := bus.NewSubscriber(busCfg, "tollgate-projections")
-				if err != nil {
-					return nil, err
-				}
-				s.router.AddNoPublisherHandler("projections", bus.Topic, sub, handlers.ProjectionConsumer(set))
-				go set.WatchLag(runCtx, func(ctx context.Context) (int64, error) {
-					c, err := s.Store.Head(ctx)
-					return c.Position, err
-				}, 5*time.Second)
+			conc := opts.WorkerConcurrency
+			if conc == 0 {
+				conc = 256
 			}
-			if opts.Roles.Worker {
-				conc := opts.WorkerConcurrency
-				if conc == 0 {
-					conc = 256
-				}
-				s.worker = handlers.NewWorker(runCtx, exec, cfg.Env.InstanceID, conc, logger)
-				sub, err := bus.NewSubscriber(busCfg, "tollgate-workers")
-				if err != nil {
-					return nil, err
-				}
-				s.router.AddNoPublisherHandler("worker", bus.Topic, sub, s.worker.Handle)
+			s.worker = handlers.NewWorker(runCtx, exec, cfg.Env.InstanceID, conc, logger)
+			sub, err := bus.NewSubscriber(busCfg, "tollgate-workers")
+			if err != nil {
+				return nil, err
 			}
+			s.router.AddNoPublisherHandler("worker", bus.JobsTopic, sub, s.worker.Handle)
 			s.goRun("bus router", func() error { return s.router.Run(runCtx) })
 			select {
 			case <-s.router.Running():
@@ -211,6 +198,23 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 				return nil, errors.New("bus router did not start within 30s")
 			}
 		}
+	}
+
+	// The projectors follow the event store itself (see projections.Follower).
+	if opts.Roles.Projector {
+		set, err := projections.NewSet(s.Pool, projections.LiveSchema, logger, reg, ReadModels(cfg)(projections.LiveSchema)...)
+		if err != nil {
+			return nil, err
+		}
+		follower, err := projections.NewFollower(projections.FollowerConfig{Set: set, Store: s.Store, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		s.goRun("projections", func() error { return follower.Run(runCtx) })
+		go set.WatchLag(runCtx, func(ctx context.Context) (int64, error) {
+			c, err := s.Store.Head(ctx)
+			return c.Position, err
+		}, 5*time.Second)
 	}
 
 	if opts.Roles.Billing {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/bus"
+	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 )
 
@@ -39,6 +40,9 @@ type RelayConfig struct {
 	Publisher message.Publisher
 	// Topic is where events are published; bus.Topic when empty.
 	Topic string
+	// Routes publish some events to further topics as well (after Topic,
+	// before the checkpoint moves), e.g. queued jobs to the workers' topic.
+	Routes []Route
 	// Name names the relay's checkpoint; "outbox:<Topic>" when empty.
 	Name string
 	// Source is the messages' CloudEvents source; bus.DefaultSource when empty.
@@ -57,6 +61,12 @@ type RelayConfig struct {
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics; nil registers none.
 	Registerer prometheus.Registerer
+}
+
+// Route sends the events Match selects to Topic too.
+type Route struct {
+	Topic string
+	Match func(events.Envelope) bool
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -101,6 +111,11 @@ func (c RelayConfig) Validate() error {
 	}
 	if c.MaxBackoff < 0 {
 		errs = append(errs, errors.New("max backoff must not be negative"))
+	}
+	for i, r := range c.Routes {
+		if r.Topic == "" || r.Match == nil {
+			errs = append(errs, fmt.Errorf("route %d needs a topic and a match", i))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("relay config: %w", err)
@@ -182,6 +197,21 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		if err := r.cfg.Publisher.Publish(r.cfg.Topic, msgs...); err != nil {
 			r.publishErrors.Inc()
 			return 0, fmt.Errorf("outbox %s: publish %d events after position %d: %w", r.cfg.Name, len(evs), cur.Position, err)
+		}
+		for _, route := range r.cfg.Routes {
+			var routed []*message.Message
+			for i, e := range evs {
+				if route.Match(e) {
+					routed = append(routed, msgs[i].Copy())
+				}
+			}
+			if len(routed) == 0 {
+				continue
+			}
+			if err := r.cfg.Publisher.Publish(route.Topic, routed...); err != nil {
+				r.publishErrors.Inc()
+				return 0, fmt.Errorf("outbox %s: publish %d events to %s: %w", r.cfg.Name, len(routed), route.Topic, err)
+			}
 		}
 		r.relayed.Add(float64(len(evs)))
 		if err := pgstore.SaveCheckpoint(ctx, pool, r.cfg.Name, next); err != nil {
