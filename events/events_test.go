@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,8 +15,11 @@ import (
 
 var at = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
 
-// examples holds one event of every registered type with every field set.
-var examples = []events.Data{
+// examples holds one event of every registered type with every field set;
+// each area keeps its own in examples_<area>_test.go.
+var examples = slices.Concat(coreExamples, executionExamples, quotaExamples, billingExamples)
+
+var coreExamples = []events.Data{
 	events.AccountCreated{AccountID: "acc_1", Name: "Acme", Email: "ops@acme.example", Plan: "pro"},
 	events.BillingCustomerLinked{AccountID: "acc_1", StripeCustomerID: "cus_NffrFeUfNV2Hib"},
 	events.APIKeyIssued{KeyID: "key_2", AccountID: "acc_1", Name: "prod", KeyHash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", KeyPrefix: "tg_live_ab"},

@@ -28,8 +28,25 @@ func decoder[T Data]() func(json.RawMessage) (Data, error) {
 }
 
 // registry is fixed at compile time and never written: adding an event type
-// or version is a code change, with its schema in schemas/events.
-var registry = map[string]typeInfo{
+// or version is a code change, with its schema in schemas/events. Each area
+// keeps its types in its own file (types_<area>.go).
+var registry = mergeTypes(coreTypes, executionTypes, quotaTypes, billingTypes)
+
+// mergeTypes joins the areas' type tables; a name in two of them is a
+// programming error caught by the tests (the later table would win).
+func mergeTypes(tables ...map[string]typeInfo) map[string]typeInfo {
+	out := map[string]typeInfo{}
+	for _, t := range tables {
+		for name, info := range t {
+			out[name] = info
+		}
+	}
+	return out
+}
+
+// coreTypes are the accounts, keys, completions and metered usage of the
+// end-to-end slice.
+var coreTypes = map[string]typeInfo{
 	TypeAccountCreated:        {version: 1, decode: decoder[AccountCreated]()},
 	TypeBillingCustomerLinked: {version: 1, decode: decoder[BillingCustomerLinked]()},
 	TypeAPIKeyIssued:          {version: 1, decode: decoder[APIKeyIssued]()},

@@ -54,6 +54,10 @@ type APIConfig struct {
 	KeyCacheTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Quota holds what admission control needs (rate limits, budgets).
+	Quota QuotaDeps
+	// Billing holds what the Stripe endpoints need.
+	Billing BillingDeps
 }
 
 func (c *APIConfig) setDefaults() {
@@ -156,6 +160,9 @@ func (a *API) Handler() http.Handler {
 	client.HandleFunc("/jobs", a.listJobs).Methods(http.MethodGet)
 	client.HandleFunc("/jobs/{id}", a.getJob).Methods(http.MethodGet)
 	client.HandleFunc("/usage", a.usage).Methods(http.MethodGet)
+
+	a.quotaRoutes(admin, client)
+	a.billingRoutes(r, admin, client)
 
 	return a.observe(r)
 }

@@ -31,14 +31,24 @@ func exampleTime() time.Time { return time.Date(2026, 3, 14, 15, 9, 26, 53589793
 
 // examples returns one valid event of every registered type, with the stream
 // it belongs to.
-func examples() map[string]struct {
+func examples() map[string]example {
+	out := map[string]example{}
+	for _, area := range []map[string]example{coreExamples(), executionExamples(), quotaExamples(), billingExamples()} {
+		for k, v := range area {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// example is an event's data with the stream it belongs to.
+type example = struct {
 	stream string
 	data   events.Data
-} {
-	type ex = struct {
-		stream string
-		data   events.Data
-	}
+}
+
+func coreExamples() map[string]example {
+	type ex = example
 	at := exampleTime()
 	return map[string]ex{
 		events.TypeAccountCreated: {"account-acc_1", events.AccountCreated{

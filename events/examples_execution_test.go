@@ -1,0 +1,5 @@
+package events_test
+
+import "github.com/tollgate/tollgate/events"
+
+var executionExamples = []events.Data{}
