@@ -15,6 +15,10 @@ type Account struct {
 	Email            string
 	Plan             string
 	StripeCustomerID string
+	// Billing is the account's subscription and dunning state (see billing.go).
+	Billing BillingState
+	// Limits are the operator's overrides of the plan's limits.
+	Limits events.LimitOverrides
 	// Version is the stream version the state was folded at.
 	Version int64
 }
@@ -38,6 +42,12 @@ func FoldAccount(evs []events.Envelope) (Account, error) {
 			a.ID, a.Name, a.Email, a.Plan = d.AccountID, d.Name, d.Email, d.Plan
 		case events.BillingCustomerLinked:
 			a.StripeCustomerID = d.StripeCustomerID
+		case events.BillingSubscriptionChanged, events.BillingPaymentFailed, events.BillingPaymentSucceeded, events.AccountDowngraded, events.BillingWebhookReceived:
+			a.applyBilling(d)
+		case events.AccountPlanChanged:
+			a.Plan = d.Plan
+		case events.AccountLimitsChanged:
+			a.Limits = d.Limits
 		}
 		a.Version = e.StreamVersion
 	}

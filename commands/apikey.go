@@ -15,6 +15,11 @@ type APIKey struct {
 	Hash      string
 	Prefix    string
 	Revoked   bool
+	// Limits are the key's own limits, narrower than its account's.
+	Limits events.LimitOverrides
+	// Suspended is set while the key is refused admission (runaway guard
+	// or operator) until an operator lifts it.
+	Suspended *events.APIKeySuspended
 	Version   int64
 }
 
@@ -37,6 +42,12 @@ func FoldAPIKey(evs []events.Envelope) (APIKey, error) {
 			k.ID, k.AccountID, k.Name, k.Hash, k.Prefix = d.KeyID, d.AccountID, d.Name, d.KeyHash, d.KeyPrefix
 		case events.APIKeyRevoked:
 			k.Revoked = true
+		case events.APIKeyLimitsChanged:
+			k.Limits = d.Limits
+		case events.APIKeySuspended:
+			k.Suspended = &d
+		case events.APIKeyUnsuspended:
+			k.Suspended = nil
 		}
 		k.Version = e.StreamVersion
 	}

@@ -1,8 +1,10 @@
 package commands
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/tollgate/tollgate/events"
@@ -18,6 +20,8 @@ const (
 	StatusRunning   CompletionStatus = "running"
 	StatusSucceeded CompletionStatus = "succeeded"
 	StatusFailed    CompletionStatus = "failed"
+	// StatusAbandoned: the executor's claim expired without an outcome.
+	StatusAbandoned CompletionStatus = "abandoned"
 )
 
 // Completion is a completion request's state, folded from its stream.
@@ -36,12 +40,22 @@ type Completion struct {
 	FinishedAt     time.Time
 	Succeeded      *events.CompletionSucceeded
 	Failed         *events.CompletionFailed
-	Version        int64
+	Abandoned      *events.CompletionAbandoned
+	// CallbackURL is where the result is to be sent ("" for none); it was
+	// taken out of Request, which is what the provider gets.
+	CallbackURL string
+	// CallbackDelivered and CallbackFailed are the callback's outcome.
+	CallbackDelivered *events.CompletionCallbackDelivered
+	CallbackFailed    *events.CompletionCallbackFailed
+	// Reservation is the budget reservation admission made, if any; its
+	// settlement is decided with the outcome.
+	Reservation *events.QuotaReserved
+	Version     int64
 }
 
 // Finished reports whether the completion has its final outcome.
 func (c Completion) Finished() bool {
-	return c.Status == StatusSucceeded || c.Status == StatusFailed
+	return c.Status == StatusSucceeded || c.Status == StatusFailed || c.Status == StatusAbandoned
 }
 
 // CompletionStream returns the stream id of a completion.
@@ -63,6 +77,7 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 		switch d := d.(type) {
 		case events.CompletionRequested:
 			c.ID, c.AccountID, c.KeyID, c.Model, c.Mode, c.Request = d.CompletionID, d.AccountID, d.KeyID, d.Model, d.Mode, d.Request
+			c.Request, c.CallbackURL = SplitCallbackURL(d.Request)
 			c.Status, c.RequestedAt = StatusQueued, e.OccurredAt
 		case events.CompletionStarted:
 			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusRunning, d.Executor, d.LeaseExpiresAt, e.OccurredAt
@@ -72,6 +87,15 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 		case events.CompletionFailed:
 			c.Status, c.FinishedAt = StatusFailed, e.OccurredAt
 			c.Failed = &d
+		case events.QuotaReserved:
+			c.Reservation = &d
+		case events.CompletionAbandoned:
+			c.Status, c.FinishedAt = StatusAbandoned, e.OccurredAt
+			c.Abandoned = &d
+		case events.CompletionCallbackDelivered:
+			c.CallbackDelivered = &d
+		case events.CompletionCallbackFailed:
+			c.CallbackFailed = &d
 		}
 		c.Version = e.StreamVersion
 	}
@@ -86,6 +110,9 @@ type RequestCompletion struct {
 	Model        string
 	Mode         string
 	Request      json.RawMessage
+	// Reservation, when admission reserved budget, is recorded in the
+	// same append as the request (quota.reserved).
+	Reservation *events.QuotaReserved
 }
 
 // DecideRequestCompletion decides on RequestCompletion.
@@ -102,10 +129,18 @@ func DecideRequestCompletion(c Completion, cmd RequestCompletion) ([]events.Data
 	if !json.Valid(cmd.Request) {
 		return nil, invalid("request", "is not JSON")
 	}
-	return []events.Data{events.CompletionRequested{
+	out := []events.Data{events.CompletionRequested{
 		CompletionID: cmd.CompletionID, AccountID: cmd.AccountID, KeyID: cmd.KeyID,
 		Model: cmd.Model, Mode: cmd.Mode, Request: cmd.Request,
-	}}, nil
+	}}
+	if r := cmd.Reservation; r != nil {
+		res, err := decideReservation(cmd, *r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }
 
 // StartCompletion claims a queued completion for one executor.
@@ -143,6 +178,10 @@ type FinishCompletion struct {
 	Executor  string
 	Succeeded *events.CompletionSucceeded
 	Failed    *events.CompletionFailed
+	// Attempts are the attempts that failed before the outcome (retries,
+	// fallbacks); each becomes a completion.attempt_failed event, appended
+	// with the outcome.
+	Attempts []events.CompletionAttemptFailed
 }
 
 // DecideFinishCompletion decides on an outcome. Only the executor holding
@@ -154,6 +193,11 @@ func DecideFinishCompletion(c Completion, cmd FinishCompletion) ([]events.Data, 
 	if cmd.Executor != c.Executor {
 		return nil, fmt.Errorf("completion %s is claimed by %s, not %s: %w", c.ID, c.Executor, cmd.Executor, ErrAlreadyClaimed)
 	}
+	out := make([]events.Data, 0, len(cmd.Attempts)+2)
+	for i, at := range cmd.Attempts {
+		at.CompletionID, at.Attempt = c.ID, i+1
+		out = append(out, at)
+	}
 	switch {
 	case cmd.Succeeded != nil && cmd.Failed == nil:
 		s := *cmd.Succeeded
@@ -162,12 +206,184 @@ func DecideFinishCompletion(c Completion, cmd FinishCompletion) ([]events.Data, 
 			return nil, invalid("usage", "tokens and cost cannot be negative")
 		}
 		s.Usage.TotalTokens = s.Usage.PromptTokens + s.Usage.CompletionTokens
-		return []events.Data{s}, nil
+		return append(append(out, s), settlement(c, &s)...), nil
 	case cmd.Failed != nil && cmd.Succeeded == nil:
 		f := *cmd.Failed
 		f.CompletionID, f.AccountID, f.KeyID, f.Model = c.ID, c.AccountID, c.KeyID, c.Model
-		return []events.Data{f}, nil
+		return append(append(out, f), settlement(c, nil)...), nil
 	default:
 		return nil, invalid("outcome", "exactly one of succeeded and failed is required")
+	}
+}
+
+// CallbackURLField is the body field of a chat request that names the
+// URL the job's result is sent to. Tollgate takes it out of the request
+// before the provider sees it.
+const CallbackURLField = "callback_url"
+
+// maxCallbackURL bounds a callback URL's length.
+const maxCallbackURL = 2048
+
+// SplitCallbackURL returns the request without its top-level callback_url
+// field, and that field's value ("" when absent or not a string). The
+// other fields keep their bytes and order, so what the provider gets is
+// the client's body minus one field. A body that is not a JSON object is
+// returned as it is.
+func SplitCallbackURL(req json.RawMessage) (json.RawMessage, string) {
+	// Most requests have no callback: skip the walk for them.
+	if !bytes.Contains(req, []byte(`"`+CallbackURLField+`"`)) {
+		return req, ""
+	}
+	out, cb := req, ""
+	// A duplicated key is removed every time; the last value wins, as in
+	// encoding/json. The bound only guards against a pathological body.
+	for range 16 {
+		start, end, val, ok := findTopLevelKey(out, CallbackURLField)
+		if !ok {
+			break
+		}
+		var s string
+		if json.Unmarshal(val, &s) == nil {
+			cb = s
+		}
+		out = append(append(make(json.RawMessage, 0, len(out)-(end-start)), out[:start]...), out[end:]...)
+	}
+	return out, cb
+}
+
+// findTopLevelKey finds key among obj's top-level members and returns the
+// byte range to cut to remove the member (with one separating comma) and
+// the member's raw value.
+func findTopLevelKey(obj []byte, key string) (start, end int, val json.RawMessage, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return 0, 0, nil, false
+	}
+	first := true
+	prev := int(dec.InputOffset())
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return 0, 0, nil, false
+		}
+		k, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return 0, 0, nil, false
+		}
+		cur := int(dec.InputOffset())
+		if k == key {
+			// A member after the first one starts with its comma. The
+			// first one has none before it: cut the comma after it.
+			if first {
+				i := cur
+				for i < len(obj) && (obj[i] == ' ' || obj[i] == '\t' || obj[i] == '\n' || obj[i] == '\r') {
+					i++
+				}
+				if i < len(obj) && obj[i] == ',' {
+					cur = i + 1
+				}
+			}
+			return prev, cur, raw, true
+		}
+		first, prev = false, cur
+	}
+	return 0, 0, nil, false
+}
+
+// ValidateCallbackURL checks a callback URL as given by a client: an
+// absolute http or https URL with a host and no credentials. Whether its
+// address may be reached (private networks) is the dispatcher's call, at
+// connection time.
+func ValidateCallbackURL(raw string) error {
+	if raw == "" || len(raw) > maxCallbackURL {
+		return invalid(CallbackURLField, "must be an http or https URL of at most %d characters", maxCallbackURL)
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return invalid(CallbackURLField, "is not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return invalid(CallbackURLField, "must use http or https, not %q", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return invalid(CallbackURLField, "must name a host")
+	case u.User != nil:
+		return invalid(CallbackURLField, "must not carry credentials")
+	}
+	return nil
+}
+
+// AbandonCompletion ends a running completion whose claim expired.
+type AbandonCompletion struct {
+	// Now is the reaper's clock reading.
+	Now time.Time
+	// Reason is recorded in the event; "lease_expired" when empty.
+	Reason string
+}
+
+// DecideAbandonCompletion decides on ending a completion whose executor
+// died or hung: only a running completion whose lease has expired at Now
+// can be abandoned. A finished, queued or still-leased completion gets
+// ErrWrongState, so a second reaper (or a second pass) decides nothing.
+func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data, error) {
+	switch {
+	case c.Status == StatusNone:
+		return nil, fmt.Errorf("completion: %w", ErrNotFound)
+	case c.Status != StatusRunning:
+		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, ErrWrongState)
+	case cmd.Now.Before(c.LeaseExpiresAt):
+		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), ErrWrongState)
+	}
+	reason := cmd.Reason
+	if reason == "" {
+		reason = "lease_expired"
+	}
+	return []events.Data{events.CompletionAbandoned{
+		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Model: c.Model,
+		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Reason: reason,
+	}}, nil
+}
+
+// RecordCallback records the outcome of sending a finished job's result
+// to its callback URL: exactly one of Delivered and Failed is set.
+type RecordCallback struct {
+	Delivered *events.CompletionCallbackDelivered
+	Failed    *events.CompletionCallbackFailed
+}
+
+// DecideRecordCallback decides on a callback outcome. A completion has at
+// most one: a second dispatcher (or a retry after a crash) that delivered
+// again gets ErrAlreadyExists and records nothing more.
+func DecideRecordCallback(c Completion, cmd RecordCallback) ([]events.Data, error) {
+	switch {
+	case c.Status == StatusNone:
+		return nil, fmt.Errorf("completion: %w", ErrNotFound)
+	case !c.Finished():
+		return nil, fmt.Errorf("completion %s is %q, not finished: %w", c.ID, c.Status, ErrWrongState)
+	case c.CallbackURL == "":
+		return nil, fmt.Errorf("completion %s has no callback: %w", c.ID, ErrWrongState)
+	case c.CallbackDelivered != nil || c.CallbackFailed != nil:
+		return nil, fmt.Errorf("callback of %s: %w", c.ID, ErrAlreadyExists)
+	}
+	switch {
+	case cmd.Delivered != nil && cmd.Failed == nil:
+		d := *cmd.Delivered
+		d.CompletionID, d.URL = c.ID, c.CallbackURL
+		if d.Status < 200 || d.Status > 299 {
+			return nil, invalid("status", "a delivery is a 2xx answer, got %d", d.Status)
+		}
+		if d.Attempts < 1 {
+			return nil, invalid("attempts", "must be at least 1")
+		}
+		return []events.Data{d}, nil
+	case cmd.Failed != nil && cmd.Delivered == nil:
+		f := *cmd.Failed
+		f.CompletionID, f.URL = c.ID, c.CallbackURL
+		if f.Attempts < 1 {
+			return nil, invalid("attempts", "must be at least 1")
+		}
+		return []events.Data{f}, nil
+	default:
+		return nil, invalid("outcome", "exactly one of delivered and failed is required")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,8 +48,15 @@ func (s *Service) appendSeeded(ctx context.Context, streamID string, version int
 	}
 	now := s.now()
 	evs := make([]events.Envelope, len(data))
+	seen := map[string]int{}
 	for i, d := range data {
-		e, err := events.New(streamID, d, md, now, streamID+"|"+d.EventType()+"|"+suffix)
+		// The n-th event of a type in one append (attempts) gets its own id.
+		seed := streamID + "|" + d.EventType() + "|" + suffix
+		if n := seen[d.EventType()]; n > 0 {
+			seed += "|" + strconv.Itoa(n)
+		}
+		seen[d.EventType()]++
+		e, err := events.New(streamID, d, md, now, seed)
 		if err != nil {
 			return nil, err
 		}
@@ -263,4 +271,77 @@ func (s *Service) FinishClaimed(ctx context.Context, md events.Metadata, c Compl
 		return c, err
 	}
 	return c.Apply(stored...)
+}
+
+// AbandonExpired ends a running completion whose claim expired at cmd.Now
+// (its executor died or hung) with completion.abandoned. The event's id
+// derives from the stream, so however many reapers try, the stream gets
+// one such event. mine reports whether this call stored it: false when
+// another reaper was first (the stored event then carries the other
+// reaper's metadata; callers give each attempt its own correlation id).
+// A completion that is not running, or whose lease is still valid, gets
+// ErrWrongState; one that changed while deciding gets events.ErrConflict.
+func (s *Service) AbandonExpired(ctx context.Context, md events.Metadata, completionID string, cmd AbandonCompletion) (c Completion, mine bool, err error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, false, err
+	}
+	if c, err = FoldCompletion(evs); err != nil {
+		return Completion{}, false, err
+	}
+	data, err := DecideAbandonCompletion(c, cmd)
+	if err != nil {
+		return c, false, err
+	}
+	md.AccountID = c.AccountID
+	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
+	if err != nil {
+		return c, false, err
+	}
+	mine = len(stored) > 0 && stored[0].Metadata == md
+	c, err = c.Apply(stored...)
+	return c, mine, err
+}
+
+// RecordCallback records the outcome of a job's callback. Its event id
+// derives from the stream and type, and the decision admits one outcome
+// per completion, so a retried or concurrent record appends nothing more
+// (ErrAlreadyExists, or events.ErrConflict when two raced).
+func (s *Service) RecordCallback(ctx context.Context, md events.Metadata, completionID string, cmd RecordCallback) (Completion, error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, err
+	}
+	c, err := FoldCompletion(evs)
+	if err != nil {
+		return Completion{}, err
+	}
+	data, err := DecideRecordCallback(c, cmd)
+	if err != nil {
+		return c, err
+	}
+	md.AccountID = c.AccountID
+	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
+	if err != nil {
+		return c, err
+	}
+	return c.Apply(stored...)
+}
+
+// CompletionHistory returns a completion and the events it was folded
+// from, in stream order: the request's whole timeline. ErrNotFound when
+// there is no such completion.
+func (s *Service) CompletionHistory(ctx context.Context, completionID string) (Completion, []events.Envelope, error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, nil, err
+	}
+	c, err := FoldCompletion(evs)
+	if err != nil {
+		return Completion{}, nil, err
+	}
+	if c.Version == 0 {
+		return Completion{}, nil, fmt.Errorf("completion %s: %w", completionID, ErrNotFound)
+	}
+	return c, evs, nil
 }

@@ -23,6 +23,8 @@ const (
 	KindOpenAI = "openai"
 	// KindEcho is the built-in development provider that answers with the last user message.
 	KindEcho = "echo"
+	// KindAnthropic is the Anthropic Messages API, translated to and from OpenAI's format.
+	KindAnthropic = "anthropic"
 )
 
 // Billing units.
@@ -43,6 +45,30 @@ const (
 	DefaultHTTPAddr        = ":8080"
 	DefaultMeterEventName  = "tollgate_tokens"
 	DefaultLogLevel        = "info"
+	// Billing lifecycle defaults.
+	DefaultGracePeriod      = 72 * time.Hour
+	DefaultFallbackPlan     = "free"
+	DefaultWebhookTolerance = 5 * time.Minute
+	DefaultDunningInterval  = time.Minute
+
+	// DefaultAnthropicBaseURL is the base URL of an anthropic provider without base_url.
+	DefaultAnthropicBaseURL = "https://api.anthropic.com"
+	// DefaultAnthropicVersion is the anthropic-version header sent when api_version is unset.
+	DefaultAnthropicVersion = "2023-06-01"
+
+	// DefaultMaxAttempts bounds the provider calls of one request (first try,
+	// fallbacks and retries together).
+	DefaultMaxAttempts = 3
+	// DefaultBaseBackoff is the backoff before the first retry round.
+	DefaultBaseBackoff = 250 * time.Millisecond
+	// DefaultMaxBackoff caps the exponential backoff between retry rounds.
+	DefaultMaxBackoff = 8 * time.Second
+	// DefaultDeadline bounds one request's routing: every attempt and backoff.
+	DefaultDeadline = 5 * time.Minute
+	// DefaultCooldownFailures is how many consecutive failures open a deployment's circuit.
+	DefaultCooldownFailures = 3
+	// DefaultCooldownDuration is how long an open deployment is skipped before one probe request.
+	DefaultCooldownDuration = 30 * time.Second
 )
 
 // Config is the whole configuration.
@@ -51,6 +77,10 @@ type Config struct {
 	Models    []Model    `yaml:"models"`
 	Plans     []Plan     `yaml:"plans"`
 	Billing   Billing    `yaml:"billing"`
+	// Quota configures admission control (reservations, rate limits).
+	Quota Quota `yaml:"quota"`
+	// Routing is the retry, fallback and cooldown policy for every model.
+	Routing Routing `yaml:"routing"`
 	// Env holds values from environment variables; never read from YAML so
 	// secrets stay out of files.
 	Env Env `yaml:"-"`
@@ -59,22 +89,38 @@ type Config struct {
 // Provider is an upstream LLM endpoint.
 type Provider struct {
 	Name string `yaml:"name"`
-	// Kind is "openai" (any OpenAI-compatible server) or "echo" (built-in dev provider).
+	// Kind is "openai" (any OpenAI-compatible server, Azure OpenAI included),
+	// "anthropic" (the Anthropic Messages API) or "echo" (built-in dev provider).
 	Kind string `yaml:"kind"`
-	// BaseURL is required for openai, e.g. https://api.openai.com/v1.
+	// BaseURL is required for openai, e.g. https://api.openai.com/v1, or for
+	// Azure the resource endpoint, e.g. https://my-resource.openai.azure.com.
+	// For anthropic it defaults to https://api.anthropic.com.
 	BaseURL string `yaml:"base_url"`
 	// APIKeyEnv names the env var holding the key (optional: local servers need none).
 	APIKeyEnv string `yaml:"api_key_env"`
-	// Timeout is the per-request timeout, default 120s.
+	// APIVersion, on an openai provider, selects Azure OpenAI: requests go to
+	// {base_url}/openai/deployments/{deployment}/chat/completions?api-version={api_version},
+	// where {deployment} is each deployment's model (the Azure deployment
+	// name), authenticated with an api-key header. On an anthropic provider
+	// it is the anthropic-version header, default 2023-06-01.
+	APIVersion string `yaml:"api_version"`
+	// Timeout is the per-attempt timeout, default 120s. A streamed attempt
+	// must deliver its first chunk within it, and each later chunk within it
+	// of the previous one (an idle timeout: a long stream that keeps flowing
+	// is never cut).
 	Timeout Duration `yaml:"timeout"`
 }
+
+// IsAzure reports whether the provider is Azure OpenAI (an openai provider with an api_version).
+func (p Provider) IsAzure() bool { return p.Kind == KindOpenAI && p.APIVersion != "" }
 
 // Model is a client-facing model and where it is served.
 type Model struct {
 	// Name is the client-facing name.
 	Name        string `yaml:"name"`
 	Description string `yaml:"description"`
-	// Deployments are tried in order; at least one.
+	// Deployments are tried by priority (lower first), spread by weight
+	// within a priority; without priorities, in list order. At least one.
 	Deployments []Deployment `yaml:"deployments"`
 	Price       PriceConfig  `yaml:"price"`
 	// MaxOutputTokens is an optional cap on completion tokens (0 = none).
@@ -87,9 +133,69 @@ type Model struct {
 // Deployment is one place a model is served: a provider and its upstream model name.
 type Deployment struct {
 	Provider string `yaml:"provider"`
-	// Model is the upstream model name.
-	Model  string `yaml:"model"`
-	Weight int    `yaml:"weight"`
+	// Model is the upstream model name (for Azure, the deployment name).
+	Model string `yaml:"model"`
+	// Weight spreads requests over deployments of equal priority in
+	// proportion to their weights; 0 = 1.
+	Weight int `yaml:"weight"`
+	// Priority orders deployments: lower numbers are tried first, equal
+	// numbers are chosen among by weight. Either every deployment of a
+	// model sets it or none does; none = each deployment its own priority
+	// in list order (plain ordered fallback).
+	Priority *int `yaml:"priority"`
+}
+
+// Routing is the retry, fallback and cooldown policy (see package llm).
+type Routing struct {
+	// MaxAttempts bounds the provider calls of one request, first try,
+	// fallbacks and retries together; default 3.
+	MaxAttempts int `yaml:"max_attempts"`
+	// BaseBackoff is the backoff before the first retry round (after every
+	// deployment failed once); it doubles each round, with full jitter; default 250ms.
+	BaseBackoff Duration `yaml:"base_backoff"`
+	// MaxBackoff caps the backoff; default 8s. A provider's Retry-After is
+	// honoured even when longer, as long as it ends before the deadline.
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// Deadline bounds one request's attempts and backoffs together; default 5m.
+	// For a stream it bounds the time until the stream is established.
+	Deadline Duration `yaml:"deadline"`
+	// Cooldown is the per-deployment circuit breaker.
+	Cooldown Cooldown `yaml:"cooldown"`
+}
+
+// Cooldown is the per-deployment circuit breaker policy.
+type Cooldown struct {
+	// Failures is how many consecutive failed attempts (429, 5xx, timeouts,
+	// connection errors, rejected provider credentials) open the circuit; default 3.
+	Failures int `yaml:"failures"`
+	// Duration is how long an open deployment is skipped; afterwards one
+	// probe request is let through (half-open): success closes the circuit,
+	// failure opens it again. Default 30s.
+	Duration Duration `yaml:"duration"`
+}
+
+// WithDefaults returns r with every unset field set to its default, for
+// configs built in code rather than loaded.
+func (r Routing) WithDefaults() Routing {
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = DefaultMaxAttempts
+	}
+	if r.BaseBackoff == 0 {
+		r.BaseBackoff = Duration(DefaultBaseBackoff)
+	}
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = Duration(DefaultMaxBackoff)
+	}
+	if r.Deadline == 0 {
+		r.Deadline = Duration(DefaultDeadline)
+	}
+	if r.Cooldown.Failures == 0 {
+		r.Cooldown.Failures = DefaultCooldownFailures
+	}
+	if r.Cooldown.Duration == 0 {
+		r.Cooldown.Duration = Duration(DefaultCooldownDuration)
+	}
+	return r
 }
 
 // PriceConfig is a model's price as decimal USD strings per million tokens.
@@ -102,6 +208,9 @@ type PriceConfig struct {
 type Plan struct {
 	Name        string `yaml:"name"`
 	StripePrice string `yaml:"stripe_price"`
+	// StripeMeteredPrice is the plan's metered (usage-based) Stripe price,
+	// added to its checkout; usage is reported to its meter. Optional.
+	StripeMeteredPrice string `yaml:"stripe_metered_price"`
 	// Models lists allowed client-facing models; empty = all.
 	Models            []string `yaml:"models"`
 	RequestsPerMinute int64    `yaml:"requests_per_minute"`
@@ -110,9 +219,37 @@ type Plan struct {
 	DailyBudgetUSD   string `yaml:"daily_budget_usd"`
 	MonthlyBudgetUSD string `yaml:"monthly_budget_usd"`
 
+	// RunawayMaxSpendUSD is the runaway guard's ceiling: a key that spends
+	// more than this within RunawayWindow is suspended until an operator
+	// lifts it. Empty = no guard.
+	RunawayMaxSpendUSD string `yaml:"runaway_max_spend_usd"`
+	// RunawayWindow is the guard's look-back, 1m to 60m; default 5m.
+	RunawayWindow Duration `yaml:"runaway_window"`
+
 	dailyBudget, monthlyBudget money.NanoUSD
 	hasDaily, hasMonthly       bool
+	runaway                    money.NanoUSD
+	hasRunaway                 bool
 }
+
+// Quota configures admission control.
+type Quota struct {
+	// DefaultMaxOutputTokens is the completion size reserved for a request
+	// that sets no max_tokens on a model without max_output_tokens;
+	// default 4096.
+	DefaultMaxOutputTokens int64 `yaml:"default_max_output_tokens"`
+	// ReservationTTL is how long a budget reservation is held when its
+	// completion never finishes (a crashed executor): then it is released.
+	// Default 15m, above the executor's 10m claim lease.
+	ReservationTTL Duration `yaml:"reservation_ttl"`
+}
+
+// Quota defaults.
+const (
+	DefaultMaxOutputTokens = 4096
+	DefaultReservationTTL  = 15 * time.Minute
+	DefaultRunawayWindow   = 5 * time.Minute
+)
 
 // Billing configures billing records and their reporting to Stripe.
 type Billing struct {
@@ -124,6 +261,23 @@ type Billing struct {
 	ReportInterval Duration `yaml:"report_interval"`
 	// Unit is "tokens" (default) or "cost_nano_usd".
 	Unit string `yaml:"unit"`
+	// GracePeriod is how long an account keeps its plan after a failed
+	// payment before it is downgraded, default 72h.
+	GracePeriod Duration `yaml:"grace_period"`
+	// FallbackPlan is the plan applied to a downgraded account and after a
+	// subscription ended; default "free".
+	FallbackPlan string `yaml:"fallback_plan"`
+	// CheckoutSuccessURL and CheckoutCancelURL are where Stripe Checkout
+	// sends the customer back; PortalReturnURL is the billing portal's
+	// way back. Required for checkout and portal.
+	CheckoutSuccessURL string `yaml:"checkout_success_url"`
+	CheckoutCancelURL  string `yaml:"checkout_cancel_url"`
+	PortalReturnURL    string `yaml:"portal_return_url"`
+	// WebhookTolerance is the oldest webhook signature accepted, default 5m.
+	WebhookTolerance Duration `yaml:"webhook_tolerance"`
+	// DunningInterval is how often the bill role looks for accounts whose
+	// grace period ended, default 1m.
+	DunningInterval Duration `yaml:"dunning_interval"`
 }
 
 // Env holds settings taken from environment variables.
@@ -139,6 +293,10 @@ type Env struct {
 	StripeMeterEventName string   // STRIPE_METER_EVENT_NAME
 	InstanceID           string   // TOLLGATE_INSTANCE_ID, default hostname-pid
 	LogLevel             string   // TOLLGATE_LOG_LEVEL
+	// ResponseDeadline (TOLLGATE_RESPONSE_DEADLINE, default 55s, under
+	// common 60 s proxy limits) is how long a synchronous request waits for
+	// its answer before it is answered 202 with its job id instead.
+	ResponseDeadline time.Duration
 }
 
 // Duration is a time.Duration written in YAML as "30s", "1h".
@@ -243,7 +401,16 @@ func (c *Config) applyDefaults() {
 		if c.Providers[i].Timeout == 0 {
 			c.Providers[i].Timeout = Duration(DefaultProviderTimeout)
 		}
+		if c.Providers[i].Kind == KindAnthropic {
+			if c.Providers[i].BaseURL == "" {
+				c.Providers[i].BaseURL = DefaultAnthropicBaseURL
+			}
+			if c.Providers[i].APIVersion == "" {
+				c.Providers[i].APIVersion = DefaultAnthropicVersion
+			}
+		}
 	}
+	c.Routing = c.Routing.WithDefaults()
 	if c.Billing.Window == 0 {
 		c.Billing.Window = Duration(DefaultBillingWindow)
 	}
@@ -255,6 +422,29 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Billing.Unit == "" {
 		c.Billing.Unit = UnitTokens
+	}
+	if c.Billing.GracePeriod == 0 {
+		c.Billing.GracePeriod = Duration(DefaultGracePeriod)
+	}
+	if c.Billing.FallbackPlan == "" {
+		c.Billing.FallbackPlan = DefaultFallbackPlan
+	}
+	if c.Billing.WebhookTolerance == 0 {
+		c.Billing.WebhookTolerance = Duration(DefaultWebhookTolerance)
+	}
+	if c.Billing.DunningInterval == 0 {
+		c.Billing.DunningInterval = Duration(DefaultDunningInterval)
+	}
+	if c.Quota.DefaultMaxOutputTokens == 0 {
+		c.Quota.DefaultMaxOutputTokens = DefaultMaxOutputTokens
+	}
+	if c.Quota.ReservationTTL == 0 {
+		c.Quota.ReservationTTL = Duration(DefaultReservationTTL)
+	}
+	for i := range c.Plans {
+		if c.Plans[i].RunawayWindow == 0 {
+			c.Plans[i].RunawayWindow = Duration(DefaultRunawayWindow)
+		}
 	}
 }
 
@@ -291,6 +481,7 @@ func envFrom(getenv func(string) string) Env {
 		StripeMeterEventName: or("STRIPE_METER_EVENT_NAME", DefaultMeterEventName),
 		InstanceID:           instance,
 		LogLevel:             or("TOLLGATE_LOG_LEVEL", DefaultLogLevel),
+		ResponseDeadline:     durationOr(getenv("TOLLGATE_RESPONSE_DEADLINE"), DefaultResponseDeadline),
 	}
 }
 
@@ -326,6 +517,9 @@ func (c *Config) Validate() error {
 	badErr := func(field, msg string, err error) {
 		errs = append(errs, &ValidationError{Field: field, Message: msg, Err: err})
 	}
+	if c.Env.ResponseDeadline < 0 {
+		bad("TOLLGATE_RESPONSE_DEADLINE", "must be a positive duration such as 55s")
+	}
 
 	providers := map[string]bool{}
 	if len(c.Providers) == 0 {
@@ -341,17 +535,23 @@ func (c *Config) Validate() error {
 		}
 		providers[p.Name] = true
 		switch p.Kind {
-		case KindOpenAI:
+		case KindOpenAI, KindAnthropic:
 			if p.BaseURL == "" {
 				bad(f+".base_url", "required for an openai provider (e.g. https://api.openai.com/v1)")
 			} else if !strings.HasPrefix(p.BaseURL, "http://") && !strings.HasPrefix(p.BaseURL, "https://") {
 				bad(f+".base_url", "%q must start with http:// or https://", p.BaseURL)
 			}
+			if strings.ContainsAny(p.APIVersion, "&#?/ ") {
+				bad(f+".api_version", "%q is not a version (e.g. 2024-10-21)", p.APIVersion)
+			}
 		case KindEcho:
+			if p.APIVersion != "" {
+				bad(f+".api_version", "not used by an echo provider")
+			}
 		case "":
-			bad(f+".kind", "required (%q or %q)", KindOpenAI, KindEcho)
+			bad(f+".kind", "required (%q, %q or %q)", KindOpenAI, KindAnthropic, KindEcho)
 		default:
-			bad(f+".kind", "unknown provider kind %q (want %q or %q)", p.Kind, KindOpenAI, KindEcho)
+			bad(f+".kind", "unknown provider kind %q (want %q, %q or %q)", p.Kind, KindOpenAI, KindAnthropic, KindEcho)
 		}
 		if p.Timeout < 0 {
 			bad(f+".timeout", "must be positive, got %s", p.Timeout.D())
@@ -388,6 +588,11 @@ func (c *Config) Validate() error {
 			if d.Weight < 0 {
 				bad(df+".weight", "must not be negative, got %d", d.Weight)
 			}
+			if (d.Priority != nil) != (m.Deployments[0].Priority != nil) {
+				bad(df+".priority", "set priority on every deployment of a model or on none")
+			} else if d.Priority != nil && *d.Priority < 0 {
+				bad(df+".priority", "must not be negative, got %d", *d.Priority)
+			}
 		}
 		price, err := money.ParsePrice(m.Price.InputPerMillion, m.Price.OutputPerMillion)
 		if err != nil {
@@ -423,6 +628,10 @@ func (c *Config) Validate() error {
 		}
 		p.dailyBudget, p.hasDaily = parseBudget(f+".daily_budget_usd", p.DailyBudgetUSD, badErr)
 		p.monthlyBudget, p.hasMonthly = parseBudget(f+".monthly_budget_usd", p.MonthlyBudgetUSD, badErr)
+		p.runaway, p.hasRunaway = parseBudget(f+".runaway_max_spend_usd", p.RunawayMaxSpendUSD, badErr)
+		if w := p.RunawayWindow.D(); w != 0 && w < time.Minute || w > time.Hour || w%time.Minute != 0 {
+			bad(f+".runaway_window", "must be whole minutes from 1m to 60m, got %s", w)
+		}
 	}
 
 	b := c.Billing
@@ -435,10 +644,37 @@ func (c *Config) Validate() error {
 	if b.ReportInterval <= 0 {
 		bad("billing.report_interval", "must be positive, got %s", b.ReportInterval.D())
 	}
+	if c.Quota.DefaultMaxOutputTokens < 0 {
+		bad("quota.default_max_output_tokens", "must be positive, got %d", c.Quota.DefaultMaxOutputTokens)
+	}
+	if c.Quota.ReservationTTL != 0 && c.Quota.ReservationTTL < Duration(time.Minute) {
+		bad("quota.reservation_ttl", "must be at least 1m, got %s", c.Quota.ReservationTTL.D())
+	}
 	switch b.Unit {
 	case UnitTokens, UnitCostNanoUSD:
 	default:
 		bad("billing.unit", "unknown unit %q (want %q or %q)", b.Unit, UnitTokens, UnitCostNanoUSD)
+	}
+	errs = append(errs, c.validateBillingLifecycle()...)
+
+	r := c.Routing
+	if r.MaxAttempts < 1 {
+		bad("routing.max_attempts", "must be at least 1, got %d", r.MaxAttempts)
+	}
+	if r.BaseBackoff < 0 {
+		bad("routing.base_backoff", "must not be negative, got %s", r.BaseBackoff.D())
+	}
+	if r.MaxBackoff < r.BaseBackoff {
+		bad("routing.max_backoff", "must be at least base_backoff (%s), got %s", r.BaseBackoff.D(), r.MaxBackoff.D())
+	}
+	if r.Deadline <= 0 {
+		bad("routing.deadline", "must be positive, got %s", r.Deadline.D())
+	}
+	if r.Cooldown.Failures < 1 {
+		bad("routing.cooldown.failures", "must be at least 1, got %d", r.Cooldown.Failures)
+	}
+	if r.Cooldown.Duration <= 0 {
+		bad("routing.cooldown.duration", "must be positive, got %s", r.Cooldown.Duration.D())
 	}
 	return errors.Join(errs...)
 }
@@ -499,6 +735,10 @@ func (p Plan) DailyBudget() (money.NanoUSD, bool) { return p.dailyBudget, p.hasD
 // none (unlimited). Valid after Validate.
 func (p Plan) MonthlyBudget() (money.NanoUSD, bool) { return p.monthlyBudget, p.hasMonthly }
 
+// RunawayCeiling returns the runaway guard's spend ceiling over
+// RunawayWindow, and false when the plan has no guard. Valid after Validate.
+func (p Plan) RunawayCeiling() (money.NanoUSD, bool) { return p.runaway, p.hasRunaway }
+
 // AllowsModel reports whether the plan may use the named model (empty Models = all).
 func (p Plan) AllowsModel(name string) bool {
 	if len(p.Models) == 0 {
@@ -510,4 +750,80 @@ func (p Plan) AllowsModel(name string) bool {
 		}
 	}
 	return false
+}
+
+// DefaultResponseDeadline is Env.ResponseDeadline's default.
+const DefaultResponseDeadline = 55 * time.Second
+
+// durationOr parses s as a Go duration, or returns def when s is empty or
+// not a positive duration (Validate reports a bad value).
+func durationOr(s string, def time.Duration) time.Duration {
+	if s = strings.TrimSpace(s); s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// validateBillingLifecycle checks the checkout, webhook and dunning settings.
+func (c *Config) validateBillingLifecycle() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	b := c.Billing
+	if b.GracePeriod < 0 {
+		bad("billing.grace_period", "must not be negative, got %s", b.GracePeriod.D())
+	}
+	if b.WebhookTolerance <= 0 {
+		bad("billing.webhook_tolerance", "must be positive, got %s", b.WebhookTolerance.D())
+	}
+	if b.DunningInterval <= 0 {
+		bad("billing.dunning_interval", "must be positive, got %s", b.DunningInterval.D())
+	}
+	if len(c.Plans) > 0 {
+		if _, ok := c.Plan(b.FallbackPlan); !ok {
+			bad("billing.fallback_plan", "%q is not a configured plan", b.FallbackPlan)
+		}
+	}
+	for _, u := range []struct{ field, v string }{
+		{"billing.checkout_success_url", b.CheckoutSuccessURL}, {"billing.checkout_cancel_url", b.CheckoutCancelURL}, {"billing.portal_return_url", b.PortalReturnURL},
+	} {
+		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
+			bad(u.field, "%q must start with http:// or https://", u.v)
+		}
+	}
+	prices := map[string]string{}
+	for i, p := range c.Plans {
+		for _, pr := range []struct{ field, id string }{{"stripe_price", p.StripePrice}, {"stripe_metered_price", p.StripeMeteredPrice}} {
+			if pr.id == "" {
+				continue
+			}
+			if other, ok := prices[pr.id]; ok && other != p.Name {
+				bad(fmt.Sprintf("plans[%d].%s", i, pr.field), "price %q is also plan %q's: a price must map to one plan", pr.id, other)
+			}
+			prices[pr.id] = p.Name
+		}
+		if p.StripeMeteredPrice != "" && p.StripePrice == "" {
+			bad(fmt.Sprintf("plans[%d].stripe_price", i), "required with stripe_metered_price")
+		}
+	}
+	return errs
+}
+
+// PlanForStripePrice returns the plan that sells a Stripe price (its
+// stripe_price or stripe_metered_price).
+func (c *Config) PlanForStripePrice(priceID string) (string, bool) {
+	if priceID == "" {
+		return "", false
+	}
+	for _, p := range c.Plans {
+		if p.StripePrice == priceID || p.StripeMeteredPrice == priceID {
+			return p.Name, true
+		}
+	}
+	return "", false
 }

@@ -65,7 +65,8 @@ func TestLoadDefault(t *testing.T) {
 	if _, ok := cfg.Provider("openai"); ok {
 		t.Error("unknown provider found")
 	}
-	want := Billing{Window: Duration(time.Hour), ReportDelay: Duration(2 * time.Minute), ReportInterval: Duration(30 * time.Second), Unit: UnitTokens}
+	want := Billing{Window: Duration(time.Hour), ReportDelay: Duration(2 * time.Minute), ReportInterval: Duration(30 * time.Second), Unit: UnitTokens,
+		GracePeriod: Duration(DefaultGracePeriod), FallbackPlan: DefaultFallbackPlan, WebhookTolerance: Duration(DefaultWebhookTolerance), DunningInterval: Duration(DefaultDunningInterval)}
 	if cfg.Billing != want {
 		t.Errorf("billing = %+v", cfg.Billing)
 	}
@@ -86,22 +87,23 @@ func TestEnv(t *testing.T) {
 	}
 
 	cfg, err = Load("", env(map[string]string{
-		"TOLLGATE_DATABASE_URL":   "postgres://db/x",
-		"TOLLGATE_HTTP_ADDR":      "127.0.0.1:9000",
-		"TOLLGATE_ADMIN_TOKEN":    "adm",
-		"TOLLGATE_KAFKA_BROKERS":  " k1:9092, ,k2:9092 ",
-		"TOLLGATE_REDIS_URL":      "redis://r:6379/0",
-		"STRIPE_SECRET_KEY":       "sk_test_x",
-		"STRIPE_WEBHOOK_SECRET":   "whsec_x",
-		"STRIPE_API_BASE":         "http://127.0.0.1:12111",
-		"STRIPE_METER_EVENT_NAME": "custom",
-		"TOLLGATE_INSTANCE_ID":    "api-1",
-		"TOLLGATE_LOG_LEVEL":      "debug",
+		"TOLLGATE_DATABASE_URL":      "postgres://db/x",
+		"TOLLGATE_HTTP_ADDR":         "127.0.0.1:9000",
+		"TOLLGATE_ADMIN_TOKEN":       "adm",
+		"TOLLGATE_KAFKA_BROKERS":     " k1:9092, ,k2:9092 ",
+		"TOLLGATE_REDIS_URL":         "redis://r:6379/0",
+		"STRIPE_SECRET_KEY":          "sk_test_x",
+		"STRIPE_WEBHOOK_SECRET":      "whsec_x",
+		"STRIPE_API_BASE":            "http://127.0.0.1:12111",
+		"STRIPE_METER_EVENT_NAME":    "custom",
+		"TOLLGATE_INSTANCE_ID":       "api-1",
+		"TOLLGATE_LOG_LEVEL":         "debug",
+		"TOLLGATE_RESPONSE_DEADLINE": "20s",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Env{
+	want := Env{ResponseDeadline: 20 * time.Second,
 		DatabaseURL: "postgres://db/x", HTTPAddr: "127.0.0.1:9000", AdminToken: "adm",
 		KafkaBrokers: []string{"k1:9092", "k2:9092"}, RedisURL: "redis://r:6379/0",
 		StripeSecretKey: "sk_test_x", StripeWebhookSecret: "whsec_x", StripeAPIBase: "http://127.0.0.1:12111",
@@ -109,6 +111,9 @@ func TestEnv(t *testing.T) {
 	}
 	if !reflect.DeepEqual(cfg.Env, want) {
 		t.Errorf("env = %+v\nwant %+v", cfg.Env, want)
+	}
+	if _, err := Load("", env(map[string]string{"TOLLGATE_RESPONSE_DEADLINE": "soon"})); err == nil || !strings.Contains(err.Error(), "TOLLGATE_RESPONSE_DEADLINE") {
+		t.Errorf("a bad TOLLGATE_RESPONSE_DEADLINE: %v", err)
 	}
 }
 
@@ -306,5 +311,32 @@ func TestZeroBudgetIsNotUnlimited(t *testing.T) {
 	}
 	if _, ok := cfg.Plans[0].MonthlyBudget(); ok {
 		t.Error("unset monthly budget reported as limited")
+	}
+}
+
+func TestBillingLifecycleConfig(t *testing.T) {
+	cfg := Default()
+	cfg.Plans[1].StripePrice, cfg.Plans[1].StripeMeteredPrice = "price_pro", "price_pro_metered"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	for price, want := range map[string]string{"price_pro": "pro", "price_pro_metered": "pro", "price_x": "", "": ""} {
+		if got, ok := cfg.PlanForStripePrice(price); got != want || ok != (want != "") {
+			t.Errorf("PlanForStripePrice(%q) = %q, %v; want %q", price, got, ok, want)
+		}
+	}
+	for name, mutate := range map[string]func(*Config){
+		"unknown fallback":     func(c *Config) { c.Billing.FallbackPlan = "gold" },
+		"negative grace":       func(c *Config) { c.Billing.GracePeriod = Duration(-time.Hour) },
+		"price in two plans":   func(c *Config) { c.Plans[0].StripePrice = "price_pro" },
+		"metered without flat": func(c *Config) { c.Plans[0].StripeMeteredPrice = "price_free_metered" },
+		"bad success url":      func(c *Config) { c.Billing.CheckoutSuccessURL = "ftp://x" },
+	} {
+		c := Default()
+		c.Plans[1].StripePrice, c.Plans[1].StripeMeteredPrice = "price_pro", "price_pro_metered"
+		mutate(c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
 	}
 }

@@ -41,8 +41,9 @@ type upstream struct {
 	calls atomic.Int64
 	mu    sync.Mutex
 	seen  []map[string]any
-	// delay makes every answer slow, so a test can watch a job run.
-	delay time.Duration
+	// delay (nanoseconds) makes every answer slow, so a test can watch a
+	// job run.
+	delay atomic.Int64
 }
 
 const (
@@ -67,7 +68,7 @@ func newUpstream(t *testing.T) *upstream {
 		u.mu.Lock()
 		u.seen = append(u.seen, body)
 		u.mu.Unlock()
-		time.Sleep(u.delay)
+		time.Sleep(time.Duration(u.delay.Load()))
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"chatcmpl-upstream1","object":"chat.completion","created":%d,"model":%q,
 			"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from upstream","refusal":null},"logprobs":null,"finish_reason":"stop"}],
@@ -142,6 +143,9 @@ func start(t *testing.T, kafka bool) *env {
 		"STRIPE_API_BASE":       stripeURL,
 		"UPSTREAM_API_KEY":      "sk-upstream-test",
 		"TOLLGATE_INSTANCE_ID":  "e2e",
+		// Short, so a slow upstream shows the 202 a request past its
+		// response deadline gets.
+		"TOLLGATE_RESPONSE_DEADLINE": "1s",
 	}
 	if kafka {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, bus.Topic, bus.JobsTopic, bus.DeadLetterTopic))
@@ -410,7 +414,7 @@ func scenario(t *testing.T, e *env) {
 	}
 
 	// The same request, queued: 202 at once, a worker runs it.
-	e.up.delay = 300 * time.Millisecond
+	e.up.delay.Store(int64(300 * time.Millisecond))
 	callsBefore := e.up.calls.Load()
 	code, job, hdr := e.do("POST", "/v1/chat/completions", secret,
 		[]byte(`{"model":"gpt-test","messages":[{"role":"user","content":"later"}]}`), "Prefer", "respond-async")
@@ -436,19 +440,34 @@ func scenario(t *testing.T, e *env) {
 		}
 		return fmt.Errorf("status %v", j["status"])
 	})
-	e.up.delay = 0
+	e.up.delay.Store(0)
 	if !sawRunning {
 		t.Error("never saw the job running")
 	}
 	if got := e.up.calls.Load() - callsBefore; got != 1 {
 		t.Errorf("async job called the provider %d times", got)
 	}
+	// A synchronous request that outlives the response deadline is
+	// answered 202 with its job; the work goes on and its result is kept.
+	e.up.delay.Store(int64(1500 * time.Millisecond))
+	code, slow, hdr := e.do("POST", "/v1/chat/completions", secret, []byte(`{"model":"gpt-test","messages":[{"role":"user","content":"slow"}]}`))
+	e.up.delay.Store(0)
+	if code != 202 || slow["status"] != "running" || hdr.Get("Location") != "/v1/jobs/"+slow["id"].(string) {
+		t.Fatalf("past the deadline: %d %v", code, slow)
+	}
+	eventually(t, "slow job done", func() error {
+		_, j, _ := e.do("GET", "/v1/jobs/"+slow["id"].(string), secret, nil)
+		if j["status"] != "succeeded" {
+			return fmt.Errorf("status %v", j["status"])
+		}
+		return nil
+	})
 	if code, _, _ := e.do("GET", "/v1/jobs/chatcmpl-doesnotexist", secret, nil); code != 404 {
 		t.Errorf("unknown job: %d", code)
 	}
 
 	// Usage: three completions, priced from the table.
-	wantUpstreamCost := int64(2 * (upstreamPrompt*2500 + upstreamCompletion*10000))
+	wantUpstreamCost := int64(3 * (upstreamPrompt*2500 + upstreamCompletion*10000))
 	eventually(t, "usage", func() error {
 		code, u, _ := e.do("GET", "/v1/usage?group_by=model", secret, nil)
 		if code != 200 {
@@ -460,17 +479,17 @@ func scenario(t *testing.T, e *env) {
 			rows[row["group"].(string)] = row
 		}
 		g := rows["gpt-test"]
-		if g == nil || g["requests"] != float64(2) || g["cost_nano_usd"] != float64(wantUpstreamCost) || rows["echo"] == nil {
+		if g == nil || g["requests"] != float64(3) || g["cost_nano_usd"] != float64(wantUpstreamCost) || rows["echo"] == nil {
 			return fmt.Errorf("usage %v", u)
 		}
-		if g["cost_usd"] != fmt.Sprintf("0.%09d", wantUpstreamCost) || g["prompt_tokens"] != float64(2*upstreamPrompt) {
+		if g["cost_usd"] != fmt.Sprintf("0.%09d", wantUpstreamCost) || g["prompt_tokens"] != float64(3*upstreamPrompt) {
 			return fmt.Errorf("usage row %v", g)
 		}
 		return nil
 	})
 	for _, by := range []string{"day", "key", ""} {
 		code, u, _ := e.do("GET", "/v1/usage?group_by="+by+"&from="+time.Now().UTC().Format(time.DateOnly), secret, nil)
-		if code != 200 || u["total"].(map[string]any)["requests"] != float64(3) {
+		if code != 200 || u["total"].(map[string]any)["requests"] != float64(4) {
 			t.Errorf("usage group_by=%q: %d %v", by, code, u)
 		}
 	}

@@ -128,8 +128,17 @@ type CompletionSucceeded struct {
 	// CostNanoUSD is the price table applied to Usage, in nano-USD.
 	CostNanoUSD int64 `json:"cost_nano_usd"`
 	LatencyMS   int64 `json:"latency_ms"`
-	// Response is the OpenAI response body returned to the client.
+	// Response is the OpenAI response body returned to the client; for a
+	// stream, the chat.completion its chunks amount to.
 	Response json.RawMessage `json:"response"`
+	// Stream is true when the client received the answer as a stream.
+	Stream bool `json:"stream,omitempty"`
+	// Interrupted says why a stream ended before the provider finished
+	// (client_disconnected, upstream_error); what was generated until then
+	// is billed.
+	Interrupted string `json:"interrupted,omitempty"`
+	// TTFTMS is a stream's time to first token.
+	TTFTMS int64 `json:"ttft_ms,omitempty"`
 }
 
 // EventType implements Data.

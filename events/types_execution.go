@@ -1,4 +1,79 @@
 package events
 
-// executionTypes are the event types of execution: attempts, abandonment and other facts of running completions (providers, fallbacks, streaming, jobs).
-var executionTypes = map[string]typeInfo{}
+import "time"
+
+// Event types of running completions beyond the end-to-end slice.
+const (
+	TypeCompletionAttemptFailed     = "completion.attempt_failed"
+	TypeCompletionAbandoned         = "completion.abandoned"
+	TypeCompletionCallbackDelivered = "completion.callback_delivered"
+	TypeCompletionCallbackFailed    = "completion.callback_failed"
+)
+
+// executionTypes are the event types of execution: attempts, abandonment
+// and result callbacks.
+var executionTypes = map[string]typeInfo{
+	TypeCompletionAttemptFailed:     {version: 1, decode: decoder[CompletionAttemptFailed]()},
+	TypeCompletionAbandoned:         {version: 1, decode: decoder[CompletionAbandoned]()},
+	TypeCompletionCallbackDelivered: {version: 1, decode: decoder[CompletionCallbackDelivered]()},
+	TypeCompletionCallbackFailed:    {version: 1, decode: decoder[CompletionCallbackFailed]()},
+}
+
+// CompletionAttemptFailed: one attempt at one deployment failed; the
+// executor retried, fell back, or gave up (then completion.failed follows).
+type CompletionAttemptFailed struct {
+	CompletionID  string `json:"completion_id"`
+	Attempt       int    `json:"attempt"`
+	Provider      string `json:"provider"`
+	UpstreamModel string `json:"upstream_model"`
+	// Status is the upstream's HTTP status, 0 when there was no answer.
+	Status int `json:"status"`
+	// ErrorClass is rate_limited, server_error, timeout, connection,
+	// client_error or cooling_down.
+	ErrorClass   string `json:"error_class"`
+	ErrorMessage string `json:"error_message"`
+	LatencyMS    int64  `json:"latency_ms"`
+	Retryable    bool   `json:"retryable"`
+}
+
+// EventType implements Data.
+func (CompletionAttemptFailed) EventType() string { return TypeCompletionAttemptFailed }
+
+// CompletionAbandoned: the executor's claim expired without an outcome (it
+// died or hung); whatever it reserved is released and nothing is billed.
+type CompletionAbandoned struct {
+	CompletionID   string    `json:"completion_id"`
+	AccountID      string    `json:"account_id"`
+	KeyID          string    `json:"key_id"`
+	Model          string    `json:"model"`
+	Executor       string    `json:"executor"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	Reason         string    `json:"reason"`
+}
+
+// EventType implements Data.
+func (CompletionAbandoned) EventType() string { return TypeCompletionAbandoned }
+
+// CompletionCallbackDelivered: the job's result reached its callback URL.
+type CompletionCallbackDelivered struct {
+	CompletionID string `json:"completion_id"`
+	URL          string `json:"url"`
+	Status       int    `json:"status"`
+	Attempts     int    `json:"attempts"`
+}
+
+// EventType implements Data.
+func (CompletionCallbackDelivered) EventType() string { return TypeCompletionCallbackDelivered }
+
+// CompletionCallbackFailed: every delivery attempt to the callback URL
+// failed; the result stays available at GET /v1/jobs/{id}.
+type CompletionCallbackFailed struct {
+	CompletionID string `json:"completion_id"`
+	URL          string `json:"url"`
+	Status       int    `json:"status"`
+	Attempts     int    `json:"attempts"`
+	Error        string `json:"error"`
+}
+
+// EventType implements Data.
+func (CompletionCallbackFailed) EventType() string { return TypeCompletionCallbackFailed }

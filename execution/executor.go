@@ -29,8 +29,10 @@ type Completer interface {
 
 // Config configures an Executor.
 type Config struct {
-	Service  *commands.Service
-	LLM      Completer
+	Service *commands.Service
+	LLM     Completer
+	// Streams starts streamed completions; nil disables streaming.
+	Streams  Streamer
 	Models   func(name string) (config.Model, bool)
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -157,6 +159,11 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Compl
 	if err != nil {
 		finish.Failed = failure(ctx, err, elapsed)
 	}
+	return x.record(ctx, md, c, finish, elapsed)
+}
+
+// record appends a completion's outcome and counts it.
+func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
 	done, appendErr := x.cfg.Service.FinishClaimed(context.WithoutCancel(ctx), md, c, finish)
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()

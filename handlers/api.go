@@ -54,6 +54,9 @@ type APIConfig struct {
 	KeyCacheTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// ResponseDeadline is how long a synchronous request waits for its
+	// answer before it gets 202 and its job id; default 55s.
+	ResponseDeadline time.Duration
 	// Quota holds what admission control needs (rate limits, budgets).
 	Quota QuotaDeps
 	// Billing holds what the Stripe endpoints need.
@@ -66,6 +69,9 @@ func (c *APIConfig) setDefaults() {
 	}
 	if c.KeyCacheTTL == 0 {
 		c.KeyCacheTTL = time.Second
+	}
+	if c.ResponseDeadline == 0 {
+		c.ResponseDeadline = 55 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -100,6 +106,10 @@ type API struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
+	// deadlines counts synchronous requests answered 202 at the deadline.
+	deadlines prometheus.Counter
+	// inflight tracks inline executions, which can outlive their request.
+	inflight sync.WaitGroup
 }
 
 // NewAPI returns the API.
@@ -124,9 +134,13 @@ func NewAPI(cfg APIConfig) (*API, error) {
 			Name: "tollgate_http_rejections_total",
 			Help: "Requests rejected before any work, by reason.",
 		}, []string{"reason"}),
+		deadlines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_response_deadline_exceeded_total",
+			Help: "Synchronous requests answered 202 with their job id because the response deadline passed.",
+		}),
 	}
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{a.requests, a.duration, a.rejected} {
+		for _, c := range []prometheus.Collector{a.requests, a.duration, a.rejected, a.deadlines} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("handlers: register metrics: %w", err)
 			}

@@ -1,12 +1,14 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
@@ -33,8 +35,6 @@ func validateChat(body []byte) (chatRequest, *apiError) {
 		return req, badRequest("missing_required_parameter", "model", "You must provide a model parameter.")
 	case len(req.Messages) == 0:
 		return req, badRequest("missing_required_parameter", "messages", "You must provide at least one message.")
-	case req.Stream:
-		return req, badRequest("unsupported_parameter", "stream", "Streaming is not supported yet: send stream=false.")
 	}
 	for i, m := range req.Messages {
 		var msg struct {
@@ -82,6 +82,10 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
 		Model: req.Model, Mode: events.ModeSync, Request: body,
 	}
+	if preferAsync(r) && req.Stream {
+		writeError(w, badRequest("unsupported_parameter", "stream", "A streamed request cannot be queued: drop Prefer: respond-async or stream."))
+		return
+	}
 	if preferAsync(r) {
 		cmd.Mode = events.ModeAsync
 		c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, nil)
@@ -100,17 +104,63 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	done, err := a.cfg.Executor.Run(r.Context(), md, c)
-	if err != nil {
-		a.fail(w, r, err)
+	if req.Stream {
+		a.streamInline(w, r, md, c, body)
 		return
 	}
-	switch {
-	case done.Succeeded != nil:
-		writeRaw(w, http.StatusOK, done.Succeeded.Response)
-	case done.Failed != nil:
-		f := done.Failed
-		writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+	a.runInline(w, r, md, c)
+}
+
+// runInline runs a claimed completion for the client holding the
+// connection. Until the response deadline a client that goes away cancels
+// the provider call; past the deadline the client gets 202 with its job
+// and the work goes on without it. The outcome is recorded either way.
+func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c commands.Completion) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	type outcome struct {
+		done commands.Completion
+		err  error
+	}
+	result := make(chan outcome, 1)
+	a.inflight.Add(1)
+	go func() {
+		defer a.inflight.Done()
+		defer cancel()
+		done, err := a.cfg.Executor.Run(runCtx, md, c)
+		result <- outcome{done, err}
+	}()
+	deadline := time.NewTimer(a.cfg.ResponseDeadline)
+	defer deadline.Stop()
+	select {
+	case o := <-result:
+		switch {
+		case o.err != nil:
+			a.fail(w, r, o.err)
+		case o.done.Succeeded != nil:
+			writeRaw(w, http.StatusOK, o.done.Succeeded.Response)
+		case o.done.Failed != nil:
+			f := o.done.Failed
+			writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+		}
+	case <-r.Context().Done():
+		cancel()
+	case <-deadline.C:
+		a.deadlines.Inc()
+		w.Header().Set("Location", "/v1/jobs/"+c.ID)
+		writeJSON(w, http.StatusAccepted, toJobJSON(c))
+	}
+}
+
+// Wait blocks until every inline execution that outlived its request has
+// recorded its outcome, or ctx ends.
+func (a *API) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { a.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("inline completions still running: %w", ctx.Err())
 	}
 }
 

@@ -19,10 +19,17 @@ type Echo struct {
 // NewEcho returns an echo provider reporting the given provider name.
 func NewEcho(name string) *Echo { return &Echo{name: name, now: time.Now} }
 
-// ChatCompletion implements Provider.
-func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body json.RawMessage) (*Response, error) {
+// echoAnswer is what the echo provider answers to a request.
+type echoAnswer struct {
+	text, finish       string
+	prompt, completion int64
+	id                 string
+}
+
+// answer parses a request and computes the echo answer.
+func (e *Echo) answer(ctx context.Context, body json.RawMessage) (echoAnswer, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("echo: %w", err)
+		return echoAnswer{}, fmt.Errorf("echo: %w", err)
 	}
 	var req struct {
 		Messages            []chatMessage   `json:"messages"`
@@ -31,10 +38,10 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 		MaxCompletionTokens *int64          `json:"max_completion_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, invalidRequest(e.name, "request body is not a valid chat completion request: %v", err)
+		return echoAnswer{}, invalidRequest(e.name, "request body is not a valid chat completion request: %v", err)
 	}
 	if len(req.Messages) == 0 {
-		return nil, invalidRequest(e.name, "messages: at least one message is required")
+		return echoAnswer{}, invalidRequest(e.name, "messages: at least one message is required")
 	}
 	limit := int64(-1)
 	for _, f := range []struct {
@@ -45,7 +52,7 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 			continue
 		}
 		if *f.v < 1 {
-			return nil, invalidRequest(e.name, "%s must be at least 1, got %d", f.name, *f.v)
+			return echoAnswer{}, invalidRequest(e.name, "%s must be at least 1, got %d", f.name, *f.v)
 		}
 		if limit < 0 || *f.v < limit {
 			limit = *f.v
@@ -53,7 +60,7 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 	}
 	prompt, err := promptTokens(req.Messages, req.Tools)
 	if err != nil {
-		return nil, invalidRequest(e.name, "%v", err)
+		return echoAnswer{}, invalidRequest(e.name, "%v", err)
 	}
 
 	var answer string
@@ -61,7 +68,7 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 		if req.Messages[i].Role == "user" {
 			answer, _, err = contentText(req.Messages[i].Content)
 			if err != nil {
-				return nil, invalidRequest(e.name, "messages[%d]: %v", i, err)
+				return echoAnswer{}, invalidRequest(e.name, "messages[%d]: %v", i, err)
 			}
 			break
 		}
@@ -72,19 +79,34 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 			answer, finish = cut, "length"
 		}
 	}
-	completion := CountTokens(answer)
+	// The request minus "stream" and "stream_options" identifies the
+	// answer, so a streamed and a plain call of one request share an id.
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(body, &fields)
+	delete(fields, "stream")
+	delete(fields, "stream_options")
+	canonical, _ := json.Marshal(fields)
+	sum := sha256.Sum256(canonical)
+	return echoAnswer{text: answer, finish: finish, prompt: prompt, completion: CountTokens(answer),
+		id: "chatcmpl-echo-" + hex.EncodeToString(sum[:12])}, nil
+}
 
-	sum := sha256.Sum256(body)
+// ChatCompletion implements Provider.
+func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body json.RawMessage) (*Response, error) {
+	a, err := e.answer(ctx, body)
+	if err != nil {
+		return nil, err
+	}
 	out, err := json.Marshal(echoCompletion{
-		ID:      "chatcmpl-echo-" + hex.EncodeToString(sum[:12]),
+		ID:      a.id,
 		Object:  "chat.completion",
 		Created: e.now().Unix(),
 		Model:   upstreamModel,
 		Choices: []echoChoice{{
-			Message:      echoMessage{Role: "assistant", Content: answer},
-			FinishReason: finish,
+			Message:      echoMessage{Role: "assistant", Content: a.text},
+			FinishReason: a.finish,
 		}},
-		Usage: echoUsage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion},
+		Usage: echoUsage{PromptTokens: a.prompt, CompletionTokens: a.completion, TotalTokens: a.prompt + a.completion},
 		// Identifies the echo backend to clients that log the fingerprint.
 		SystemFingerprint: "tollgate-echo",
 	})
@@ -93,11 +115,67 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 	}
 	return &Response{
 		Body:          out,
-		Usage:         Usage{PromptTokens: prompt, CompletionTokens: completion},
+		Usage:         Usage{PromptTokens: a.prompt, CompletionTokens: a.completion},
 		Provider:      e.name,
 		UpstreamModel: upstreamModel,
 	}, nil
 }
+
+// ChatCompletionStream implements Provider: the answer streamed one token
+// (CountTokens' tokens, roughly words) per chunk after a role chunk, then
+// the finish chunk and the usage chunk. The usage is reported, not
+// estimated: the number of content chunks is the completion token count.
+func (e *Echo) ChatCompletionStream(ctx context.Context, upstreamModel string, body json.RawMessage) (Stream, error) {
+	start := e.now()
+	a, err := e.answer(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	created := e.now().Unix()
+	chunk := func(delta map[string]any, finish *string, usage *echoUsage) json.RawMessage {
+		choices := []any{}
+		if delta != nil {
+			choices = append(choices, map[string]any{"index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish})
+		}
+		b, _ := json.Marshal(map[string]any{
+			"id": a.id, "object": "chat.completion.chunk", "created": created, "model": upstreamModel,
+			"system_fingerprint": "tollgate-echo", "choices": choices, "usage": usage,
+		})
+		return b
+	}
+	chunks := []json.RawMessage{chunk(map[string]any{"role": "assistant", "content": "", "refusal": nil}, nil, nil)}
+	for rest := a.text; rest != ""; {
+		var tok string
+		tok, rest = nextToken(rest)
+		chunks = append(chunks, chunk(map[string]any{"content": tok}, nil, nil))
+	}
+	finish := a.finish
+	chunks = append(chunks, chunk(map[string]any{}, &finish, nil),
+		chunk(nil, nil, &echoUsage{PromptTokens: a.prompt, CompletionTokens: a.completion, TotalTokens: a.prompt + a.completion}))
+	return newChunkStream(e.name, upstreamModel, &echoSource{ctx: ctx, chunks: chunks}, e.now, start, body), nil
+}
+
+// echoSource hands out precomputed chunks one at a time, so a caller that
+// goes away mid-stream really stops it.
+type echoSource struct {
+	ctx    context.Context
+	chunks []json.RawMessage
+}
+
+func (s *echoSource) fill() ([]json.RawMessage, bool, error) {
+	if err := s.ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("echo: %w", err)
+	}
+	if len(s.chunks) == 0 {
+		return nil, true, nil
+	}
+	c := s.chunks[0]
+	s.chunks = s.chunks[1:]
+	return []json.RawMessage{c}, false, nil
+}
+
+func (s *echoSource) partial() (int64, int64, bool) { return 0, 0, false }
+func (s *echoSource) close() error                  { s.chunks = nil; return nil }
 
 // The echo response types mirror OpenAI's chat.completion object field for field.
 type echoCompletion struct {

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/config"
 )
@@ -24,17 +22,16 @@ const MaxResponseBytes = 16 << 20
 const maxErrorMessage = 2000
 
 // OpenAI is a provider for any server speaking OpenAI's chat completions API
-// (OpenAI itself, vLLM, Ollama, llama.cpp, LM Studio...).
+// (OpenAI itself, Azure OpenAI, vLLM, Ollama, llama.cpp, LM Studio, Groq...).
 type OpenAI struct {
-	name    string
-	url     string
-	apiKey  string
-	timeout time.Duration
-	client  *http.Client
+	httpBase
+	base       string
+	apiVersion string // non-empty = Azure OpenAI
 }
 
 // NewOpenAI returns a provider for p that authenticates with apiKey (empty:
 // no Authorization header, for local servers). client nil = NewHTTPClient().
+// A provider with an api_version is Azure OpenAI: see config.Provider.APIVersion.
 func NewOpenAI(p config.Provider, apiKey string, client *http.Client) *OpenAI {
 	if client == nil {
 		client = NewHTTPClient()
@@ -44,11 +41,9 @@ func NewOpenAI(p config.Provider, apiKey string, client *http.Client) *OpenAI {
 		timeout = config.DefaultProviderTimeout
 	}
 	return &OpenAI{
-		name:    p.Name,
-		url:     strings.TrimRight(p.BaseURL, "/") + "/chat/completions",
-		apiKey:  apiKey,
-		timeout: timeout,
-		client:  client,
+		httpBase:   httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, client: client, now: time.Now},
+		base:       strings.TrimRight(p.BaseURL, "/"),
+		apiVersion: p.APIVersion,
 	}
 }
 
@@ -68,121 +63,122 @@ func NewHTTPClient() *http.Client {
 	}}
 }
 
+// endpoint returns the chat completions URL and auth headers for a call.
+func (o *OpenAI) endpoint(upstreamModel string) (string, http.Header) {
+	h := http.Header{}
+	if o.apiVersion != "" {
+		// Azure: the deployment is in the path, the key in api-key.
+		if o.apiKey != "" {
+			h.Set("api-key", o.apiKey)
+		}
+		return o.base + "/openai/deployments/" + url.PathEscape(upstreamModel) + "/chat/completions?api-version=" + url.QueryEscape(o.apiVersion), h
+	}
+	if o.apiKey != "" {
+		h.Set("Authorization", "Bearer "+o.apiKey)
+	}
+	return o.base + "/chat/completions", h
+}
+
 // ChatCompletion implements Provider.
 func (o *OpenAI) ChatCompletion(ctx context.Context, upstreamModel string, body json.RawMessage) (*Response, error) {
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.url, bytes.NewReader(body))
+	ctx, _, stop := o.attempt(ctx)
+	defer stop()
+	u, h := o.endpoint(upstreamModel)
+	h.Set("Accept", "application/json")
+	resp, err := o.post(parent, ctx, u, h, body, openAIErrorBody)
 	if err != nil {
-		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name,
-			Message: fmt.Sprintf("provider %q is misconfigured: %v", o.name, err)}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if o.apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+o.apiKey)
-	}
-	resp, err := o.client.Do(req)
-	if err != nil {
-		return nil, o.transportError(parent, ctx, err)
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	raw, err := o.readAll(parent, ctx, resp)
 	if err != nil {
-		return nil, o.transportError(parent, ctx, err)
-	}
-	if len(raw) > MaxResponseBytes {
-		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name, Retryable: true,
-			UpstreamStatus: resp.StatusCode, Message: fmt.Sprintf("provider %q returned a response larger than %d bytes", o.name, MaxResponseBytes)}
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, o.statusError(resp, raw)
+		return nil, err
 	}
 	return o.parseSuccess(upstreamModel, body, raw, resp.StatusCode)
 }
 
-// transportError maps a failure to get or read a response.
-// parent is the caller's context, ctx the one bounded by the provider timeout.
-func (o *OpenAI) transportError(parent, ctx context.Context, err error) error {
-	if parent.Err() != nil {
-		// The caller gave up (client disconnected, shutdown, its own
-		// deadline): not a provider failure, and no fallback should run.
-		return fmt.Errorf("llm provider %q: %w", o.name, context.Cause(parent))
+// ChatCompletionStream implements Provider. It always asks the upstream for
+// stream_options.include_usage, so the stream ends with the provider's usage
+// (see ClientWantsUsage); the chunks are passed on exactly as they came.
+func (o *OpenAI) ChatCompletionStream(ctx context.Context, upstreamModel string, body json.RawMessage) (Stream, error) {
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(body, &req); err != nil || req == nil {
+		return nil, invalidRequest(o.name, "request body must be a JSON object")
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &Error{Status: http.StatusGatewayTimeout, Type: TypeTimeout, Provider: o.name, Retryable: true,
-			Message: fmt.Sprintf("provider %q did not answer in time", o.name)}
+	opts := map[string]json.RawMessage{}
+	if raw, ok := req["stream_options"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &opts); err != nil {
+			return nil, invalidRequest(o.name, "stream_options must be an object")
+		}
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return &Error{Status: http.StatusGatewayTimeout, Type: TypeTimeout, Provider: o.name, Retryable: true,
-			Message: fmt.Sprintf("provider %q did not answer in time", o.name)}
+	opts["include_usage"] = json.RawMessage("true")
+	req["stream_options"], _ = json.Marshal(opts)
+	req["stream"] = json.RawMessage("true")
+	sent, err := encodeJSON(req)
+	if err != nil {
+		return nil, fmt.Errorf("llm provider %q: %w", o.name, err)
 	}
-	// Connection refused, reset, DNS failure...: the provider is unreachable.
-	// The Go error is not shown to clients: it names internal hosts.
-	return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name, Retryable: true,
-		Message: fmt.Sprintf("provider %q is unreachable", o.name)}
+	u, h := o.endpoint(upstreamModel)
+	return o.openStream(ctx, u, h, sent, sent, openAIErrorBody, upstreamModel, &openAIDecoder{base: &o.httpBase})
 }
 
-// statusError maps a non-2xx upstream response to an *Error.
-func (o *OpenAI) statusError(resp *http.Response, raw []byte) *Error {
-	status := resp.StatusCode
-	var body struct {
-		Error struct {
+// openAIDecoder passes OpenAI's chunks through and recognizes the end
+// marker and in-stream errors.
+type openAIDecoder struct {
+	base     *httpBase
+	finished bool
+}
+
+func (d *openAIDecoder) decode(ev sseEvent) ([]json.RawMessage, bool, error) {
+	data := bytes.TrimSpace(ev.data)
+	if string(data) == "[DONE]" {
+		return nil, true, nil
+	}
+	var probe struct {
+		Choices []struct {
+			FinishReason *string `json:"finish_reason"`
+		} `json:"choices"`
+		Error *struct {
 			Message string          `json:"message"`
 			Type    string          `json:"type"`
 			Code    json.RawMessage `json:"code"`
 		} `json:"error"`
 	}
-	_ = json.Unmarshal(raw, &body) // a non-JSON error body still maps by status
-	msg := o.scrub(body.Error.Message)
-	code := decodeCode(body.Error.Code)
-	e := &Error{Provider: o.name, UpstreamStatus: status, Code: code}
-	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		// The client's request was fine: it is Tollgate's key that the
-		// provider rejected. Say so without echoing the provider's message,
-		// which may quote part of the key.
-		e.Status, e.Type, e.Code = http.StatusBadGateway, TypeUpstream, ""
-		e.Message = fmt.Sprintf("provider %q rejected Tollgate's credentials (HTTP %d); the operator must fix the provider API key", o.name, status)
-	case status == http.StatusTooManyRequests:
-		// Provider rate limits are on Tollgate's account; their messages name
-		// its organization, so they are not passed on.
-		e.Status, e.Type, e.Retryable = http.StatusTooManyRequests, TypeRateLimit, true
-		e.Message = fmt.Sprintf("provider %q is rate limiting requests; try again later", o.name)
-	case status == http.StatusRequestTimeout:
-		e.Status, e.Type, e.Retryable = http.StatusGatewayTimeout, TypeTimeout, true
-		e.Message = fmt.Sprintf("provider %q timed out (HTTP 408)", o.name)
-	case status >= 500:
-		e.Status, e.Type, e.Retryable = http.StatusBadGateway, TypeUpstream, true
-		e.Message = fmt.Sprintf("provider %q failed (HTTP %d)", o.name, status)
-		if msg != "" {
-			e.Message += ": " + msg
-		}
-	case status >= 400:
-		// A client error: the provider's own words are the most useful answer.
-		e.Status, e.Type = status, body.Error.Type
-		if e.Type == "" {
-			e.Type = TypeInvalidRequest
-		}
-		e.Message = msg
-		if e.Message == "" {
-			e.Message = fmt.Sprintf("provider %q rejected the request (HTTP %d %s)", o.name, status, http.StatusText(status))
-		}
-	default:
-		// 1xx/3xx: the client does not follow redirects from POSTs to other hosts
-		// silently, so this is a misconfigured base_url.
-		e.Status, e.Type = http.StatusBadGateway, TypeUpstream
-		e.Message = fmt.Sprintf("provider %q answered with unexpected HTTP %d", o.name, status)
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, false, d.base.invalid(http.StatusOK, "stream chunk is not JSON")
 	}
-	return e
+	if probe.Error != nil {
+		// An error after the stream started (e.g. the server overloaded
+		// mid-generation): the stream is over.
+		return nil, false, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: d.base.name, Retryable: true,
+			Class: ClassServerError, Code: decodeCode(probe.Error.Code), UpstreamStatus: http.StatusOK,
+			Message: fmt.Sprintf("provider %q failed during the stream: %s", d.base.name, d.base.scrub(probe.Error.Message))}
+	}
+	for _, c := range probe.Choices {
+		if c.FinishReason != nil && *c.FinishReason != "" {
+			d.finished = true
+		}
+	}
+	chunk := make(json.RawMessage, len(data))
+	copy(chunk, data)
+	return []json.RawMessage{chunk}, false, nil
 }
+
+func (d *openAIDecoder) eof() error {
+	if d.finished {
+		return nil // some servers omit [DONE]; the choice had finished
+	}
+	return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: d.base.name, Retryable: true, Class: ClassConnection,
+		Message: fmt.Sprintf("provider %q ended the stream before it finished", d.base.name)}
+}
+
+func (d *openAIDecoder) partial() (int64, int64, bool) { return 0, 0, false }
 
 // parseSuccess validates a 2xx body and extracts its usage.
 func (o *OpenAI) parseSuccess(upstreamModel string, sent json.RawMessage, raw []byte, status int) (*Response, error) {
 	bad := func(why string) error {
-		return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name, Retryable: true,
+		return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name, Retryable: true, Class: ClassServerError,
 			UpstreamStatus: status, Message: fmt.Sprintf("provider %q returned an invalid chat completion: %s", o.name, why)}
 	}
 	var obj map[string]json.RawMessage
@@ -228,32 +224,4 @@ func (o *OpenAI) parseSuccess(upstreamModel string, sent json.RawMessage, raw []
 	}
 	resp.Usage = Usage{PromptTokens: prompt, CompletionTokens: completion, Estimated: true}
 	return resp, nil
-}
-
-// scrub makes a provider message safe to show: never the API key, bounded length, valid UTF-8.
-func (o *OpenAI) scrub(msg string) string {
-	if o.apiKey != "" {
-		msg = strings.ReplaceAll(msg, o.apiKey, "[redacted]")
-	}
-	msg = strings.ToValidUTF8(msg, "")
-	if len(msg) > maxErrorMessage {
-		cut := maxErrorMessage
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
-	}
-	return msg
-}
-
-// decodeCode reads OpenAI's error code, which is a string, a number or null.
-func decodeCode(raw json.RawMessage) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(raw)
 }

@@ -40,6 +40,9 @@ type FollowerConfig struct {
 // consumers.
 type Follower struct {
 	cfg FollowerConfig
+	// cur is the checkpoint, loaded once: while a follower runs it is the
+	// checkpoint's only writer (RunAsLeader makes sure of that).
+	cur *pgstore.Cursor
 }
 
 // NewFollower returns a Follower.
@@ -64,17 +67,21 @@ func NewFollower(cfg FollowerConfig) (*Follower, error) {
 
 // RunOnce applies the next batch and returns how many events it read.
 func (f *Follower) RunOnce(ctx context.Context) (int, error) {
-	cur, err := pgstore.LoadCheckpoint(ctx, f.cfg.Store.Pool(), f.cfg.Name)
-	if err != nil {
-		return 0, fmt.Errorf("projections follower: %w", err)
+	if f.cur == nil {
+		c, err := pgstore.LoadCheckpoint(ctx, f.cfg.Store.Pool(), f.cfg.Name)
+		if err != nil {
+			return 0, fmt.Errorf("projections follower: %w", err)
+		}
+		f.cur = &c
 	}
-	evs, next, err := f.cfg.Store.ReadAll(ctx, cur, f.cfg.BatchSize, pgstore.Filter{})
+	evs, next, err := f.cfg.Store.ReadAll(ctx, *f.cur, f.cfg.BatchSize, pgstore.Filter{})
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
 	if err := f.cfg.Set.apply(ctx, evs, &checkpoint{name: f.cfg.Name, next: next}); err != nil {
 		return 0, fmt.Errorf("projections follower: %w", err)
 	}
+	*f.cur = next
 	return len(evs), nil
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -16,6 +17,13 @@ const (
 	JobRunning   = "running"
 	JobSucceeded = "succeeded"
 	JobFailed    = "failed"
+	JobAbandoned = "abandoned"
+)
+
+// Callback states in the jobs read model (NULL: none, or not sent yet).
+const (
+	CallbackDelivered = "delivered"
+	CallbackFailed    = "failed"
 )
 
 // jobs keeps the jobs table: the status of every completion request. A
@@ -32,15 +40,18 @@ func NewJobs(schema string) Projector {
 		// DO NOTHING: a request recorded twice must not reset a job that
 		// has moved on.
 		insert: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, model, mode, status, requested_at,
-				started_at, finished_at, error_type, error_message)
+				started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_url, callback_status)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-				$8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])
+				$8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], $15::text[])
 			ON CONFLICT (completion_id) DO NOTHING`, t),
-		update: fmt.Sprintf(`UPDATE %s AS j SET status = u.status,
+		update: fmt.Sprintf(`UPDATE %s AS j SET status = coalesce(u.status, j.status),
 				started_at = coalesce(u.started_at, j.started_at), finished_at = coalesce(u.finished_at, j.finished_at),
-				error_type = coalesce(u.error_type, j.error_type), error_message = coalesce(u.error_message, j.error_message)
-			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
-				AS u(completion_id, status, started_at, finished_at, error_type, error_message)
+				error_type = coalesce(u.error_type, j.error_type), error_message = coalesce(u.error_message, j.error_message),
+				executor = coalesce(u.executor, j.executor), lease_expires_at = coalesce(u.lease_expires_at, j.lease_expires_at),
+				callback_status = coalesce(u.callback_status, j.callback_status)
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
+				$7::text[], $8::timestamptz[], $9::text[])
+				AS u(completion_id, status, started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_status)
 			WHERE j.completion_id = u.completion_id`, t),
 	}
 }
@@ -63,6 +74,12 @@ type jobChange struct {
 	requestedAt               time.Time
 	startedAt, finishedAt     *time.Time
 	errorType, errorMessage   *string
+	executor                  *string
+	leaseExpiresAt            *time.Time
+	callbackURL               *string
+	// callbackStatus is set by the callback's outcome, which leaves status
+	// empty: the job's status then stays what it was.
+	callbackStatus *string
 }
 
 // jobChanges folds one transaction's events per job, in event order.
@@ -89,15 +106,28 @@ func (c *jobChanges) add(e events.Envelope, d events.Data) error {
 		j := c.get(d.CompletionID)
 		j.requested, j.account, j.key, j.model, j.mode = true, d.AccountID, d.KeyID, d.Model, d.Mode
 		j.status, j.requestedAt = JobQueued, at
+		if _, cb := commands.SplitCallbackURL(d.Request); cb != "" {
+			j.callbackURL = &cb
+		}
 	case events.CompletionStarted:
 		j := c.get(d.CompletionID)
-		j.status, j.startedAt = JobRunning, &at
+		lease := d.LeaseExpiresAt.UTC()
+		j.status, j.startedAt, j.executor, j.leaseExpiresAt = JobRunning, &at, &d.Executor, &lease
 	case events.CompletionSucceeded:
 		j := c.get(d.CompletionID)
 		j.status, j.finishedAt = JobSucceeded, &at
 	case events.CompletionFailed:
 		j := c.get(d.CompletionID)
 		j.status, j.finishedAt, j.errorType, j.errorMessage = JobFailed, &at, &d.ErrorType, &d.ErrorMessage
+	case events.CompletionAbandoned:
+		j := c.get(d.CompletionID)
+		j.status, j.finishedAt = JobAbandoned, &at
+	case events.CompletionCallbackDelivered:
+		j, s := c.get(d.CompletionID), CallbackDelivered
+		j.callbackStatus = &s
+	case events.CompletionCallbackFailed:
+		j, s := c.get(d.CompletionID), CallbackFailed
+		j.callbackStatus = &s
 	}
 	return nil
 }
@@ -108,7 +138,10 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 		requestedAt                           []time.Time
 		startedAt, finishedAt                 []*time.Time
 		errorType, errorMessage               []*string
+		executor, callbackURL, callbackStatus []*string
+		leaseExpiresAt                        []*time.Time
 	}
+	var updStatus []*string
 	for _, id := range c.order {
 		j := c.byID[id]
 		if j.requested {
@@ -116,18 +149,27 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 			ins.mode, ins.status, ins.requestedAt = append(ins.mode, j.mode), append(ins.status, j.status), append(ins.requestedAt, j.requestedAt)
 			ins.startedAt, ins.finishedAt = append(ins.startedAt, j.startedAt), append(ins.finishedAt, j.finishedAt)
 			ins.errorType, ins.errorMessage = append(ins.errorType, j.errorType), append(ins.errorMessage, j.errorMessage)
+			ins.executor, ins.leaseExpiresAt = append(ins.executor, j.executor), append(ins.leaseExpiresAt, j.leaseExpiresAt)
+			ins.callbackURL, ins.callbackStatus = append(ins.callbackURL, j.callbackURL), append(ins.callbackStatus, j.callbackStatus)
 			continue
 		}
-		upd.id, upd.status = append(upd.id, id), append(upd.status, j.status)
+		var status *string
+		if j.status != "" {
+			status = &j.status
+		}
+		upd.id, updStatus = append(upd.id, id), append(updStatus, status)
 		upd.startedAt, upd.finishedAt = append(upd.startedAt, j.startedAt), append(upd.finishedAt, j.finishedAt)
 		upd.errorType, upd.errorMessage = append(upd.errorType, j.errorType), append(upd.errorMessage, j.errorMessage)
+		upd.executor, upd.leaseExpiresAt = append(upd.executor, j.executor), append(upd.leaseExpiresAt, j.leaseExpiresAt)
+		upd.callbackStatus = append(upd.callbackStatus, j.callbackStatus)
 	}
 	if len(ins.id) > 0 {
 		b.Queue(c.p.insert, ins.id, ins.account, ins.key, ins.model, ins.mode, ins.status, ins.requestedAt,
-			ins.startedAt, ins.finishedAt, ins.errorType, ins.errorMessage)
+			ins.startedAt, ins.finishedAt, ins.errorType, ins.errorMessage, ins.executor, ins.leaseExpiresAt, ins.callbackURL, ins.callbackStatus)
 	}
 	if len(upd.id) > 0 {
-		b.Queue(c.p.update, upd.id, upd.status, upd.startedAt, upd.finishedAt, upd.errorType, upd.errorMessage)
+		b.Queue(c.p.update, upd.id, updStatus, upd.startedAt, upd.finishedAt, upd.errorType, upd.errorMessage,
+			upd.executor, upd.leaseExpiresAt, upd.callbackStatus)
 	}
 }
 
@@ -179,4 +221,38 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// ExpiredLeases returns the ids of running jobs in the live model whose
+// claim's lease ended at or before now, oldest first; at most limit. It is
+// where the reaper looks: the jobs' streams have the final say.
+func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
+		WHERE status = 'running' AND lease_expires_at <= $1 ORDER BY lease_expires_at, completion_id LIMIT $2`,
+		table(LiveSchema, "jobs")), now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("expired leases: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("expired leases: %w", err)
+	}
+	return ids, nil
+}
+
+// PendingCallbacks returns the ids of finished jobs in the live model that
+// have a callback URL and no callback outcome yet, longest finished first;
+// at most limit.
+func PendingCallbacks(ctx context.Context, q Querier, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
+		WHERE callback_url IS NOT NULL AND callback_status IS NULL AND finished_at IS NOT NULL
+		ORDER BY finished_at, completion_id LIMIT $1`, table(LiveSchema, "jobs")), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending callbacks: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("pending callbacks: %w", err)
+	}
+	return ids, nil
 }

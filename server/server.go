@@ -86,6 +86,7 @@ type Server struct {
 	http     *http.Server
 	router   *message.Router
 	worker   *handlers.Worker
+	api      *handlers.API
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	errs     chan error
@@ -175,7 +176,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			if err != nil {
 				return nil, err
 			}
-			s.goRun("relay", func() error { return relay.Run(runCtx) })
+			s.goRun("relay", s.leader(runCtx, "tollgate:relay", relay.Run))
 		}
 		if opts.Roles.Worker {
 			if s.router, err = bus.NewRouter(bus.RouterConfig{DeadLetterPublisher: pub, Logger: logger, Registerer: reg}); err != nil {
@@ -210,7 +211,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s.goRun("projections", func() error { return follower.Run(runCtx) })
+		s.goRun("projections", s.leader(runCtx, "tollgate:projections", follower.Run))
 		go set.WatchLag(runCtx, func(ctx context.Context) (int64, error) {
 			c, err := s.Store.Head(ctx)
 			return c.Position, err
@@ -234,7 +235,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			if err != nil {
 				return nil, err
 			}
-			s.goRun("billing reporter", func() error { return rep.Run(runCtx) })
+			s.goRun("billing reporter", s.leader(runCtx, "tollgate:billing-reporter", rep.Run))
 		}
 	}
 
@@ -250,12 +251,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		api, err := handlers.NewAPI(handlers.APIConfig{
 			Config: cfg, Service: svc, Executor: exec, Keys: s.Store, ReadModels: s.Pool,
 			AdminToken: s.AdminToken, InstanceID: cfg.Env.InstanceID, Ready: ready,
-			Logger: logger, Registry: reg, Gatherer: reg,
+			ResponseDeadline: cfg.Env.ResponseDeadline,
+			Logger:           logger, Registry: reg, Gatherer: reg,
 		})
 		if err != nil {
 			return nil, err
 		}
 		handler = api.Handler()
+		s.api = api
 	} else {
 		r := mux.NewRouter()
 		handlers.OpsRoutes(r, reg, ready)
@@ -334,6 +337,12 @@ func dueRecords(pool *pgxpool.Pool, delay time.Duration) billing.DueRecords {
 	}
 }
 
+// leader runs a role that must run once across replicas (relay,
+// projector, billing reporter) only while this process holds its lock.
+func (s *Server) leader(ctx context.Context, lock string, run func(context.Context) error) func() error {
+	return func() error { return pgstore.RunAsLeader(ctx, s.Pool, lock, time.Second, s.logger, run) }
+}
+
 func (s *Server) goRun(name string, f func() error) {
 	s.wg.Add(1)
 	go func() {
@@ -358,6 +367,11 @@ func (s *Server) Close(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		if s.http != nil {
 			errs = append(errs, s.http.Shutdown(ctx))
+		}
+		if s.api != nil {
+			// Inline completions that outlived their requests record
+			// their outcomes before the pool closes.
+			errs = append(errs, s.api.Wait(ctx))
 		}
 		if s.router != nil {
 			errs = append(errs, s.router.Close())

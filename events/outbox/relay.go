@@ -125,7 +125,11 @@ func (c RelayConfig) Validate() error {
 
 // Relay publishes the event store's events to the bus in global order.
 type Relay struct {
-	cfg           RelayConfig
+	cfg RelayConfig
+	// cur is the checkpoint, loaded once: while a relay runs it is the
+	// checkpoint's only writer (RunAsLeader makes sure of that).
+	cur           *pgstore.Cursor
+	lagUpdated    time.Time
 	relayed       prometheus.Counter
 	publishErrors prometheus.Counter
 	lag           prometheus.Gauge
@@ -176,10 +180,14 @@ func (r *Relay) Name() string { return r.cfg.Name }
 // last. It returns how many events it published.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	pool := r.cfg.Store.Pool()
-	cur, err := pgstore.LoadCheckpoint(ctx, pool, r.cfg.Name)
-	if err != nil {
-		return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
+	if r.cur == nil {
+		c, err := pgstore.LoadCheckpoint(ctx, pool, r.cfg.Name)
+		if err != nil {
+			return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
+		}
+		r.cur = &c
 	}
+	cur := *r.cur
 	evs, next, err := r.cfg.Store.ReadAll(ctx, cur, r.cfg.BatchSize, pgstore.Filter{})
 	if err != nil {
 		return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
@@ -217,9 +225,19 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		if err := pgstore.SaveCheckpoint(ctx, pool, r.cfg.Name, next); err != nil {
 			return len(evs), fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
 		}
+		*r.cur = next
 	}
-	if err := r.updateLag(ctx, next); err != nil {
-		return len(evs), err
+	// A batch that was not full reached the readable head: no lag, and no
+	// query to say so. Behind, the lag costs a query; once a second is
+	// plenty for a gauge.
+	switch {
+	case len(evs) < r.cfg.BatchSize:
+		r.lag.Set(0)
+	case time.Since(r.lagUpdated) >= time.Second:
+		if err := r.updateLag(ctx, next); err != nil {
+			return len(evs), err
+		}
+		r.lagUpdated = time.Now()
 	}
 	return len(evs), nil
 }

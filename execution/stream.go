@@ -1,0 +1,289 @@
+package execution
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
+)
+
+// Streamer starts streamed completions.
+type Streamer interface {
+	Stream(ctx context.Context, model config.Model, body json.RawMessage) (llm.Stream, error)
+}
+
+// Interruption reasons of a stream that ended before the provider finished.
+const (
+	InterruptedClientGone = "client_disconnected"
+	InterruptedUpstream   = "upstream_error"
+)
+
+// RunStream executes a claimed completion as a stream: every chunk the
+// provider produces is passed to emit as it arrives. When emit fails (the
+// client went away) the upstream call is cancelled; when the provider fails
+// after the first chunk, the stream ends there. Either way what was
+// generated until then is recorded and billed: usage from the provider when
+// it reported it, counted by Tollgate otherwise (and marked estimated), so
+// no streamed request is ever recorded at zero cost. A failure before the
+// first chunk records completion.failed, like Run.
+func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands.Completion, emit func(chunk json.RawMessage) error) (commands.Completion, error) {
+	if c.Status != commands.StatusRunning {
+		return c, fmt.Errorf("run %s: %w", c.ID, commands.ErrWrongState)
+	}
+	if x.cfg.Streams == nil {
+		return c, errors.New("execution: streaming is not configured")
+	}
+	md.Actor = c.Executor
+	finish := commands.FinishCompletion{Executor: c.Executor}
+	start := x.cfg.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	model, ok := x.cfg.Models(c.Model)
+	var s llm.Stream
+	var err error
+	if !ok {
+		err = &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
+			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
+	} else {
+		s, err = x.cfg.Streams.Stream(ctx, model, c.Request)
+	}
+	if err != nil {
+		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
+		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
+	}
+	defer s.Close()
+
+	asm := newAssembler(c.ID, c.Model)
+	interrupted := ""
+	for {
+		chunk, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			interrupted = InterruptedUpstream
+			if ctx.Err() != nil {
+				interrupted = InterruptedClientGone
+			}
+			if asm.chunks == 0 {
+				// Nothing reached the client: an ordinary failure.
+				finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
+				return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
+			}
+			break
+		}
+		chunk, err = asm.add(chunk)
+		if err != nil {
+			interrupted = InterruptedUpstream
+			break
+		}
+		if err := emit(chunk); err != nil {
+			interrupted = InterruptedClientGone
+			cancel()
+			break
+		}
+	}
+	elapsed := x.cfg.Now().Sub(start)
+	usage := s.Usage()
+	cost, err := model.ParsedPrice().Cost(usage.PromptTokens, usage.CompletionTokens)
+	if err != nil {
+		finish.Failed = failure(ctx, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: s.Provider(),
+			Message: "The provider reported unusable token counts."}, elapsed)
+		return x.record(ctx, md, c, finish, elapsed)
+	}
+	finish.Succeeded = &events.CompletionSucceeded{
+		Provider:      s.Provider(),
+		UpstreamModel: s.UpstreamModel(),
+		Usage: events.Usage{
+			PromptTokens: usage.PromptTokens, CompletionTokens: usage.CompletionTokens,
+			TotalTokens: usage.PromptTokens + usage.CompletionTokens, Estimated: usage.Estimated,
+		},
+		CostNanoUSD: int64(cost),
+		LatencyMS:   elapsed.Milliseconds(),
+		Response:    asm.response(usage),
+		Stream:      true,
+		Interrupted: interrupted,
+		TTFTMS:      s.TimeToFirstToken().Milliseconds(),
+	}
+	return x.record(ctx, md, c, finish, elapsed)
+}
+
+// assembler rebuilds the chat.completion a stream amounts to, for the
+// completion.succeeded event and the job API, and gives every chunk the
+// completion's id and the client-facing model name.
+type assembler struct {
+	id, model string
+	chunks    int
+	created   int64
+	fp        string
+	choices   map[int]*assembledChoice
+}
+
+type assembledChoice struct {
+	role      string
+	content   strings.Builder
+	finish    *string
+	toolCalls map[int]*assembledToolCall
+}
+
+type assembledToolCall struct {
+	id, typ, name string
+	args          strings.Builder
+}
+
+func newAssembler(id, model string) *assembler {
+	return &assembler{id: id, model: model, choices: map[int]*assembledChoice{}}
+}
+
+type streamChunk struct {
+	Created           int64  `json:"created"`
+	SystemFingerprint string `json:"system_fingerprint"`
+	Choices           []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Role      string `json:"role"`
+			Content   string `json:"content"`
+			ToolCalls []struct {
+				Index    int    `json:"index"`
+				ID       string `json:"id"`
+				Type     string `json:"type"`
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+}
+
+// add records a chunk and returns it as the client sees it.
+func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
+	var sc streamChunk
+	if err := json.Unmarshal(chunk, &sc); err != nil {
+		return nil, fmt.Errorf("stream chunk: %w", err)
+	}
+	a.chunks++
+	if a.created == 0 {
+		a.created = sc.Created
+	}
+	if sc.SystemFingerprint != "" {
+		a.fp = sc.SystemFingerprint
+	}
+	for _, ch := range sc.Choices {
+		c := a.choices[ch.Index]
+		if c == nil {
+			c = &assembledChoice{toolCalls: map[int]*assembledToolCall{}}
+			a.choices[ch.Index] = c
+		}
+		if ch.Delta.Role != "" {
+			c.role = ch.Delta.Role
+		}
+		c.content.WriteString(ch.Delta.Content)
+		for _, tc := range ch.Delta.ToolCalls {
+			t := c.toolCalls[tc.Index]
+			if t == nil {
+				t = &assembledToolCall{}
+				c.toolCalls[tc.Index] = t
+			}
+			if tc.ID != "" {
+				t.id = tc.ID
+			}
+			if tc.Type != "" {
+				t.typ = tc.Type
+			}
+			if tc.Function.Name != "" {
+				t.name = tc.Function.Name
+			}
+			t.args.WriteString(tc.Function.Arguments)
+		}
+		if ch.FinishReason != nil {
+			c.finish = ch.FinishReason
+		}
+	}
+	return clientResponse(chunk, a.id, a.model)
+}
+
+// response returns the assembled chat.completion.
+func (a *assembler) response(u llm.Usage) json.RawMessage {
+	type toolCall struct {
+		ID       string `json:"id"`
+		Type     string `json:"type"`
+		Function struct {
+			Name      string `json:"name"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	}
+	type message struct {
+		Role      string     `json:"role"`
+		Content   *string    `json:"content"`
+		ToolCalls []toolCall `json:"tool_calls,omitempty"`
+	}
+	type choice struct {
+		Index        int     `json:"index"`
+		Message      message `json:"message"`
+		FinishReason *string `json:"finish_reason"`
+	}
+	out := struct {
+		ID                string   `json:"id"`
+		Object            string   `json:"object"`
+		Created           int64    `json:"created"`
+		Model             string   `json:"model"`
+		SystemFingerprint string   `json:"system_fingerprint,omitempty"`
+		Choices           []choice `json:"choices"`
+		Usage             struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+			TotalTokens      int64 `json:"total_tokens"`
+		} `json:"usage"`
+	}{ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model, SystemFingerprint: a.fp, Choices: []choice{}}
+	idx := make([]int, 0, len(a.choices))
+	for i := range a.choices {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		c := a.choices[i]
+		role := c.role
+		if role == "" {
+			role = "assistant"
+		}
+		m := message{Role: role}
+		if text := c.content.String(); text != "" || len(c.toolCalls) == 0 {
+			m.Content = &text
+		}
+		tcs := make([]int, 0, len(c.toolCalls))
+		for j := range c.toolCalls {
+			tcs = append(tcs, j)
+		}
+		sort.Ints(tcs)
+		for _, j := range tcs {
+			t := c.toolCalls[j]
+			tc := toolCall{ID: t.id, Type: t.typ}
+			if tc.Type == "" {
+				tc.Type = "function"
+			}
+			tc.Function.Name, tc.Function.Arguments = t.name, t.args.String()
+			m.ToolCalls = append(m.ToolCalls, tc)
+		}
+		out.Choices = append(out.Choices, choice{Index: i, Message: m, FinishReason: c.finish})
+	}
+	out.Usage.PromptTokens, out.Usage.CompletionTokens = u.PromptTokens, u.CompletionTokens
+	out.Usage.TotalTokens = u.PromptTokens + u.CompletionTokens
+	raw, err := json.Marshal(out)
+	if err != nil {
+		// Only strings and numbers above: Marshal cannot fail.
+		return json.RawMessage(`{}`)
+	}
+	return raw
+}

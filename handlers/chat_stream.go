@@ -1,0 +1,107 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/events"
+)
+
+// streamOptions is the part of a request that shapes its stream.
+type streamOptions struct {
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+// streamInline answers a claimed completion as OpenAI server-sent events.
+// Headers go out with the first chunk, so a failure before it is still an
+// ordinary JSON error with its status. A client that disconnects cancels
+// the provider call; what was generated is recorded and billed.
+func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c commands.Completion, body []byte) {
+	var opts streamOptions
+	_ = json.Unmarshal(body, &opts) // validated already; absent options mean no usage chunk
+	wantUsage := opts.StreamOptions != nil && opts.StreamOptions.IncludeUsage
+	rc := http.NewResponseController(w)
+	started := false
+	start := func() {
+		if started {
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // proxies must not buffer the stream
+		w.WriteHeader(http.StatusOK)
+		started = true
+	}
+	sawUsage := false
+	emit := func(chunk json.RawMessage) error {
+		if isUsageChunk(chunk) {
+			sawUsage = true
+			if !wantUsage {
+				return nil
+			}
+		}
+		start()
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", chunk); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	a.inflight.Add(1)
+	defer a.inflight.Done()
+	done, err := a.cfg.Executor.RunStream(r.Context(), md, c, emit)
+	switch {
+	case err != nil && !started:
+		a.fail(w, r, err)
+		return
+	case err != nil:
+		a.cfg.Logger.ErrorContext(r.Context(), "stream outcome", "correlation_id", correlationID(r.Context()), "error", err)
+		return
+	case done.Failed != nil && !started:
+		f := done.Failed
+		writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+		return
+	}
+	if r.Context().Err() != nil {
+		return // nobody is listening
+	}
+	if s := done.Succeeded; s != nil && wantUsage && !sawUsage {
+		// The provider reported no usage: send Tollgate's count, as the
+		// client asked for a usage chunk.
+		chunk, _ := json.Marshal(map[string]any{
+			"id": done.ID, "object": "chat.completion.chunk", "model": done.Model, "choices": []any{},
+			"usage": map[string]int64{"prompt_tokens": s.Usage.PromptTokens, "completion_tokens": s.Usage.CompletionTokens, "total_tokens": s.Usage.TotalTokens},
+		})
+		_ = emit(chunk)
+	}
+	start() // an empty stream still gets its headers
+	if s := done.Succeeded; s != nil && s.Interrupted != "" {
+		errBody, _ := json.Marshal(map[string]any{"error": map[string]string{
+			"message": "The provider stopped before finishing; the answer above is incomplete.", "type": "upstream_error", "code": s.Interrupted,
+		}})
+		_, _ = fmt.Fprintf(w, "data: %s\n\n", errBody)
+	}
+	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
+	_ = rc.Flush()
+}
+
+// isUsageChunk reports whether chunk is the final usage-only chunk
+// (no choices, usage set) that OpenAI sends with include_usage.
+func isUsageChunk(chunk json.RawMessage) bool {
+	if !bytes.Contains(chunk, []byte(`"usage"`)) {
+		return false
+	}
+	var c struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   json.RawMessage   `json:"usage"`
+	}
+	if json.Unmarshal(chunk, &c) != nil {
+		return false
+	}
+	return len(c.Choices) == 0 && len(c.Usage) > 0 && string(c.Usage) != "null"
+}

@@ -1,0 +1,233 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/money"
+)
+
+// Memory is the in-process limiter: exact for one replica, and wrong for
+// several (each would enforce the whole limit on its own), which is what
+// the Redis limiter is for.
+type Memory struct {
+	seed Seeder
+	mu   sync.Mutex
+	accs map[string]*memAccount
+}
+
+type memAccount struct {
+	windows map[string]map[int64]Bucket
+	budgets map[string]map[string]Budget
+	resv    map[string]Reservation
+	// spend is each key's settled spend by unix minute, for the runaway guard.
+	spend map[string]map[int64]money.NanoUSD
+}
+
+// NewMemory returns an in-process limiter; seed (may be nil) restores an
+// account's state from the read model the first time it is met.
+func NewMemory(seed Seeder) *Memory {
+	return &Memory{seed: seed, accs: map[string]*memAccount{}}
+}
+
+// account returns an account's state, seeding it first if needed. It
+// runs the seeder without the lock (a database query) and installs the
+// result only if nobody did meanwhile.
+func (m *Memory) account(ctx context.Context, id string, now time.Time) (*memAccount, error) {
+	m.mu.Lock()
+	acc, ok := m.accs[id]
+	m.mu.Unlock()
+	if ok {
+		return acc, nil
+	}
+	var snap Snapshot
+	if m.seed != nil {
+		var err error
+		if snap, err = m.seed(ctx, id, now); err != nil {
+			return nil, fmt.Errorf("%w: seed %s: %w", ErrLimiter, id, err)
+		}
+	}
+	fresh := &memAccount{windows: map[string]map[int64]Bucket{}, budgets: map[string]map[string]Budget{},
+		resv: map[string]Reservation{}, spend: map[string]map[int64]money.NanoUSD{}}
+	for s, w := range snap.Windows {
+		fresh.windows[s] = copyMap(w)
+	}
+	for s, b := range snap.Budgets {
+		fresh.budgets[s] = copyMap(b)
+	}
+	for _, r := range snap.Reservations {
+		fresh.resv[r.ID] = r
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if acc, ok := m.accs[id]; ok {
+		return acc, nil
+	}
+	m.accs[id] = fresh
+	return fresh, nil
+}
+
+func copyMap[K comparable, V any](in map[K]V) map[K]V {
+	out := make(map[K]V, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
+}
+
+func (a *memAccount) window(scope string) map[int64]Bucket {
+	w, ok := a.windows[scope]
+	if !ok {
+		w = map[int64]Bucket{}
+		a.windows[scope] = w
+	}
+	return w
+}
+
+func (a *memAccount) addBudget(scope, period string, spent, reserved money.NanoUSD) {
+	b, ok := a.budgets[scope]
+	if !ok {
+		b = map[string]Budget{}
+		a.budgets[scope] = b
+	}
+	v := b[period]
+	v.Spent += spent
+	v.Reserved += reserved
+	b[period] = v
+}
+
+// expire releases reservations whose completion never settled.
+func (a *memAccount) expire(now time.Time) {
+	for id, r := range a.resv {
+		if !now.Before(r.ExpiresAt) {
+			for _, s := range []string{scopeAccount, scopeKey(r.KeyID)} {
+				a.addBudget(s, "day:"+r.Day, 0, -r.Cost)
+				a.addBudget(s, "month:"+r.Month, 0, -r.Cost)
+			}
+			delete(a.resv, id)
+		}
+	}
+}
+
+func (a *memAccount) prune(nowSec int64) {
+	for _, w := range a.windows {
+		for s := range w {
+			if s <= nowSec-windowSeconds {
+				delete(w, s)
+			}
+		}
+	}
+}
+
+func (a *memAccount) state(scope, day, month string) ScopeState {
+	b := a.budgets[scope]
+	return ScopeState{Window: a.window(scope), Day: b["day:"+day], Month: b["month:"+month]}
+}
+
+// Admit implements Limiter.
+func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
+	acc, err := m.account(ctx, ad.AccountID, ad.Now)
+	if err != nil {
+		return Decision{}, err
+	}
+	day, month, _, _ := Periods(ad.Now)
+	ks := scopeKey(ad.KeyID)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	nowSec := ad.Now.Unix()
+	acc.expire(ad.Now)
+	acc.prune(nowSec)
+	d := Decide(acc.state(ks, day, month), acc.state(scopeAccount, day, month), ad)
+	if !d.Allowed {
+		return d, nil
+	}
+	for _, s := range []string{ks, scopeAccount} {
+		w := acc.window(s)
+		b := w[nowSec]
+		b.Requests++
+		b.Tokens += ad.Tokens
+		w[nowSec] = b
+		acc.addBudget(s, "day:"+day, 0, ad.Cost)
+		acc.addBudget(s, "month:"+month, 0, ad.Cost)
+	}
+	acc.resv[ad.ID] = Reservation{ID: ad.ID, KeyID: ad.KeyID, Cost: ad.Cost, Tokens: ad.Tokens, Day: day, Month: month, ExpiresAt: ad.Now.Add(ad.TTL)}
+	return d, nil
+}
+
+// Settle implements Limiter.
+func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
+	acc, err := m.account(ctx, s.AccountID, s.Now)
+	if err != nil {
+		return SettleResult{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, held := acc.resv[s.ID]
+	delete(acc.resv, s.ID)
+	reserved := money.NanoUSD(0)
+	if held {
+		reserved = s.Reserved
+	}
+	atSec := s.At.Unix()
+	for _, sc := range []string{scopeKey(s.KeyID), scopeAccount} {
+		acc.addBudget(sc, "day:"+s.Day, s.Cost, -reserved)
+		acc.addBudget(sc, "month:"+s.Month, s.Cost, -reserved)
+		// Count the real tokens, not the worst case, while the bucket is
+		// still in the window.
+		if b, ok := acc.window(sc)[atSec]; ok {
+			b.Tokens = max(b.Tokens+s.Tokens-s.ReservedTokens, 0)
+			acc.window(sc)[atSec] = b
+		}
+	}
+	var res SettleResult
+	if s.GuardWindow > 0 {
+		sp, ok := acc.spend[s.KeyID]
+		if !ok {
+			sp = map[int64]money.NanoUSD{}
+			acc.spend[s.KeyID] = sp
+		}
+		nowMin := s.Now.Unix() / 60
+		sp[nowMin] += s.Cost
+		minutes := int64(s.GuardWindow / time.Minute)
+		for mi, v := range sp {
+			if mi <= nowMin-minutes {
+				delete(sp, mi)
+				continue
+			}
+			res.KeySpend += v
+		}
+	}
+	return res, nil
+}
+
+// Peek implements Limiter.
+func (m *Memory) Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error) {
+	acc, err := m.account(ctx, accountID, now)
+	if err != nil {
+		return Usage{}, err
+	}
+	day, month, _, _ := Periods(now)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	acc.expire(now)
+	scope := func(s string) ScopeUsage {
+		st := acc.state(s, day, month)
+		return scopeUsage(st, now)
+	}
+	u := Usage{Account: scope(scopeAccount)}
+	if keyID != "" {
+		u.Key = scope(scopeKey(keyID))
+	}
+	return u, nil
+}
+
+func scopeUsage(st ScopeState, now time.Time) ScopeUsage {
+	req, tok, newest, _ := windowUse(st.Window, now.Unix())
+	u := ScopeUsage{Requests: req, Tokens: tok, Day: st.Day, Month: st.Month}
+	if req > 0 {
+		u.Reset = time.Duration((newest+windowSeconds)*1000-now.UnixMilli()) * time.Millisecond
+	}
+	return u
+}
