@@ -7,7 +7,9 @@
 // then sends one meter event whose identifier is the record id, then
 // records billing.usage_reported. A crash anywhere leads the next pass to
 // resume from the stream, re-sending the same identifier with the same
-// closed quantity, which Stripe deduplicates.
+// closed quantity and customer, which Stripe deduplicates. A record too old
+// for Stripe is frozen with billing.record_flagged instead and left to an
+// operator.
 package billing
 
 import (
@@ -32,6 +34,8 @@ const (
 	StatusOpen     = "open"
 	StatusClosed   = "closed"
 	StatusReported = "reported"
+	// StatusFlagged: too old for Stripe; never due again.
+	StatusFlagged = "flagged"
 )
 
 // Record is a billing record as the read model shows it. The read model may
@@ -44,7 +48,7 @@ type Record struct {
 	WindowEnd   time.Time
 	Unit        string
 	Quantity    int64
-	// Status is StatusOpen, StatusClosed or StatusReported.
+	// Status is StatusOpen, StatusClosed, StatusReported or StatusFlagged.
 	Status string
 }
 
@@ -60,6 +64,19 @@ const (
 	DefaultBatchSize   = 500
 	DefaultMaxBackoff  = 10 * time.Minute
 	DefaultMaxEventAge = 35*24*time.Hour - time.Hour
+	// DefaultRateLimit is the most Stripe calls per second the reporter
+	// makes: under Stripe's live-mode limit of 100 per second, leaving room
+	// for checkout and portal calls on the same account.
+	DefaultRateLimit = 80
+	// DefaultMaxRetries is how often a meter event refused with 429 or 5xx
+	// is retried within a pass.
+	DefaultMaxRetries = 3
+	// DefaultRetryBase is the first retry's wait when Stripe gives no
+	// Retry-After; it doubles with each retry.
+	DefaultRetryBase = time.Second
+	// DefaultMaxRetryWait is the longest wait within a pass; a longer
+	// Retry-After stops the pass and Run waits it out.
+	DefaultMaxRetryWait = 30 * time.Second
 )
 
 // maxFutureSkew is how far in the future Stripe accepts a meter event's
@@ -100,6 +117,21 @@ type ReporterConfig struct {
 	// a meter event (35 days); such records are flagged, not sent.
 	// DefaultMaxEventAge (35 days less an hour of margin) when zero.
 	MaxEventAge time.Duration
+	// RateLimit is the most Stripe calls per second, evenly spaced;
+	// DefaultRateLimit when zero.
+	RateLimit float64
+	// MaxRetries is how often a call refused with 429 or 5xx is retried
+	// within a pass (unless Stripe-Should-Retry is false);
+	// DefaultMaxRetries when zero.
+	MaxRetries int
+	// RetryBase is the first retry's wait without Retry-After, doubled
+	// each retry; DefaultRetryBase when zero.
+	RetryBase time.Duration
+	// MaxRetryWait caps the waits within a pass; DefaultMaxRetryWait when zero.
+	MaxRetryWait time.Duration
+	// Sleep waits d or until ctx ends (rate limit, retries); a timer when
+	// nil. Tests record the waits instead.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Logger logs; nothing is logged when nil.
@@ -129,6 +161,21 @@ func (c ReporterConfig) withDefaults() ReporterConfig {
 	}
 	if c.MaxEventAge == 0 {
 		c.MaxEventAge = DefaultMaxEventAge
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = DefaultRetryBase
+	}
+	if c.MaxRetryWait == 0 {
+		c.MaxRetryWait = DefaultMaxRetryWait
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleepCtx
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -167,21 +214,31 @@ func (c ReporterConfig) Validate() error {
 	if c.MaxEventAge < 0 || c.MaxEventAge > 35*24*time.Hour {
 		errs = append(errs, errors.New("max event age must be positive and at most 35 days (Stripe's limit)"))
 	}
+	if c.RateLimit < 0 || c.RateLimit > 1000 {
+		errs = append(errs, errors.New("rate limit must be positive and at most 1000 calls per second"))
+	}
+	if c.MaxRetries < 0 || c.RetryBase < 0 || c.MaxRetryWait < 0 {
+		errs = append(errs, errors.New("max retries, retry base and max retry wait must be positive"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("billing reporter config: %w", err)
 	}
 	return nil
 }
 
-// Reporter sends due billing records to Stripe as meter events. It handles
-// one record at a time, so at most one Stripe call per customer (and per
-// reporter) is in flight. Several reporters may run at once: the record
-// streams' expected versions let only one close a record, and Stripe's
-// identifier uniqueness absorbs a duplicate send.
+// Reporter sends due billing records to Stripe as meter events. Its calls
+// go through a rate limiter (RateLimit per second) and a lock per customer
+// and meter, so at most one call per customer and meter is in flight
+// whatever calls RunOnce concurrently (Stripe allows one). Several
+// reporters may run at once: the record streams' expected versions let
+// only one close a record, and Stripe's identifier uniqueness absorbs a
+// duplicate send.
 type Reporter struct {
 	cfg     ReporterConfig
 	log     *slog.Logger
 	metrics *metrics
+	pace    *pacer
+	inCall  keyedLocks
 }
 
 // NewReporter returns a Reporter for cfg.
@@ -194,7 +251,7 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reporter{cfg: cfg, log: cfg.Logger.With("component", "billing-reporter"), metrics: m}, nil
+	return &Reporter{cfg: cfg, log: cfg.Logger.With("component", "billing-reporter"), metrics: m, pace: newPacer(cfg.RateLimit)}, nil
 }
 
 // Run reports due records every Interval until ctx ends, then returns nil.
@@ -217,7 +274,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errBackpressure):
 			failures++
-			wait = backoff(r.cfg.Interval, r.cfg.MaxBackoff, failures)
+			// Stripe's Retry-After, when longer, wins over our backoff.
+			wait = max(backoff(r.cfg.Interval, r.cfg.MaxBackoff, failures), longestRetryAfter(err))
 			r.log.Warn("stripe pushed back; backing off", "reported", n, "wait", wait, "err", err)
 		case err != nil:
 			failures = 0
@@ -324,6 +382,7 @@ type recordState struct {
 	closed   *events.BillingRecordClosed
 	closedID string
 	reported bool
+	flagged  bool
 }
 
 func foldRecord(evs []events.Envelope) (recordState, error) {
@@ -339,6 +398,8 @@ func foldRecord(evs []events.Envelope) (recordState, error) {
 			s.closedID = e.EventID.String()
 		case events.BillingUsageReported:
 			s.reported = true
+		case events.BillingRecordFlagged:
+			s.flagged = true
 		default:
 			return s, fmt.Errorf("unexpected event %s (%s) in %s", e.EventID, e.Type, e.StreamID)
 		}
@@ -373,6 +434,9 @@ func (r *Reporter) report(ctx context.Context, rec Record, now time.Time) (outco
 		switch {
 		case st.reported:
 			return outcomeAlreadyReported, nil
+		case st.flagged:
+			// Flagged earlier; the read model has not caught up yet.
+			return outcomeTooOld, nil
 		case st.closed == nil:
 			out, err := r.close(ctx, rec, stream, now)
 			if errors.Is(err, events.ErrConflict) {

@@ -29,7 +29,9 @@ func NewStripeClient(secretKey, apiBase string, timeout time.Duration) *client.A
 	if timeout <= 0 {
 		timeout = DefaultStripeTimeout
 	}
-	httpClient := &http.Client{Timeout: timeout}
+	// headerTransport lets the reporter see Retry-After and
+	// Stripe-Should-Retry, which stripe-go's errors do not carry.
+	httpClient := &http.Client{Timeout: timeout, Transport: headerTransport{next: http.DefaultTransport}}
 	config := func(defaultURL string) *stripe.BackendConfig {
 		u := defaultURL
 		if apiBase != "" {

@@ -92,7 +92,7 @@ func TestDecideStripeEvent(t *testing.T) {
 			then: []events.Data{receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")},
 		},
 		{
-			name: "stale subscription update is recorded and ignored",
+			name:  "stale subscription update is recorded and ignored",
 			given: append(append([]events.Data{}, afterCheckout...), receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")),
 			when:  decide(toPro), then: []events.Data{receipt(toPro, events.WebhookStale)},
 		},

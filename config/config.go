@@ -81,6 +81,8 @@ type Config struct {
 	Quota Quota `yaml:"quota"`
 	// Routing is the retry, fallback and cooldown policy for every model.
 	Routing Routing `yaml:"routing"`
+	// Jobs configures claims, the reaper, long polls and callbacks.
+	Jobs Jobs `yaml:"jobs"`
 	// Env holds values from environment variables; never read from YAML so
 	// secrets stay out of files.
 	Env Env `yaml:"-"`
@@ -297,6 +299,10 @@ type Env struct {
 	// common 60 s proxy limits) is how long a synchronous request waits for
 	// its answer before it is answered 202 with its job id instead.
 	ResponseDeadline time.Duration
+	// CallbackSecret (TOLLGATE_CALLBACK_SECRET) keys the HMAC signature of
+	// job result callbacks; empty = callbacks are off (a callback_url is
+	// refused).
+	CallbackSecret string
 }
 
 // Duration is a time.Duration written in YAML as "30s", "1h".
@@ -411,6 +417,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.Routing = c.Routing.WithDefaults()
+	c.Jobs.applyDefaults()
 	if c.Billing.Window == 0 {
 		c.Billing.Window = Duration(DefaultBillingWindow)
 	}
@@ -482,6 +489,7 @@ func envFrom(getenv func(string) string) Env {
 		InstanceID:           instance,
 		LogLevel:             or("TOLLGATE_LOG_LEVEL", DefaultLogLevel),
 		ResponseDeadline:     durationOr(getenv("TOLLGATE_RESPONSE_DEADLINE"), DefaultResponseDeadline),
+		CallbackSecret:       getenv("TOLLGATE_CALLBACK_SECRET"),
 	}
 }
 
@@ -656,6 +664,7 @@ func (c *Config) Validate() error {
 		bad("billing.unit", "unknown unit %q (want %q or %q)", b.Unit, UnitTokens, UnitCostNanoUSD)
 	}
 	errs = append(errs, c.validateBillingLifecycle()...)
+	errs = append(errs, c.validateJobs()...)
 
 	r := c.Routing
 	if r.MaxAttempts < 1 {

@@ -340,3 +340,104 @@ func TestBillingLifecycleConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestProvidersAndRoutingConfig(t *testing.T) {
+	cfg, err := Load("example.yaml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	an, _ := cfg.Provider("anthropic")
+	if an.Kind != KindAnthropic || an.BaseURL != DefaultAnthropicBaseURL || an.APIVersion != DefaultAnthropicVersion || an.IsAzure() {
+		t.Errorf("anthropic provider = %+v", an)
+	}
+	az, _ := cfg.Provider("azure")
+	if !az.IsAzure() || az.APIVersion != "2024-10-21" || az.APIKeyEnv != "AZURE_OPENAI_API_KEY" {
+		t.Errorf("azure provider = %+v", az)
+	}
+	m, _ := cfg.Model("gpt-4o")
+	if len(m.Deployments) != 3 || *m.Deployments[0].Priority != 1 || m.Deployments[0].Weight != 3 || *m.Deployments[2].Priority != 2 {
+		t.Errorf("gpt-4o deployments = %+v", m.Deployments)
+	}
+	want := Routing{MaxAttempts: 3, BaseBackoff: Duration(250 * time.Millisecond), MaxBackoff: Duration(8 * time.Second),
+		Deadline: Duration(5 * time.Minute), Cooldown: Cooldown{Failures: 3, Duration: Duration(30 * time.Second)}}
+	if cfg.Routing != want {
+		t.Errorf("routing = %+v", cfg.Routing)
+	}
+	def, err := Load("", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.Routing != want || (Routing{}).WithDefaults() != want {
+		t.Errorf("default routing = %+v", def.Routing)
+	}
+	custom, err := Parse([]byte(`
+providers: [{name: c, kind: anthropic, base_url: "http://127.0.0.1:9/", api_version: "2024-01-01"}]
+models: [{name: m, deployments: [{provider: c, model: x}], price: {input_per_million: "1", output_per_million: "1"}}]
+routing: {max_attempts: 5, deadline: 30s, cooldown: {failures: 1}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := custom.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if custom.Providers[0].BaseURL != "http://127.0.0.1:9/" || custom.Providers[0].APIVersion != "2024-01-01" ||
+		custom.Routing.MaxAttempts != 5 || custom.Routing.Deadline.D() != 30*time.Second ||
+		custom.Routing.Cooldown.Failures != 1 || custom.Routing.Cooldown.Duration.D() != DefaultCooldownDuration {
+		t.Errorf("custom = %+v %+v", custom.Providers[0], custom.Routing)
+	}
+}
+
+func TestRoutingValidation(t *testing.T) {
+	one := 1
+	minus := -1
+	tests := []struct {
+		name, field, msg string
+		edit             func(c *Config)
+	}{
+		{"max_attempts", "routing.max_attempts", "at least 1", func(c *Config) { c.Routing.MaxAttempts = -1 }},
+		{"max_backoff below base", "routing.max_backoff", "at least base_backoff", func(c *Config) { c.Routing.MaxBackoff = Duration(time.Millisecond) }},
+		{"negative base", "routing.base_backoff", "must not be negative", func(c *Config) { c.Routing.BaseBackoff = -1 }},
+		{"deadline", "routing.deadline", "must be positive", func(c *Config) { c.Routing.Deadline = -1 }},
+		{"cooldown failures", "routing.cooldown.failures", "at least 1", func(c *Config) { c.Routing.Cooldown.Failures = -2 }},
+		{"cooldown duration", "routing.cooldown.duration", "must be positive", func(c *Config) { c.Routing.Cooldown.Duration = -1 }},
+		{"priority on some", "models[0].deployments[1].priority", "every deployment", func(c *Config) {
+			c.Models[0].Deployments = []Deployment{{Provider: "echo", Model: "a", Priority: &one}, {Provider: "echo", Model: "b"}}
+		}},
+		{"negative priority", "models[0].deployments[0].priority", "must not be negative", func(c *Config) {
+			c.Models[0].Deployments = []Deployment{{Provider: "echo", Model: "a", Priority: &minus}}
+		}},
+		{"api_version on echo", "providers[0].api_version", "not used", func(c *Config) { c.Providers[0].APIVersion = "1" }},
+		{"bad api_version", "providers[1].api_version", "not a version", func(c *Config) {
+			c.Providers = append(c.Providers, Provider{Name: "az", Kind: KindOpenAI, BaseURL: "https://x", APIVersion: "1&x=y"})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.edit(c)
+			err := c.Validate()
+			var ve *ValidationError
+			found := false
+			for _, e := range flatten(err) {
+				if errors.As(e, &ve) && ve.Field == tt.field && strings.Contains(ve.Message, tt.msg) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("Validate() = %v, want %s: %s", err, tt.field, tt.msg)
+			}
+		})
+	}
+}
+
+// flatten unwraps an errors.Join.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}

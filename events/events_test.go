@@ -38,7 +38,7 @@ var coreExamples = []events.Data{
 		CompletionID: "chatcmpl-abc", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini", Status: 502,
 		ErrorType: "server_error", ErrorCode: "upstream_error", ErrorMessage: "all providers failed", Provider: "openai", LatencyMS: 30012,
 	},
-	events.BillingRecordClosed{RecordID: "br_9", AccountID: "acc_1", WindowStart: at, WindowEnd: at.Add(time.Hour), Quantity: 21000, Unit: "tokens"},
+	events.BillingRecordClosed{RecordID: "br_9", AccountID: "acc_1", WindowStart: at, WindowEnd: at.Add(time.Hour), Quantity: 21000, Unit: "tokens", StripeCustomerID: "cus_NffrFeUfNV2Hib"},
 	events.BillingUsageReported{
 		RecordID: "br_9", AccountID: "acc_1", StripeCustomerID: "cus_NffrFeUfNV2Hib", EventName: "tollgate_tokens",
 		Identifier: "br_9", Quantity: 21000, ReportedAt: at,

@@ -27,5 +27,5 @@ var billingExamples = []events.Data{
 		StripeEventID: "evt_1NG8Du2eZvKYlo2CUI79vXX0", StripeCreated: billingAt,
 	},
 	events.AccountDowngraded{AccountID: "acc_1", FromPlan: "pro", ToPlan: "free", GraceUntil: billingAt},
-	events.BillingRecordFlagged{RecordID: "br_0a1b2c", AccountID: "acc_1", WindowStart: billingAt, Quantity: 1234, Reason: "too_old"},
+	events.BillingRecordFlagged{RecordID: "br_0a1b2c", AccountID: "acc_1", WindowStart: billingAt, Quantity: 1234, Reason: events.FlagTooOld},
 }

@@ -173,6 +173,11 @@ type BillingRecordClosed struct {
 	WindowEnd   time.Time `json:"window_end"`
 	Quantity    int64     `json:"quantity"`
 	Unit        string    `json:"unit"`
+	// StripeCustomerID is the customer the record is sent to, frozen with
+	// the quantity so a re-send after a crash goes to the same customer
+	// even if the account's link changed meanwhile. Empty in events stored
+	// before it existed (the account's customer is used then).
+	StripeCustomerID string `json:"stripe_customer_id,omitempty"`
 }
 
 // EventType implements Data.

@@ -122,15 +122,25 @@ type AccountDowngraded struct {
 // EventType implements Data.
 func (AccountDowngraded) EventType() string { return TypeAccountDowngraded }
 
+// Reasons a billing record is flagged.
+const (
+	// FlagTooOld: the record's window starts longer ago than Stripe accepts
+	// meter events for (35 days).
+	FlagTooOld = "too_old"
+)
+
 // BillingRecordFlagged: a billing record cannot be sent to Stripe (its
 // window is older than Stripe accepts meter events for) and needs an
-// operator; it leaves the reporter's queue so it blocks no other record.
+// operator. It freezes the record like billing.record_closed does and takes
+// it out of the reporter's queue, so it blocks no other record; the
+// reconciliation keeps showing its quantity as not reported.
 type BillingRecordFlagged struct {
 	RecordID    string    `json:"record_id"`
 	AccountID   string    `json:"account_id"`
 	WindowStart time.Time `json:"window_start"`
 	Quantity    int64     `json:"quantity"`
-	Reason      string    `json:"reason"`
+	// Reason is one of the Flag* constants.
+	Reason string `json:"reason"`
 }
 
 // EventType implements Data.

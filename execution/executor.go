@@ -40,6 +40,9 @@ type Config struct {
 	// Default 10 minutes.
 	Lease time.Duration
 	Now   func() time.Time
+	// Settled, when set, is called once an outcome is recorded, to settle
+	// the completion's budget reservation (quota); nil: nothing to settle.
+	Settled func(ctx context.Context, c commands.Completion)
 }
 
 func (c *Config) setDefaults() {
@@ -168,6 +171,9 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
+	}
+	if x.cfg.Settled != nil {
+		x.cfg.Settled(context.WithoutCancel(ctx), done)
 	}
 	if done.Succeeded != nil {
 		s := done.Succeeded

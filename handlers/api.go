@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/execution"
+	"github.com/tollgate/tollgate/quota"
 )
 
 // KeyFinder finds the API key whose secret hashes to a hash.
@@ -57,6 +58,8 @@ type APIConfig struct {
 	// ResponseDeadline is how long a synchronous request waits for its
 	// answer before it gets 202 and its job id; default 55s.
 	ResponseDeadline time.Duration
+	// Jobs holds the job endpoints' settings (long-poll bounds, metrics).
+	Jobs JobsDeps
 	// Quota holds what admission control needs (rate limits, budgets).
 	Quota QuotaDeps
 	// Billing holds what the Stripe endpoints need.
@@ -69,6 +72,9 @@ func (c *APIConfig) setDefaults() {
 	}
 	if c.KeyCacheTTL == 0 {
 		c.KeyCacheTTL = time.Second
+	}
+	if c.Quota.Limiter == nil {
+		c.Quota.Limiter = quota.NewMemory(nil)
 	}
 	if c.ResponseDeadline == 0 {
 		c.ResponseDeadline = 55 * time.Second
@@ -173,6 +179,7 @@ func (a *API) Handler() http.Handler {
 	client.HandleFunc("/models", a.listModels).Methods(http.MethodGet)
 	client.HandleFunc("/jobs", a.listJobs).Methods(http.MethodGet)
 	client.HandleFunc("/jobs/{id}", a.getJob).Methods(http.MethodGet)
+	client.HandleFunc("/jobs/{id}/events", a.jobEvents).Methods(http.MethodGet)
 	client.HandleFunc("/usage", a.usage).Methods(http.MethodGet)
 
 	a.quotaRoutes(admin, client)
@@ -287,6 +294,10 @@ type principal struct {
 	KeyID     string
 	AccountID string
 	Plan      string
+	// Quota is what admission needs of the key and its account (limits,
+	// suspension); it is cached with the rest, so a change reaches every
+	// replica within KeyCacheTTL.
+	Quota quotaPrincipal
 }
 
 func principalFrom(ctx context.Context) principal {
@@ -358,7 +369,8 @@ func (a *API) lookupKey(ctx context.Context, hash string) (principal, error) {
 	if err != nil {
 		return principal{}, err
 	}
-	return principal{KeyID: k.ID, AccountID: acc.ID, Plan: acc.Plan}, nil
+	return principal{KeyID: k.ID, AccountID: acc.ID, Plan: acc.EffectivePlan(),
+		Quota: quotaPrincipal{Account: acc.Limits, Key: k.Limits, Suspended: k.Suspended}}, nil
 }
 
 // keyCache keeps authentication off the database for a short while. Its

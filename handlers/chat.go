@@ -69,6 +69,11 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	req, ae := validateChat(body)
 	if ae == nil {
+		// callback_url stays in the stored request; commands.SplitCallbackURL
+		// takes it out of what the provider gets.
+		ae = a.validateCallback(body)
+	}
+	if ae == nil {
 		_, ae = a.modelFor(p, req.Model)
 	}
 	if ae != nil {
@@ -86,10 +91,18 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("unsupported_parameter", "stream", "A streamed request cannot be queued: drop Prefer: respond-async or stream."))
 		return
 	}
+	adm, ae := a.admit(r.Context(), p, req.Model, cmd.CompletionID, body)
+	if ae != nil {
+		writeError(w, ae)
+		return
+	}
+	adm.writeHeaders(w)
+	cmd.Reservation = adm.reservation
 	if preferAsync(r) {
 		cmd.Mode = events.ModeAsync
 		c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, nil)
 		if err != nil {
+			a.release(r.Context(), adm)
 			a.fail(w, r, err)
 			return
 		}
@@ -101,6 +114,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	executor := "api:" + a.cfg.InstanceID
 	c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, a.cfg.Executor.StartCommand(executor))
 	if err != nil {
+		a.release(r.Context(), adm)
 		a.fail(w, r, err)
 		return
 	}

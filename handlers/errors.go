@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/quota"
 )
 
 // apiError is an error with the HTTP status and the OpenAI error fields
@@ -19,6 +21,8 @@ type apiError struct {
 	Code    string
 	Message string
 	Param   string
+	// Header is set on the response (Retry-After, x-ratelimit-*).
+	Header map[string]string
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
@@ -46,6 +50,22 @@ func toAPIError(err error) *apiError {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, billing.ErrWebhookSignature):
+		return badRequest("invalid_signature", "", "The Stripe-Signature header does not verify with STRIPE_WEBHOOK_SECRET (or is older than the tolerance).")
+	case errors.Is(err, billing.ErrWebhookPayload):
+		return badRequest("invalid_payload", "", "The body is not a Stripe event Tollgate can read.")
+	case errors.Is(err, billing.ErrBillingNotConfigured):
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "billing_not_configured", Message: "Billing is not configured on this server."}
+	case errors.Is(err, billing.ErrStripeUnavailable):
+		return &apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "billing_provider_error", Message: "Stripe could not be reached or refused the request; retry later."}
+	case errors.Is(err, billing.ErrAlreadySubscribed):
+		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
+	case errors.Is(err, commands.ErrNoBillingCustomer):
+		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
+	case errors.Is(err, quota.ErrLimiter):
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "quota_unavailable", Message: "Admission control is unavailable; retry shortly."}
+	case errors.Is(err, commands.ErrRevoked):
+		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}
 	case errors.As(err, &le):
 		return &apiError{Status: le.Status, Type: le.Type, Code: le.Code, Message: le.Message}
 	case errors.As(err, &ve):
@@ -69,6 +89,9 @@ func writeError(w http.ResponseWriter, ae *apiError) {
 	}
 	if ae.Param != "" {
 		body.Error.Param = &ae.Param
+	}
+	for k, v := range ae.Header {
+		w.Header().Set(k, v)
 	}
 	writeJSON(w, ae.Status, body)
 }

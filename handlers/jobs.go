@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +11,10 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/projections"
 )
@@ -28,6 +32,16 @@ type jobJSON struct {
 	Response   json.RawMessage `json:"response,omitempty"`
 	Error      *jobError       `json:"error,omitempty"`
 	URL        string          `json:"url"`
+	// Callback is present when the request named a callback URL.
+	Callback *jobCallback `json:"callback,omitempty"`
+}
+
+// jobCallback is a job's result callback: where, and how it went
+// (pending, delivered or failed).
+type jobCallback struct {
+	URL      string `json:"url"`
+	Status   string `json:"status"`
+	Attempts int    `json:"attempts,omitempty"`
 }
 
 type jobError struct {
@@ -57,16 +71,137 @@ func toJobJSON(c commands.Completion) jobJSON {
 	if f := c.Failed; f != nil {
 		j.Error = &jobError{Message: f.ErrorMessage, Type: f.ErrorType, Code: f.ErrorCode, Status: f.Status}
 	}
+	if c.Abandoned != nil {
+		j.Error = &jobError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "job_abandoned",
+			Message: "The request was abandoned: the process running it stopped before it finished. Nothing was billed; send it again."}
+	}
+	if c.CallbackURL != "" {
+		j.Callback = &jobCallback{URL: c.CallbackURL, Status: "pending"}
+		switch {
+		case c.CallbackDelivered != nil:
+			j.Callback.Status, j.Callback.Attempts = "delivered", c.CallbackDelivered.Attempts
+		case c.CallbackFailed != nil:
+			j.Callback.Status, j.Callback.Attempts = "failed", c.CallbackFailed.Attempts
+		}
+	}
 	return j
 }
 
+// JobBody is the JSON of a job as GET /v1/jobs/{id} shows it: the body a
+// result callback carries.
+func JobBody(c commands.Completion) ([]byte, error) {
+	return json.Marshal(toJobJSON(c))
+}
+
+// JobsDeps is what the job endpoints need beyond the API's own config.
+type JobsDeps struct {
+	// MaxWait bounds GET /v1/jobs/{id}?wait=; longer waits are cut to it.
+	// Default 60s.
+	MaxWait time.Duration
+	// PollInterval is the first pause between a long-poll's reads of the
+	// job's stream; it grows to 1s. Default 100ms.
+	PollInterval time.Duration
+	// Waiters counts the long-polls waiting now; nil = not measured.
+	Waiters prometheus.Gauge
+}
+
+// NewWaitersGauge returns the long-poll waiters gauge, registered on reg.
+func NewWaitersGauge(reg prometheus.Registerer) (prometheus.Gauge, error) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tollgate_job_waiters",
+		Help: "GET /v1/jobs/{id}?wait= requests waiting for their job now.",
+	})
+	if reg != nil {
+		if err := reg.Register(g); err != nil {
+			return nil, fmt.Errorf("handlers: register job waiters: %w", err)
+		}
+	}
+	return g, nil
+}
+
+func (d JobsDeps) maxWait() time.Duration {
+	if d.MaxWait > 0 {
+		return d.MaxWait
+	}
+	return 60 * time.Second
+}
+
+func (d JobsDeps) pollInterval() time.Duration {
+	if d.PollInterval > 0 {
+		return d.PollInterval
+	}
+	return 100 * time.Millisecond
+}
+
+// maxPollInterval caps the long-poll's pause between reads.
+const maxPollInterval = time.Second
+
+// parseWait reads ?wait=: a Go duration ("30s") or whole seconds ("30"),
+// cut to max.
+func parseWait(s string, max time.Duration) (time.Duration, *apiError) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.Atoi(s)
+		if nerr != nil {
+			return 0, badRequest("invalid_value", "wait", "wait must be a duration such as 30s, or seconds.")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 {
+		return 0, badRequest("invalid_value", "wait", "wait must not be negative.")
+	}
+	return min(d, max), nil
+}
+
+// validateCallback checks the optional callback_url field of a chat
+// request at the edge. Without a signing secret callbacks are off, and a
+// request asking for one is refused rather than silently never called back.
+func (a *API) validateCallback(body []byte) *apiError {
+	var v struct {
+		CallbackURL *json.RawMessage `json:"callback_url"`
+	}
+	if !bytes.Contains(body, []byte(`"`+commands.CallbackURLField+`"`)) || json.Unmarshal(body, &v) != nil || v.CallbackURL == nil {
+		return nil
+	}
+	if a.cfg.Config.Env.CallbackSecret == "" {
+		return badRequest("callbacks_disabled", commands.CallbackURLField, "Callbacks are not enabled on this server (TOLLGATE_CALLBACK_SECRET is not set): poll GET /v1/jobs/{id}?wait=60s instead.")
+	}
+	var u string
+	if err := json.Unmarshal(*v.CallbackURL, &u); err != nil {
+		return badRequest("invalid_type", commands.CallbackURLField, "callback_url must be a string.")
+	}
+	if err := commands.ValidateCallbackURL(u); err != nil {
+		return badRequest("invalid_value", commands.CallbackURLField, "%s", err.Error())
+	}
+	return nil
+}
+
 // getJob reads the completion's own stream, not a read model, so a client
-// that polls right after its 202 always finds its job.
+// that polls right after its 202 always finds its job. With ?wait= it
+// long-polls: it answers as soon as the job is finished, or when the wait
+// is over with the job as it stands. A waiter holds no database
+// connection: it re-reads the stream (one short query) after a pause that
+// grows from PollInterval to a second.
 func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	c, err := a.cfg.Service.Completion(r.Context(), mux.Vars(r)["id"])
+	wait, ae := parseWait(r.URL.Query().Get("wait"), a.cfg.Jobs.maxWait())
+	if ae != nil {
+		writeError(w, ae)
+		return
+	}
+	id := mux.Vars(r)["id"]
+	c, err := a.cfg.Service.Completion(r.Context(), id)
 	if err == nil && c.AccountID != p.AccountID {
 		err = commands.ErrNotFound // another account's job does not exist for this caller
+	}
+	if err == nil && wait > 0 && !c.Finished() {
+		c, err = a.waitJob(r.Context(), c, wait)
+		if r.Context().Err() != nil {
+			return // the client went away while waiting
+		}
 	}
 	if err != nil {
 		if errors.Is(err, commands.ErrNotFound) {
@@ -77,6 +212,98 @@ func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, toJobJSON(c))
+}
+
+// waitJob re-reads c's stream until it is finished, wait is over or ctx ends.
+func (a *API) waitJob(ctx context.Context, c commands.Completion, wait time.Duration) (commands.Completion, error) {
+	if g := a.cfg.Jobs.Waiters; g != nil {
+		g.Inc()
+		defer g.Dec()
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	pause := a.cfg.Jobs.pollInterval()
+	for !c.Finished() {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c, ctx.Err()
+		case <-deadline.C:
+			t.Stop()
+			return c, nil
+		case <-t.C:
+		}
+		next, err := a.cfg.Service.Completion(ctx, c.ID)
+		if err != nil {
+			return c, err
+		}
+		c = next
+		pause = min(pause*2, maxPollInterval)
+	}
+	return c, nil
+}
+
+// jobEvents serves GET /v1/jobs/{id}/events: every event of the request's
+// stream in order, as envelopes. The prompt and the answer (the request's
+// "request" and the success's "response") are left out unless the caller
+// asks with ?include=bodies, so a timeline can be shared with operators
+// without the content.
+func (a *API) jobEvents(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	withBodies := false
+	switch inc := r.URL.Query().Get("include"); inc {
+	case "":
+	case "bodies":
+		withBodies = true
+	default:
+		writeError(w, badRequest("invalid_value", "include", "include must be empty or bodies."))
+		return
+	}
+	c, evs, err := a.cfg.Service.CompletionHistory(r.Context(), mux.Vars(r)["id"])
+	if err == nil && c.AccountID != p.AccountID {
+		err = commands.ErrNotFound
+	}
+	if err != nil {
+		if errors.Is(err, commands.ErrNotFound) {
+			writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "job_not_found", Message: "No such job."})
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]events.Envelope, len(evs))
+	for i, e := range evs {
+		if !withBodies {
+			e.Data = redactBodies(e)
+		}
+		out[i] = e
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "job_id": c.ID, "data": out})
+}
+
+// redactBodies returns e's data without the fields that hold the prompt
+// or the answer.
+func redactBodies(e events.Envelope) json.RawMessage {
+	var field string
+	switch e.Type {
+	case events.TypeCompletionRequested:
+		field = "request"
+	case events.TypeCompletionSucceeded:
+		field = "response"
+	default:
+		return e.Data
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(e.Data, &m); err != nil {
+		return json.RawMessage(`{}`) // never leak what could not be redacted
+	}
+	delete(m, field)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	return out
 }
 
 func (a *API) listJobs(w http.ResponseWriter, r *http.Request) {

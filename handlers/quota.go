@@ -1,9 +1,454 @@
 package handlers
 
-import "github.com/gorilla/mux"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/money"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/quota"
+)
 
 // QuotaDeps is what admission control needs.
-type QuotaDeps struct{}
+type QuotaDeps struct {
+	// Limiter keeps the rate windows and budgets (quota.Redis across
+	// replicas, quota.Memory for one). Nil: an in-process limiter.
+	Limiter quota.Limiter
+}
+
+// quotaPrincipal is what admission needs of a key and its account.
+type quotaPrincipal struct {
+	Account   events.LimitOverrides
+	Key       events.LimitOverrides
+	Suspended *events.APIKeySuspended
+}
+
+// accountLimits are a plan's limits with the account's overrides.
+func accountLimits(cfg *config.Config, plan string, o events.LimitOverrides) quota.Limits {
+	l := quota.Unlimited()
+	if p, ok := cfg.Plan(plan); ok {
+		l.RequestsPerMinute, l.TokensPerMinute = p.RequestsPerMinute, p.TokensPerMinute
+		if b, ok := p.DailyBudget(); ok {
+			l.DailyBudget = b
+		}
+		if b, ok := p.MonthlyBudget(); ok {
+			l.MonthlyBudget = b
+		}
+	}
+	return overrideLimits(l, o)
+}
+
+func overrideLimits(l quota.Limits, o events.LimitOverrides) quota.Limits {
+	if o.RequestsPerMinute != nil {
+		l.RequestsPerMinute = *o.RequestsPerMinute
+	}
+	if o.TokensPerMinute != nil {
+		l.TokensPerMinute = *o.TokensPerMinute
+	}
+	if o.DailyBudgetNanoUSD != nil {
+		l.DailyBudget = money.NanoUSD(*o.DailyBudgetNanoUSD)
+	}
+	if o.MonthlyBudgetNanoUSD != nil {
+		l.MonthlyBudget = money.NanoUSD(*o.MonthlyBudgetNanoUSD)
+	}
+	return l
+}
+
+// admitted is an admitted request: its decision (for the headers) and
+// the reservation recorded with it.
+type admitted struct {
+	decision    quota.Decision
+	reservation *events.QuotaReserved
+	admission   quota.Admission
+}
+
+// maxTokensOf reads the completion size a request allows.
+func maxTokensOf(body []byte) int64 {
+	var req struct {
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	if req.MaxCompletionTokens != nil && *req.MaxCompletionTokens > 0 {
+		return *req.MaxCompletionTokens
+	}
+	if req.MaxTokens != nil && *req.MaxTokens > 0 {
+		return *req.MaxTokens
+	}
+	return 0
+}
+
+// admit runs admission control for a chat request: a suspended key is
+// refused; otherwise the request's worst case is counted against the rate
+// windows and reserved against the budgets in one atomic limiter call.
+func (a *API) admit(ctx context.Context, p principal, modelName, completionID string, body []byte) (*admitted, *apiError) {
+	model, ok := a.cfg.Config.Model(modelName)
+	if !ok {
+		return nil, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+			Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", modelName)}
+	}
+	if s := p.Quota.Suspended; s != nil {
+		a.rejected.WithLabelValues("api_key_suspended").Inc()
+		return nil, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "api_key_suspended",
+			Message: fmt.Sprintf("This API key is suspended (%s); an operator must lift the suspension.", s.Reason)}
+	}
+	prompt, err := llm.CountPromptTokens(body)
+	if err != nil {
+		return nil, badRequest("invalid_value", "messages", "The messages could not be read: %s", err.Error())
+	}
+	tokens, cost, err := quota.WorstCase(model.ParsedPrice(), prompt, maxTokensOf(body), model.MaxOutputTokens, a.cfg.Config.Quota.DefaultMaxOutputTokens)
+	if err != nil {
+		return nil, badRequest("invalid_value", "max_tokens", "The request's worst-case cost cannot be computed: %s", err.Error())
+	}
+	ttl := a.cfg.Config.Quota.ReservationTTL.D()
+	if ttl == 0 {
+		ttl = config.DefaultReservationTTL
+	}
+	ad := quota.Admission{
+		ID: completionID, AccountID: p.AccountID, KeyID: p.KeyID,
+		Account: accountLimits(a.cfg.Config, p.Plan, p.Quota.Account),
+		Key:     overrideLimits(quota.Unlimited(), p.Quota.Key),
+		Tokens:  tokens, Cost: cost, Now: a.cfg.Now(), TTL: ttl,
+	}
+	d, err := a.cfg.Quota.Limiter.Admit(ctx, ad)
+	if err != nil {
+		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
+		return nil, toAPIError(err)
+	}
+	if !d.Allowed {
+		ae := rejection(d)
+		ae.Header = rateHeaders(d)
+		ae.Header["Retry-After"] = strconv.FormatInt(int64(math.Ceil(d.RetryAfter.Seconds())), 10)
+		return nil, ae
+	}
+	return &admitted{decision: d, admission: ad, reservation: &events.QuotaReserved{
+		CostNanoUSD: int64(cost), Tokens: tokens, Day: d.Day, Month: d.Month, ExpiresAt: ad.Now.Add(ttl).UTC(),
+	}}, nil
+}
+
+// writeHeaders sets the x-ratelimit-* headers of an admitted request.
+func (ad *admitted) writeHeaders(w http.ResponseWriter) {
+	for k, v := range rateHeaders(ad.decision) {
+		w.Header().Set(k, v)
+	}
+}
+
+// release gives back the reservation of a request that was admitted but
+// never recorded (its append failed).
+func (a *API) release(ctx context.Context, ad *admitted) {
+	if ad == nil {
+		return
+	}
+	_, err := a.cfg.Quota.Limiter.Settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.admission.ID, AccountID: ad.admission.AccountID,
+		KeyID: ad.admission.KeyID, Reserved: ad.admission.Cost, ReservedTokens: ad.admission.Tokens, At: ad.admission.Now,
+		Day: ad.decision.Day, Month: ad.decision.Month, Now: a.cfg.Now()})
+	if err != nil {
+		a.cfg.Logger.ErrorContext(ctx, "release reservation", slog.String("completion_id", ad.admission.ID), slog.Any("error", err))
+	}
+}
+
+// rateHeaders are OpenAI's x-ratelimit-* headers for the binding scope.
+func rateHeaders(d quota.Decision) map[string]string {
+	h := map[string]string{}
+	if d.Requests.Limit > 0 {
+		h["x-ratelimit-limit-requests"] = strconv.FormatInt(d.Requests.Limit, 10)
+		h["x-ratelimit-remaining-requests"] = strconv.FormatInt(d.Requests.Remaining, 10)
+		h["x-ratelimit-reset-requests"] = formatReset(d.Requests.Reset)
+	}
+	if d.Tokens.Limit > 0 {
+		h["x-ratelimit-limit-tokens"] = strconv.FormatInt(d.Tokens.Limit, 10)
+		h["x-ratelimit-remaining-tokens"] = strconv.FormatInt(d.Tokens.Remaining, 10)
+		h["x-ratelimit-reset-tokens"] = formatReset(d.Tokens.Reset)
+	}
+	return h
+}
+
+// formatReset writes a duration the way OpenAI does ("1s", "6m0s", "120ms").
+func formatReset(d time.Duration) string {
+	if d < time.Second {
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// rejection is the 429 a rejected request gets, naming the limit.
+func rejection(d quota.Decision) *apiError {
+	after := formatReset(d.RetryAfter)
+	scope := "account"
+	switch d.Reason {
+	case quota.KeyRequestsPerMinute, quota.KeyTokensPerMinute, quota.KeyDailyBudget, quota.KeyMonthlyBudget:
+		scope = "API key"
+	}
+	ae := &apiError{Status: http.StatusTooManyRequests, Type: "requests", Code: string(d.Reason)}
+	switch d.Reason {
+	case quota.KeyRequestsPerMinute, quota.AccountRequestsPerMinute:
+		ae.Message = fmt.Sprintf("Rate limit reached for requests per minute on this %s: limit %d. Please try again in %s.", scope, d.Requests.Limit, after)
+	case quota.KeyTokensPerMinute, quota.AccountTokensPerMinute:
+		ae.Type = "tokens"
+		ae.Message = fmt.Sprintf("Rate limit reached for tokens per minute on this %s: limit %d, remaining %d. Please try again in %s.", scope, d.Tokens.Limit, d.Tokens.Remaining, after)
+	case quota.KeyDailyBudget, quota.AccountDailyBudget:
+		ae.Type = "insufficient_quota"
+		ae.Message = fmt.Sprintf("The daily budget of this %s is spent (or reserved by requests in flight). It renews in %s.", scope, after)
+	default:
+		ae.Type = "insufficient_quota"
+		ae.Message = fmt.Sprintf("The monthly budget of this %s is spent (or reserved by requests in flight). It renews in %s.", scope, after)
+	}
+	return ae
+}
+
+// QuotaSettler returns what the executor calls once an outcome is
+// recorded: the reservation is settled (or released) in the limiter, and
+// the runaway guard looks at the key's recent spend.
+func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
+	return func(ctx context.Context, c commands.Completion) {
+		r := c.Reservation
+		if r == nil {
+			return
+		}
+		acc, err := svc.Account(ctx, c.AccountID)
+		if err != nil {
+			logger.ErrorContext(ctx, "settle: load account", slog.String("completion_id", c.ID), slog.Any("error", err))
+			return
+		}
+		plan, _ := cfg.Plan(acc.EffectivePlan())
+		ceiling, guard := plan.RunawayCeiling()
+		s := quota.Settlement{ID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Reserved: money.NanoUSD(r.CostNanoUSD),
+			ReservedTokens: r.Tokens, At: c.RequestedAt, Day: r.Day, Month: r.Month, Now: now()}
+		if c.Succeeded != nil {
+			s.Cost, s.Tokens = money.NanoUSD(c.Succeeded.CostNanoUSD), c.Succeeded.Usage.TotalTokens
+		}
+		if guard {
+			s.GuardWindow = plan.RunawayWindow.D()
+		}
+		res, err := lim.Settle(ctx, s)
+		if err != nil {
+			logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", c.ID), slog.Any("error", err))
+			return
+		}
+		if guard && res.KeySpend > ceiling {
+			md := events.Metadata{AccountID: c.AccountID, CorrelationID: c.ID, CausationID: c.ID, Actor: "system:runaway_guard"}
+			k, err := svc.GuardAPIKey(ctx, md, c.KeyID, commands.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
+				WindowSeconds: int64(s.GuardWindow / time.Second)})
+			if err != nil {
+				logger.ErrorContext(ctx, "runaway guard", slog.String("key_id", c.KeyID), slog.Any("error", err))
+				return
+			}
+			if k.Suspended != nil {
+				logger.WarnContext(ctx, "runaway guard suspended a key", slog.String("key_id", c.KeyID),
+					slog.Int64("spent_nano_usd", k.Suspended.SpentNanoUSD), slog.Int64("ceiling_nano_usd", k.Suspended.CeilingNanoUSD))
+			}
+		}
+	}
+}
 
 // quotaRoutes adds the quota endpoints.
-func (a *API) quotaRoutes(admin, client *mux.Router) {}
+func (a *API) quotaRoutes(admin, client *mux.Router) {
+	client.HandleFunc("/quota", a.getOwnQuota).Methods(http.MethodGet)
+	admin.HandleFunc("/accounts/{id}/quota", a.getAccountQuota).Methods(http.MethodGet)
+	admin.HandleFunc("/accounts/{id}", a.patchAccount).Methods(http.MethodPatch)
+	admin.HandleFunc("/keys/{id}", a.patchKey).Methods(http.MethodPatch)
+}
+
+type budgetJSON struct {
+	Period       string  `json:"period"`
+	LimitUSD     *string `json:"limit_usd"`
+	SpentUSD     string  `json:"spent_usd"`
+	ReservedUSD  string  `json:"reserved_usd"`
+	RemainingUSD *string `json:"remaining_usd"`
+	ResetsAt     string  `json:"resets_at"`
+}
+
+type rateJSON struct {
+	Limit     int64  `json:"limit"`
+	Used      int64  `json:"used"`
+	Remaining *int64 `json:"remaining"`
+	Reset     string `json:"reset"`
+}
+
+type scopeJSON struct {
+	Scope             string       `json:"scope"`
+	ID                string       `json:"id"`
+	RequestsPerMinute rateJSON     `json:"requests_per_minute"`
+	TokensPerMinute   rateJSON     `json:"tokens_per_minute"`
+	Budgets           []budgetJSON `json:"budgets"`
+	Suspended         bool         `json:"suspended,omitempty"`
+}
+
+func usd(n money.NanoUSD) string { return n.USD() }
+
+func toScopeJSON(scope, id string, l quota.Limits, u quota.ScopeUsage, now time.Time) scopeJSON {
+	day, month, dayEnd, monthEnd := quota.Periods(now)
+	rate := func(limit, used int64) rateJSON {
+		r := rateJSON{Limit: limit, Used: used, Reset: formatReset(u.Reset)}
+		if limit > 0 {
+			rem := max(limit-used, 0)
+			r.Remaining = &rem
+		}
+		return r
+	}
+	budget := func(period string, limit money.NanoUSD, b quota.Budget, end time.Time) budgetJSON {
+		j := budgetJSON{Period: period, SpentUSD: usd(b.Spent), ReservedUSD: usd(b.Reserved), ResetsAt: end.Format(time.RFC3339)}
+		if limit >= 0 {
+			ls, rs := usd(limit), usd(max(limit-b.Spent-b.Reserved, 0))
+			j.LimitUSD, j.RemainingUSD = &ls, &rs
+		}
+		return j
+	}
+	return scopeJSON{Scope: scope, ID: id,
+		RequestsPerMinute: rate(l.RequestsPerMinute, u.Requests), TokensPerMinute: rate(l.TokensPerMinute, u.Tokens),
+		Budgets: []budgetJSON{budget("day:"+day, l.DailyBudget, u.Day, dayEnd), budget("month:"+month, l.MonthlyBudget, u.Month, monthEnd)}}
+}
+
+// getOwnQuota shows the caller its limits and what remains, live.
+func (a *API) getOwnQuota(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	now := a.cfg.Now()
+	u, err := a.cfg.Quota.Limiter.Peek(r.Context(), p.AccountID, p.KeyID, now)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	key := toScopeJSON("key", p.KeyID, overrideLimits(quota.Unlimited(), p.Quota.Key), u.Key, now)
+	key.Suspended = p.Quota.Suspended != nil
+	writeJSON(w, http.StatusOK, map[string]any{
+		"object": "quota", "plan": p.Plan,
+		"account": toScopeJSON("account", p.AccountID, accountLimits(a.cfg.Config, p.Plan, p.Quota.Account), u.Account, now),
+		"key":     key,
+	})
+}
+
+// getAccountQuota shows an operator an account's limits and live figures,
+// and the quota_state read model's rows of the account and its keys.
+func (a *API) getAccountQuota(w http.ResponseWriter, r *http.Request) {
+	acc, err := a.cfg.Service.Account(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	now := a.cfg.Now()
+	u, err := a.cfg.Quota.Limiter.Peek(r.Context(), acc.ID, "", now)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	rows, err := projections.QuotaStateOf(r.Context(), a.cfg.ReadModels, acc.ID)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"object": "quota", "plan": acc.EffectivePlan(),
+		"account": toScopeJSON("account", acc.ID, accountLimits(a.cfg.Config, acc.EffectivePlan(), acc.Limits), u.Account, now),
+		"state":   rows,
+	})
+}
+
+// limitsJSON is a PATCH's limits: a missing or null field takes the
+// plan's (for a key: the account's) value.
+type limitsJSON struct {
+	RequestsPerMinute *int64  `json:"requests_per_minute"`
+	TokensPerMinute   *int64  `json:"tokens_per_minute"`
+	DailyBudgetUSD    *string `json:"daily_budget_usd"`
+	MonthlyBudgetUSD  *string `json:"monthly_budget_usd"`
+}
+
+func (l limitsJSON) overrides() (events.LimitOverrides, *apiError) {
+	o := events.LimitOverrides{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute}
+	for _, b := range []struct {
+		in    *string
+		out   **int64
+		param string
+	}{{l.DailyBudgetUSD, &o.DailyBudgetNanoUSD, "limits.daily_budget_usd"}, {l.MonthlyBudgetUSD, &o.MonthlyBudgetNanoUSD, "limits.monthly_budget_usd"}} {
+		if b.in == nil {
+			continue
+		}
+		n, err := money.ParseUSD(*b.in)
+		if err != nil {
+			return o, badRequest("invalid_value", b.param, "%s is not a USD amount such as \"10.00\".", *b.in)
+		}
+		v := int64(n)
+		*b.out = &v
+	}
+	return o, nil
+}
+
+func (a *API) patchAccount(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Plan   *string     `json:"plan"`
+		Limits *limitsJSON `json:"limits"`
+	}
+	if ae := decodeJSON(r, &req); ae != nil {
+		writeError(w, ae)
+		return
+	}
+	id, md := mux.Vars(r)["id"], a.adminMetadata(r)
+	acc, err := a.cfg.Service.Account(r.Context(), id)
+	if req.Plan != nil && err == nil {
+		acc, err = a.cfg.Service.ChangePlan(r.Context(), md, id, commands.ChangePlan{Plan: *req.Plan})
+	}
+	if req.Limits != nil && err == nil {
+		o, ae := req.Limits.overrides()
+		if ae != nil {
+			writeError(w, ae)
+			return
+		}
+		acc, err = a.cfg.Service.ChangeAccountLimits(r.Context(), md, id, o)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAccountJSON(acc))
+}
+
+func (a *API) patchKey(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Limits    *limitsJSON `json:"limits"`
+		Suspended *bool       `json:"suspended"`
+	}
+	if ae := decodeJSON(r, &req); ae != nil {
+		writeError(w, ae)
+		return
+	}
+	id, md := mux.Vars(r)["id"], a.adminMetadata(r)
+	k, err := a.cfg.Service.APIKey(r.Context(), id)
+	if req.Limits != nil && err == nil {
+		o, ae := req.Limits.overrides()
+		if ae != nil {
+			writeError(w, ae)
+			return
+		}
+		k, err = a.cfg.Service.ChangeAPIKeyLimits(r.Context(), md, id, o)
+	}
+	if req.Suspended != nil && err == nil {
+		if *req.Suspended {
+			k, err = a.cfg.Service.SuspendAPIKey(r.Context(), md, id)
+		} else {
+			k, err = a.cfg.Service.UnsuspendAPIKey(r.Context(), md, id)
+		}
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := map[string]any{"id": k.ID, "object": "api_key", "account_id": k.AccountID, "revoked": k.Revoked,
+		"suspended": k.Suspended != nil, "limits": k.Limits}
+	if k.Suspended != nil {
+		out["suspension"] = k.Suspended
+	}
+	writeJSON(w, http.StatusOK, out)
+}

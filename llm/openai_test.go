@@ -135,9 +135,9 @@ func TestOpenAIErrorMapping(t *testing.T) {
 			422, "invalid_request_error", "", `provider "up" rejected the request (HTTP 422 Unprocessable Entity)`, false},
 		{"401 is our key", func(w http.ResponseWriter, r *http.Request) {
 			openAIError(w, 401, "Incorrect API key provided: "+testKey+". You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key")
-		}, 502, "upstream_error", "", `provider "up" rejected Tollgate's credentials (HTTP 401)`, false},
+		}, 502, "upstream_error", "", `provider "up" rejected Tollgate's credentials (HTTP 401)`, true},
 		{"403 is our key", func(w http.ResponseWriter, r *http.Request) { openAIError(w, 403, "forbidden "+testKey, "", "") },
-			502, "upstream_error", "", "rejected Tollgate's credentials (HTTP 403)", false},
+			502, "upstream_error", "", "rejected Tollgate's credentials (HTTP 403)", true},
 		{"429 retryable", func(w http.ResponseWriter, r *http.Request) {
 			openAIError(w, 429, "Rate limit reached for gpt-4o-mini in organization org-abc on tokens per min", "tokens", "rate_limit_exceeded")
 		}, 429, "rate_limit_error", "rate_limit_exceeded", `provider "up" is rate limiting requests`, true},

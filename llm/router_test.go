@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/config"
 )
@@ -73,7 +74,8 @@ func routerFor(t *testing.T, primary, secondary *upstream) (*Router, config.Mode
 		}
 		return ""
 	}
-	r, err := NewRouter(cfg, nil, getenv, nil)
+	// No real waiting and no randomness: backoffs are recorded, not slept.
+	r, err := NewRouter(cfg, nil, getenv, nil, WithSleep(func(context.Context, time.Duration) error { return nil }), WithRand(func() float64 { return 0.5 }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +164,18 @@ func TestRouterReturnsLastErrorWhenAllFail(t *testing.T) {
 	})
 	r, model := routerFor(t, primary, secondary)
 	_, err := r.Complete(context.Background(), model, json.RawMessage(clientBody))
+	// Three attempts (the default max_attempts): primary, secondary, then
+	// after a backoff primary again, whose error is the last.
 	var le *Error
-	if !errors.As(err, &le) || le.Provider != "secondary" || le.Status != 429 || !le.Retryable {
+	if !errors.As(err, &le) || le.Provider != "primary" || le.Status != 502 || !le.Retryable {
 		t.Fatalf("error = %v", err)
 	}
-	if primary.calls() != 1 || secondary.calls() != 1 {
+	if primary.calls() != 2 || secondary.calls() != 1 {
 		t.Fatalf("calls = %d, %d", primary.calls(), secondary.calls())
+	}
+	got := AttemptsOf(err)
+	if len(got) != 3 || got[0].Deployment() != "primary/gpt-4o-mini" || got[1].Class != ClassRateLimited || got[2].Class != ClassServerError {
+		t.Fatalf("attempts = %+v", got)
 	}
 }
 

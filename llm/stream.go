@@ -129,6 +129,10 @@ type chunkStream struct {
 	tools    strings.Builder
 	reported *Usage
 	firstAt  time.Time
+	// partialPrompt/partialCompletion snapshot src.partial after each fill,
+	// so Usage never reads the source while Next writes it.
+	partialPrompt, partialCompletion int64
+	hasPartial                       bool
 }
 
 func newChunkStream(provider, model string, src chunkSource, now func() time.Time, start time.Time, body json.RawMessage) *chunkStream {
@@ -159,6 +163,10 @@ func (s *chunkStream) Next() (json.RawMessage, error) {
 		}
 		chunks, done, err := s.src.fill()
 		s.pending, s.done, s.err = chunks, done, err
+		p, c, ok := s.src.partial()
+		s.mu.Lock()
+		s.partialPrompt, s.partialCompletion, s.hasPartial = p, c, ok
+		s.mu.Unlock()
 	}
 }
 
@@ -221,9 +229,9 @@ func (s *chunkStream) Usage() Usage {
 		return *s.reported
 	}
 	u := Usage{PromptTokens: s.promptEstimate, CompletionTokens: CountTokens(s.content.String()) + CountTokens(s.tools.String()), Estimated: true}
-	if prompt, completion, ok := s.src.partial(); ok {
-		u.PromptTokens = prompt
-		u.CompletionTokens = max(u.CompletionTokens, completion)
+	if s.hasPartial {
+		u.PromptTokens = s.partialPrompt
+		u.CompletionTokens = max(u.CompletionTokens, s.partialCompletion)
 	}
 	return u
 }

@@ -28,6 +28,9 @@ const (
 	RecordClosed = "closed"
 	// RecordReported: Stripe accepted it.
 	RecordReported = "reported"
+	// RecordFlagged: too old for Stripe; frozen and left to an operator,
+	// never due again.
+	RecordFlagged = "flagged"
 )
 
 // BillingRecordID returns the id of an account's seq-th record of the
@@ -100,14 +103,17 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 		// Freeze the record at the reported quantity: usage added after the
 		// reporter read it moves to a new open record of the same window,
 		// so what was sent to Stripe never changes and nothing is lost. A
-		// record that is no longer open is left alone (a repeated close).
+		// record that is no longer open is left alone (a repeated close),
+		// except that a closed record can still be flagged ($3, the new
+		// status, is closed or flagged).
 		close: fmt.Sprintf(`
 			WITH r AS (
 				SELECT record_id, account_id, window_start, window_end, unit, quantity, status
 				FROM %[1]s WHERE record_id = $1::text FOR UPDATE
 			), closing AS (
-				UPDATE %[1]s AS b SET status = '`+RecordClosed+`', quantity = $2::bigint
-				FROM r WHERE b.record_id = r.record_id AND r.status = '`+RecordOpen+`'
+				UPDATE %[1]s AS b SET status = $3::text, quantity = $2::bigint
+				FROM r WHERE b.record_id = r.record_id AND (r.status = '`+RecordOpen+`'
+					OR (r.status = '`+RecordClosed+`' AND $3::text = '`+RecordFlagged+`'))
 				RETURNING r.account_id, r.window_start, r.window_end, r.unit, r.quantity - $2::bigint AS excess
 			), nxt AS (
 				SELECT c.*, (SELECT max(seq) + 1 FROM %[1]s WHERE account_id = c.account_id AND window_start = c.window_start) AS seq
@@ -154,18 +160,9 @@ func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) e
 		start := e.OccurredAt.UTC().Truncate(p.window)
 		b.Queue(p.usage, d.AccountID, start, start.Add(p.window), p.unit, d.CompletionID, q, start.Format(time.RFC3339))
 	case events.BillingRecordClosed:
-		b.Queue(p.close, d.RecordID, d.Quantity).QueryRow(func(row pgx.Row) error {
-			var n int
-			if err := row.Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 {
-				// The record is made before it can be closed; failing makes
-				// the event come again rather than be lost.
-				return fmt.Errorf("close billing record %s: no such record", d.RecordID)
-			}
-			return nil
-		})
+		p.queueClose(b, d.RecordID, d.Quantity, RecordClosed)
+	case events.BillingRecordFlagged:
+		p.queueClose(b, d.RecordID, d.Quantity, RecordFlagged)
 	case events.BillingUsageReported:
 		b.Queue(p.report, d.RecordID, e.OccurredAt.UTC()).Exec(func(ct pgconn.CommandTag) error {
 			if ct.RowsAffected() == 0 {
@@ -175,6 +172,22 @@ func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) e
 		})
 	}
 	return nil
+}
+
+// queueClose freezes a record at quantity with status (closed or flagged).
+func (p *billingRecords) queueClose(b *pgx.Batch, recordID string, quantity int64, status string) {
+	b.Queue(p.close, recordID, quantity, status).QueryRow(func(row pgx.Row) error {
+		var n int
+		if err := row.Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			// The record is made before it can be closed; failing makes
+			// the event come again rather than be lost.
+			return fmt.Errorf("%s billing record %s: no such record", status, recordID)
+		}
+		return nil
+	})
 }
 
 // BillingRecord is an account's billable quantity for one window.
@@ -195,6 +208,7 @@ type BillingRecord struct {
 // least delay before now (late usage has had time to arrive), and every
 // closed record (closed but not yet reported: a reporter crashed between
 // closing and reporting, so it must be sent again with the same quantity).
+// Reported and flagged records are never due.
 func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.Time, delay time.Duration, limit int) ([]BillingRecord, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT record_id, account_id, window_start, window_end, seq, unit, quantity, status, reported_at
 		FROM %s WHERE (status = '`+RecordOpen+`' AND window_end <= $1) OR status = '`+RecordClosed+`'

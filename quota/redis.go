@@ -205,7 +205,7 @@ var seedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local s = cjson.decode(ARGV[1])
 for _, e in ipairs(s.incr) do
-  redis.call('HINCRBY', e[1], e[2], e[3])
+  redis.call('HINCRBY', e[1], e[2], string.format('%d', e[3]))
   redis.call('EXPIRE', e[1], e[4])
 end
 for _, r in ipairs(s.res) do
@@ -215,8 +215,6 @@ end
 redis.call('SET', KEYS[1], '1')
 return 1
 `)
-
-func ms(d time.Duration) int64 { return int64(d / time.Millisecond) }
 
 func secs(d time.Duration) int64 { return int64(d / time.Second) }
 

@@ -30,7 +30,7 @@ func billingExamples() map[string]example {
 			AccountID: "acc_1", FromPlan: "pro", ToPlan: "free", GraceUntil: at,
 		}},
 		events.TypeBillingRecordFlagged: {"billingrecord-br_0a1b2c", events.BillingRecordFlagged{
-			RecordID: "br_0a1b2c", AccountID: "acc_1", WindowStart: at, Quantity: 1234, Reason: "too_old",
+			RecordID: "br_0a1b2c", AccountID: "acc_1", WindowStart: at, Quantity: 1234, Reason: events.FlagTooOld,
 		}},
 	}
 }

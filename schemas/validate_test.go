@@ -84,6 +84,7 @@ func coreExamples() map[string]example {
 		}},
 		events.TypeBillingRecordClosed: {"billingrecord-br_9", events.BillingRecordClosed{
 			RecordID: "br_9", AccountID: "acc_1", WindowStart: at, WindowEnd: at.Add(time.Hour), Quantity: 21000, Unit: "tokens",
+			StripeCustomerID: "cus_NffrFeUfNV2Hib",
 		}},
 		events.TypeBillingUsageReported: {"billingrecord-br_9", events.BillingUsageReported{
 			RecordID: "br_9", AccountID: "acc_1", StripeCustomerID: "cus_NffrFeUfNV2Hib", EventName: "tollgate_tokens",

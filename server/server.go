@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/quota"
 )
 
 // Roles selects what a process does.
@@ -149,12 +150,17 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 
 	var exec *execution.Executor
+	var limiter quota.Limiter
 	if opts.Roles.API || opts.Roles.Worker {
-		router, err := llm.NewRouter(cfg, opts.ProviderClient, getenv, logger)
+		if limiter, err = s.quotaLimiter(ctx, cfg, reg); err != nil {
+			return nil, err
+		}
+		router, err := llm.NewRouter(cfg, opts.ProviderClient, getenv, logger, llm.WithRegisterer(reg))
 		if err != nil {
 			return nil, err
 		}
-		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Logger: logger, Registry: reg})
+		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Logger: logger, Registry: reg, Lease: cfg.Jobs.Lease.D(),
+			Settled: handlers.QuotaSettler(cfg, svc, limiter, logger, time.Now)})
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +204,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			case <-time.After(30 * time.Second):
 				return nil, errors.New("bus router did not start within 30s")
 			}
+			if err := s.startJobs(runCtx, cfg, svc, reg, logger); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -237,6 +246,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			}
 			s.goRun("billing reporter", s.leader(runCtx, "tollgate:billing-reporter", rep.Run))
 		}
+		dunning, err := billing.NewDunning(billing.DunningConfig{
+			Service: svc, Events: s.Pool, FallbackPlan: cfg.Billing.FallbackPlan,
+			Interval: cfg.Billing.DunningInterval.D(), Logger: logger, Registerer: reg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.goRun("billing dunning", s.leader(runCtx, "tollgate:billing-dunning", dunning.Run))
 	}
 
 	// HTTP: the API role serves the whole API; every role serves ops endpoints.
@@ -248,11 +265,22 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			// Printed, not logged: it is a secret, shown once to the operator at the console.
 			fmt.Fprintf(os.Stderr, "\nTOLLGATE_ADMIN_TOKEN is not set; this run's admin token is:\n\n    %s\n\n", s.AdminToken)
 		}
+		bdeps, err := billingDeps(cfg, svc, s.Pool, logger, reg)
+		if err != nil {
+			return nil, err
+		}
+		jdeps, err := jobsDeps(cfg, reg)
+		if err != nil {
+			return nil, err
+		}
 		api, err := handlers.NewAPI(handlers.APIConfig{
 			Config: cfg, Service: svc, Executor: exec, Keys: s.Store, ReadModels: s.Pool,
 			AdminToken: s.AdminToken, InstanceID: cfg.Env.InstanceID, Ready: ready,
 			ResponseDeadline: cfg.Env.ResponseDeadline,
 			Logger:           logger, Registry: reg, Gatherer: reg,
+			Billing: bdeps,
+			Jobs:    jdeps,
+			Quota:   handlers.QuotaDeps{Limiter: limiter},
 		})
 		if err != nil {
 			return nil, err
@@ -317,6 +345,7 @@ func ReadModels(cfg *config.Config) func(schema string) []projections.Projector 
 		return []projections.Projector{
 			projections.NewUsageLedger(schema), projections.NewJobs(schema),
 			projections.NewBillingRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
+			projections.NewQuotaState(schema),
 		}
 	}
 }
@@ -392,4 +421,23 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// billingDeps builds the Stripe endpoints' dependencies: checkout and
+// portal need STRIPE_SECRET_KEY, webhooks STRIPE_WEBHOOK_SECRET; without
+// them the endpoints answer 503.
+func billingDeps(cfg *config.Config, svc *commands.Service, pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) (handlers.BillingDeps, error) {
+	deps := handlers.BillingDeps{Unit: cfg.Billing.Unit}
+	if cfg.Env.StripeSecretKey != "" {
+		deps.Checkout = billing.NewCheckout(svc, billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0), cfg, logger)
+	}
+	if cfg.Env.StripeWebhookSecret != "" {
+		wh, err := billing.NewWebhooks(billing.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
+			Secret: cfg.Env.StripeWebhookSecret, Logger: logger, Registerer: reg})
+		if err != nil {
+			return deps, err
+		}
+		deps.Webhooks = wh
+	}
+	return deps, nil
 }

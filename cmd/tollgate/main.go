@@ -42,6 +42,8 @@ tools:
   migrate                 apply the SQL migrations and exit
   project rebuild         rebuild the read models from position 0 beside the live ones and compare
   events export           write the event stream as JSON lines (see: tollgate events export -h)
+  billing reconcile --period YYYY-MM            ledger vs billable vs reported per account; exit 1 when they disagree
+  billing explain --account ID --period YYYY-MM  each reported quantity back to its completion events
   bench                   load test with a built-in fake upstream (see: tollgate bench -h)
 
 configuration: TOLLGATE_CONFIG (YAML file), TOLLGATE_DATABASE_URL, TOLLGATE_HTTP_ADDR,
@@ -99,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return exportEvents(ctx, rest[1:], stdout, stderr)
 	case "bench":
 		return bench(ctx, rest, stdout, stderr)
+	case "billing":
+		return billingCommand(ctx, rest, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)

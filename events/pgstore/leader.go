@@ -62,7 +62,9 @@ func leadOnce(ctx context.Context, pool *pgxpool.Pool, name string, retry time.D
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lost := make(chan error, 1)
+	watching := make(chan struct{})
 	go func() {
+		defer close(watching)
 		// The lock lives as long as the connection: watch it.
 		t := time.NewTicker(retry)
 		defer t.Stop()
@@ -81,6 +83,7 @@ func leadOnce(ctx context.Context, pool *pgxpool.Pool, name string, retry time.D
 	}()
 	err = fn(leadCtx)
 	cancel()
+	<-watching // the connection is ours alone again
 	select {
 	case l := <-lost:
 		return errors.Join(l, err)

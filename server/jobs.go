@@ -1,0 +1,57 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/callbacks"
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/execution"
+	"github.com/tollgate/tollgate/handlers"
+	"github.com/tollgate/tollgate/projections"
+)
+
+// startJobs runs the worker role's background duties: the reaper, which
+// ends requests whose executor died, and the callback dispatcher. Both are
+// safe to run on every worker at once, so they need no leader.
+func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, reg prometheus.Registerer, logger *slog.Logger) error {
+	reaper, err := execution.NewReaper(execution.ReaperConfig{
+		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg,
+		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
+			return projections.ExpiredLeases(ctx, s.Pool, now, limit)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.goRun("reaper", func() error { return reaper.Run(ctx) })
+	if cfg.Env.CallbackSecret == "" {
+		logger.Info("job callbacks off: TOLLGATE_CALLBACK_SECRET is not set")
+		return nil
+	}
+	cb := cfg.Jobs.Callbacks
+	disp, err := callbacks.NewDispatcher(callbacks.Config{
+		Service: svc, Pool: s.Pool, Render: handlers.JobBody, Secret: []byte(cfg.Env.CallbackSecret),
+		Instance: cfg.Env.InstanceID, AllowPrivateNetworks: cb.AllowPrivateNetworks, MaxAttempts: cb.MaxAttempts,
+		InitialBackoff: cb.InitialBackoff.D(), MaxBackoff: cb.MaxBackoff.D(), Timeout: cb.Timeout.D(),
+		Logger: logger, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	s.goRun("callbacks", func() error { return disp.Run(ctx) })
+	return nil
+}
+
+// jobsDeps is what the API's job endpoints need.
+func jobsDeps(cfg *config.Config, reg prometheus.Registerer) (handlers.JobsDeps, error) {
+	g, err := handlers.NewWaitersGauge(reg)
+	if err != nil {
+		return handlers.JobsDeps{}, err
+	}
+	return handlers.JobsDeps{MaxWait: cfg.Jobs.LongPollMax.D(), Waiters: g}, nil
+}
