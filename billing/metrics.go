@@ -14,6 +14,8 @@ type metrics struct {
 	skipped       *prometheus.CounterVec
 	duplicates    prometheus.Counter
 	tooOld        prometheus.Gauge
+	flagged       prometheus.Counter
+	retries       *prometheus.CounterVec
 	stripeSeconds prometheus.Histogram
 }
 
@@ -42,8 +44,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		tooOld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_billing_records_too_old",
-			Help: "Due billing records seen in the last pass that are too old for Stripe meter events and need manual handling.",
+			Help: "Due billing records seen in the last pass that are too old for Stripe meter events (flagged, or flagged now).",
 		}),
+		flagged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_billing_records_flagged_total",
+			Help: "Billing records flagged (billing.record_flagged) because they are too old for Stripe meter events; each needs an operator.",
+		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_billing_stripe_retries_total",
+			Help: "Meter event calls retried after Stripe pushed back, by kind (stripe_rate_limited, stripe_server).",
+		}, []string{"kind"}),
 		stripeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tollgate_billing_stripe_request_seconds",
 			Help:    "Time to create one Stripe meter event, stripe-go's retries included.",
@@ -51,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.reported, m.quantity, m.errors, m.skipped, m.duplicates, m.tooOld, m.stripeSeconds} {
+		for _, c := range []prometheus.Collector{m.reported, m.quantity, m.errors, m.skipped, m.duplicates, m.tooOld, m.flagged, m.retries, m.stripeSeconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("billing: register metrics: %w", err)
 			}

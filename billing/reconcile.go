@@ -124,25 +124,28 @@ func Reconcile(ctx context.Context, q Querier, unit, period string) (Reconciliat
 		return r, fmt.Errorf("reconcile ledger: %w", err)
 	}
 	// Records, with what Stripe accepted for each (from the record's stream).
+	// A flagged record (too old for Stripe) stays a record_not_reported
+	// difference, with its billing.record_flagged event first.
 	rows, err = q.Query(ctx, `SELECT b.account_id, b.record_id, b.quantity, b.status,
-			rep.event_id::text, (rep.data->>'quantity')::bigint, cl.event_id::text,
+			rep.event_id::text, (rep.data->>'quantity')::bigint, cl.event_id::text, fl.event_id::text,
 			coalesce((SELECT array_agg(l.event_id::text ORDER BY l.occurred_at) FROM billing_record_items i
 			          JOIN usage_ledger l USING (completion_id) WHERE i.record_id = b.record_id), '{}')
 		FROM billing_records b
 		LEFT JOIN events rep ON rep.stream_id = 'billingrecord-' || b.record_id AND rep.type = $3
 		LEFT JOIN events cl ON cl.stream_id = 'billingrecord-' || b.record_id AND cl.type = $4
+		LEFT JOIN events fl ON fl.stream_id = 'billingrecord-' || b.record_id AND fl.type = $5
 		WHERE b.window_start >= $1 AND b.window_start < $2 ORDER BY b.account_id, b.window_start, b.seq`,
-		from, to, events.TypeBillingUsageReported, events.TypeBillingRecordClosed)
+		from, to, events.TypeBillingUsageReported, events.TypeBillingRecordClosed, events.TypeBillingRecordFlagged)
 	if err != nil {
 		return r, fmt.Errorf("reconcile records: %w", err)
 	}
 	err = forRows(rows, func(row pgx.Rows) error {
 		var account, record, status string
 		var qty int64
-		var repID, closedID *string
+		var repID, closedID, flaggedID *string
 		var repQty *int64
 		var completionEvents []string
-		if err := row.Scan(&account, &record, &qty, &status, &repID, &repQty, &closedID, &completionEvents); err != nil {
+		if err := row.Scan(&account, &record, &qty, &status, &repID, &repQty, &closedID, &flaggedID, &completionEvents); err != nil {
 			return err
 		}
 		a := acc(account)
@@ -150,6 +153,9 @@ func Reconcile(ctx context.Context, q Querier, unit, period string) (Reconciliat
 		ids := completionEvents
 		if closedID != nil {
 			ids = append([]string{*closedID}, ids...)
+		}
+		if flaggedID != nil {
+			ids = append([]string{*flaggedID}, ids...)
 		}
 		switch {
 		case repID == nil && qty > 0:

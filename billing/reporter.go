@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -471,13 +472,12 @@ func (r *Reporter) customer(ctx context.Context, accountID string) (string, erro
 }
 
 // checkWindow tells whether a meter event stamped at windowStart is within
-// Stripe's limits at now, flagging it when not.
+// Stripe's limits at now: outcomeTooOld when it is too old (to be
+// flagged), outcomeTooNew when it is too far in the future (left for a
+// later pass).
 func (r *Reporter) checkWindow(recordID, accountID string, windowStart, now time.Time) outcome {
 	switch {
 	case now.Sub(windowStart) > r.cfg.MaxEventAge:
-		r.metrics.skipped.WithLabelValues("too_old").Inc()
-		r.log.Error("billing record is too old for Stripe meter events; it needs manual handling",
-			"record_id", recordID, "account_id", accountID, "window_start", windowStart, "max_age", r.cfg.MaxEventAge)
 		return outcomeTooOld
 	case windowStart.Sub(now) > maxFutureSkew:
 		r.metrics.skipped.WithLabelValues("window_in_future").Inc()
@@ -488,8 +488,34 @@ func (r *Reporter) checkWindow(recordID, accountID string, windowStart, now time
 	return outcomeNone
 }
 
-// close appends billing.record_closed with the read model's quantity. It
-// returns a non-zero outcome when the record is left as it is.
+// flag appends billing.record_flagged at version: the record is frozen at
+// quantity and leaves the queue. Its event id derives from the stream, so
+// the record is flagged once whoever flags it.
+func (r *Reporter) flag(ctx context.Context, recordID, accountID, stream string, windowStart time.Time, quantity, version int64, causation string, now time.Time) (outcome, error) {
+	data := events.BillingRecordFlagged{
+		RecordID: recordID, AccountID: accountID, WindowStart: windowStart.UTC(), Quantity: quantity, Reason: events.FlagTooOld,
+	}
+	md := events.Metadata{AccountID: accountID, CorrelationID: recordID, CausationID: causation, Actor: actor}
+	e, err := events.New(stream, data, md, now, stream+"|"+data.EventType())
+	if err != nil {
+		return outcomeNone, &recordError{kind: errKindStore, recordID: recordID, err: err}
+	}
+	if _, err := r.cfg.Store.Append(ctx, stream, version, e); err != nil {
+		if errors.Is(err, events.ErrConflict) {
+			return outcomeNone, err
+		}
+		return outcomeNone, &recordError{kind: errKindStore, recordID: recordID, err: err}
+	}
+	r.metrics.skipped.WithLabelValues("too_old").Inc()
+	r.metrics.flagged.Inc()
+	r.log.Error("billing record is too old for Stripe meter events; flagged for manual handling",
+		"record_id", recordID, "account_id", accountID, "window_start", windowStart, "quantity", quantity, "max_age", r.cfg.MaxEventAge)
+	return outcomeTooOld, nil
+}
+
+// close appends billing.record_closed with the read model's quantity and
+// the account's customer, or billing.record_flagged when the record is too
+// old. It returns a non-zero outcome when the record is left as it is.
 func (r *Reporter) close(ctx context.Context, rec Record, stream string, now time.Time) (outcome, error) {
 	fail := func(kind string, err error) (outcome, error) {
 		return outcomeNone, &recordError{kind: kind, recordID: rec.RecordID, err: err}
@@ -497,7 +523,11 @@ func (r *Reporter) close(ctx context.Context, rec Record, stream string, now tim
 	if rec.Quantity < 0 || rec.Unit == "" || rec.AccountID == "" || !rec.WindowEnd.After(rec.WindowStart) {
 		return fail(errKindInvalidRecord, fmt.Errorf("invalid record %+v", rec))
 	}
-	if out := r.checkWindow(rec.RecordID, rec.AccountID, rec.WindowStart, now); out != outcomeNone {
+	switch out := r.checkWindow(rec.RecordID, rec.AccountID, rec.WindowStart, now); out {
+	case outcomeTooOld:
+		return r.flag(ctx, rec.RecordID, rec.AccountID, stream, rec.WindowStart, rec.Quantity, 0, "", now)
+	case outcomeNone:
+	default:
 		return out, nil
 	}
 	cus, err := r.customer(ctx, rec.AccountID)
@@ -510,12 +540,13 @@ func (r *Reporter) close(ctx context.Context, rec Record, stream string, now tim
 		return outcomeNoCustomer, nil
 	}
 	data := events.BillingRecordClosed{
-		RecordID:    rec.RecordID,
-		AccountID:   rec.AccountID,
-		WindowStart: rec.WindowStart.UTC(),
-		WindowEnd:   rec.WindowEnd.UTC(),
-		Quantity:    rec.Quantity,
-		Unit:        rec.Unit,
+		RecordID:         rec.RecordID,
+		AccountID:        rec.AccountID,
+		WindowStart:      rec.WindowStart.UTC(),
+		WindowEnd:        rec.WindowEnd.UTC(),
+		Quantity:         rec.Quantity,
+		Unit:             rec.Unit,
+		StripeCustomerID: cus,
 	}
 	md := events.Metadata{AccountID: rec.AccountID, CorrelationID: rec.RecordID, Actor: actor}
 	e, err := events.New(stream, data, md, now, stream+"|"+data.EventType())
@@ -533,8 +564,9 @@ func (r *Reporter) close(ctx context.Context, rec Record, stream string, now tim
 }
 
 // send sends a closed record's meter event and appends
-// billing.usage_reported. Everything it sends comes from the stream, so a
-// retry sends exactly what the first attempt sent.
+// billing.usage_reported. Everything it sends comes from the stream
+// (quantity and customer), so a retry sends exactly what the first attempt
+// sent, even if the account was linked to another customer meanwhile.
 func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordState, now time.Time) (outcome, error) {
 	c := st.closed
 	fail := func(kind string, err error) (outcome, error) {
@@ -543,17 +575,25 @@ func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordS
 	if c.RecordID != recordID {
 		return fail(errKindInvalidRecord, fmt.Errorf("stream %s closes record %q", stream, c.RecordID))
 	}
-	if out := r.checkWindow(recordID, c.AccountID, c.WindowStart, now); out != outcomeNone {
+	switch out := r.checkWindow(recordID, c.AccountID, c.WindowStart, now); out {
+	case outcomeTooOld:
+		// Closed, then not sent before Stripe's window ended (a long outage).
+		return r.flag(ctx, recordID, c.AccountID, stream, c.WindowStart, c.Quantity, st.version, st.closedID, now)
+	case outcomeNone:
+	default:
 		return out, nil
 	}
-	cus, err := r.customer(ctx, c.AccountID)
-	if err != nil {
-		return fail(errKindAccount, err)
-	}
+	cus := c.StripeCustomerID
 	if cus == "" {
-		// Closed for a customer that is gone from the account's state; an
-		// account's link is never removed, so this is a data problem.
-		return fail(errKindAccount, fmt.Errorf("account %s has no Stripe customer", c.AccountID))
+		// Closed before record_closed carried the customer: the account's.
+		var err error
+		if cus, err = r.customer(ctx, c.AccountID); err != nil {
+			return fail(errKindAccount, err)
+		}
+		if cus == "" {
+			// An account's link is never removed, so this is a data problem.
+			return fail(errKindAccount, fmt.Errorf("account %s has no Stripe customer", c.AccountID))
+		}
 	}
 
 	params := &stripe.BillingMeterEventParams{
@@ -565,10 +605,7 @@ func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordS
 		},
 		Timestamp: stripe.Int64(c.WindowStart.Unix()),
 	}
-	params.Context = ctx
-	start := time.Now()
-	_, err = r.cfg.Stripe.BillingMeterEvents.New(params)
-	r.metrics.stripeSeconds.Observe(time.Since(start).Seconds())
+	err := r.createMeterEvent(ctx, recordID, cus, params)
 	switch {
 	case err == nil:
 	case isDuplicateIdentifier(err):
@@ -577,7 +614,7 @@ func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordS
 	case ctx.Err() != nil:
 		return outcomeNone, ctx.Err()
 	default:
-		return fail(stripeErrorKind(err), fmt.Errorf("stripe meter event: %w", err))
+		return outcomeNone, err
 	}
 
 	if r.cfg.AfterStripeAccepted != nil {
@@ -611,4 +648,55 @@ func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordS
 	r.log.Info("billing record reported to Stripe", "record_id", recordID, "account_id", c.AccountID,
 		"stripe_customer_id", cus, "quantity", c.Quantity, "unit", c.Unit)
 	return outcomeReported, nil
+}
+
+// createMeterEvent makes the Stripe call: with the customer and meter's
+// lock held (one call in flight per customer and meter), in its slot of
+// the rate limit, retried on 429 and 5xx after Retry-After (or an
+// exponential backoff) unless Stripe-Should-Retry says not to. It returns
+// nil, the duplicate-identifier error (success for the reporter), or a
+// *recordError.
+func (r *Reporter) createMeterEvent(ctx context.Context, recordID, customer string, params *stripe.BillingMeterEventParams) error {
+	unlock, err := r.inCall.lock(ctx, customer+"|"+r.cfg.EventName)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for attempt := 0; ; attempt++ {
+		if err := r.cfg.Sleep(ctx, r.pace.reserve(r.cfg.Now())); err != nil {
+			return err
+		}
+		info := &responseInfo{}
+		params.Context = context.WithValue(ctx, responseInfoKey{}, info)
+		start := time.Now()
+		_, err := r.cfg.Stripe.BillingMeterEvents.New(params)
+		r.metrics.stripeSeconds.Observe(time.Since(start).Seconds())
+		if err == nil || isDuplicateIdentifier(err) || ctx.Err() != nil {
+			return err
+		}
+		kind := stripeErrorKind(err)
+		rerr := &recordError{kind: kind, recordID: recordID, err: fmt.Errorf("stripe meter event: %w", err)}
+		if kind != errKindStripeLimited && kind != errKindStripeServer {
+			return rerr // rejected (no retry helps) or network (stripe-go retried already)
+		}
+		_, retryAfter, shouldRetry := info.get()
+		wait, hinted := parseRetryAfter(retryAfter, time.Now())
+		if !hinted {
+			wait = backoff(r.cfg.RetryBase, r.cfg.MaxRetryWait, attempt)
+		}
+		switch {
+		case strings.EqualFold(shouldRetry, "false"):
+			return rerr
+		case wait > r.cfg.MaxRetryWait:
+			return &retryAfterError{wait: wait, err: rerr}
+		case attempt >= r.cfg.MaxRetries:
+			return rerr
+		}
+		r.metrics.retries.WithLabelValues(kind).Inc()
+		r.log.Warn("stripe pushed back on a meter event; retrying", "record_id", recordID, "kind", kind,
+			"attempt", attempt+1, "wait", wait, "retry_after", retryAfter)
+		if err := r.cfg.Sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
 }

@@ -41,6 +41,31 @@ type env struct {
 	reg  *prometheus.Registry
 	now  time.Time
 	rows int
+	// sleeps records the waits reporters asked for (rate limit, retries)
+	// instead of sleeping.
+	sleepMu sync.Mutex
+	sleeps  []time.Duration
+}
+
+// sleep records a wait instead of sleeping.
+func (e *env) sleep(ctx context.Context, d time.Duration) error {
+	e.sleepMu.Lock()
+	defer e.sleepMu.Unlock()
+	e.sleeps = append(e.sleeps, d)
+	return ctx.Err()
+}
+
+// waits returns the non-zero waits recorded so far.
+func (e *env) waits() []time.Duration {
+	e.sleepMu.Lock()
+	defer e.sleepMu.Unlock()
+	var out []time.Duration
+	for _, d := range e.sleeps {
+		if d > 0 {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func setup(t *testing.T) *env {
@@ -141,6 +166,7 @@ func (e *env) reporter(mutate func(*billing.ReporterConfig)) *billing.Reporter {
 		Now:        func() time.Time { return e.now },
 		Logger:     slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: e.reg,
+		Sleep:      e.sleep,
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -476,14 +502,42 @@ func TestReporterFlagsTooOldRecord(t *testing.T) {
 			t.Errorf("a 40-day-old record was sent: %v", g.Form)
 		}
 	}
-	if evs := e.stream("br_old"); len(evs) != 0 {
-		t.Errorf("old record's stream has %v, want nothing", types(evs))
-	}
+	checkFlagged(t, e.stream("br_old"), "br_old", "acc_1", 77, old.WindowStart)
 	if v := e.metric("tollgate_billing_records_skipped_total", map[string]string{"reason": "too_old"}); v != 1 {
 		t.Errorf("skipped too_old metric = %v", v)
 	}
 	if v := e.metric("tollgate_billing_records_too_old", nil); v != 1 {
 		t.Errorf("too-old gauge = %v", v)
+	}
+	if v := e.metric("tollgate_billing_records_flagged_total", nil); v != 1 {
+		t.Errorf("flagged metric = %v", v)
+	}
+
+	// The read model lags (the row is still open): the next pass sees the
+	// flag in the stream and neither sends nor flags again.
+	if n, err := e.reporter(nil).RunOnce(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second RunOnce = %d, %v; want 0, nil", n, err)
+	}
+	checkFlagged(t, e.stream("br_old"), "br_old", "acc_1", 77, old.WindowStart)
+	if v := e.metric("tollgate_billing_records_flagged_total", nil); v != 0 {
+		t.Errorf("flagged again: metric = %v", v)
+	}
+}
+
+// checkFlagged checks that a record's stream holds exactly one
+// billing.record_flagged, at the record's quantity.
+func checkFlagged(t *testing.T, evs []events.Envelope, recordID, accountID string, quantity int64, windowStart time.Time) {
+	t.Helper()
+	if len(evs) != 1 || evs[0].Type != events.TypeBillingRecordFlagged {
+		t.Fatalf("stream of %s has %v, want one record_flagged", recordID, types(evs))
+	}
+	d, err := events.Decode(evs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := d.(events.BillingRecordFlagged)
+	if f.RecordID != recordID || f.AccountID != accountID || f.Quantity != quantity || f.Reason != events.FlagTooOld || !f.WindowStart.Equal(windowStart) {
+		t.Errorf("record_flagged = %+v", f)
 	}
 }
 
@@ -496,18 +550,32 @@ func TestReporterStopsPassOnRateLimit(t *testing.T) {
 		return stripetest.Response{Status: http.StatusTooManyRequests,
 			Body: `{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests."}}`}, true
 	})
-	r := e.reporter(nil)
+	r := e.reporter(func(c *billing.ReporterConfig) { c.MaxRetries = 2 })
 	ctx := context.Background()
 
 	n, err := r.RunOnce(ctx)
 	if err == nil || n != 0 {
 		t.Fatalf("RunOnce = %d, %v; want 0 and an error", n, err)
 	}
-	if got := e.meterEvents(); len(got) != 1 {
-		t.Errorf("%d requests reached Stripe, want 1: the pass stops at a 429", len(got))
+	// br_a is tried, then retried twice after an exponential backoff (no
+	// Retry-After); then the pass stops and br_b is not tried.
+	got := e.meterEvents()
+	if len(got) != 3 {
+		t.Errorf("%d requests reached Stripe, want 3: one call and two retries, then the pass stops", len(got))
+	}
+	for _, g := range got {
+		if g.Form.Get("identifier") != "br_a" {
+			t.Errorf("request for %s after a 429 on br_a", g.Form.Get("identifier"))
+		}
+	}
+	if w := e.waits(); !hasWaits(w, billing.DefaultRetryBase, 2*billing.DefaultRetryBase) {
+		t.Errorf("waits %v, want the backoffs %v and %v", w, billing.DefaultRetryBase, 2*billing.DefaultRetryBase)
 	}
 	if v := e.metric("tollgate_billing_report_errors_total", map[string]string{"kind": "stripe_rate_limited"}); v != 1 {
 		t.Errorf("rate limit metric = %v", v)
+	}
+	if v := e.metric("tollgate_billing_stripe_retries_total", map[string]string{"kind": "stripe_rate_limited"}); v != 2 {
+		t.Errorf("retries metric = %v", v)
 	}
 
 	e.rec.Intercept(nil)

@@ -338,10 +338,19 @@ func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data
 	if reason == "" {
 		reason = "lease_expired"
 	}
-	return []events.Data{events.CompletionAbandoned{
+	out := []events.Data{events.CompletionAbandoned{
 		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Model: c.Model,
 		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Reason: reason,
-	}}, nil
+	}}
+	// Whatever the dead executor reserved is released in the same append.
+	for _, d := range settlement(c, nil) {
+		if r, ok := d.(events.QuotaReleased); ok {
+			r.Reason = events.ReleaseAbandoned
+			d = r
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // RecordCallback records the outcome of sending a finished job's result

@@ -44,6 +44,9 @@ func TestDecideAbandonCompletion(t *testing.T) {
 		{name: "failed", given: []events.Data{requested, started, failed}, when: abandon(expiry.Add(time.Hour), ""), err: commands.ErrWrongState},
 		{name: "abandoned already", given: []events.Data{requested, started, abandoned}, when: abandon(expiry.Add(time.Hour), ""), err: commands.ErrWrongState},
 		{name: "unknown", when: abandon(expiry, ""), err: commands.ErrNotFound},
+		{name: "its reservation is released with it", given: []events.Data{requested, reserved, started}, when: abandon(expiry.Add(time.Second), ""),
+			then: []events.Data{abandoned, events.QuotaReleased{CompletionID: reserved.CompletionID, AccountID: reserved.AccountID, KeyID: reserved.KeyID,
+				ReservedNanoUSD: reserved.CostNanoUSD, ReservedTokens: reserved.Tokens, Reason: events.ReleaseAbandoned, Day: reserved.Day, Month: reserved.Month}}},
 	})
 }
 

@@ -44,6 +44,8 @@ type upstream struct {
 	// delay (nanoseconds) makes every answer slow, so a test can watch a
 	// job run.
 	delay atomic.Int64
+	// streamGap (nanoseconds) is the pause between streamed chunks.
+	streamGap atomic.Int64
 }
 
 const (
@@ -69,6 +71,16 @@ func newUpstream(t *testing.T) *upstream {
 		u.seen = append(u.seen, body)
 		u.mu.Unlock()
 		time.Sleep(time.Duration(u.delay.Load()))
+		if body["model"] == "upstream-broken" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"message":"overloaded","type":"server_error","code":null}}`)
+			return
+		}
+		if body["stream"] == true {
+			u.stream(w, r, body)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"chatcmpl-upstream1","object":"chat.completion","created":%d,"model":%q,
 			"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from upstream","refusal":null},"logprobs":null,"finish_reason":"stop"}],
@@ -104,6 +116,16 @@ models:
   - name: gpt-test
     description: the fake upstream
     deployments:
+      - provider: upstream
+        model: upstream-model-1
+    price:
+      input_per_million: "2.50"
+      output_per_million: "10.00"
+  - name: gpt-fallback
+    description: a broken deployment first, then the fake upstream
+    deployments:
+      - provider: upstream
+        model: upstream-broken
       - provider: upstream
         model: upstream-model-1
     price:
@@ -331,7 +353,7 @@ func scenario(t *testing.T, e *env) {
 	for _, m := range models.Data {
 		names = append(names, m.ID)
 	}
-	if strings.Join(names, ",") != "gpt-test,echo" {
+	if strings.Join(names, ",") != "gpt-test,gpt-fallback,echo" {
 		t.Fatalf("models %v", names)
 	}
 	resp, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
@@ -493,6 +515,23 @@ func scenario(t *testing.T, e *env) {
 			t.Errorf("usage group_by=%q: %d %v", by, code, u)
 		}
 	}
+
+	// The quota read model charged the account's daily budget exactly what
+	// the ledger says it spent (every reservation settled).
+	_, total, _ := e.do("GET", "/v1/usage?from="+time.Now().UTC().Format(time.DateOnly), secret, nil)
+	spent := total["total"].(map[string]any)["cost_nano_usd"].(float64)
+	eventually(t, "daily budget charged", func() error {
+		uses, err := projections.BudgetUseByPlan(ctx, e.srv.Pool, "day:"+time.Now().UTC().Format(time.DateOnly))
+		if err != nil {
+			return err
+		}
+		for _, u := range uses {
+			if u.Plan == "free" && u.Accounts == 1 && float64(u.Used) == spent {
+				return nil
+			}
+		}
+		return fmt.Errorf("budget use %+v, ledger spent %v", uses, spent)
+	})
 
 	// Billing: every billable token reaches Stripe once, as meter events
 	// identified by their billing record.

@@ -157,12 +157,30 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Compl
 	}
 	elapsed := x.cfg.Now().Sub(start)
 	if err == nil {
+		finish.Attempts = attempts(resp.Attempts)
 		finish.Succeeded, err = x.success(c, model, resp, elapsed)
+	} else {
+		finish.Attempts = attempts(llm.AttemptsOf(err))
 	}
 	if err != nil {
 		finish.Failed = failure(ctx, err, elapsed)
 	}
 	return x.record(ctx, md, c, finish, elapsed)
+}
+
+// attempts turns the router's failed attempts into their events.
+func attempts(errs []*llm.Error) []events.CompletionAttemptFailed {
+	out := make([]events.CompletionAttemptFailed, 0, len(errs))
+	for _, e := range errs {
+		if e == nil {
+			continue
+		}
+		out = append(out, events.CompletionAttemptFailed{
+			Provider: e.Provider, UpstreamModel: e.UpstreamModel, Status: e.UpstreamStatus,
+			ErrorClass: e.Class, ErrorMessage: e.Message, LatencyMS: e.LatencyMS, Retryable: e.Retryable,
+		})
+	}
+	return out
 }
 
 // record appends a completion's outcome and counts it.

@@ -33,6 +33,10 @@ type ReaperConfig struct {
 	Now      func() time.Time
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// Released, when set, is called for each completion this reaper
+	// abandoned, so the limiter frees what it had reserved at once instead
+	// of when the reservation expires.
+	Released func(ctx context.Context, c commands.Completion)
 }
 
 func (c *ReaperConfig) setDefaults() {
@@ -148,6 +152,9 @@ func (r *Reaper) RunOnce(ctx context.Context) ([]string, error) {
 		}
 		if mine {
 			done = append(done, id)
+			if r.cfg.Released != nil {
+				r.cfg.Released(ctx, c)
+			}
 			r.abandoned.WithLabelValues(c.Model).Inc()
 			r.cfg.Logger.Warn("completion abandoned: its claim expired", "completion_id", id, "executor", c.Executor,
 				"lease_expires_at", c.LeaseExpiresAt, "model", c.Model)

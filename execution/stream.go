@@ -58,10 +58,12 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 		s, err = x.cfg.Streams.Stream(ctx, model, c.Request)
 	}
 	if err != nil {
+		finish.Attempts = attempts(llm.AttemptsOf(err))
 		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
 		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
 	}
 	defer s.Close()
+	finish.Attempts = attempts(s.Attempts())
 
 	asm := newAssembler(c.ID, c.Model)
 	interrupted := ""

@@ -54,6 +54,10 @@ func (a *API) modelFor(p principal, name string) (config.Model, *apiError) {
 		if plan, found := a.cfg.Config.Plan(p.Plan); !found || len(plan.Models) == 0 || slices.Contains(plan.Models, name) {
 			return m, nil
 		}
+		// The model exists: say the plan (after a downgrade, the fallback
+		// plan) is what stands in the way, not that it does not exist.
+		return m, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "model_not_in_plan", Param: "model",
+			Message: fmt.Sprintf("The model `%s` is not in your account's current plan `%s`; change plans or settle the account's billing (POST /v1/billing/portal) to use it.", name, p.Plan)}
 	}
 	return m, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
 		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", name)}

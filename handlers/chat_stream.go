@@ -1,30 +1,21 @@
 package handlers
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
 )
-
-// streamOptions is the part of a request that shapes its stream.
-type streamOptions struct {
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-}
 
 // streamInline answers a claimed completion as OpenAI server-sent events.
 // Headers go out with the first chunk, so a failure before it is still an
 // ordinary JSON error with its status. A client that disconnects cancels
 // the provider call; what was generated is recorded and billed.
 func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c commands.Completion, body []byte) {
-	var opts streamOptions
-	_ = json.Unmarshal(body, &opts) // validated already; absent options mean no usage chunk
-	wantUsage := opts.StreamOptions != nil && opts.StreamOptions.IncludeUsage
+	wantUsage := llm.ClientWantsUsage(body)
 	rc := http.NewResponseController(w)
 	started := false
 	start := func() {
@@ -40,7 +31,7 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 	}
 	sawUsage := false
 	emit := func(chunk json.RawMessage) error {
-		if isUsageChunk(chunk) {
+		if llm.IsUsageChunk(chunk) {
 			sawUsage = true
 			if !wantUsage {
 				return nil
@@ -88,20 +79,4 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 	}
 	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
-}
-
-// isUsageChunk reports whether chunk is the final usage-only chunk
-// (no choices, usage set) that OpenAI sends with include_usage.
-func isUsageChunk(chunk json.RawMessage) bool {
-	if !bytes.Contains(chunk, []byte(`"usage"`)) {
-		return false
-	}
-	var c struct {
-		Choices []json.RawMessage `json:"choices"`
-		Usage   json.RawMessage   `json:"usage"`
-	}
-	if json.Unmarshal(chunk, &c) != nil {
-		return false
-	}
-	return len(c.Choices) == 0 && len(c.Usage) > 0 && string(c.Usage) != "null"
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -214,17 +215,45 @@ func rejection(d quota.Decision) *apiError {
 // recorded: the reservation is settled (or released) in the limiter, and
 // the runaway guard looks at the key's recent spend.
 func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
+	// The account's plan (for its runaway ceiling) is cached for a second,
+	// like API keys, so settling costs no database read per request.
+	type cached struct {
+		plan    string
+		expires time.Time
+	}
+	var mu sync.Mutex
+	plans := map[string]cached{}
+	planOf := func(ctx context.Context, accountID string) (string, error) {
+		t := now()
+		mu.Lock()
+		e, ok := plans[accountID]
+		mu.Unlock()
+		if ok && t.Before(e.expires) {
+			return e.plan, nil
+		}
+		acc, err := svc.Account(ctx, accountID)
+		if err != nil {
+			return "", err
+		}
+		mu.Lock()
+		if len(plans) >= maxKeyCacheEntries {
+			clear(plans)
+		}
+		plans[accountID] = cached{plan: acc.EffectivePlan(), expires: t.Add(time.Second)}
+		mu.Unlock()
+		return acc.EffectivePlan(), nil
+	}
 	return func(ctx context.Context, c commands.Completion) {
 		r := c.Reservation
 		if r == nil {
 			return
 		}
-		acc, err := svc.Account(ctx, c.AccountID)
+		planName, err := planOf(ctx, c.AccountID)
 		if err != nil {
 			logger.ErrorContext(ctx, "settle: load account", slog.String("completion_id", c.ID), slog.Any("error", err))
 			return
 		}
-		plan, _ := cfg.Plan(acc.EffectivePlan())
+		plan, _ := cfg.Plan(planName)
 		ceiling, guard := plan.RunawayCeiling()
 		s := quota.Settlement{ID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Reserved: money.NanoUSD(r.CostNanoUSD),
 			ReservedTokens: r.Tokens, At: c.RequestedAt, Day: r.Day, Month: r.Month, Now: now()}

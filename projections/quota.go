@@ -216,3 +216,33 @@ func QuotaSeeder(q Querier) quota.Seeder {
 		return snap, nil
 	}
 }
+
+// PlanBudgetUse is what the accounts of one plan have spent and reserved
+// in a budget period.
+type PlanBudgetUse struct {
+	Plan     string
+	Accounts int64
+	Used     int64 // nano-USD spent plus reserved
+}
+
+// BudgetUseByPlan sums, per plan, what its accounts used in period
+// ("day:YYYY-MM-DD" or "month:YYYY-MM").
+func BudgetUseByPlan(ctx context.Context, q Querier, period string) ([]PlanBudgetUse, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT l.plan, count(*), coalesce(sum(s.spent + s.reserved), 0)::bigint
+		FROM %s l LEFT JOIN %s s ON s.scope = 'account' AND s.id = l.id AND s.period = $1
+		WHERE l.scope = 'account' GROUP BY l.plan ORDER BY l.plan`,
+		table(LiveSchema, "quota_limits"), table(LiveSchema, "quota_state")), period)
+	if err != nil {
+		return nil, fmt.Errorf("budget use by plan: %w", err)
+	}
+	defer rows.Close()
+	var out []PlanBudgetUse
+	for rows.Next() {
+		var u PlanBudgetUse
+		if err := rows.Scan(&u.Plan, &u.Accounts, &u.Used); err != nil {
+			return nil, fmt.Errorf("budget use by plan: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

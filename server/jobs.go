@@ -18,9 +18,9 @@ import (
 // startJobs runs the worker role's background duties: the reaper, which
 // ends requests whose executor died, and the callback dispatcher. Both are
 // safe to run on every worker at once, so they need no leader.
-func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, reg prometheus.Registerer, logger *slog.Logger) error {
+func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, released func(context.Context, commands.Completion), reg prometheus.Registerer, logger *slog.Logger) error {
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
-		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg,
+		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: released,
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
 			return projections.ExpiredLeases(ctx, s.Pool, now, limit)
 		},

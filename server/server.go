@@ -151,16 +151,21 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	var exec *execution.Executor
 	var limiter quota.Limiter
+	var settle func(context.Context, commands.Completion)
 	if opts.Roles.API || opts.Roles.Worker {
 		if limiter, err = s.quotaLimiter(ctx, cfg, reg); err != nil {
+			return nil, err
+		}
+		settle = handlers.QuotaSettler(cfg, svc, limiter, logger, time.Now)
+		if err := s.watchPlanBudgets(runCtx, cfg, reg, 30*time.Second); err != nil {
 			return nil, err
 		}
 		router, err := llm.NewRouter(cfg, opts.ProviderClient, getenv, logger, llm.WithRegisterer(reg))
 		if err != nil {
 			return nil, err
 		}
-		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Logger: logger, Registry: reg, Lease: cfg.Jobs.Lease.D(),
-			Settled: handlers.QuotaSettler(cfg, svc, limiter, logger, time.Now)})
+		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Streams: router, Models: cfg.Model, Logger: logger, Registry: reg, Lease: cfg.Jobs.Lease.D(),
+			Settled: settle})
 		if err != nil {
 			return nil, err
 		}
@@ -204,7 +209,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			case <-time.After(30 * time.Second):
 				return nil, errors.New("bus router did not start within 30s")
 			}
-			if err := s.startJobs(runCtx, cfg, svc, reg, logger); err != nil {
+			if err := s.startJobs(runCtx, cfg, svc, settle, reg, logger); err != nil {
 				return nil, err
 			}
 		}
