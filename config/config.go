@@ -280,6 +280,9 @@ type Billing struct {
 	// DunningInterval is how often the bill role looks for accounts whose
 	// grace period ended, default 1m.
 	DunningInterval Duration `yaml:"dunning_interval"`
+	// StripeRateLimit caps the billing reporter's Stripe calls per second;
+	// 0 means the reporter's default (80, under Stripe's live limit).
+	StripeRateLimit float64 `yaml:"stripe_rate_limit"`
 }
 
 // Env holds settings taken from environment variables.
@@ -789,6 +792,9 @@ func (c *Config) validateBillingLifecycle() []error {
 	}
 	if b.WebhookTolerance <= 0 {
 		bad("billing.webhook_tolerance", "must be positive, got %s", b.WebhookTolerance.D())
+	}
+	if b.StripeRateLimit < 0 || b.StripeRateLimit > 1000 {
+		bad("billing.stripe_rate_limit", "must be between 0 (default) and 1000 calls per second, got %v", b.StripeRateLimit)
 	}
 	if b.DunningInterval <= 0 {
 		bad("billing.dunning_interval", "must be positive, got %s", b.DunningInterval.D())

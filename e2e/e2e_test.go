@@ -81,6 +81,10 @@ func newUpstream(t *testing.T) *upstream {
 			u.stream(w, r, body)
 			return
 		}
+		if _, ok := body["tools"]; ok {
+			u.toolCall(w, body)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"chatcmpl-upstream1","object":"chat.completion","created":%d,"model":%q,
 			"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from upstream","refusal":null},"logprobs":null,"finish_reason":"stop"}],
@@ -141,10 +145,23 @@ models:
 plans:
   - name: free
     requests_per_minute: 600
+  - name: basic
+    models: [echo, gpt-test]
+    requests_per_minute: 600
+  - name: pro
+    stripe_price: price_e2e_pro
+    stripe_metered_price: price_e2e_pro_tokens
+    requests_per_minute: 600
 billing:
   window: 2s
   report_delay: 1s
   report_interval: 200ms
+  grace_period: 2s
+  dunning_interval: 200ms
+  fallback_plan: basic
+  checkout_success_url: https://app.example/billing/done
+  checkout_cancel_url: https://app.example/billing
+  portal_return_url: https://app.example/settings
 `
 
 func start(t *testing.T, kafka bool) *env {
@@ -163,6 +180,7 @@ func start(t *testing.T, kafka bool) *env {
 		"TOLLGATE_ADMIN_TOKEN":  e.admin,
 		"STRIPE_SECRET_KEY":     "sk_test_123",
 		"STRIPE_API_BASE":       stripeURL,
+		"STRIPE_WEBHOOK_SECRET": e2eWebhookSecret,
 		"UPSTREAM_API_KEY":      "sk-upstream-test",
 		"TOLLGATE_INSTANCE_ID":  "e2e",
 		// Short, so a slow upstream shows the 202 a request past its

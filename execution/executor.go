@@ -100,12 +100,12 @@ func New(cfg Config) (*Executor, error) {
 		}, []string{"model", "provider"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_tokens_total",
-			Help: "Tokens used, by model and kind (prompt, completion).",
-		}, []string{"model", "kind"}),
+			Help: "Tokens used, by model, provider and kind (prompt, completion).",
+		}, []string{"model", "provider", "kind"}),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_cost_nano_usd_total",
-			Help: "Cost of completions in nano-USD, by model.",
-		}, []string{"model"}),
+			Help: "Cost of completions in nano-USD, by model and provider.",
+		}, []string{"model", "provider"}),
 	}
 	if cfg.Registry != nil {
 		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost} {
@@ -197,9 +197,9 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 		s := done.Succeeded
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "succeeded").Inc()
 		x.latency.WithLabelValues(c.Model, s.Provider).Observe(elapsed.Seconds())
-		x.tokens.WithLabelValues(c.Model, "prompt").Add(float64(s.Usage.PromptTokens))
-		x.tokens.WithLabelValues(c.Model, "completion").Add(float64(s.Usage.CompletionTokens))
-		x.cost.WithLabelValues(c.Model).Add(float64(s.CostNanoUSD))
+		x.tokens.WithLabelValues(c.Model, s.Provider, "prompt").Add(float64(s.Usage.PromptTokens))
+		x.tokens.WithLabelValues(c.Model, s.Provider, "completion").Add(float64(s.Usage.CompletionTokens))
+		x.cost.WithLabelValues(c.Model, s.Provider).Add(float64(s.CostNanoUSD))
 	} else {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "failed").Inc()
 		x.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "completion failed",

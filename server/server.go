@@ -242,6 +242,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 				Stripe:              billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0),
 				EventName:           cfg.Env.StripeMeterEventName,
 				Interval:            firstNonZero(opts.BillingInterval, cfg.Billing.ReportInterval.D()),
+				RateLimit:           cfg.Billing.StripeRateLimit,
 				Logger:              logger,
 				Registerer:          reg,
 				AfterStripeAccepted: opts.BillingAfterStripeAccepted,
