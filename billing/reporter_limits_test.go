@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -152,6 +153,17 @@ func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
 	}
 	fresh := e.record("br_fresh", "acc_1", 9)
 	e.insert(fresh)
+	// An account without a Stripe customer, with more records than a
+	// batch: they are not due at all, so they cannot crowd out acc_1's.
+	e.account("acc_nocust", "")
+	for i := range 2 * batch {
+		r := e.record(fmt.Sprintf("br_free%d", i), "acc_nocust", 5)
+		// Older than acc_1's, so they would come first in the queue.
+		r.WindowStart = e.now.Add(-48*time.Hour + time.Duration(i)*time.Hour)
+		r.WindowEnd = r.WindowStart.Add(time.Hour)
+		e.insert(r)
+	}
+	e.project() // the projector has seen the accounts' customers
 	ctx := context.Background()
 	r := e.reporter(func(c *billing.ReporterConfig) { c.Due, c.BatchSize = e.modelDue, batch })
 

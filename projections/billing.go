@@ -60,6 +60,7 @@ type billingRecords struct {
 	window               time.Duration
 	unit                 string
 	usage, close, report string
+	link                 string
 }
 
 // NewBillingRecords returns the projector of billing_records and
@@ -127,6 +128,8 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 		// The first report's time stays: a repeated report changes nothing.
 		report: fmt.Sprintf(`UPDATE %s SET status = '`+RecordReported+`', reported_at = coalesce(reported_at, $2)
 			WHERE record_id = $1`, br),
+		link: fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
+			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, table(schema, "billing_customers")),
 	}
 }
 
@@ -163,6 +166,8 @@ func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) e
 		p.queueClose(b, d.RecordID, d.Quantity, RecordClosed)
 	case events.BillingRecordFlagged:
 		p.queueClose(b, d.RecordID, d.Quantity, RecordFlagged)
+	case events.BillingCustomerLinked:
+		b.Queue(p.link, d.AccountID, d.StripeCustomerID)
 	case events.BillingUsageReported:
 		b.Queue(p.report, d.RecordID, e.OccurredAt.UTC()).Exec(func(ct pgconn.CommandTag) error {
 			if ct.RowsAffected() == 0 {
@@ -210,9 +215,12 @@ type BillingRecord struct {
 // closing and reporting, so it must be sent again with the same quantity).
 // Reported and flagged records are never due.
 func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.Time, delay time.Duration, limit int) ([]BillingRecord, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT record_id, account_id, window_start, window_end, seq, unit, quantity, status, reported_at
-		FROM %s WHERE (status = '`+RecordOpen+`' AND window_end <= $1) OR status = '`+RecordClosed+`'
-		ORDER BY window_start, account_id, seq LIMIT $2`, table(schema, "billing_records")),
+	// Only accounts with a Stripe customer: the others' records cannot be
+	// reported yet and must not take the batch from those that can.
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT r.record_id, r.account_id, r.window_start, r.window_end, r.seq, r.unit, r.quantity, r.status, r.reported_at
+		FROM %s r JOIN %s c ON c.account_id = r.account_id
+		WHERE (r.status = '`+RecordOpen+`' AND r.window_end <= $1) OR r.status = '`+RecordClosed+`'
+		ORDER BY r.window_start, r.account_id, r.seq LIMIT $2`, table(schema, "billing_records"), table(schema, "billing_customers")),
 		now.Add(-delay), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due billing records: %w", err)

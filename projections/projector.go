@@ -110,7 +110,7 @@ func table(schema, name string) string {
 // readModelTables lists every read-model table, in the order a rebuild
 // creates them and Compare reports them.
 func readModelTables() []string {
-	return []string{"projection_streams", "usage_ledger", "usage_rollups", "jobs", "billing_records", "billing_record_items", "quota_state", "quota_reservations", "quota_windows", "quota_limits"}
+	return []string{"projection_streams", "usage_ledger", "usage_rollups", "jobs", "billing_records", "billing_record_items", "billing_customers", "quota_state", "quota_reservations", "quota_windows", "quota_limits"}
 }
 
 // ErrGap is the sentinel matched by errors.Is for a *GapError.
