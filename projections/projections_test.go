@@ -20,7 +20,8 @@ func TestReadModels(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	t1 := day0.Add(10*time.Hour + 5*time.Minute + 123456789)
-	l.append(events.StreamAccount+"acc_a", "acc_a", t1, events.AccountCreated{AccountID: "acc_a", Name: "A", Email: "a@x", Plan: "pro"})
+	l.append(events.StreamAccount+"acc_a", "acc_a", t1, events.AccountCreated{AccountID: "acc_a", Name: "A", Email: "a@x", Plan: "pro"},
+		events.BillingCustomerLinked{AccountID: "acc_a", StripeCustomerID: "cus_a"})
 	l.complete("c1", "acc_a", "key_1", "gpt-small", 100, 20, 1_500, t1)
 	l.complete("c2", "acc_a", "key_1", "gpt-small", 10, 5, 300, t1.Add(10*time.Minute))
 	l.complete("c3", "acc_a", "key_2", "gpt-large", 1000, 200, 90_000, t1.Add(time.Hour))
@@ -244,6 +245,7 @@ func TestBillingCloseSplitsLateUsage(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	s := newSet(t, pool, LiveSchema)
+	handleAll(t, s, l.append(events.StreamAccount+"acc_a", "acc_a", day0, events.BillingCustomerLinked{AccountID: "acc_a", StripeCustomerID: "cus_a"})...)
 	w := day0.Add(14 * time.Hour)
 	handleAll(t, s, l.complete("c1", "acc_a", "k", "m", 60, 40, 1, w.Add(time.Minute))...)
 	rec := recordsOf(t, pool, "acc_a")[0]

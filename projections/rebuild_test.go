@@ -79,7 +79,8 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	accounts := []string{"acc_1", "acc_2", "acc_3", "acc_4", "acc_5"}
 	models := []string{"small", "large", "mini"}
 	for _, a := range accounts {
-		l.append(events.StreamAccount+a, a, day0, events.AccountCreated{AccountID: a, Name: a, Email: a + "@x", Plan: "pro"})
+		l.append(events.StreamAccount+a, a, day0, events.AccountCreated{AccountID: a, Name: a, Email: a + "@x", Plan: "pro"},
+			events.BillingCustomerLinked{AccountID: a, StripeCustomerID: "cus_" + a})
 		for k := range 2 {
 			key := fmt.Sprintf("key_%s_%d", a, k)
 			l.append(events.StreamAPIKey+key, a, day0, events.APIKeyIssued{KeyID: key, AccountID: a, Name: key, KeyHash: key, KeyPrefix: "tg_"})
