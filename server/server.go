@@ -202,7 +202,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			if err != nil {
 				return nil, err
 			}
-			s.router.AddNoPublisherHandler("worker", bus.JobsTopic, sub, s.worker.Handle)
+			s.router.AddConsumerHandler("worker", bus.JobsTopic, sub, s.worker.Handle)
 			s.goRun("bus router", func() error { return s.router.Run(runCtx) })
 			select {
 			case <-s.router.Running():
