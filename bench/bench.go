@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -31,7 +30,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate/tollgate/config"
-	"github.com/tollgate/tollgate/server"
 )
 
 // Defaults of Config.
@@ -146,82 +144,19 @@ func Run(ctx context.Context, cfg Config) (_ Report, err error) {
 		rep.Bus = "kafka"
 	}
 
-	dbURL, maintURL, dbName, err := benchDatabase(cfg.DatabaseURL)
+	st, err := startStack(ctx, stackConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, UpstreamLatency: cfg.UpstreamLatency,
+		KafkaBrokers: cfg.KafkaBrokers, ProviderTransport: newTransport(cfg.Concurrency), Logger: logger})
 	if err != nil {
 		return Report{}, err
 	}
-	if err := execMaintenance(ctx, maintURL, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
-		return Report{}, fmt.Errorf("bench: create database %s: %w", dbName, err)
-	}
-	logger.Info("bench database created", "database", dbName)
-	defer func() {
-		if cfg.Keep {
-			logger.Info("bench database kept", "database", dbName, "url", dbURL)
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if derr := execMaintenance(dctx, maintURL, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)"); derr != nil {
-			err = errors.Join(err, fmt.Errorf("bench: drop database %s: %w", dbName, derr))
-		}
-	}()
-
-	up, err := startUpstream(cfg.UpstreamLatency, logger)
-	if err != nil {
-		return Report{}, err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		err = errors.Join(err, up.close(cctx))
-	}()
-
-	adminToken, err := randomHex(24)
-	if err != nil {
-		return Report{}, err
-	}
-	tcfg, err := tollgateConfig(cfg, up.baseURL, dbURL, "tga_"+adminToken)
-	if err != nil {
-		return Report{}, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return Report{}, fmt.Errorf("bench: listen: %w", err)
-	}
+	defer func() { err = errors.Join(err, st.close(ctx)) }()
 	requestTimeout := time.Minute + cfg.UpstreamLatency
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	srv, err := server.Start(startCtx, server.Options{
-		Config:         tcfg,
-		Roles:          server.AllRoles(),
-		Logger:         logger,
-		Getenv:         func(string) string { return "" },
-		ProviderClient: &http.Client{Transport: newTransport(cfg.Concurrency)},
-		Listener:       ln,
-	})
-	cancel()
-	if err != nil {
-		_ = ln.Close() // Start failed before serving it
-		return Report{}, fmt.Errorf("bench: start Tollgate: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if cerr := srv.Close(cctx); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("bench: stop Tollgate: %w", cerr))
-		}
-	}()
-	tollgateURL := "http://" + srv.Addr
-
-	key, err := provision(ctx, newClient(1, 30*time.Second), tollgateURL, srv.AdminToken)
-	if err != nil {
-		return Report{}, err
-	}
 
 	body := []byte(requestBody)
 	direct := &target{name: "direct", client: newClient(cfg.Concurrency, requestTimeout),
-		url: up.baseURL + "/chat/completions", auth: "Bearer sk-bench", body: body, logger: logger}
+		url: st.up.baseURL + "/chat/completions", auth: "Bearer sk-bench", body: body, logger: logger}
 	via := &target{name: "tollgate", client: newClient(cfg.Concurrency, requestTimeout),
-		url: tollgateURL + "/v1/chat/completions", auth: "Bearer " + key, body: body, logger: logger}
+		url: st.tollgateURL + "/v1/chat/completions", auth: "Bearer " + st.key, body: body, logger: logger}
 	defer direct.client.CloseIdleConnections()
 	defer via.client.CloseIdleConnections()
 
@@ -307,7 +242,7 @@ func randomHex(n int) (string, error) {
 
 // tollgateConfig is the default configuration plus the fake upstream, the
 // bench model and a plan without limits, on the bench's database.
-func tollgateConfig(cfg Config, upstreamURL, dbURL, adminToken string) (*config.Config, error) {
+func tollgateConfig(cfg stackConfig, upstreamURL, dbURL, adminToken string) (*config.Config, error) {
 	c := config.Default()
 	c.Providers = append(c.Providers, config.Provider{
 		Name: Provider, Kind: config.KindOpenAI, BaseURL: upstreamURL,
@@ -332,6 +267,10 @@ func tollgateConfig(cfg Config, upstreamURL, dbURL, adminToken string) (*config.
 		StripeMeterEventName: config.DefaultMeterEventName,
 		InstanceID:           "bench-" + suffix,
 		LogLevel:             config.DefaultLogLevel,
+		// Past this a synchronous request would be answered 202 with its
+		// job: keep it well beyond the upstream's latency so that it never
+		// cuts a measured request short.
+		ResponseDeadline: 2*time.Minute + cfg.UpstreamLatency,
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("bench: config: %w", err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +24,14 @@ type upstream struct {
 	srv     *http.Server
 	baseURL string // e.g. http://127.0.0.1:41234/v1
 	done    chan struct{}
+	// accepted counts connections; inflight and peak the requests thinking
+	// at once (the slow mode's proof that they were all held together).
+	accepted       *atomic.Int64
+	inflight, peak atomic.Int64
 }
+
+// resetPeak starts a new phase's peak.
+func (u *upstream) resetPeak() { u.peak.Store(u.inflight.Load()) }
 
 // completionBody renders the answer once: a complete chat.completion object
 // with usage, as OpenAI sends it.
@@ -72,6 +80,10 @@ func completionBody() ([]byte, error) {
 	return b, nil
 }
 
+// upstreamMaxStreams is the fake provider's HTTP/2 streams per connection:
+// like a large provider's edge, it takes all the bench sends.
+const upstreamMaxStreams = 100_000
+
 // startUpstream serves the fake provider on 127.0.0.1:0.
 func startUpstream(latency time.Duration, logger *slog.Logger) (*upstream, error) {
 	body, err := completionBody()
@@ -79,12 +91,17 @@ func startUpstream(latency time.Duration, logger *slog.Logger) (*upstream, error
 		return nil, err
 	}
 	length := strconv.Itoa(len(body))
+	u := &upstream{done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		// Read the request as a real provider would, then think.
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
 			http.Error(w, `{"error":{"message":"could not read the request body","type":"invalid_request_error"}}`, http.StatusBadRequest)
 			return
+		}
+		n := u.inflight.Add(1)
+		defer u.inflight.Add(-1)
+		for p := u.peak.Load(); n > p && !u.peak.CompareAndSwap(p, n); p = u.peak.Load() {
 		}
 		if latency > 0 {
 			t := time.NewTimer(latency)
@@ -104,21 +121,29 @@ func startUpstream(latency time.Duration, logger *slog.Logger) (*upstream, error
 	if err != nil {
 		return nil, fmt.Errorf("fake upstream: listen: %w", err)
 	}
-	u := &upstream{
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30*time.Second + latency,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		},
-		baseURL: "http://" + ln.Addr().String() + "/v1",
-		done:    make(chan struct{}),
+	// HTTP/1.1 and h2c like Tollgate: the slow mode's provider client
+	// multiplexes all its calls over a few h2c connections, as it would to
+	// a real provider over TLS, so that 10,000 calls in flight do not need
+	// 10,000 sockets on each side in this one process.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	u.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30*time.Second + latency,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:         &protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: upstreamMaxStreams},
 	}
+	u.baseURL = "http://" + ln.Addr().String() + "/v1"
+	cl := &countingListener{Listener: ln}
+	u.accepted = &cl.accepted
 	go func() {
 		defer close(u.done)
-		if err := u.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := u.srv.Serve(cl); !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("fake upstream stopped", "error", err)
 		}
 	}()

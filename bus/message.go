@@ -114,8 +114,13 @@ func partitionKey(_ string, m *message.Message) (string, error) {
 // executes, so workers read only their work, not the whole event stream.
 const JobsTopic = "tollgate.jobs"
 
-// IsJob reports whether e is a queued completion request for the workers.
+// IsJob reports whether e is a queued completion request for the workers:
+// a new async request, or one sent back to the queue after its executor's
+// claim expired (only async jobs are requeued).
 func IsJob(e events.Envelope) bool {
+	if e.Type == events.TypeCompletionRequeued {
+		return true
+	}
 	if e.Type != events.TypeCompletionRequested {
 		return false
 	}

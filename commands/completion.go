@@ -3,6 +3,7 @@ package commands
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"time"
@@ -41,6 +42,9 @@ type Completion struct {
 	Succeeded      *events.CompletionSucceeded
 	Failed         *events.CompletionFailed
 	Abandoned      *events.CompletionAbandoned
+	// Retries counts the times an expired claim sent the job back to the
+	// queue (completion.requeued).
+	Retries int
 	// CallbackURL is where the result is to be sent ("" for none); it was
 	// taken out of Request, which is what the provider gets.
 	CallbackURL string
@@ -92,6 +96,11 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 		case events.CompletionAbandoned:
 			c.Status, c.FinishedAt = StatusAbandoned, e.OccurredAt
 			c.Abandoned = &d
+		case events.CompletionRequeued:
+			// Back in the queue: the dead claim is forgotten, the
+			// reservation stays for the retry to settle.
+			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusQueued, "", time.Time{}, time.Time{}
+			c.Retries = d.Retry
 		case events.CompletionCallbackDelivered:
 			c.CallbackDelivered = &d
 		case events.CompletionCallbackFailed:
@@ -351,6 +360,70 @@ func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// ErrNoRetry: an expired claim's completion may not go back to the queue
+// (a synchronous request, retries used up, or a reservation that would
+// expire before a retry could finish); the caller abandons it instead.
+var ErrNoRetry = errors.New("no retry")
+
+// RequeueCompletion sends a queued job whose claim expired back to the
+// queue, for another executor to run.
+type RequeueCompletion struct {
+	// Now is the reaper's clock reading.
+	Now time.Time
+	// MaxRetries is how many requeues a completion may have; the expiry
+	// after the last one abandons.
+	MaxRetries int
+	// Lease is the lease a retry's claim will get: a retry is only worth
+	// starting if the budget reservation outlives it.
+	Lease time.Duration
+	// Reason is recorded in the event; "lease_expired" when empty.
+	Reason string
+}
+
+// DecideRequeueCompletion decides on requeueing a running completion whose
+// lease has expired at Now. Like DecideAbandonCompletion, a finished,
+// queued or still-leased completion gets ErrWrongState. It gets ErrNoRetry
+// (the caller abandons instead) when:
+//   - the request is synchronous: the API instance that held the client's
+//     connection died with it, so nobody waits for a retry's answer (the
+//     job id the client may have got at the response deadline shows the
+//     abandonment);
+//   - it was requeued MaxRetries times already;
+//   - its budget reservation expires before a retry claimed now could end:
+//     the limiter would free the budget while the retry may still spend it.
+//
+// The reservation is neither settled nor released: it stays held for the
+// retry, which settles it with its outcome.
+func DecideRequeueCompletion(c Completion, cmd RequeueCompletion) ([]events.Data, error) {
+	switch {
+	case c.Status == StatusNone:
+		return nil, fmt.Errorf("completion: %w", ErrNotFound)
+	case c.Status != StatusRunning:
+		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, ErrWrongState)
+	case cmd.Now.Before(c.LeaseExpiresAt):
+		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), ErrWrongState)
+	case cmd.MaxRetries < 0:
+		return nil, invalid("max_retries", "must not be negative")
+	case cmd.Lease <= 0:
+		return nil, invalid("lease", "must be positive")
+	case c.Mode != events.ModeAsync:
+		return nil, fmt.Errorf("completion %s is %s, its client is gone: %w", c.ID, c.Mode, ErrNoRetry)
+	case c.Retries >= cmd.MaxRetries:
+		return nil, fmt.Errorf("completion %s was requeued %d times: %w", c.ID, c.Retries, ErrNoRetry)
+	case c.Reservation != nil && cmd.Now.Add(cmd.Lease).After(c.Reservation.ExpiresAt):
+		return nil, fmt.Errorf("completion %s: its reservation expires at %s, before a retry's lease would end: %w",
+			c.ID, c.Reservation.ExpiresAt.Format(time.RFC3339), ErrNoRetry)
+	}
+	reason := cmd.Reason
+	if reason == "" {
+		reason = "lease_expired"
+	}
+	return []events.Data{events.CompletionRequeued{
+		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Model: c.Model,
+		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Retry: c.Retries + 1, Reason: reason,
+	}}, nil
 }
 
 // RecordCallback records the outcome of sending a finished job's result

@@ -266,7 +266,17 @@ func (s *Service) FinishClaimed(ctx context.Context, md events.Metadata, c Compl
 		return c, err
 	}
 	md.AccountID = c.AccountID
-	stored, err := s.appendOnce(ctx, CompletionStream(c.ID), c.Version, md, data)
+	// Each run of a requeued job has its own outcome ids: a run whose
+	// claim expired (a slow executor, not a dead one) finishing after the
+	// retry recorded its outcome must conflict, not find the retry's
+	// events and take them for its own (it would then settle again). The
+	// first run keeps the stream-derived ids, so a retried append of the
+	// same outcome stays idempotent.
+	suffix := ""
+	if c.Retries > 0 {
+		suffix = "run|" + strconv.Itoa(c.Retries)
+	}
+	stored, err := s.appendSeeded(ctx, CompletionStream(c.ID), c.Version, md, data, suffix)
 	if err != nil {
 		return c, err
 	}
@@ -295,6 +305,53 @@ func (s *Service) AbandonExpired(ctx context.Context, md events.Metadata, comple
 	}
 	md.AccountID = c.AccountID
 	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
+	if err != nil {
+		return c, false, err
+	}
+	mine = len(stored) > 0 && stored[0].Metadata == md
+	c, err = c.Apply(stored...)
+	return c, mine, err
+}
+
+// ReapExpired ends the claim of a running completion that expired at
+// cmd.Now, by the retry policy: a queued job with retries left goes back
+// to the queue (completion.requeued, its reservation kept for the retry);
+// any other gets completion.abandoned, which releases its reservation (see
+// DecideRequeueCompletion for when a retry is refused). The returned
+// state's Status says which: StatusQueued or StatusAbandoned. With
+// cmd.MaxRetries 0 it is AbandonExpired.
+//
+// Both are appended at the version loaded, with ids derived from the
+// stream (and the retry number, for a requeue), so however many reapers
+// try, a claim is ended once; mine reports whether this call stored the
+// event, as for AbandonExpired. A completion that is not running, or whose
+// lease is still valid, gets ErrWrongState; one that changed while
+// deciding gets events.ErrConflict.
+func (s *Service) ReapExpired(ctx context.Context, md events.Metadata, completionID string, cmd RequeueCompletion) (c Completion, mine bool, err error) {
+	evs, err := s.store.Load(ctx, CompletionStream(completionID))
+	if err != nil {
+		return Completion{}, false, err
+	}
+	if c, err = FoldCompletion(evs); err != nil {
+		return Completion{}, false, err
+	}
+	data, err := DecideRequeueCompletion(c, cmd)
+	suffix := ""
+	switch {
+	case errors.Is(err, ErrNoRetry):
+		if data, err = DecideAbandonCompletion(c, AbandonCompletion{Now: cmd.Now, Reason: cmd.Reason}); err != nil {
+			return c, false, err
+		}
+	case err != nil:
+		return c, false, err
+	default:
+		// The n-th requeue has its own id: a stale reaper repeating an
+		// earlier one finds it stored, a requeue after a later claim is
+		// a new event.
+		suffix = "retry|" + strconv.Itoa(c.Retries+1)
+	}
+	md.AccountID = c.AccountID
+	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, suffix)
 	if err != nil {
 		return c, false, err
 	}

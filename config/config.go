@@ -242,7 +242,8 @@ type Quota struct {
 	DefaultMaxOutputTokens int64 `yaml:"default_max_output_tokens"`
 	// ReservationTTL is how long a budget reservation is held when its
 	// completion never finishes (a crashed executor): then it is released.
-	// Default 15m, above the executor's 10m claim lease.
+	// Default 15m, above the executor's 10m claim lease; with
+	// jobs.on_expired_lease "retry", at least Jobs.MinReservationTTL.
 	ReservationTTL Duration `yaml:"reservation_ttl"`
 }
 
@@ -449,7 +450,8 @@ func (c *Config) applyDefaults() {
 		c.Quota.DefaultMaxOutputTokens = DefaultMaxOutputTokens
 	}
 	if c.Quota.ReservationTTL == 0 {
-		c.Quota.ReservationTTL = Duration(DefaultReservationTTL)
+		// Retried jobs keep their reservation through every run.
+		c.Quota.ReservationTTL = Duration(max(DefaultReservationTTL, c.Jobs.MinReservationTTL()))
 	}
 	for i := range c.Plans {
 		if c.Plans[i].RunawayWindow == 0 {

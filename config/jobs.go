@@ -14,9 +14,25 @@ const (
 	DefaultCallbackInitialBackoff = 2 * time.Second
 	DefaultCallbackMaxBackoff     = 5 * time.Minute
 	DefaultCallbackTimeout        = 10 * time.Second
+	DefaultMaxRetries             = 2
 	// MinCallbackSecret is the shortest TOLLGATE_CALLBACK_SECRET accepted.
 	MinCallbackSecret = 16
 )
+
+// What the reaper does with a job whose claim's lease expired
+// (Jobs.OnExpiredLease).
+const (
+	// OnExpiredAbandon ends it with completion.abandoned (the default).
+	OnExpiredAbandon = "abandon"
+	// OnExpiredRetry requeues a queued (async) job up to MaxRetries times
+	// (completion.requeued); a synchronous one is still abandoned.
+	OnExpiredRetry = "retry"
+)
+
+// reservationMargin is what a reservation must outlive the last retry's
+// lease by: the reaper's interval is added per run, this once, for the
+// queue's own delay.
+const reservationMargin = 5 * time.Minute
 
 // Jobs configures background jobs: claims and their reaper, long polls
 // and result callbacks.
@@ -29,8 +45,35 @@ type Jobs struct {
 	ReaperInterval Duration `yaml:"reaper_interval"`
 	// LongPollMax bounds GET /v1/jobs/{id}?wait=; default 60s.
 	LongPollMax Duration `yaml:"long_poll_max"`
+	// OnExpiredLease is what the reaper does with a job whose executor's
+	// lease expired: "abandon" (default) ends it; "retry" sends a queued
+	// (async) job back to the queue, up to MaxRetries times, and abandons
+	// it at the expiry after that. A synchronous request is always
+	// abandoned: the client's connection died with its API instance, so
+	// no one would receive a retry's answer (a client that got the job id
+	// at the response deadline reads the abandonment there).
+	OnExpiredLease string `yaml:"on_expired_lease"`
+	// MaxRetries is how many times a job may be requeued under
+	// OnExpiredLease "retry"; default 2 (0 means the default: use
+	// "abandon" for none).
+	MaxRetries int `yaml:"max_retries"`
 	// Callbacks configures result callbacks.
 	Callbacks Callbacks `yaml:"callbacks"`
+}
+
+// Retry reports whether expired claims of queued jobs are requeued.
+func (j Jobs) Retry() bool { return j.OnExpiredLease == OnExpiredRetry }
+
+// MinReservationTTL is the shortest quota reservation TTL that keeps a
+// job's budget reserved through every run the retry policy allows: each
+// run holds a lease and may wait a reaper interval to be requeued, plus a
+// margin for the queue. Under "abandon" it is 0 (no constraint beyond
+// quota's own default, which already outlasts the default lease).
+func (j Jobs) MinReservationTTL() time.Duration {
+	if !j.Retry() {
+		return 0
+	}
+	return time.Duration(j.MaxRetries+1)*(j.Lease.D()+j.ReaperInterval.D()) + reservationMargin
 }
 
 // Callbacks configures the delivery of job results to callback URLs. The
@@ -64,6 +107,12 @@ func (j *Jobs) applyDefaults() {
 	if j.Callbacks.MaxAttempts == 0 {
 		j.Callbacks.MaxAttempts = DefaultCallbackMaxAttempts
 	}
+	if j.OnExpiredLease == "" {
+		j.OnExpiredLease = OnExpiredAbandon
+	}
+	if j.MaxRetries == 0 {
+		j.MaxRetries = DefaultMaxRetries
+	}
 }
 
 // validateJobs returns the problems of the jobs section and its secret.
@@ -81,6 +130,21 @@ func (c *Config) validateJobs() []error {
 	}
 	if j.LongPollMax.D() < time.Second || j.LongPollMax.D() > 10*time.Minute {
 		bad("jobs.long_poll_max", "must be from 1s to 10m, got %s", j.LongPollMax.D())
+	}
+	switch j.OnExpiredLease {
+	case OnExpiredAbandon, OnExpiredRetry:
+	default:
+		bad("jobs.on_expired_lease", "must be %q or %q, got %q", OnExpiredAbandon, OnExpiredRetry, j.OnExpiredLease)
+	}
+	if j.MaxRetries < 1 || j.MaxRetries > 10 {
+		bad("jobs.max_retries", "must be from 1 to 10, got %d", j.MaxRetries)
+	}
+	// A retry runs on the request's budget reservation: were it to expire
+	// first, the limiter would admit other requests against budget the
+	// retry is about to spend.
+	if need := j.MinReservationTTL(); need > 0 && c.Quota.ReservationTTL.D() < need {
+		bad("quota.reservation_ttl", "must be at least %s with jobs.on_expired_lease %q ((max_retries+1) × (lease+reaper_interval) + %s), got %s",
+			need, OnExpiredRetry, reservationMargin, c.Quota.ReservationTTL.D())
 	}
 	cb := j.Callbacks
 	if cb.MaxAttempts < 1 || cb.MaxAttempts > 50 {

@@ -15,6 +15,10 @@ var executionExamples = []events.Data{
 		CompletionID: "chatcmpl-abc", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Executor: "worker:w1", LeaseExpiresAt: at.Add(10 * time.Minute), Reason: "lease_expired",
 	},
+	events.CompletionRequeued{
+		CompletionID: "chatcmpl-abc", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
+		Executor: "worker:w1", LeaseExpiresAt: at.Add(10 * time.Minute), Retry: 1, Reason: "lease_expired",
+	},
 	events.CompletionCallbackDelivered{CompletionID: "chatcmpl-abc", URL: "https://hooks.acme.example/tollgate", Status: 204, Attempts: 2},
 	events.CompletionCallbackFailed{
 		CompletionID: "chatcmpl-abc", URL: "https://hooks.acme.example/tollgate", Status: 503, Attempts: 8,

@@ -6,6 +6,7 @@ import "time"
 const (
 	TypeCompletionAttemptFailed     = "completion.attempt_failed"
 	TypeCompletionAbandoned         = "completion.abandoned"
+	TypeCompletionRequeued          = "completion.requeued"
 	TypeCompletionCallbackDelivered = "completion.callback_delivered"
 	TypeCompletionCallbackFailed    = "completion.callback_failed"
 )
@@ -15,6 +16,7 @@ const (
 var executionTypes = map[string]typeInfo{
 	TypeCompletionAttemptFailed:     {version: 1, decode: decoder[CompletionAttemptFailed]()},
 	TypeCompletionAbandoned:         {version: 1, decode: decoder[CompletionAbandoned]()},
+	TypeCompletionRequeued:          {version: 1, decode: decoder[CompletionRequeued]()},
 	TypeCompletionCallbackDelivered: {version: 1, decode: decoder[CompletionCallbackDelivered]()},
 	TypeCompletionCallbackFailed:    {version: 1, decode: decoder[CompletionCallbackFailed]()},
 }
@@ -53,6 +55,24 @@ type CompletionAbandoned struct {
 
 // EventType implements Data.
 func (CompletionAbandoned) EventType() string { return TypeCompletionAbandoned }
+
+// CompletionRequeued: the executor's claim of a queued (async) job expired
+// without an outcome, and the job went back to the queue for another
+// executor (jobs.on_expired_lease: retry). Its budget reservation stays
+// held: the retry settles it. Retry counts the requeues so far (1, 2, …).
+type CompletionRequeued struct {
+	CompletionID   string    `json:"completion_id"`
+	AccountID      string    `json:"account_id"`
+	KeyID          string    `json:"key_id"`
+	Model          string    `json:"model"`
+	Executor       string    `json:"executor"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	Retry          int       `json:"retry"`
+	Reason         string    `json:"reason"`
+}
+
+// EventType implements Data.
+func (CompletionRequeued) EventType() string { return TypeCompletionRequeued }
 
 // CompletionCallbackDelivered: the job's result reached its callback URL.
 type CompletionCallbackDelivered struct {

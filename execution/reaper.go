@@ -35,8 +35,17 @@ type ReaperConfig struct {
 	Registry prometheus.Registerer
 	// Released, when set, is called for each completion this reaper
 	// abandoned, so the limiter frees what it had reserved at once instead
-	// of when the reservation expires.
+	// of when the reservation expires. A requeued completion keeps its
+	// reservation: the retry settles it.
 	Released func(ctx context.Context, c commands.Completion)
+	// Retry sends queued (async) jobs whose claim expired back to the
+	// queue, up to MaxRetries times (jobs.on_expired_lease: retry);
+	// otherwise, and for synchronous requests, the reaper abandons.
+	Retry      bool
+	MaxRetries int
+	// Lease is the lease a retry's claim gets (jobs.lease): a job is only
+	// requeued while its budget reservation outlives one more lease.
+	Lease time.Duration
 }
 
 func (c *ReaperConfig) setDefaults() {
@@ -65,19 +74,24 @@ func (c *ReaperConfig) Validate() error {
 		return errors.New("reaper: Interval must be at least 10ms")
 	case c.Batch < 1:
 		return errors.New("reaper: Batch must be positive")
+	case c.Retry && (c.MaxRetries < 1 || c.Lease <= 0):
+		return errors.New("reaper: Retry needs a positive MaxRetries and Lease")
 	}
 	return nil
 }
 
-// Reaper ends the requests whose executor died: a running completion whose
-// claim's lease expired gets completion.abandoned, which releases what it
-// reserved and bills nothing. The executor, if it was only slow, then
-// finds its outcome refused (its append conflicts), so a request is never
-// both abandoned and billed. Any number of reapers may run: the event's
-// id derives from the stream, so a completion is abandoned once.
+// Reaper ends the claims of executors that died: a running completion
+// whose claim's lease expired gets completion.abandoned, which releases
+// what it reserved and bills nothing, or, with Retry, a queued job with
+// retries left gets completion.requeued and runs again on another worker,
+// on the same reservation. The executor, if it was only slow, then finds
+// its outcome refused (its append conflicts), so a request is never both
+// ended and billed by it. Any number of reapers may run: the event's id
+// derives from the stream (and the retry number), so a claim is ended once.
 type Reaper struct {
 	cfg       ReaperConfig
 	abandoned *prometheus.CounterVec
+	requeued  *prometheus.CounterVec
 	passes    *prometheus.CounterVec
 }
 
@@ -93,13 +107,17 @@ func NewReaper(cfg ReaperConfig) (*Reaper, error) {
 			Name: "tollgate_reaper_abandoned_total",
 			Help: "Completions this process's reaper ended with completion.abandoned because their claim's lease expired, by model.",
 		}, []string{"model"}),
+		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_reaper_requeued_total",
+			Help: "Queued jobs this process's reaper sent back to the queue with completion.requeued because their claim's lease expired, by model.",
+		}, []string{"model"}),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_reaper_passes_total",
 			Help: "Reaper passes by outcome (ok, error).",
 		}, []string{"outcome"}),
 	}
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{r.abandoned, r.passes} {
+		for _, c := range []prometheus.Collector{r.abandoned, r.requeued, r.passes} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("reaper: register metrics: %w", err)
 			}
@@ -125,8 +143,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 	}
 }
 
-// RunOnce makes one pass and returns the ids of the completions this call
-// abandoned (not those another reaper was first to).
+// RunOnce makes one pass and returns the ids of the completions whose
+// claim this call ended, abandoned or requeued (not those another reaper
+// was first to).
 func (r *Reaper) RunOnce(ctx context.Context) ([]string, error) {
 	now := r.cfg.Now()
 	ids, err := r.cfg.Expired(ctx, now, r.cfg.Batch)
@@ -140,14 +159,28 @@ func (r *Reaper) RunOnce(ctx context.Context) ([]string, error) {
 		// Each attempt has its own correlation id: it is how the Service
 		// tells this reaper's event from another's.
 		md := events.Metadata{CorrelationID: "reap_" + uuid.NewString(), Actor: "reaper:" + r.cfg.Instance}
-		c, mine, err := r.cfg.Service.AbandonExpired(ctx, md, id, commands.AbandonCompletion{Now: now, Reason: "lease_expired"})
+		var c commands.Completion
+		var mine bool
+		if r.cfg.Retry {
+			c, mine, err = r.cfg.Service.ReapExpired(ctx, md, id, commands.RequeueCompletion{
+				Now: now, MaxRetries: r.cfg.MaxRetries, Lease: r.cfg.Lease, Reason: "lease_expired"})
+		} else {
+			c, mine, err = r.cfg.Service.AbandonExpired(ctx, md, id, commands.AbandonCompletion{Now: now, Reason: "lease_expired"})
+		}
 		switch {
 		case errors.Is(err, commands.ErrWrongState), errors.Is(err, commands.ErrNotFound), errors.Is(err, events.ErrConflict):
 			// Finished meanwhile, still leased (the read model lags), or
 			// another writer was first: nothing to do.
 			continue
 		case err != nil:
-			errs = append(errs, fmt.Errorf("abandon %s: %w", id, err))
+			errs = append(errs, fmt.Errorf("reap %s: %w", id, err))
+			continue
+		}
+		if mine && c.Status == commands.StatusQueued {
+			done = append(done, id)
+			r.requeued.WithLabelValues(c.Model).Inc()
+			r.cfg.Logger.Warn("completion requeued: its claim expired", "completion_id", id, "retry", c.Retries,
+				"model", c.Model)
 			continue
 		}
 		if mine {

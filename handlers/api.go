@@ -342,12 +342,18 @@ func (a *API) authenticate(ctx context.Context, secret string) (principal, error
 	if p, err, ok := a.keys.get(hash, now); ok {
 		return p, err
 	}
-	p, err := a.lookupKey(ctx, hash)
-	if err != nil && !errors.Is(err, commands.ErrNotFound) {
-		return principal{}, err // a database error is not cached
-	}
-	a.keys.put(hash, p, err, now)
-	return p, err
+	// Concurrent misses of one key share one lookup: without that, a burst
+	// (or every request arriving while an expired entry is looked up again)
+	// ran three queries each, and 10,000 requests in flight queued 30,000
+	// queries on the small pool ahead of their appends.
+	return a.keys.load(ctx, hash, func(ctx context.Context) (principal, error) {
+		p, err := a.lookupKey(ctx, hash)
+		if err != nil && !errors.Is(err, commands.ErrNotFound) {
+			return principal{}, err // a database error is not cached
+		}
+		a.keys.put(hash, p, err, now)
+		return p, err
+	})
 }
 
 func (a *API) lookupKey(ctx context.Context, hash string) (principal, error) {
@@ -379,6 +385,49 @@ type keyCache struct {
 	ttl     time.Duration
 	mu      sync.Mutex
 	entries map[string]keyEntry
+	// flights are the lookups in progress, by key hash (see load).
+	flights map[string]*keyFlight
+}
+
+// keyFlight is one lookup that concurrent misses of a key wait for.
+type keyFlight struct {
+	done chan struct{}
+	p    principal
+	err  error
+}
+
+// keyLookupTimeout bounds a shared lookup, which runs without its first
+// caller's cancellation (the others wait for it too).
+const keyLookupTimeout = 10 * time.Second
+
+// load runs lookup once for all the callers that miss hash at the same
+// time; each waits until the lookup ends or its own ctx does.
+func (c *keyCache) load(ctx context.Context, hash string, lookup func(context.Context) (principal, error)) (principal, error) {
+	c.mu.Lock()
+	f, waiting := c.flights[hash]
+	if !waiting {
+		if c.flights == nil {
+			c.flights = map[string]*keyFlight{}
+		}
+		f = &keyFlight{done: make(chan struct{})}
+		c.flights[hash] = f
+	}
+	c.mu.Unlock()
+	if !waiting {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLookupTimeout)
+		f.p, f.err = lookup(lctx)
+		cancel()
+		c.mu.Lock()
+		delete(c.flights, hash)
+		c.mu.Unlock()
+		close(f.done)
+	}
+	select {
+	case <-f.done:
+		return f.p, f.err
+	case <-ctx.Done():
+		return principal{}, fmt.Errorf("authenticate: %w", ctx.Err())
+	}
 }
 
 type keyEntry struct {

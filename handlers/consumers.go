@@ -44,22 +44,30 @@ func NewWorker(ctx context.Context, exec *execution.Executor, instance string, c
 // message, guarantees the work (a dead worker's claim expires and a reaper
 // ends it), and a slow provider never holds up the partition. A
 // redelivered message loses the claim and is dropped, so the provider is
-// called once.
+// called once. A completion.requeued message (a dead executor's job back
+// in the queue) is claimed the same way: only a queued completion can be
+// claimed, so of its deliveries one runs the retry.
 func (w *Worker) Handle(msg *message.Message) error {
 	e, err := bus.FromMessage(msg)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	if e.Type != events.TypeCompletionRequested {
+	if e.Type != events.TypeCompletionRequested && e.Type != events.TypeCompletionRequeued {
 		return nil
 	}
 	d, err := events.Decode(e)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	req := d.(events.CompletionRequested)
-	if req.Mode != events.ModeAsync {
-		return nil // executed inline by the API instance that took it
+	var id string
+	switch d := d.(type) {
+	case events.CompletionRequested:
+		if d.Mode != events.ModeAsync {
+			return nil // executed inline by the API instance that took it
+		}
+		id = d.CompletionID
+	case events.CompletionRequeued:
+		id = d.CompletionID
 	}
 	// Wait for a free slot before claiming, so a busy worker leaves the
 	// job to others instead of holding a claim it cannot start.
@@ -70,15 +78,15 @@ func (w *Worker) Handle(msg *message.Message) error {
 	}
 	md := e.Metadata
 	md.CausationID = e.EventID.String()
-	c, err := w.exec.Claim(msg.Context(), md, req.CompletionID, w.executor)
+	c, err := w.exec.Claim(msg.Context(), md, id, w.executor)
 	if errors.Is(err, commands.ErrAlreadyClaimed) {
 		<-w.slots
-		w.logger.Debug("completion already claimed", "completion_id", req.CompletionID)
+		w.logger.Debug("completion already claimed", "completion_id", id)
 		return nil
 	}
 	if err != nil {
 		<-w.slots
-		return fmt.Errorf("worker: claim %s: %w", req.CompletionID, err)
+		return fmt.Errorf("worker: claim %s: %w", id, err)
 	}
 	w.running.Add(1)
 	go func() {

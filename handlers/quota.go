@@ -223,14 +223,38 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 	}
 	var mu sync.Mutex
 	plans := map[string]cached{}
-	planOf := func(ctx context.Context, accountID string) (string, error) {
+	// loading holds the accounts being read, so that settlements that miss
+	// at the same time (10,000 slow requests finishing together) share one
+	// read instead of each queueing one on the small pool.
+	loading := map[string]chan struct{}{}
+	var planOf func(ctx context.Context, accountID string) (string, error)
+	planOf = func(ctx context.Context, accountID string) (string, error) {
 		t := now()
 		mu.Lock()
 		e, ok := plans[accountID]
-		mu.Unlock()
+		wait, busy := loading[accountID]
 		if ok && t.Before(e.expires) {
+			mu.Unlock()
 			return e.plan, nil
 		}
+		if busy {
+			mu.Unlock()
+			select {
+			case <-wait: // loaded, or failed and this caller tries itself
+				return planOf(ctx, accountID)
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		loading[accountID] = done
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			delete(loading, accountID)
+			mu.Unlock()
+			close(done)
+		}()
 		acc, err := svc.Account(ctx, accountID)
 		if err != nil {
 			return "", err

@@ -44,14 +44,19 @@ func NewJobs(schema string) Projector {
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
 				$8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], $15::text[])
 			ON CONFLICT (completion_id) DO NOTHING`, t),
+		// A requeue (u.requeued) clears the dead claim: its start, executor
+		// and lease become what the batch says, NULL unless a retry's
+		// claim followed in the same batch.
 		update: fmt.Sprintf(`UPDATE %s AS j SET status = coalesce(u.status, j.status),
-				started_at = coalesce(u.started_at, j.started_at), finished_at = coalesce(u.finished_at, j.finished_at),
+				started_at = CASE WHEN u.requeued THEN u.started_at ELSE coalesce(u.started_at, j.started_at) END,
+				finished_at = coalesce(u.finished_at, j.finished_at),
 				error_type = coalesce(u.error_type, j.error_type), error_message = coalesce(u.error_message, j.error_message),
-				executor = coalesce(u.executor, j.executor), lease_expires_at = coalesce(u.lease_expires_at, j.lease_expires_at),
+				executor = CASE WHEN u.requeued THEN u.executor ELSE coalesce(u.executor, j.executor) END,
+				lease_expires_at = CASE WHEN u.requeued THEN u.lease_expires_at ELSE coalesce(u.lease_expires_at, j.lease_expires_at) END,
 				callback_status = coalesce(u.callback_status, j.callback_status)
 			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
-				$7::text[], $8::timestamptz[], $9::text[])
-				AS u(completion_id, status, started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_status)
+				$7::text[], $8::timestamptz[], $9::text[], $10::bool[])
+				AS u(completion_id, status, started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_status, requeued)
 			WHERE j.completion_id = u.completion_id`, t),
 	}
 }
@@ -80,6 +85,9 @@ type jobChange struct {
 	// callbackStatus is set by the callback's outcome, which leaves status
 	// empty: the job's status then stays what it was.
 	callbackStatus *string
+	// requeued: the job went back to the queue in this batch, so its
+	// start, executor and lease are replaced, NULLs included.
+	requeued bool
 }
 
 // jobChanges folds one transaction's events per job, in event order.
@@ -122,6 +130,9 @@ func (c *jobChanges) add(e events.Envelope, d events.Data) error {
 	case events.CompletionAbandoned:
 		j := c.get(d.CompletionID)
 		j.status, j.finishedAt = JobAbandoned, &at
+	case events.CompletionRequeued:
+		j := c.get(d.CompletionID)
+		j.status, j.startedAt, j.executor, j.leaseExpiresAt, j.requeued = JobQueued, nil, nil, nil, true
 	case events.CompletionCallbackDelivered:
 		j, s := c.get(d.CompletionID), CallbackDelivered
 		j.callbackStatus = &s
@@ -142,6 +153,7 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 		leaseExpiresAt                        []*time.Time
 	}
 	var updStatus []*string
+	var updRequeued []bool
 	for _, id := range c.order {
 		j := c.byID[id]
 		if j.requested {
@@ -162,6 +174,7 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 		upd.errorType, upd.errorMessage = append(upd.errorType, j.errorType), append(upd.errorMessage, j.errorMessage)
 		upd.executor, upd.leaseExpiresAt = append(upd.executor, j.executor), append(upd.leaseExpiresAt, j.leaseExpiresAt)
 		upd.callbackStatus = append(upd.callbackStatus, j.callbackStatus)
+		updRequeued = append(updRequeued, j.requeued)
 	}
 	if len(ins.id) > 0 {
 		b.Queue(c.p.insert, ins.id, ins.account, ins.key, ins.model, ins.mode, ins.status, ins.requestedAt,
@@ -169,7 +182,7 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 	}
 	if len(upd.id) > 0 {
 		b.Queue(c.p.update, upd.id, updStatus, upd.startedAt, upd.finishedAt, upd.errorType, upd.errorMessage,
-			upd.executor, upd.leaseExpiresAt, upd.callbackStatus)
+			upd.executor, upd.leaseExpiresAt, upd.callbackStatus, updRequeued)
 	}
 }
 
@@ -225,7 +238,8 @@ func utcPtr(t *time.Time) *time.Time {
 
 // ExpiredLeases returns the ids of running jobs in the live model whose
 // claim's lease ended at or before now, oldest first; at most limit. It is
-// where the reaper looks: the jobs' streams have the final say.
+// where the reaper looks: the jobs' streams have the final say. A requeued
+// job is queued, without a lease, until a retry claims it.
 func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
 		WHERE status = 'running' AND lease_expires_at <= $1 ORDER BY lease_expires_at, completion_id LIMIT $2`,

@@ -32,8 +32,9 @@ func NewQuotaState(schema string) Projector {
 		insertRes: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, cost, tokens, day, month, reserved_at, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (completion_id) DO NOTHING`, res),
 		deleteRes: fmt.Sprintf(`DELETE FROM %s WHERE completion_id = $1`, res),
-		// An abandoned completion's reservation is released with whatever
-		// it reserved; a completion without one releases nothing.
+		// An abandoned or released completion's reservation is released
+		// with whatever it reserved, once; a completion without one (or
+		// whose reservation is gone already) releases nothing.
 		abandon: fmt.Sprintf(`WITH del AS (DELETE FROM %s WHERE completion_id = $1 RETURNING account_id, key_id, cost, day, month)
 			UPDATE %s AS q SET reserved = q.reserved - del.cost FROM del
 			WHERE (q.scope = 'account' AND q.id = del.account_id OR q.scope = 'key' AND q.id = del.key_id)
@@ -78,8 +79,11 @@ func (p *quotaState) queue(b *pgx.Batch, e events.Envelope, d events.Data) error
 		p.budget(b, d.AccountID, d.KeyID, d.Day, d.Month, d.CostNanoUSD, -d.ReservedNanoUSD)
 		b.Queue(p.deleteRes, d.CompletionID)
 	case events.QuotaReleased:
-		p.budget(b, d.AccountID, d.KeyID, d.Day, d.Month, 0, -d.ReservedNanoUSD)
-		b.Queue(p.deleteRes, d.CompletionID)
+		// Released like an abandonment: only while still outstanding. An
+		// abandonment appends completion.abandoned and quota.released
+		// together; the first frees the reservation, the second finds
+		// nothing left (releasing both would count it back twice).
+		b.Queue(p.abandon, d.CompletionID)
 	case events.CompletionAbandoned:
 		b.Queue(p.abandon, d.CompletionID)
 	case events.AccountCreated:

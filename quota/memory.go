@@ -16,6 +16,8 @@ type Memory struct {
 	seed Seeder
 	mu   sync.Mutex
 	accs map[string]*memAccount
+	// seeding holds the accounts being seeded; closed when done (see account).
+	seeding map[string]chan struct{}
 }
 
 type memAccount struct {
@@ -24,6 +26,9 @@ type memAccount struct {
 	resv    map[string]Reservation
 	// spend is each key's settled spend by unix minute, for the runaway guard.
 	spend map[string]map[int64]money.NanoUSD
+	// nextExpiry is the earliest ExpiresAt in resv (it may have been
+	// settled since); zero when resv is empty or not scanned yet.
+	nextExpiry time.Time
 }
 
 // NewMemory returns an in-process limiter; seed (may be nil) restores an
@@ -34,13 +39,39 @@ func NewMemory(seed Seeder) *Memory {
 
 // account returns an account's state, seeding it first if needed. It
 // runs the seeder without the lock (a database query) and installs the
-// result only if nobody did meanwhile.
+// result only if nobody did meanwhile. Concurrent first requests of an
+// account wait for one seeding instead of each running the seeder's
+// queries: a burst of 10,000 on a cold limiter otherwise ran 30,000
+// queries on the small database pool.
 func (m *Memory) account(ctx context.Context, id string, now time.Time) (*memAccount, error) {
 	m.mu.Lock()
 	acc, ok := m.accs[id]
+	wait, seeding := m.seeding[id]
+	if !ok && !seeding {
+		if m.seeding == nil {
+			m.seeding = map[string]chan struct{}{}
+		}
+		done := make(chan struct{})
+		m.seeding[id] = done
+		defer func() {
+			m.mu.Lock()
+			delete(m.seeding, id)
+			m.mu.Unlock()
+			close(done)
+		}()
+	}
 	m.mu.Unlock()
 	if ok {
 		return acc, nil
+	}
+	if seeding {
+		select {
+		case <-wait:
+			// Seeded, or the seeding failed and this caller tries itself.
+			return m.account(ctx, id, now)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: seed %s: %w", ErrLimiter, id, ctx.Err())
+		}
 	}
 	var snap Snapshot
 	if m.seed != nil {
@@ -100,6 +131,13 @@ func (a *memAccount) addBudget(scope, period string, spent, reserved money.NanoU
 
 // expire releases reservations whose completion never settled.
 func (a *memAccount) expire(now time.Time) {
+	// Scan only once the earliest reservation is due: scanning them all on
+	// every admission cost O(requests in flight) under the limiter's one
+	// lock (7% of the process's CPU with 10,000 slow requests in flight).
+	if !a.nextExpiry.IsZero() && now.Before(a.nextExpiry) {
+		return
+	}
+	var next time.Time
 	for id, r := range a.resv {
 		if !now.Before(r.ExpiresAt) {
 			for _, s := range []string{scopeAccount, scopeKey(r.KeyID)} {
@@ -107,8 +145,13 @@ func (a *memAccount) expire(now time.Time) {
 				a.addBudget(s, "month:"+r.Month, 0, -r.Cost)
 			}
 			delete(a.resv, id)
+			continue
+		}
+		if next.IsZero() || r.ExpiresAt.Before(next) {
+			next = r.ExpiresAt
 		}
 	}
+	a.nextExpiry = next
 }
 
 func (a *memAccount) prune(nowSec int64) {
@@ -152,7 +195,12 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 		acc.addBudget(s, "day:"+day, 0, ad.Cost)
 		acc.addBudget(s, "month:"+month, 0, ad.Cost)
 	}
-	acc.resv[ad.ID] = Reservation{ID: ad.ID, KeyID: ad.KeyID, Cost: ad.Cost, Tokens: ad.Tokens, Day: day, Month: month, ExpiresAt: ad.Now.Add(ad.TTL)}
+	r := Reservation{ID: ad.ID, KeyID: ad.KeyID, Cost: ad.Cost, Tokens: ad.Tokens, Day: day, Month: month, ExpiresAt: ad.Now.Add(ad.TTL)}
+	acc.resv[ad.ID] = r
+	// expire ran above, so a zero nextExpiry means no other reservation.
+	if acc.nextExpiry.IsZero() || r.ExpiresAt.Before(acc.nextExpiry) {
+		acc.nextExpiry = r.ExpiresAt
+	}
 	return d, nil
 }
 

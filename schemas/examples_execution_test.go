@@ -19,6 +19,10 @@ func executionExamples() map[string]example {
 			CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 			Executor: "worker:w-7f", LeaseExpiresAt: at.Add(10 * time.Minute), Reason: "lease_expired",
 		}},
+		events.TypeCompletionRequeued: {stream, events.CompletionRequeued{
+			CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
+			Executor: "worker:w-7f", LeaseExpiresAt: at.Add(10 * time.Minute), Retry: 2, Reason: "lease_expired",
+		}},
 		events.TypeCompletionCallbackDelivered: {stream, events.CompletionCallbackDelivered{
 			CompletionID: "chatcmpl-abc123", URL: "https://hooks.acme.example/tollgate?src=jobs", Status: 200, Attempts: 1,
 		}},

@@ -21,6 +21,7 @@ import (
 func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, released func(context.Context, commands.Completion), reg prometheus.Registerer, logger *slog.Logger) error {
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
 		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: released,
+		Retry: cfg.Jobs.Retry(), MaxRetries: cfg.Jobs.MaxRetries, Lease: cfg.Jobs.Lease.D(),
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
 			return projections.ExpiredLeases(ctx, s.Pool, now, limit)
 		},

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -70,7 +71,19 @@ type Options struct {
 	BillingAfterStripeAccepted func(recordID string) error
 	// BusPollInterval overrides the PostgreSQL bus's poll interval.
 	BusPollInterval time.Duration
+	// HTTP2MaxConcurrentStreams bounds the requests one HTTP/2 (h2c)
+	// connection carries at once; DefaultHTTP2MaxConcurrentStreams when zero.
+	HTTP2MaxConcurrentStreams int
 }
+
+// DefaultHTTP2MaxConcurrentStreams is Options.HTTP2MaxConcurrentStreams'
+// default: the project's target of 10,000 slow requests in flight fits in
+// one h2c connection. A lower limit does not save resources (HTTP/1.1
+// clients may open as many connections), and Go's client, past a
+// connection's limit, dials a new connection per waiting request rather
+// than sharing one, which brings back a socket per request. Each stream
+// still passes authentication and admission control.
+const DefaultHTTP2MaxConcurrentStreams = 10_000
 
 // Server is a running Tollgate process.
 type Server struct {
@@ -314,6 +327,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// HTTP/1.1 and unencrypted HTTP/2 (h2c, prior knowledge) on the same
+		// port: a client or proxy that speaks h2c multiplexes many slow
+		// requests over a few connections (one file descriptor each) instead
+		// of one connection per request in flight.
+		Protocols: serverProtocols(),
+		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: cmp.Or(opts.HTTP2MaxConcurrentStreams, DefaultHTTP2MaxConcurrentStreams)},
 	}
 	s.goRun("http", func() error {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -323,6 +342,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	})
 	logger.Info("tollgate started", "addr", s.Addr, "roles", fmt.Sprintf("%+v", opts.Roles), "bus", busName(busCfg))
 	return s, nil
+}
+
+// serverProtocols is HTTP/1.1 plus h2c.
+func serverProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
 
 func busName(c bus.Config) string {

@@ -28,6 +28,13 @@ process, on a database tollgate_bench_<random> created on the PostgreSQL
 server of TOLLGATE_DATABASE_URL and dropped at the end, and reports the
 throughput and the latency Tollgate adds over calling the upstream directly.
 
+With -slow N it instead sends N synchronous completions at once, against an
+upstream that thinks -upstream-latency (10s when unset) per request, first
+straight to the upstream and then through Tollgate over h2c, and reports
+successes, errors by kind, p50/p99 latency, the process's peak goroutines,
+heap and RSS, the database pool's peak use, and the completion.succeeded
+events recorded: tollgate bench -slow 10000 -upstream-latency 10s
+
 flags:
 `)
 		fs.PrintDefaults()
@@ -38,6 +45,8 @@ flags:
 	fs.IntVar(&cfg.Warmup, "warmup", tgbench.DefaultWarmup, "unmeasured requests per target first (0 = none)")
 	fs.DurationVar(&cfg.UpstreamLatency, "upstream-latency", 0, "the fake upstream's think time per request, e.g. 50ms")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the bench's database for inspection")
+	slow := fs.Int("slow", 0, "slow mode: send this many synchronous completions at once (e.g. 10000, with -upstream-latency 10s), straight to the upstream and through Tollgate")
+	dbConns := fs.Int("db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
@@ -85,6 +94,23 @@ flags:
 		defer pprof.StopCPUProfile()
 	}
 
+	if *slow > 0 {
+		if *dbConns < 0 || *dbConns > 10_000 {
+			return fmt.Errorf("bench: -db-conns must be between 0 and 10000, got %d", *dbConns)
+		}
+		rep, err := tgbench.RunSlow(ctx, tgbench.SlowConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, Requests: *slow,
+			UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(*dbConns), Logger: cfg.Logger})
+		if err != nil {
+			return err
+		}
+		if err := rep.Write(stdout); err != nil {
+			return err
+		}
+		if err := rep.Failed(); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		return nil
+	}
 	rep, err := tgbench.Run(ctx, cfg)
 	if err != nil {
 		return err

@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/pgtest"
+)
+
+// TestRunSlow runs the slow mode small: every request answered 200 on
+// both targets, every success recorded as an event, the upstream holding
+// them all at once, over a few h2c connections, on the default pool.
+func TestRunSlow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	const n = 50
+	rep, err := RunSlow(ctx, SlowConfig{DatabaseURL: pgtest.ServerURL(), Requests: n, UpstreamLatency: 200 * time.Millisecond, Logger: logger})
+	if err != nil {
+		t.Fatalf("RunSlow: %v\n%s", err, pgtest.HowToStart)
+	}
+	if err := rep.Failed(); err != nil {
+		t.Errorf("run failed: %v (errors: direct %v, tollgate %v)", err, rep.Direct.Errors, rep.Tollgate.Errors)
+	}
+	for name, p := range map[string]SlowPhase{"direct": rep.Direct, "tollgate": rep.Tollgate} {
+		if p.Requests != n || p.Succeeded != n || len(p.Errors) != 0 {
+			t.Errorf("%s: %d requests, %d succeeded, errors %v; want %d, %d, none", name, p.Requests, p.Succeeded, p.Errors, n, n)
+		}
+		// All n were in flight at the upstream at once: the bench measures concurrency, not a queue.
+		if p.UpstreamPeak != n {
+			t.Errorf("%s: upstream held %d requests at once, want %d", name, p.UpstreamPeak, n)
+		}
+		// h2c: n requests over far fewer connections than one each.
+		if p.Connections < 1 || p.Connections >= n || p.UpstreamConnections < 1 || p.UpstreamConnections >= n {
+			t.Errorf("%s: %d connections in, %d to the upstream for %d requests; want h2c multiplexing", name, p.Connections, p.UpstreamConnections, n)
+		}
+		if p.P50 <= 0 || p.P99 < p.P50 || p.Max < p.P99 || p.PeakGoroutines < n || p.PeakHeapBytes == 0 || p.PeakRSSBytes == 0 {
+			t.Errorf("%s: implausible figures %+v", name, p)
+		}
+	}
+	if rep.Requested != n || rep.Recorded != n {
+		t.Errorf("recorded %d requested and %d succeeded events, want %d each", rep.Requested, rep.Recorded, n)
+	}
+	if rep.Pool.MaxConns != 20 || rep.Pool.PeakAcquired < 1 || rep.Pool.PeakAcquired > rep.Pool.MaxConns || rep.Pool.PeakTotal > rep.Pool.MaxConns {
+		t.Errorf("pool: %+v; want size 20 (the default), peak acquired between 1 and 20", rep.Pool)
+	}
+	if rep.Pool.Acquires < 2*n {
+		t.Errorf("pool: %d acquires for %d requests; each records at least two appends", rep.Pool.Acquires, n)
+	}
+	var out bytes.Buffer
+	if err := rep.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GOMAXPROCS", "peak goroutines", "peak RSS", "database pool: size 20", "50 completion.succeeded"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "FAILED") {
+		t.Errorf("report says FAILED:\n%s", out.String())
+	}
+	t.Logf("\n%s", out.String())
+}
