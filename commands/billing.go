@@ -300,29 +300,9 @@ func (s *Service) Downgrade(ctx context.Context, md events.Metadata, accountID s
 // decideAccount loads an account, decides and appends, reloading after a
 // concurrent append.
 func (s *Service) decideAccount(ctx context.Context, md events.Metadata, accountID, suffix string, decide func(Account) ([]events.Data, error)) (Account, error) {
-	for attempt := 0; ; attempt++ {
-		evs, err := s.store.Load(ctx, AccountStream(accountID))
-		if err != nil {
-			return Account{}, err
-		}
-		a, err := FoldAccount(evs)
-		if err != nil {
-			return Account{}, err
-		}
-		data, err := decide(a)
-		if err != nil || len(data) == 0 {
-			return a, err
-		}
-		md.AccountID = accountID
-		stored, err := s.appendSeeded(ctx, AccountStream(accountID), a.Version, md, data, suffix)
-		if errors.Is(err, events.ErrConflict) && attempt < maxBillingAttempts {
-			continue
-		}
-		if err != nil {
-			return Account{}, err
-		}
-		return FoldAccount(append(evs, stored...))
-	}
+	md.AccountID = accountID
+	a, _, err := update(ctx, s, AccountStream(accountID), md, FoldAccount, func(Account) string { return suffix }, maxBillingAttempts, decide)
+	return a, err
 }
 
 // ApplyStripeEvent records a verified Stripe event on its account's stream

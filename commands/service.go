@@ -33,6 +33,83 @@ func NewService(store EventStore, planExists func(string) bool, now func() time.
 	return &Service{store: store, now: now, planExists: planExists}
 }
 
+// aggregate is the state of one stream, as its Fold function builds it.
+type aggregate interface {
+	// streamVersion is the stream version the state was folded at.
+	streamVersion() int64
+	// owner is the account the stream belongs to; "" before it exists.
+	owner() string
+}
+
+func (a Account) streamVersion() int64    { return a.Version }
+func (a Account) owner() string           { return a.ID }
+func (k APIKey) streamVersion() int64     { return k.Version }
+func (k APIKey) owner() string            { return k.AccountID }
+func (c Completion) streamVersion() int64 { return c.Version }
+func (c Completion) owner() string        { return c.AccountID }
+
+// load folds a stream and returns the state with the events it came from.
+func load[S any](ctx context.Context, s *Service, streamID string, fold func([]events.Envelope) (S, error)) (S, []events.Envelope, error) {
+	evs, err := s.store.Load(ctx, streamID)
+	if err != nil {
+		var zero S
+		return zero, nil, err
+	}
+	st, err := fold(evs)
+	return st, evs, err
+}
+
+// update runs one command on one stream: it folds the stream, decides on
+// the state and appends the decision at the version it folded, with event
+// ids seeded by the stream, each event's type and seed(state, decision)
+// (see appendSeeded). A concurrent writer makes the append fail with a
+// conflict; with retries > 0 the command is decided again on the new
+// state up to that many times. It returns the new state and the stored
+// events; on a decision's error, the state it was decided on.
+func update[S aggregate](ctx context.Context, s *Service, streamID string, md events.Metadata, fold func([]events.Envelope) (S, error),
+	seed func(S) string, retries int, decide func(S) ([]events.Data, error)) (S, []events.Envelope, error) {
+	for attempt := 0; ; attempt++ {
+		st, evs, err := load(ctx, s, streamID, fold)
+		if err != nil {
+			return st, nil, err
+		}
+		data, err := decide(st)
+		if err != nil {
+			return st, nil, err
+		}
+		if o := st.owner(); o != "" {
+			md.AccountID = o
+		}
+		stored, err := s.appendSeeded(ctx, streamID, st.streamVersion(), md, data, seed(st))
+		if errors.Is(err, events.ErrConflict) && attempt < retries {
+			continue
+		}
+		if err != nil {
+			return st, nil, err
+		}
+		st, err = fold(append(evs, stored...))
+		return st, stored, err
+	}
+}
+
+// once seeds events that happen at most once per stream: their ids derive
+// from the stream and type alone, so a retried command appends nothing new.
+func once[S any](S) string { return "" }
+
+// atVersion seeds events that may recur on a stream (a plan changed back
+// and forth): a retry of the same change appends nothing new, a later
+// change gets ids of its own.
+func atVersion[S aggregate](st S) string { return "v" + strconv.FormatInt(st.streamVersion(), 10) }
+
+// get loads an aggregate that must exist.
+func get[S aggregate](ctx context.Context, s *Service, streamID, what string, fold func([]events.Envelope) (S, error)) (S, error) {
+	st, _, err := load(ctx, s, streamID, fold)
+	if err == nil && st.streamVersion() == 0 {
+		err = fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return st, err
+}
+
 // appendOnce appends events that happen at most once per stream. Their ids
 // derive from the stream and type, so a retried command appends nothing new.
 func (s *Service) appendOnce(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data) ([]events.Envelope, error) {
@@ -67,56 +144,21 @@ func (s *Service) appendSeeded(ctx context.Context, streamID string, version int
 
 // Account returns an account, or ErrNotFound.
 func (s *Service) Account(ctx context.Context, accountID string) (Account, error) {
-	evs, err := s.store.Load(ctx, AccountStream(accountID))
-	if err != nil {
-		return Account{}, err
-	}
-	a, err := FoldAccount(evs)
-	if err != nil {
-		return Account{}, err
-	}
-	if !a.Exists() {
-		return Account{}, fmt.Errorf("account %s: %w", accountID, ErrNotFound)
-	}
-	return a, nil
+	return get(ctx, s, AccountStream(accountID), "account "+accountID, FoldAccount)
 }
 
 // CreateAccount opens an account.
 func (s *Service) CreateAccount(ctx context.Context, md events.Metadata, cmd CreateAccount) (Account, error) {
-	evs, err := s.store.Load(ctx, AccountStream(cmd.AccountID))
-	if err != nil {
-		return Account{}, err
-	}
-	a, err := FoldAccount(evs)
-	if err != nil {
-		return Account{}, err
-	}
-	data, err := DecideCreateAccount(a, cmd, s.planExists)
-	if err != nil {
-		return Account{}, err
-	}
 	md.AccountID = cmd.AccountID
-	stored, err := s.appendOnce(ctx, AccountStream(cmd.AccountID), a.Version, md, data)
-	if err != nil {
-		return Account{}, err
-	}
-	return FoldAccount(append(evs, stored...))
+	a, _, err := update(ctx, s, AccountStream(cmd.AccountID), md, FoldAccount, once, 0, func(a Account) ([]events.Data, error) {
+		return DecideCreateAccount(a, cmd, s.planExists)
+	})
+	return a, err
 }
 
 // APIKey returns a key, or ErrNotFound.
 func (s *Service) APIKey(ctx context.Context, keyID string) (APIKey, error) {
-	evs, err := s.store.Load(ctx, APIKeyStream(keyID))
-	if err != nil {
-		return APIKey{}, err
-	}
-	k, err := FoldAPIKey(evs)
-	if err != nil {
-		return APIKey{}, err
-	}
-	if !k.Exists() {
-		return APIKey{}, fmt.Errorf("key %s: %w", keyID, ErrNotFound)
-	}
-	return k, nil
+	return get(ctx, s, APIKeyStream(keyID), "key "+keyID, FoldAPIKey)
 }
 
 // IssueAPIKey issues a key.
@@ -125,62 +167,22 @@ func (s *Service) IssueAPIKey(ctx context.Context, md events.Metadata, cmd Issue
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return APIKey{}, err
 	}
-	evs, err := s.store.Load(ctx, APIKeyStream(cmd.KeyID))
-	if err != nil {
-		return APIKey{}, err
-	}
-	k, err := FoldAPIKey(evs)
-	if err != nil {
-		return APIKey{}, err
-	}
-	data, err := DecideIssueAPIKey(a, k, cmd)
-	if err != nil {
-		return APIKey{}, err
-	}
 	md.AccountID = cmd.AccountID
-	stored, err := s.appendOnce(ctx, APIKeyStream(cmd.KeyID), k.Version, md, data)
-	if err != nil {
-		return APIKey{}, err
-	}
-	return FoldAPIKey(append(evs, stored...))
+	k, _, err := update(ctx, s, APIKeyStream(cmd.KeyID), md, FoldAPIKey, once, 0, func(k APIKey) ([]events.Data, error) {
+		return DecideIssueAPIKey(a, k, cmd)
+	})
+	return k, err
 }
 
 // RevokeAPIKey revokes a key.
 func (s *Service) RevokeAPIKey(ctx context.Context, md events.Metadata, keyID string) (APIKey, error) {
-	evs, err := s.store.Load(ctx, APIKeyStream(keyID))
-	if err != nil {
-		return APIKey{}, err
-	}
-	k, err := FoldAPIKey(evs)
-	if err != nil {
-		return APIKey{}, err
-	}
-	data, err := DecideRevokeAPIKey(k)
-	if err != nil {
-		return APIKey{}, err
-	}
-	md.AccountID = k.AccountID
-	stored, err := s.appendOnce(ctx, APIKeyStream(keyID), k.Version, md, data)
-	if err != nil {
-		return APIKey{}, err
-	}
-	return FoldAPIKey(append(evs, stored...))
+	k, _, err := update(ctx, s, APIKeyStream(keyID), md, FoldAPIKey, once, 0, DecideRevokeAPIKey)
+	return k, err
 }
 
 // Completion returns a completion, or ErrNotFound.
 func (s *Service) Completion(ctx context.Context, completionID string) (Completion, error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, err
-	}
-	c, err := FoldCompletion(evs)
-	if err != nil {
-		return Completion{}, err
-	}
-	if c.Version == 0 {
-		return Completion{}, fmt.Errorf("completion %s: %w", completionID, ErrNotFound)
-	}
-	return c, nil
+	return get(ctx, s, CompletionStream(completionID), "completion "+completionID, FoldCompletion)
 }
 
 // RequestCompletion records a request. With claim set (the inline path),
@@ -216,39 +218,22 @@ func (s *Service) RequestCompletion(ctx context.Context, md events.Metadata, cmd
 // StartCompletion claims a queued completion. It returns ErrAlreadyClaimed
 // when another executor was first, also when both raced to the append.
 func (s *Service) StartCompletion(ctx context.Context, md events.Metadata, completionID string, cmd StartCompletion) (Completion, error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, err
-	}
-	c, err := FoldCompletion(evs)
-	if err != nil {
-		return Completion{}, err
-	}
-	data, err := DecideStartCompletion(c, cmd)
-	if err != nil {
-		return c, err
-	}
-	md.AccountID = c.AccountID
 	// The claim's id is random, never derived: two deliveries of one
 	// message to the same executor must not both see an "idempotent"
 	// success and both call the provider. The loser gets a conflict.
-	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, cmd.Executor+"|"+uuid.NewString())
+	claimID := func(Completion) string { return cmd.Executor + "|" + uuid.NewString() }
+	c, _, err := update(ctx, s, CompletionStream(completionID), md, FoldCompletion, claimID, 0, func(c Completion) ([]events.Data, error) {
+		return DecideStartCompletion(c, cmd)
+	})
 	if errors.Is(err, events.ErrConflict) {
 		return c, fmt.Errorf("completion %s: %w", completionID, ErrAlreadyClaimed)
 	}
-	if err != nil {
-		return Completion{}, err
-	}
-	return c.Apply(stored...)
+	return c, err
 }
 
 // FinishCompletion records the outcome of a running completion.
 func (s *Service) FinishCompletion(ctx context.Context, md events.Metadata, completionID string, cmd FinishCompletion) (Completion, error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, err
-	}
-	c, err := FoldCompletion(evs)
+	c, _, err := load(ctx, s, CompletionStream(completionID), FoldCompletion)
 	if err != nil {
 		return Completion{}, err
 	}
@@ -292,25 +277,20 @@ func (s *Service) FinishClaimed(ctx context.Context, md events.Metadata, c Compl
 // A completion that is not running, or whose lease is still valid, gets
 // ErrWrongState; one that changed while deciding gets events.ErrConflict.
 func (s *Service) AbandonExpired(ctx context.Context, md events.Metadata, completionID string, cmd AbandonCompletion) (c Completion, mine bool, err error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, false, err
+	c, stored, err := update(ctx, s, CompletionStream(completionID), md, FoldCompletion, once, 0, func(c Completion) ([]events.Data, error) {
+		return DecideAbandonCompletion(c, cmd)
+	})
+	return c, storedBy(stored, md, c), err
+}
+
+// storedBy reports whether the first of stored is this caller's (its
+// metadata is md completed with the stream's account), not another
+// writer's found by an idempotent append.
+func storedBy(stored []events.Envelope, md events.Metadata, st aggregate) bool {
+	if o := st.owner(); o != "" {
+		md.AccountID = o
 	}
-	if c, err = FoldCompletion(evs); err != nil {
-		return Completion{}, false, err
-	}
-	data, err := DecideAbandonCompletion(c, cmd)
-	if err != nil {
-		return c, false, err
-	}
-	md.AccountID = c.AccountID
-	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
-	if err != nil {
-		return c, false, err
-	}
-	mine = len(stored) > 0 && stored[0].Metadata == md
-	c, err = c.Apply(stored...)
-	return c, mine, err
+	return len(stored) > 0 && stored[0].Metadata == md
 }
 
 // ReapExpired ends the claim of a running completion that expired at
@@ -328,36 +308,20 @@ func (s *Service) AbandonExpired(ctx context.Context, md events.Metadata, comple
 // lease is still valid, gets ErrWrongState; one that changed while
 // deciding gets events.ErrConflict.
 func (s *Service) ReapExpired(ctx context.Context, md events.Metadata, completionID string, cmd RequeueCompletion) (c Completion, mine bool, err error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, false, err
-	}
-	if c, err = FoldCompletion(evs); err != nil {
-		return Completion{}, false, err
-	}
-	data, err := DecideRequeueCompletion(c, cmd)
 	suffix := ""
-	switch {
-	case errors.Is(err, ErrNoRetry):
-		if data, err = DecideAbandonCompletion(c, AbandonCompletion{Now: cmd.Now, Reason: cmd.Reason}); err != nil {
-			return c, false, err
-		}
-	case err != nil:
-		return c, false, err
-	default:
-		// The n-th requeue has its own id: a stale reaper repeating an
-		// earlier one finds it stored, a requeue after a later claim is
-		// a new event.
-		suffix = "retry|" + strconv.Itoa(c.Retries+1)
-	}
-	md.AccountID = c.AccountID
-	stored, err := s.appendSeeded(ctx, CompletionStream(completionID), c.Version, md, data, suffix)
-	if err != nil {
-		return c, false, err
-	}
-	mine = len(stored) > 0 && stored[0].Metadata == md
-	c, err = c.Apply(stored...)
-	return c, mine, err
+	c, stored, err := update(ctx, s, CompletionStream(completionID), md, FoldCompletion, func(Completion) string { return suffix },
+		0, func(c Completion) ([]events.Data, error) {
+			data, err := DecideRequeueCompletion(c, cmd)
+			if errors.Is(err, ErrNoRetry) {
+				return DecideAbandonCompletion(c, AbandonCompletion{Now: cmd.Now, Reason: cmd.Reason})
+			}
+			// The n-th requeue has its own id: a stale reaper repeating an
+			// earlier one finds it stored, a requeue after a later claim is
+			// a new event.
+			suffix = "retry|" + strconv.Itoa(c.Retries+1)
+			return data, err
+		})
+	return c, storedBy(stored, md, c), err
 }
 
 // RecordCallback records the outcome of a job's callback. Its event id
@@ -365,40 +329,19 @@ func (s *Service) ReapExpired(ctx context.Context, md events.Metadata, completio
 // per completion, so a retried or concurrent record appends nothing more
 // (ErrAlreadyExists, or events.ErrConflict when two raced).
 func (s *Service) RecordCallback(ctx context.Context, md events.Metadata, completionID string, cmd RecordCallback) (Completion, error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, err
-	}
-	c, err := FoldCompletion(evs)
-	if err != nil {
-		return Completion{}, err
-	}
-	data, err := DecideRecordCallback(c, cmd)
-	if err != nil {
-		return c, err
-	}
-	md.AccountID = c.AccountID
-	stored, err := s.appendOnce(ctx, CompletionStream(completionID), c.Version, md, data)
-	if err != nil {
-		return c, err
-	}
-	return c.Apply(stored...)
+	c, _, err := update(ctx, s, CompletionStream(completionID), md, FoldCompletion, once, 0, func(c Completion) ([]events.Data, error) {
+		return DecideRecordCallback(c, cmd)
+	})
+	return c, err
 }
 
 // CompletionHistory returns a completion and the events it was folded
 // from, in stream order: the request's whole timeline. ErrNotFound when
 // there is no such completion.
 func (s *Service) CompletionHistory(ctx context.Context, completionID string) (Completion, []events.Envelope, error) {
-	evs, err := s.store.Load(ctx, CompletionStream(completionID))
-	if err != nil {
-		return Completion{}, nil, err
+	c, evs, err := load(ctx, s, CompletionStream(completionID), FoldCompletion)
+	if err == nil && c.Version == 0 {
+		err = fmt.Errorf("completion %s: %w", completionID, ErrNotFound)
 	}
-	c, err := FoldCompletion(evs)
-	if err != nil {
-		return Completion{}, nil, err
-	}
-	if c.Version == 0 {
-		return Completion{}, nil, fmt.Errorf("completion %s: %w", completionID, ErrNotFound)
-	}
-	return c, evs, nil
+	return c, evs, err
 }

@@ -2,61 +2,22 @@ package commands
 
 import (
 	"context"
-	"strconv"
 
 	"github.com/tollgate/tollgate/events"
 )
 
-// appendAtVersion appends events that may recur on a stream (a plan can be
-// changed back and forth): their ids derive from the stream, type and the
-// version decided on, so a retry of the same change appends nothing new
-// while a later change gets ids of its own.
-func (s *Service) appendAtVersion(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data) ([]events.Envelope, error) {
-	return s.appendSeeded(ctx, streamID, version, md, data, "v"+strconv.FormatInt(version, 10))
-}
-
-// updateAccount loads an account, decides and appends.
+// updateAccount loads an account, decides and appends; the events may
+// recur on the stream (see atVersion).
 func (s *Service) updateAccount(ctx context.Context, md events.Metadata, accountID string, decide func(Account) ([]events.Data, error)) (Account, error) {
-	evs, err := s.store.Load(ctx, AccountStream(accountID))
-	if err != nil {
-		return Account{}, err
-	}
-	a, err := FoldAccount(evs)
-	if err != nil {
-		return Account{}, err
-	}
-	data, err := decide(a)
-	if err != nil {
-		return Account{}, err
-	}
-	md.AccountID = a.ID
-	stored, err := s.appendAtVersion(ctx, AccountStream(accountID), a.Version, md, data)
-	if err != nil {
-		return Account{}, err
-	}
-	return FoldAccount(append(evs, stored...))
+	a, _, err := update(ctx, s, AccountStream(accountID), md, FoldAccount, atVersion, 0, decide)
+	return a, err
 }
 
-// updateAPIKey loads a key, decides and appends.
+// updateAPIKey loads a key, decides and appends; the events may recur on
+// the stream (see atVersion).
 func (s *Service) updateAPIKey(ctx context.Context, md events.Metadata, keyID string, decide func(APIKey) ([]events.Data, error)) (APIKey, error) {
-	evs, err := s.store.Load(ctx, APIKeyStream(keyID))
-	if err != nil {
-		return APIKey{}, err
-	}
-	k, err := FoldAPIKey(evs)
-	if err != nil {
-		return APIKey{}, err
-	}
-	data, err := decide(k)
-	if err != nil {
-		return APIKey{}, err
-	}
-	md.AccountID = k.AccountID
-	stored, err := s.appendAtVersion(ctx, APIKeyStream(keyID), k.Version, md, data)
-	if err != nil {
-		return APIKey{}, err
-	}
-	return FoldAPIKey(append(evs, stored...))
+	k, _, err := update(ctx, s, APIKeyStream(keyID), md, FoldAPIKey, atVersion, 0, decide)
+	return k, err
 }
 
 // ChangePlan moves an account to another plan.
