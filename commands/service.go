@@ -110,15 +110,11 @@ func get[S aggregate](ctx context.Context, s *Service, streamID, what string, fo
 	return st, err
 }
 
-// appendOnce appends events that happen at most once per stream. Their ids
-// derive from the stream and type, so a retried command appends nothing new.
-func (s *Service) appendOnce(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data) ([]events.Envelope, error) {
-	return s.appendSeeded(ctx, streamID, version, md, data, "")
-}
-
-// appendSeeded is appendOnce with a suffix in the id seed, for events that
-// several actors may try to append (claims): each actor's event gets its
-// own id, so the loser sees a conflict rather than an idempotent success.
+// appendSeeded appends events whose ids derive from the stream, the type
+// and suffix: appending the same events again (a retried command) stores
+// nothing new, while different suffixes (two executors' claims, the n-th
+// requeue) give events of their own, so the loser of a race sees a
+// conflict rather than an idempotent success.
 func (s *Service) appendSeeded(ctx context.Context, streamID string, version int64, md events.Metadata, data []events.Data, suffix string) ([]events.Envelope, error) {
 	if len(data) == 0 {
 		return nil, nil
