@@ -64,6 +64,12 @@ func TestEndToEndStreamingAndFallback(t *testing.T) {
 	client := openai.NewClient(option.WithBaseURL(e.base+"/v1/"), option.WithAPIKey(secret), option.WithMaxRetries(0))
 	ctx := context.Background()
 
+	// A stream cannot be queued.
+	if code, body, _ := e.do("POST", "/v1/chat/completions", secret, []byte(`{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"x"}]}`),
+		"Prefer", "respond-async"); code != 400 || body["error"].(map[string]any)["code"] != "unsupported_parameter" {
+		t.Fatalf("queued stream: %d %v", code, body)
+	}
+
 	// 1. A stream with usage, through the SDK.
 	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
 		Model:         "gpt-test",

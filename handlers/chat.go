@@ -71,7 +71,11 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
+	async := preferAsync(r)
 	req, ae := validateChat(body)
+	if ae == nil && async && req.Stream {
+		ae = badRequest("unsupported_parameter", "stream", "A streamed request cannot be queued: drop Prefer: respond-async or stream.")
+	}
 	if ae == nil {
 		// callback_url stays in the stored request; commands.SplitCallbackURL
 		// takes it out of what the provider gets.
@@ -91,10 +95,6 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
 		Model: req.Model, Mode: events.ModeSync, Request: body,
 	}
-	if preferAsync(r) && req.Stream {
-		writeError(w, badRequest("unsupported_parameter", "stream", "A streamed request cannot be queued: drop Prefer: respond-async or stream."))
-		return
-	}
 	adm, ae := a.admit(r.Context(), p, req.Model, cmd.CompletionID, body)
 	if ae != nil {
 		writeError(w, ae)
@@ -102,7 +102,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	adm.writeHeaders(w)
 	cmd.Reservation = adm.reservation
-	if preferAsync(r) {
+	if async {
 		cmd.Mode = events.ModeAsync
 		c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, nil)
 		if err != nil {
