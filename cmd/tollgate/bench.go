@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 
@@ -49,6 +50,7 @@ flags:
 	dbConns := fs.Int("db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	blockProfile := fs.String("blockprofile", "", "write a profile of where goroutines waited (channels, locks, I/O) to this file")
 	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,6 +94,22 @@ flags:
 			return fmt.Errorf("bench: cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *blockProfile != "" {
+		// Waits of 100µs and more: enough to see what serializes requests.
+		runtime.SetBlockProfileRate(100_000)
+		runtime.SetMutexProfileFraction(10)
+		defer func() {
+			f, ferr := os.Create(*blockProfile)
+			if ferr != nil {
+				err = errors.Join(err, fmt.Errorf("bench: block profile: %w", ferr))
+				return
+			}
+			defer f.Close()
+			if werr := pprof.Lookup("block").WriteTo(f, 0); werr != nil {
+				err = errors.Join(err, fmt.Errorf("bench: block profile: %w", werr))
+			}
+		}()
 	}
 
 	if *slow > 0 {
