@@ -648,7 +648,7 @@ func scenario(t *testing.T, e *env) {
 	}
 	metrics, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, m := range []string{"tollgate_http_requests_total", "tollgate_completions_total", "tollgate_eventstore_appends_total"} {
+	for _, m := range []string{`tollgate_http_requests_total{route="/v1/chat/completions",status="200"}`, "tollgate_completions_total", "tollgate_eventstore_appends_total"} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
 		}

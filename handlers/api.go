@@ -158,6 +158,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 // Handler returns the API's routes behind its middleware.
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
+	r.Use(recordRoute)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", Message: "Unknown request URL."})
 	})
@@ -210,7 +211,26 @@ type ctxKey int
 const (
 	principalKey ctxKey = iota
 	correlationKey
+	routeKey
 )
+
+// matchedRoute carries the matched route's template back out of the router
+// to observe, for metrics and logs labelled by route, not by raw path.
+type matchedRoute struct{ name string }
+
+// recordRoute is router middleware: it runs once a route matched.
+func recordRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := r.Context().Value(routeKey).(*matchedRoute); ok {
+			if cur := mux.CurrentRoute(r); cur != nil {
+				if t, err := cur.GetPathTemplate(); err == nil {
+					m.name = t
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // correlationID returns the request's correlation id.
 func correlationID(ctx context.Context) string {
@@ -246,14 +266,13 @@ func (a *API) observe(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", cid)
 		r = r.WithContext(context.WithValue(r.Context(), correlationKey, cid))
 		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+		// The router matches on a copy of the request, so the matched route
+		// comes back through this holder (see recordRoute).
+		matched := &matchedRoute{name: "unmatched"}
+		r = r.WithContext(context.WithValue(r.Context(), routeKey, matched))
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		route := "unmatched"
-		if m := mux.CurrentRoute(r); m != nil {
-			if t, err := m.GetPathTemplate(); err == nil {
-				route = t
-			}
-		}
+		route := matched.name
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
