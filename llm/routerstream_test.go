@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,10 +35,10 @@ func (p *policy) stream(t *testing.T, ctx context.Context) (Stream, error) {
 func TestStreamFallsBackOnlyBeforeTheFirstChunk(t *testing.T) {
 	// Primary: 503 on the first request; drops before any chunk on the
 	// second; sends one chunk then drops on the third.
-	var n int
+	// Each request is served on a goroutine of its own: count atomically.
+	var n atomic.Int32
 	pu := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		n++
-		switch n {
+		switch n.Add(1) {
 		case 1:
 			openAIError(w, 503, "overloaded", "server_error", "")
 		case 2:

@@ -73,34 +73,45 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 	return &billingRecords{
 		window: window,
 		unit:   unit,
-		// Add to the window's newest record when it is open, else open the
-		// next one; and only when the completion's item is new, so a
-		// completion is billed once whatever the delivery.
+		// Add each window's completions to its newest record when it is
+		// open, else open the next one; and only the completions whose
+		// item is new, so a completion is billed once whatever the
+		// delivery. One statement for a whole transaction's completions:
+		// many of them fall in the same few records.
 		usage: fmt.Sprintf(`
-			WITH last AS (
-				SELECT record_id, seq, status FROM %[1]s
-				WHERE account_id = $1::text AND window_start = $2::timestamptz
-				ORDER BY seq DESC LIMIT 1 FOR UPDATE
+			WITH input AS (
+				SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[])
+					AS u(account_id, window_start, window_text, completion_id, quantity)
+			), last AS (
+				SELECT g.account_id, g.window_start, g.window_text, l.record_id, l.seq, l.status
+				FROM (SELECT DISTINCT account_id, window_start, window_text FROM input) g
+				LEFT JOIN LATERAL (
+					SELECT record_id, seq, status FROM %[1]s r
+					WHERE r.account_id = g.account_id AND r.window_start = g.window_start
+					ORDER BY seq DESC LIMIT 1 FOR UPDATE
+				) l ON true
 			), target AS (
-				SELECT record_id, seq, false AS fresh FROM last WHERE status = '`+RecordOpen+`'
+				SELECT account_id, window_start, record_id, seq, false AS fresh FROM last WHERE status = '`+RecordOpen+`'
 				UNION ALL
-				SELECT %[3]s, n.seq, true
-				FROM (SELECT coalesce((SELECT seq FROM last), -1) + 1 AS seq) n
-				WHERE NOT EXISTS (SELECT 1 FROM last WHERE status = '`+RecordOpen+`')
+				SELECT account_id, window_start, %[3]s, n.seq, true
+				FROM (SELECT account_id, window_start, window_text, coalesce(seq, -1) + 1 AS seq FROM last
+					WHERE status IS DISTINCT FROM '`+RecordOpen+`') n
 			), item AS (
 				INSERT INTO %[2]s (completion_id, record_id, quantity)
-				SELECT $5::text, record_id, $6::bigint FROM target
+				SELECT i.completion_id, t.record_id, i.quantity FROM input i JOIN target t USING (account_id, window_start)
 				ON CONFLICT (completion_id) DO NOTHING
-				RETURNING record_id
+				RETURNING record_id, quantity
+			), added AS (
+				SELECT t.record_id, t.account_id, t.window_start, t.seq, t.fresh, s.quantity
+				FROM target t JOIN (SELECT record_id, sum(quantity)::bigint AS quantity FROM item GROUP BY record_id) s USING (record_id)
 			), fresh AS (
 				INSERT INTO %[1]s (record_id, account_id, window_start, window_end, seq, unit, quantity, status)
-				SELECT t.record_id, $1::text, $2::timestamptz, $3::timestamptz, t.seq, $4::text, $6::bigint, '`+RecordOpen+`'
-				FROM target t JOIN item USING (record_id) WHERE t.fresh
+				SELECT record_id, account_id, window_start, window_start + $6::interval, seq, $7::text, quantity, '`+RecordOpen+`'
+				FROM added WHERE fresh
 			)
-			UPDATE %[1]s AS b SET quantity = b.quantity + $6::bigint
-			FROM target t JOIN item USING (record_id)
-			WHERE NOT t.fresh AND b.record_id = t.record_id`,
-			br, items, recordIDSQL("$1::text", "$7::text", "n.seq")),
+			UPDATE %[1]s AS b SET quantity = b.quantity + a.quantity
+			FROM added a WHERE NOT a.fresh AND b.record_id = a.record_id`,
+			br, items, recordIDSQL("n.account_id", "n.window_text", "n.seq")),
 		// Freeze the record at the reported quantity: usage added after the
 		// reporter read it moves to a new open record of the same window,
 		// so what was sent to Stripe never changes and nothing is lost. A
@@ -138,10 +149,31 @@ func (p *billingRecords) Name() string { return "billing_records" }
 
 // Apply implements Projector.
 func (p *billingRecords) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyQueued(ctx, tx, p, p.Name(), e)
+	return applyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) error {
+func (p *billingRecords) pending() pending { return &billingChanges{p: p, seen: map[string]bool{}} }
+
+// billingChanges are one transaction's billing writes, in event order:
+// runs of completions' usage, each written with one statement, between the
+// other events' statements. A close, flag or report ends a run, so that it
+// sees every completion before it and none after.
+type billingChanges struct {
+	p    *billingRecords
+	ops  []func(b *pgx.Batch)
+	run  *usageRun
+	seen map[string]bool // completions of this transaction
+}
+
+// usageRun is a run of completions' billable quantities, column by column.
+type usageRun struct {
+	account, windowText, completion []string
+	windowStart                     []time.Time
+	quantity                        []int64
+}
+
+func (c *billingChanges) add(e events.Envelope, d events.Data) error {
+	p := c.p
 	switch d := d.(type) {
 	case events.CompletionSucceeded:
 		var q int64
@@ -157,26 +189,50 @@ func (p *billingRecords) queue(b *pgx.Batch, e events.Envelope, d events.Data) e
 			// Record ids name the window by its start in whole seconds.
 			return fmt.Errorf("billing window %s: want a whole number of seconds", p.window)
 		}
-		if q <= 0 {
+		// A completion seen earlier in the transaction has its item
+		// already: billing it again would add nothing.
+		if q <= 0 || c.seen[d.CompletionID] {
 			return nil
 		}
+		c.seen[d.CompletionID] = true
+		if c.run == nil {
+			r := &usageRun{}
+			c.run = r
+			c.ops = append(c.ops, func(b *pgx.Batch) {
+				b.Queue(p.usage, r.account, r.windowStart, r.windowText, r.completion, r.quantity, p.window, p.unit)
+			})
+		}
 		start := e.OccurredAt.UTC().Truncate(p.window)
-		b.Queue(p.usage, d.AccountID, start, start.Add(p.window), p.unit, d.CompletionID, q, start.Format(time.RFC3339))
+		r := c.run
+		r.account, r.windowStart, r.windowText = append(r.account, d.AccountID), append(r.windowStart, start), append(r.windowText, start.Format(time.RFC3339))
+		r.completion, r.quantity = append(r.completion, d.CompletionID), append(r.quantity, q)
 	case events.BillingRecordClosed:
-		p.queueClose(b, d.RecordID, d.Quantity, RecordClosed)
+		c.run = nil
+		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, RecordClosed) })
 	case events.BillingRecordFlagged:
-		p.queueClose(b, d.RecordID, d.Quantity, RecordFlagged)
+		c.run = nil
+		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, RecordFlagged) })
 	case events.BillingCustomerLinked:
-		b.Queue(p.link, d.AccountID, d.StripeCustomerID)
+		c.ops = append(c.ops, func(b *pgx.Batch) { b.Queue(p.link, d.AccountID, d.StripeCustomerID) })
 	case events.BillingUsageReported:
-		b.Queue(p.report, d.RecordID, e.OccurredAt.UTC()).Exec(func(ct pgconn.CommandTag) error {
-			if ct.RowsAffected() == 0 {
-				return fmt.Errorf("report billing record %s: no such record", d.RecordID)
-			}
-			return nil
+		c.run = nil
+		at := e.OccurredAt.UTC()
+		c.ops = append(c.ops, func(b *pgx.Batch) {
+			b.Queue(p.report, d.RecordID, at).Exec(func(ct pgconn.CommandTag) error {
+				if ct.RowsAffected() == 0 {
+					return fmt.Errorf("report billing record %s: no such record", d.RecordID)
+				}
+				return nil
+			})
 		})
 	}
 	return nil
+}
+
+func (c *billingChanges) flush(b *pgx.Batch) {
+	for _, op := range c.ops {
+		op(b)
+	}
 }
 
 // queueClose freezes a record at quantity with status (closed or flagged).

@@ -42,8 +42,9 @@ type queuer interface {
 }
 
 // accumulator is implemented by projectors whose writes for many events
-// fold into a few set-based statements (their effects commute, or they
-// fold one stream's events in order in Go). A Set gives each transaction
+// fold into a few set-based statements (their effects commute, they fold
+// one stream's events in order in Go, or they keep in order the few
+// statements whose order matters). A Set gives each transaction
 // its own pending state and flushes it, after every event of the
 // transaction was added, into the same batch.
 type accumulator interface {

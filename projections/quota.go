@@ -1,9 +1,11 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +19,12 @@ import (
 // quota_reservations (outstanding), quota_windows (admissions per second)
 // and quota_limits (plans, overrides, suspensions). Every value comes from
 // events: windows are pruned by the event's time, never the clock.
+//
+// It is an accumulator: a transaction's budget and window increments are
+// summed per row in Go and written with one upsert per row, and its
+// reservations are folded per completion, so that a batch of many
+// completions of few accounts writes each budget row once instead of once
+// per event.
 type quotaState struct {
 	addBudget, insertRes, deleteRes, abandon, addWindow, pruneWindow, upsertLimits, setSuspension string
 }
@@ -24,25 +32,39 @@ type quotaState struct {
 // NewQuotaState returns the projector of the quota read models in schema.
 func NewQuotaState(schema string) Projector {
 	st, res, win, lim := table(schema, "quota_state"), table(schema, "quota_reservations"), table(schema, "quota_windows"), table(schema, "quota_limits")
-	addBudget := fmt.Sprintf(`INSERT INTO %s AS q (scope, id, account_id, period, spent, reserved)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
-		ON CONFLICT (scope, id, period) DO UPDATE SET spent = q.spent + EXCLUDED.spent, reserved = q.reserved + EXCLUDED.reserved`, st)
 	return &quotaState{
-		addBudget: addBudget,
+		addBudget: fmt.Sprintf(`INSERT INTO %s AS q (scope, id, account_id, period, spent, reserved)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+			ON CONFLICT (scope, id, period) DO UPDATE SET spent = q.spent + EXCLUDED.spent, reserved = q.reserved + EXCLUDED.reserved`, st),
+		// ON CONFLICT DO NOTHING: a reservation recorded twice keeps the
+		// first (its budget was added twice, as it was reserved twice).
 		insertRes: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, cost, tokens, day, month, reserved_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (completion_id) DO NOTHING`, res),
-		deleteRes: fmt.Sprintf(`DELETE FROM %s WHERE completion_id = $1`, res),
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[],
+				$8::timestamptz[], $9::timestamptz[])
+			ON CONFLICT (completion_id) DO NOTHING`, res),
+		deleteRes: fmt.Sprintf(`DELETE FROM %s WHERE completion_id = ANY($1::text[])`, res),
 		// An abandoned or released completion's reservation is released
 		// with whatever it reserved, once; a completion without one (or
-		// whose reservation is gone already) releases nothing.
-		abandon: fmt.Sprintf(`WITH del AS (DELETE FROM %s WHERE completion_id = $1 RETURNING account_id, key_id, cost, day, month)
-			UPDATE %s AS q SET reserved = q.reserved - del.cost FROM del
-			WHERE (q.scope = 'account' AND q.id = del.account_id OR q.scope = 'key' AND q.id = del.key_id)
-			  AND q.period IN ('day:' || del.day, 'month:' || del.month)`, res, st),
+		// whose reservation is gone already) releases nothing. Several
+		// reservations may free the same budget row, so their costs are
+		// summed per row first (an UPDATE applies one source row per
+		// target row).
+		abandon: fmt.Sprintf(`WITH del AS (
+				DELETE FROM %[1]s WHERE completion_id = ANY($1::text[]) RETURNING account_id, key_id, cost, day, month
+			), freed AS (
+				SELECT r.scope, r.id, r.period, sum(del.cost)::bigint AS cost
+				FROM del CROSS JOIN LATERAL (VALUES
+					('account', del.account_id, 'day:' || del.day), ('account', del.account_id, 'month:' || del.month),
+					('key', del.key_id, 'day:' || del.day), ('key', del.key_id, 'month:' || del.month)) AS r(scope, id, period)
+				GROUP BY 1, 2, 3
+			)
+			UPDATE %[2]s AS q SET reserved = q.reserved - f.cost FROM freed f
+			WHERE q.scope = f.scope AND q.id = f.id AND q.period = f.period`, res, st),
 		addWindow: fmt.Sprintf(`INSERT INTO %s AS w (scope, id, account_id, second, requests, tokens)
-			VALUES ('account', $1, $1, $3, 1, $4), ('key', $2, $1, $3, 1, $4)
-			ON CONFLICT (scope, id, second) DO UPDATE SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens`, win),
-		pruneWindow: fmt.Sprintf(`DELETE FROM %s WHERE account_id = $1 AND second <= $2`, win),
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+			ON CONFLICT (scope, id, second) DO UPDATE SET requests = w.requests + EXCLUDED.requests, tokens = w.tokens + EXCLUDED.tokens`, win),
+		pruneWindow: fmt.Sprintf(`DELETE FROM %s AS w USING unnest($1::text[], $2::bigint[]) AS u(account_id, upto)
+			WHERE w.account_id = u.account_id AND w.second <= u.upto`, win),
 		upsertLimits: fmt.Sprintf(`INSERT INTO %s AS l (scope, id, account_id, plan, limits, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (scope, id) DO UPDATE SET plan = CASE WHEN EXCLUDED.plan = '' THEN l.plan ELSE EXCLUDED.plan END,
 				limits = CASE WHEN $7 THEN EXCLUDED.limits ELSE l.limits END, updated_at = EXCLUDED.updated_at`, lim),
@@ -55,65 +77,366 @@ func (p *quotaState) Name() string { return "quota_state" }
 
 // Apply implements Projector.
 func (p *quotaState) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyQueued(ctx, tx, p, p.Name(), e)
+	return applyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *quotaState) budget(b *pgx.Batch, account, key, day, month string, spent, reserved int64) {
-	b.Queue(p.addBudget,
-		[]string{"account", "account", "key", "key"}, []string{account, account, key, key}, []string{account, account, account, account},
-		[]string{"day:" + day, "month:" + month, "day:" + day, "month:" + month},
-		[]int64{spent, spent, spent, spent}, []int64{reserved, reserved, reserved, reserved})
+func (p *quotaState) pending() pending {
+	return &quotaChanges{p: p, budgets: map[budgetKey]*budgetDelta{}, winRows: map[windowKey]*windowDelta{}, windows: map[string]*accountWindows{},
+		res: map[string]*resFold{}}
 }
 
-func (p *quotaState) queue(b *pgx.Batch, e events.Envelope, d events.Data) error {
+// budgetKey names a quota_state row.
+type budgetKey struct{ scope, id, period string }
+
+// budgetDelta is what a transaction adds to one quota_state row.
+type budgetDelta struct {
+	account         string
+	spent, reserved int64
+}
+
+// windowKey names a quota_windows row.
+type windowKey struct {
+	scope, id string
+	second    int64
+}
+
+// windowDelta is what a transaction adds to one quota_windows row.
+type windowDelta struct {
+	account          string
+	requests, tokens int64
+}
+
+// accountWindows are which window rows of a transaction are one
+// account's, and the highest second its events pruned up to.
+type accountWindows struct {
+	rows map[windowKey]struct{}
+	// pruned is the highest "second <= pruned" bound of the account's
+	// prunes; pruned is meaningful only when prunedSet.
+	pruned    int64
+	prunedSet bool
+	// minSecond is the lowest second in rows, so that a prune below every
+	// pending row costs no scan.
+	minSecond int64
+}
+
+// Reservation states of a completion within one transaction, relative to
+// what the table held before it.
+const (
+	// resUntouched: no reservation event of the completion in this
+	// transaction yet.
+	resUntouched = iota
+	// resAbsent: the transaction deleted the completion's reservation
+	// (settled or released); the table has none for it at this point.
+	resAbsent
+	// resOwn: the transaction deleted any previous reservation and then
+	// reserved: the table holds row.
+	resOwn
+	// resEither: reserved while the table's state was unknown: the table
+	// holds its earlier reservation if it had one (ON CONFLICT DO NOTHING),
+	// else row.
+	resEither
+)
+
+// reservation is a quota_reservations row.
+type reservation struct {
+	completion, account, key string
+	cost, tokens             int64
+	day, month               string
+	reservedAt, expiresAt    time.Time
+}
+
+// resFold is one completion's reservation writes of a transaction.
+type resFold struct {
+	state int
+	row   reservation
+	// preInsert is a reservation to insert (ON CONFLICT DO NOTHING) before
+	// the release that depends on the table's earlier state; fromTable
+	// says such a release happens (with or without preInsert).
+	preInsert *reservation
+	fromTable bool
+	// deleted: the transaction deletes whatever the table held.
+	deleted bool
+}
+
+// quotaChanges are one transaction's quota writes.
+type quotaChanges struct {
+	p       *quotaState
+	budgets map[budgetKey]*budgetDelta
+	winRows map[windowKey]*windowDelta
+	windows map[string]*accountWindows
+	res     map[string]*resFold
+	resIDs  []string // completions in res, in first-seen order
+	// limits are quota_limits statements, in event order: they are few and
+	// order matters (a suspension updates the key's row).
+	limits []queued
+}
+
+// queued is one statement and its arguments.
+type queued struct {
+	sql  string
+	args []any
+}
+
+func (c *quotaChanges) budget(account, key, day, month string, spent, reserved int64) {
+	for _, k := range [...]budgetKey{{"account", account, "day:" + day}, {"account", account, "month:" + month},
+		{"key", key, "day:" + day}, {"key", key, "month:" + month}} {
+		d := c.budgets[k]
+		if d == nil {
+			d = &budgetDelta{account: account}
+			c.budgets[k] = d
+		}
+		d.spent += spent
+		d.reserved += reserved
+	}
+}
+
+// window adds one admission at second and then prunes the account's
+// windows up to prune, as the live statements did one event at a time.
+func (c *quotaChanges) window(account, key string, second, tokens, prune int64) {
+	w := c.windows[account]
+	if w == nil {
+		w = &accountWindows{rows: map[windowKey]struct{}{}, minSecond: second}
+		c.windows[account] = w
+	}
+	for _, k := range [...]windowKey{{"account", account, second}, {"key", key, second}} {
+		d := c.winRows[k]
+		if d == nil {
+			d = &windowDelta{account: account}
+			c.winRows[k] = d
+		}
+		w.rows[k] = struct{}{}
+		d.requests++
+		d.tokens += tokens
+	}
+	w.minSecond = min(w.minSecond, second)
+	if !w.prunedSet || prune > w.pruned {
+		w.pruned, w.prunedSet = prune, true
+	}
+	if prune < w.minSecond {
+		return
+	}
+	// Increments already pending for a pruned second are deleted with it;
+	// the table's rows are deleted at flush, before the survivors are
+	// added.
+	w.minSecond = second
+	for k := range w.rows {
+		if k.second <= prune {
+			delete(w.rows, k)
+			delete(c.winRows, k)
+		} else {
+			w.minSecond = min(w.minSecond, k.second)
+		}
+	}
+}
+
+func (c *quotaChanges) fold(id string) *resFold {
+	f := c.res[id]
+	if f == nil {
+		f = &resFold{}
+		c.res[id] = f
+		c.resIDs = append(c.resIDs, id)
+	}
+	return f
+}
+
+func (c *quotaChanges) reserve(r reservation) {
+	f := c.fold(r.completion)
+	switch f.state {
+	case resUntouched:
+		f.state, f.row = resEither, r
+	case resAbsent:
+		f.state, f.row = resOwn, r
+	}
+	// resOwn, resEither: a reservation is there already; the insert would
+	// do nothing.
+}
+
+func (c *quotaChanges) remove(id string) {
+	f := c.fold(id)
+	f.state, f.deleted = resAbsent, true
+}
+
+// release frees a completion's reservation if it is still outstanding.
+func (c *quotaChanges) release(id string) {
+	f := c.fold(id)
+	switch f.state {
+	case resUntouched:
+		// Whatever the table holds, released in SQL.
+		f.fromTable = true
+	case resEither:
+		// The table's earlier reservation if any, else this transaction's:
+		// insert it the way the reserve would have, then release in SQL.
+		row := f.row
+		f.preInsert, f.fromTable = &row, true
+	case resOwn:
+		c.budget(f.row.account, f.row.key, f.row.day, f.row.month, 0, -f.row.cost)
+	case resAbsent:
+		return
+	}
+	f.state, f.deleted = resAbsent, true
+}
+
+func (c *quotaChanges) add(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
-	noLimits, _ := json.Marshal(events.LimitOverrides{})
 	switch d := d.(type) {
 	case events.QuotaReserved:
-		p.budget(b, d.AccountID, d.KeyID, d.Day, d.Month, 0, d.CostNanoUSD)
-		b.Queue(p.insertRes, d.CompletionID, d.AccountID, d.KeyID, d.CostNanoUSD, d.Tokens, d.Day, d.Month, at, d.ExpiresAt)
+		c.budget(d.AccountID, d.KeyID, d.Day, d.Month, 0, d.CostNanoUSD)
+		c.reserve(reservation{completion: d.CompletionID, account: d.AccountID, key: d.KeyID, cost: d.CostNanoUSD, tokens: d.Tokens,
+			day: d.Day, month: d.Month, reservedAt: at, expiresAt: d.ExpiresAt})
 		sec := at.Unix()
-		b.Queue(p.addWindow, d.AccountID, d.KeyID, sec, d.Tokens)
-		b.Queue(p.pruneWindow, d.AccountID, sec-2*int64(quota.Window/time.Second))
+		c.window(d.AccountID, d.KeyID, sec, d.Tokens, sec-2*int64(quota.Window/time.Second))
 	case events.QuotaSettled:
-		p.budget(b, d.AccountID, d.KeyID, d.Day, d.Month, d.CostNanoUSD, -d.ReservedNanoUSD)
-		b.Queue(p.deleteRes, d.CompletionID)
+		c.budget(d.AccountID, d.KeyID, d.Day, d.Month, d.CostNanoUSD, -d.ReservedNanoUSD)
+		c.remove(d.CompletionID)
 	case events.QuotaReleased:
 		// Released like an abandonment: only while still outstanding. An
 		// abandonment appends completion.abandoned and quota.released
 		// together; the first frees the reservation, the second finds
 		// nothing left (releasing both would count it back twice).
-		b.Queue(p.abandon, d.CompletionID)
+		c.release(d.CompletionID)
 	case events.CompletionAbandoned:
-		b.Queue(p.abandon, d.CompletionID)
+		c.release(d.CompletionID)
+	default:
+		return c.addLimits(e, d)
+	}
+	return nil
+}
+
+func (c *quotaChanges) addLimits(e events.Envelope, d events.Data) error {
+	at := e.OccurredAt.UTC()
+	p := c.p
+	noLimits, err := json.Marshal(events.LimitOverrides{})
+	if err != nil {
+		return err
+	}
+	q := func(sql string, args ...any) { c.limits = append(c.limits, queued{sql, args}) }
+	switch d := d.(type) {
 	case events.AccountCreated:
-		b.Queue(p.upsertLimits, "account", d.AccountID, d.AccountID, d.Plan, noLimits, at, false)
+		q(p.upsertLimits, "account", d.AccountID, d.AccountID, d.Plan, noLimits, at, false)
 	case events.AccountPlanChanged:
-		b.Queue(p.upsertLimits, "account", d.AccountID, d.AccountID, d.Plan, noLimits, at, false)
+		q(p.upsertLimits, "account", d.AccountID, d.AccountID, d.Plan, noLimits, at, false)
 	case events.AccountLimitsChanged:
 		raw, err := json.Marshal(d.Limits)
 		if err != nil {
 			return err
 		}
-		b.Queue(p.upsertLimits, "account", d.AccountID, d.AccountID, "", raw, at, true)
+		q(p.upsertLimits, "account", d.AccountID, d.AccountID, "", raw, at, true)
 	case events.APIKeyIssued:
-		b.Queue(p.upsertLimits, "key", d.KeyID, d.AccountID, "", noLimits, at, false)
+		q(p.upsertLimits, "key", d.KeyID, d.AccountID, "", noLimits, at, false)
 	case events.APIKeyLimitsChanged:
 		raw, err := json.Marshal(d.Limits)
 		if err != nil {
 			return err
 		}
-		b.Queue(p.upsertLimits, "key", d.KeyID, d.AccountID, "", raw, at, true)
+		q(p.upsertLimits, "key", d.KeyID, d.AccountID, "", raw, at, true)
 	case events.APIKeySuspended:
 		raw, err := json.Marshal(d)
 		if err != nil {
 			return err
 		}
-		b.Queue(p.setSuspension, d.KeyID, d.AccountID, raw, at)
+		q(p.setSuspension, d.KeyID, d.AccountID, raw, at)
 	case events.APIKeyUnsuspended:
-		b.Queue(p.setSuspension, d.KeyID, d.AccountID, nil, at)
+		q(p.setSuspension, d.KeyID, d.AccountID, nil, at)
 	}
 	return nil
+}
+
+// flush queues, in this order: the summed budget deltas (so that every
+// row a release frees exists), the releases that depend on the table's
+// earlier reservations, the other deletions, the transaction's remaining
+// reservations, the window prunes and increments, and the limits.
+func (c *quotaChanges) flush(b *pgx.Batch) {
+	p := c.p
+	if len(c.budgets) > 0 {
+		keys := make([]budgetKey, 0, len(c.budgets))
+		for k := range c.budgets {
+			keys = append(keys, k)
+		}
+		// One order for every transaction: concurrent ones lock the rows
+		// they share alike.
+		slices.SortFunc(keys, func(a, b budgetKey) int {
+			return cmp.Or(cmp.Compare(a.scope, b.scope), cmp.Compare(a.id, b.id), cmp.Compare(a.period, b.period))
+		})
+		n := len(keys)
+		scope, id, account, period := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		spent, reserved := make([]int64, n), make([]int64, n)
+		for i, k := range keys {
+			d := c.budgets[k]
+			scope[i], id[i], account[i], period[i], spent[i], reserved[i] = k.scope, k.id, d.account, k.period, d.spent, d.reserved
+		}
+		b.Queue(p.addBudget, scope, id, account, period, spent, reserved)
+	}
+
+	var pre, final []reservation
+	var fromTable, deleted []string
+	for _, id := range c.resIDs {
+		f := c.res[id]
+		if f.preInsert != nil {
+			pre = append(pre, *f.preInsert)
+		}
+		if f.fromTable {
+			fromTable = append(fromTable, id)
+		} else if f.deleted {
+			deleted = append(deleted, id)
+		}
+		if f.state == resOwn || f.state == resEither {
+			final = append(final, f.row)
+		}
+	}
+	c.queueReservations(b, pre)
+	if len(fromTable) > 0 {
+		b.Queue(p.abandon, fromTable)
+	}
+	if len(deleted) > 0 {
+		b.Queue(p.deleteRes, deleted)
+	}
+	c.queueReservations(b, final)
+
+	var pruneAcc []string
+	var pruneUpto []int64
+	for acc, w := range c.windows {
+		if w.prunedSet {
+			pruneAcc, pruneUpto = append(pruneAcc, acc), append(pruneUpto, w.pruned)
+		}
+	}
+	wkeys := make([]windowKey, 0, len(c.winRows))
+	for k := range c.winRows {
+		wkeys = append(wkeys, k)
+	}
+	if len(pruneAcc) > 0 {
+		b.Queue(p.pruneWindow, pruneAcc, pruneUpto)
+	}
+	if len(wkeys) > 0 {
+		slices.SortFunc(wkeys, func(a, b windowKey) int {
+			return cmp.Or(cmp.Compare(a.scope, b.scope), cmp.Compare(a.id, b.id), cmp.Compare(a.second, b.second))
+		})
+		n := len(wkeys)
+		scope, id, account := make([]string, n), make([]string, n), make([]string, n)
+		second, requests, tokens := make([]int64, n), make([]int64, n), make([]int64, n)
+		for i, k := range wkeys {
+			d := c.winRows[k]
+			scope[i], id[i], account[i], second[i], requests[i], tokens[i] = k.scope, k.id, d.account, k.second, d.requests, d.tokens
+		}
+		b.Queue(p.addWindow, scope, id, account, second, requests, tokens)
+	}
+	for _, q := range c.limits {
+		b.Queue(q.sql, q.args...)
+	}
+}
+
+func (c *quotaChanges) queueReservations(b *pgx.Batch, rs []reservation) {
+	if len(rs) == 0 {
+		return
+	}
+	n := len(rs)
+	completion, account, key, day, month := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	cost, tokens := make([]int64, n), make([]int64, n)
+	reservedAt, expiresAt := make([]time.Time, n), make([]time.Time, n)
+	for i, r := range rs {
+		completion[i], account[i], key[i], day[i], month[i] = r.completion, r.account, r.key, r.day, r.month
+		cost[i], tokens[i], reservedAt[i], expiresAt[i] = r.cost, r.tokens, r.reservedAt, r.expiresAt
+	}
+	b.Queue(c.p.insertRes, completion, account, key, cost, tokens, day, month, reservedAt, expiresAt)
 }
 
 // QuotaStateRow is one scope's budget figures in one period.

@@ -29,8 +29,9 @@ const SetName = "read_models"
 //
 // The projectors of this package write a whole transaction's events in a
 // few pipelined statements; a Projector from elsewhere is applied in event
-// order too, but sees the usage ledger and jobs of the transaction's
-// events only after the last of them (they are written set-based at the end).
+// order too, but sees the usage ledger, jobs, billing records and quota
+// models of the transaction's events only after the last of them (they are
+// written set-based at the end).
 type Set struct {
 	pool   *pgxpool.Pool
 	schema string
