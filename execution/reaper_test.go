@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,11 +14,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 )
@@ -63,24 +61,8 @@ func project(t *testing.T, pool *pgxpool.Pool, store *pgstore.Store, ids ...stri
 
 func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 	ctx := context.Background()
-	var calls atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)
-	}))
-	defer up.Close()
-	cfg, err := config.Parse(fmt.Appendf(nil, `
-providers: [{name: up, kind: openai, base_url: %q}]
-models: [{name: m, deployments: [{provider: up, model: m}], price: {input_per_million: "1", output_per_million: "2"}}]
-plans: [{name: free}]
-`, up.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	up := llmtest.NewUpstream(t, 0)
+	cfg := llmtest.Config(t, up.URL, "1", "2", "")
 	pool, _ := pgtest.NewPool(t)
 	store, err := pgstore.New(pool, nil)
 	if err != nil {
@@ -133,8 +115,8 @@ plans: [{name: free}]
 	if _, err := exec.Run(ctx, events.Metadata{}, c); !errors.Is(err, errDied) {
 		t.Fatalf("Run: err = %v, want the simulated death", err)
 	}
-	if calls.Load() != 1 {
-		t.Fatalf("provider called %d times, want 1", calls.Load())
+	if up.Calls() != 1 {
+		t.Fatalf("provider called %d times, want 1", up.Calls())
 	}
 	project(t, pool, store, "chatcmpl-dead")
 

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,12 +16,12 @@ import (
 
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
@@ -45,7 +43,7 @@ type retryRig struct {
 	limiter *quota.Memory
 	settle  func(context.Context, commands.Completion)
 	set     *projections.Set
-	calls   atomic.Int64
+	up      *llmtest.Upstream
 	nowNS   atomic.Int64
 	t0      time.Time
 	lease   time.Duration
@@ -62,24 +60,9 @@ const (
 func newRetryRig(t *testing.T) *retryRig {
 	t.Helper()
 	r := &retryRig{t: t, ctx: context.Background(), lease: time.Minute}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		r.calls.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)
-	}))
-	t.Cleanup(up.Close)
-	cfg, err := config.Parse(fmt.Appendf(nil, `
-providers: [{name: up, kind: openai, base_url: %q}]
-models: [{name: m, deployments: [{provider: up, model: m}], price: {input_per_million: "1000", output_per_million: "2000"}}]
-plans: [{name: free}]
-jobs: {on_expired_lease: retry, max_retries: 2, lease: 1m, reaper_interval: 1s}
-`, up.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	r.up = llmtest.NewUpstream(t, 0)
+	cfg := llmtest.Config(t, r.up.URL, "1000", "2000", "jobs: {on_expired_lease: retry, max_retries: 2, lease: 1m, reaper_interval: 1s}")
+	var err error
 	r.pool, _ = pgtest.NewPool(t)
 	if r.store, err = pgstore.New(r.pool, nil); err != nil {
 		t.Fatal(err)
@@ -231,8 +214,8 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 	r.request(id, events.ModeAsync, nil)
 	deadClaim := r.die(id, "worker:dead")
 	r.project(id)
-	if r.calls.Load() != 1 {
-		t.Fatalf("provider called %d times, want 1", r.calls.Load())
+	if r.up.Calls() != 1 {
+		t.Fatalf("provider called %d times, want 1", r.up.Calls())
 	}
 
 	reaper := r.reaper("a")
@@ -307,8 +290,8 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1.Wait()
-	if r.calls.Load() != 2 {
-		t.Fatalf("provider called %d times, want 2 (the dead worker and the retry)", r.calls.Load())
+	if r.up.Calls() != 2 {
+		t.Fatalf("provider called %d times, want 2 (the dead worker and the retry)", r.up.Calls())
 	}
 
 	evs, typs = r.stream(id)
@@ -390,8 +373,8 @@ func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
 			}
 		}
 	}
-	if r.calls.Load() != 3 {
-		t.Errorf("provider called %d times, want 3", r.calls.Load())
+	if r.up.Calls() != 3 {
+		t.Errorf("provider called %d times, want 3", r.up.Calls())
 	}
 	_, typs := r.stream(id)
 	want := []string{events.TypeCompletionRequested, events.TypeQuotaReserved,

@@ -3,11 +3,7 @@ package handlers_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,31 +15,15 @@ import (
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/pgtest"
 )
 
 // A message delivered many times, also to several workers at once, calls
 // the provider once: the claim decides who runs it.
 func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
-	var calls atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		time.Sleep(50 * time.Millisecond)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)
-	}))
-	defer up.Close()
-	cfg, err := config.Parse(fmt.Appendf(nil, `
-providers: [{name: up, kind: openai, base_url: %q}]
-models: [{name: m, deployments: [{provider: up, model: m}], price: {input_per_million: "1", output_per_million: "2"}}]
-plans: [{name: free}]
-`, up.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	up := llmtest.NewUpstream(t, 50*time.Millisecond)
+	cfg := llmtest.Config(t, up.URL, "1", "2", "")
 	pool, _ := pgtest.NewPool(t)
 	store, err := pgstore.New(pool, nil)
 	if err != nil {
@@ -93,7 +73,7 @@ plans: [{name: free}]
 	for _, w := range workers {
 		w.Wait()
 	}
-	if n := calls.Load(); n != 1 {
+	if n := up.Calls(); n != 1 {
 		t.Fatalf("provider called %d times, want 1", n)
 	}
 	done, err := svc.Completion(ctx, c.ID)

@@ -13,13 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/server"
 )
@@ -82,17 +82,7 @@ func eventually(t *testing.T, what string, f func() error) {
 // provider, ?wait= returns the finished job, the callback arrives signed
 // and is recorded, and the timeline tells the story without the prompt.
 func TestAsyncJobWaitCallbackAndTimeline(t *testing.T) {
-	var mu sync.Mutex
-	var upstreamBodies []string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		upstreamBodies = append(upstreamBodies, string(b))
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)
-	}))
-	defer up.Close()
+	up := llmtest.NewUpstream(t, 0)
 	type delivery struct {
 		body []byte
 		sig  string
@@ -108,12 +98,8 @@ func TestAsyncJobWaitCallbackAndTimeline(t *testing.T) {
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, fmt.Appendf(nil, `
-providers: [{name: up, kind: openai, base_url: %q}]
-models: [{name: m, deployments: [{provider: up, model: m}], price: {input_per_million: "1", output_per_million: "2"}}]
-plans: [{name: free}]
-jobs: {reaper_interval: 1s, callbacks: {allow_private_networks: true, initial_backoff: 100ms, max_backoff: 200ms}}
-`, up.URL), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(llmtest.ConfigYAML(up.URL, "1", "2",
+		"jobs: {reaper_interval: 1s, callbacks: {allow_private_networks: true, initial_backoff: 100ms, max_backoff: 200ms}}")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	vars := map[string]string{
@@ -191,11 +177,9 @@ jobs: {reaper_interval: 1s, callbacks: {allow_private_networks: true, initial_ba
 	if st, body := e.do("GET", "/v1/jobs/"+id+"?wait=1s", k2, nil); st != 404 {
 		t.Errorf("another account's job: %d %v", st, body)
 	}
-	mu.Lock()
-	if len(upstreamBodies) != 1 || strings.Contains(upstreamBodies[0], "callback_url") || !strings.Contains(upstreamBodies[0], "secret prompt") {
-		t.Errorf("upstream got %q, want one request without callback_url", upstreamBodies)
+	if bodies := up.Bodies(); len(bodies) != 1 || strings.Contains(bodies[0], "callback_url") || !strings.Contains(bodies[0], "secret prompt") {
+		t.Errorf("upstream got %q, want one request without callback_url", bodies)
 	}
-	mu.Unlock()
 
 	// The callback: signed, the job as GET shows it.
 	var d delivery
