@@ -43,11 +43,18 @@ type APIConfig struct {
 	AdminToken string
 	// InstanceID names this process in the claims it makes.
 	InstanceID string
-	// Ready reports whether the database and the bus are reachable.
-	Ready    func(ctx context.Context) error
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
-	Gatherer prometheus.Gatherer
+	// Ready reports whether the database and the bus are reachable; it is
+	// /readyz's one check when Dependencies is empty.
+	Ready func(ctx context.Context) error
+	// Dependencies are /readyz's checks, each reported by name.
+	Dependencies []ReadyCheck
+	// Logger receives the API's logs, behind NewOutageLogHandler.
+	Logger *slog.Logger
+	// OutageLogInterval is how often an unavailable dependency is logged
+	// while it stays so; DefaultOutageLogInterval when zero.
+	OutageLogInterval time.Duration
+	Registry          prometheus.Registerer
+	Gatherer          prometheus.Gatherer
 	// MaxBodyBytes limits request bodies; default 4 MiB.
 	MaxBodyBytes int64
 	// KeyCacheTTL bounds how long a revoked key keeps working on this
@@ -85,6 +92,10 @@ func (c *APIConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Logger = slog.New(NewOutageLogHandler(c.Logger.Handler(), c.OutageLogInterval, nil))
+	if len(c.Dependencies) == 0 && c.Ready != nil {
+		c.Dependencies = []ReadyCheck{{Name: "ready", Check: c.Ready}}
+	}
 	if c.Gatherer == nil {
 		c.Gatherer = prometheus.DefaultGatherer
 	}
@@ -99,8 +110,8 @@ func (c *APIConfig) Validate() error {
 		return errors.New("handlers: AdminToken must be at least 16 characters")
 	case c.InstanceID == "":
 		return errors.New("handlers: InstanceID is required")
-	case c.Ready == nil:
-		return errors.New("handlers: Ready is required")
+	case len(c.Dependencies) == 0:
+		return errors.New("handlers: Ready or Dependencies is required")
 	}
 	return nil
 }
@@ -165,7 +176,7 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed", Message: "Method not allowed on this URL."})
 	})
-	OpsRoutes(r, a.cfg.Gatherer, a.cfg.Ready)
+	OpsRoutes(r, a.cfg.Gatherer, a.cfg.Dependencies)
 
 	admin := r.PathPrefix("/v1/admin").Subrouter()
 	admin.Use(a.requireAdmin)
@@ -189,20 +200,63 @@ func (a *API) Handler() http.Handler {
 	return a.observe(r)
 }
 
+// ReadyCheck is one dependency /readyz reports.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// readyTimeout bounds each check of /readyz (they run at once).
+const readyTimeout = 2 * time.Second
+
+// dependencyState is one check's line in /readyz.
+type dependencyState struct {
+	Status string `json:"status"` // "up" or "down"
+	Error  string `json:"error,omitempty"`
+	// LatencyMS is how long the check took, in milliseconds.
+	LatencyMS int64 `json:"latency_ms"`
+}
+
 // OpsRoutes adds /metrics, /healthz and /readyz; every role serves them.
-func OpsRoutes(r *mux.Router, g prometheus.Gatherer, ready func(context.Context) error) {
+// /readyz runs every check at once, each bounded by readyTimeout, and
+// answers 200 when all are up, 503 (with Retry-After) when any is down,
+// naming each dependency with its state either way.
+func OpsRoutes(r *mux.Router, g prometheus.Gatherer, checks []ReadyCheck) {
 	r.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
-		defer cancel()
-		if err := ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
-			return
+		states := make([]dependencyState, len(checks))
+		var wg sync.WaitGroup
+		for i, c := range checks {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(req.Context(), readyTimeout)
+				defer cancel()
+				start := time.Now()
+				err := c.Check(ctx)
+				states[i] = dependencyState{Status: "up", LatencyMS: time.Since(start).Milliseconds()}
+				if err != nil {
+					states[i].Status, states[i].Error = "down", err.Error()
+				}
+			})
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		wg.Wait()
+		body := struct {
+			Status       string                     `json:"status"`
+			Dependencies map[string]dependencyState `json:"dependencies"`
+		}{Status: "ready", Dependencies: make(map[string]dependencyState, len(checks))}
+		status := http.StatusOK
+		for i, c := range checks {
+			body.Dependencies[c.Name] = states[i]
+			if states[i].Status != "up" {
+				body.Status, status = "unavailable", http.StatusServiceUnavailable
+			}
+		}
+		if status != http.StatusOK {
+			w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfterUnavailable/time.Second)))
+		}
+		writeJSON(w, status, body)
 	}).Methods(http.MethodGet)
 }
 

@@ -1,10 +1,19 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
@@ -62,8 +71,9 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
 	case errors.Is(err, commands.ErrNoBillingCustomer):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
-	case errors.Is(err, quota.ErrLimiter):
-		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "quota_unavailable", Message: "Admission control is unavailable; retry shortly."}
+	case isUnavailable(err):
+		dep, _ := Unavailable(err)
+		return unavailableError(dep)
 	case errors.Is(err, commands.ErrRevoked):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}
 	case errors.As(err, &le):
@@ -79,6 +89,85 @@ func toAPIError(err error) *apiError {
 	default:
 		return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "internal_error", Message: "The server had an error while processing your request."}
 	}
+}
+
+// Dependency names a service Tollgate cannot answer without.
+type Dependency string
+
+// The dependencies /readyz reports and Unavailable tells apart.
+const (
+	DependencyDatabase Dependency = "database"
+	DependencyBus      Dependency = "bus"
+	DependencyRedis    Dependency = "redis"
+)
+
+// RetryAfterUnavailable is the Retry-After of a 503 for an unreachable
+// dependency: long enough not to hammer a restarting server, short enough
+// that clients come back soon after it does.
+const RetryAfterUnavailable = 2 * time.Second
+
+// Unavailable is the one place that tells a dependency outage from any
+// other error: it reports whether err says a dependency could not be
+// reached (connection refused or reset, a dial or read timeout, a pool
+// that could not open or hand out a connection in time, a server shutting
+// down or starting up) and which one. Errors of the quota limiter
+// (quota.ErrLimiter) are Redis's unless they carry a database error (the
+// limiter seeds accounts from the read models); other transport errors
+// reaching a handler are the database's, the only other dependency on a
+// request's path (providers' errors are llm.Error, Stripe's
+// billing.ErrStripeUnavailable, both mapped before this is asked).
+func Unavailable(err error) (Dependency, bool) {
+	if err == nil {
+		return "", false
+	}
+	db := databaseDown(err)
+	switch {
+	case errors.Is(err, quota.ErrLimiter) && !db:
+		return DependencyRedis, true
+	case db || transportDown(err):
+		return DependencyDatabase, true
+	}
+	return "", false
+}
+
+func isUnavailable(err error) bool { _, ok := Unavailable(err); return ok }
+
+// databaseDown recognises pgx's and PostgreSQL's own signs of an outage.
+func databaseDown(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.Is(err, pgconn.ErrConnClosed), pgconn.Timeout(err):
+		return true
+	case errors.As(err, &pe):
+		// 08: connection exception; 57P01-03: admin shutdown, crash
+		// shutdown, cannot connect now (starting up, shutting down);
+		// 53300: too many connections.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "53300"
+	}
+	return false
+}
+
+// transportDown recognises a connection that failed under a query.
+func transportDown(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// unavailableError is the 503 a client gets while dep is unreachable.
+func unavailableError(dep Dependency) *apiError {
+	ae := &apiError{Status: http.StatusServiceUnavailable, Type: "server_error",
+		Header: map[string]string{"Retry-After": strconv.Itoa(int(RetryAfterUnavailable / time.Second))}}
+	switch dep {
+	case DependencyRedis:
+		ae.Code, ae.Message = "quota_unavailable", "Admission control (the quota store, Redis) is unreachable; retry shortly."
+	case DependencyBus:
+		ae.Code, ae.Message = "bus_unavailable", "The event bus is unreachable; retry shortly."
+	default:
+		ae.Code, ae.Message = "database_unavailable", "The database is unreachable; retry shortly."
+	}
+	return ae
 }
 
 func writeError(w http.ResponseWriter, ae *apiError) {

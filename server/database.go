@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// DefaultConnectTimeout bounds a connection attempt when the database URL
+// sets no connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
 
 // OpenDatabase returns a pool on dsn, creating the database first when the
 // server does not have it (so `tollgate serve` works on a fresh PostgreSQL).
@@ -24,6 +29,12 @@ func OpenDatabase(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Poo
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A server that accepts TCP but does not answer (paused, or its
+		// host hung) must fail a connection attempt, not hold it forever:
+		// the request gets 503 database_unavailable instead of hanging.
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

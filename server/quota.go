@@ -45,6 +45,7 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 			return nil, fmt.Errorf("redis at TOLLGATE_REDIS_URL: %w", err)
 		}
 		lim = quota.NewRedis(rdb, RedisKeyPrefix, seed)
+		s.redisPing = func(ctx context.Context) error { return rdb.Ping(ctx).Err() } // for /readyz
 	}
 	return quota.Instrument(lim, reg)
 }

@@ -71,6 +71,9 @@ type Options struct {
 	BillingAfterStripeAccepted func(recordID string) error
 	// BusPollInterval overrides the PostgreSQL bus's poll interval.
 	BusPollInterval time.Duration
+	// OutageLogInterval is how often an unavailable dependency is logged
+	// while it stays so; handlers.DefaultOutageLogInterval when zero.
+	OutageLogInterval time.Duration
 	// HTTP2MaxConcurrentStreams bounds the requests one HTTP/2 (h2c)
 	// connection carries at once; DefaultHTTP2MaxConcurrentStreams when zero.
 	HTTP2MaxConcurrentStreams int
@@ -106,6 +109,23 @@ type Server struct {
 	errs     chan error
 	closers  []func() error
 	stopOnce sync.Once
+	// redisPing checks the quota limiter's Redis; nil without Redis.
+	redisPing func(ctx context.Context) error
+}
+
+// readyChecks are /readyz's dependencies: the database, the bus and, when
+// the quota limiter uses it, Redis. On the PostgreSQL bus the bus check
+// reaches the same server as the database one; both are named so that an
+// operator reads which role's dependency is down.
+func (s *Server) readyChecks(busCfg bus.Config) []handlers.ReadyCheck {
+	checks := []handlers.ReadyCheck{
+		{Name: string(handlers.DependencyDatabase), Check: func(ctx context.Context) error { return s.Pool.Ping(ctx) }},
+		{Name: string(handlers.DependencyBus), Check: func(ctx context.Context) error { return bus.Ping(ctx, busCfg) }},
+	}
+	if s.redisPing != nil {
+		checks = append(checks, handlers.ReadyCheck{Name: string(handlers.DependencyRedis), Check: s.redisPing})
+	}
+	return checks
 }
 
 // Start starts the selected roles and returns once they run.
@@ -118,6 +138,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// A dependency outage is logged once per interval by every role, not
+	// once per request or retry (see handlers.NewOutageLogHandler).
+	logger = slog.New(handlers.NewOutageLogHandler(logger.Handler(), opts.OutageLogInterval, nil))
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -152,16 +175,6 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	svc := commands.NewService(s.Store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, time.Now)
 
 	busCfg := bus.Config{KafkaBrokers: cfg.Env.KafkaBrokers, Pool: s.Pool, Logger: logger, ClientID: "tollgate-" + cfg.Env.InstanceID, SQLPollInterval: opts.BusPollInterval}
-	ready := func(ctx context.Context) error {
-		if err := s.Pool.Ping(ctx); err != nil {
-			return fmt.Errorf("database: %w", err)
-		}
-		if err := bus.Ping(ctx, busCfg); err != nil {
-			return fmt.Errorf("bus: %w", err)
-		}
-		return nil
-	}
-
 	var exec *execution.Executor
 	var limiter quota.Limiter
 	var settle func(context.Context, commands.Completion)
@@ -276,6 +289,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 
 	// HTTP: the API role serves the whole API; every role serves ops endpoints.
+	ready := s.readyChecks(busCfg)
 	var handler http.Handler
 	if opts.Roles.API {
 		s.AdminToken = cfg.Env.AdminToken
@@ -294,7 +308,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		api, err := handlers.NewAPI(handlers.APIConfig{
 			Config: cfg, Service: svc, Executor: exec, Keys: s.Store, ReadModels: s.Pool,
-			AdminToken: s.AdminToken, InstanceID: cfg.Env.InstanceID, Ready: ready,
+			AdminToken: s.AdminToken, InstanceID: cfg.Env.InstanceID, Dependencies: ready,
 			ResponseDeadline: cfg.Env.ResponseDeadline,
 			Logger:           logger, Registry: reg, Gatherer: reg,
 			Billing: bdeps,
