@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/events/pgstore"
@@ -43,6 +44,24 @@ type Follower struct {
 	// cur is the checkpoint, loaded once: while a follower runs it is the
 	// checkpoint's only writer (RunAsLeader makes sure of that).
 	cur *pgstore.Cursor
+	// last is cur for other goroutines (the lag gauge).
+	mu   sync.Mutex
+	last *pgstore.Cursor
+}
+
+// Lag returns how many committed events the follower has yet to apply.
+func (f *Follower) Lag(ctx context.Context) (int64, error) {
+	f.mu.Lock()
+	last := f.last
+	f.mu.Unlock()
+	if last == nil {
+		c, err := pgstore.LoadCheckpoint(ctx, f.cfg.Store.Pool(), f.cfg.Name)
+		if err != nil {
+			return 0, fmt.Errorf("projections follower lag: %w", err)
+		}
+		last = &c
+	}
+	return f.cfg.Store.Behind(ctx, *last)
 }
 
 // NewFollower returns a Follower.
@@ -82,6 +101,9 @@ func (f *Follower) RunOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("projections follower: %w", err)
 	}
 	*f.cur = next
+	f.mu.Lock()
+	f.last = &next
+	f.mu.Unlock()
 	return len(evs), nil
 }
 

@@ -34,14 +34,21 @@ func (s RebuildStats) EventsPerSecond() float64 {
 	return float64(s.Events) / s.Elapsed.Seconds()
 }
 
+// rebuildWait is how long a rebuild waits for transactions that were
+// appending events when it started.
+const rebuildWait = time.Minute
+
 // Rebuild (re)creates every read-model table in schema, empty and shaped
 // like the live one, and applies the whole event log to it in the global
 // order, batch events per transaction, with the projectors build returns
-// for schema. The live model is not touched, so a rebuild runs beside it;
-// schema must therefore not be the live schema.
+// for schema: every event committed before it started, waiting (up to a
+// minute) for transactions still appending then. The live model is not
+// touched, so a rebuild runs beside it; schema must therefore not be the
+// live schema.
 func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, schema string, batch int,
 	build func(schema string) []Projector, logger *slog.Logger) (RebuildStats, error) {
 	start := time.Now()
+	wait := rebuildWait
 	var stats RebuildStats
 	if schema == "" || schema == LiveSchema {
 		return stats, fmt.Errorf("rebuild: schema %q: want a schema beside the live one", schema)
@@ -73,26 +80,27 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 	pages := make(chan page, 2)
 	go func() {
 		defer close(pages)
-		var cur pgstore.Cursor
-		for {
-			evs, next, err := store.ReadAll(ctx, cur, batch, pgstore.Filter{})
+		// Everything committed before the rebuild started, waiting for
+		// transactions still appending rather than taking an empty read
+		// for the end of the log.
+		_, err := store.CatchUp(ctx, pgstore.CatchUpConfig{BatchSize: batch, Wait: wait}, func(evs []events.Envelope, next pgstore.Cursor) error {
 			select {
-			case pages <- page{evs: evs, cur: next, err: err}:
+			case pages <- page{evs: evs, cur: next}:
+				return nil
 			case <-ctx.Done():
-				return
+				return ctx.Err()
 			}
-			if err != nil || len(evs) == 0 {
-				return
+		})
+		if err != nil {
+			select {
+			case pages <- page{err: err}:
+			case <-ctx.Done():
 			}
-			cur = next
 		}
 	}()
 	for p := range pages {
 		if p.err != nil {
 			return stats, fmt.Errorf("rebuild %s: %w", schema, p.err)
-		}
-		if len(p.evs) == 0 {
-			break
 		}
 		if err := set.HandleBatch(ctx, p.evs); err != nil {
 			return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, err)

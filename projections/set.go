@@ -101,7 +101,7 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "tollgate_projection_lag_events",
-			Help:        "Head position of the event store minus the highest position applied to the read models.",
+			Help:        "Events committed after the projections' checkpoint in the global order (up to 1,000,000).",
 			ConstLabels: labels,
 		}),
 	}
@@ -350,18 +350,18 @@ func (s *Set) advance(pos int64) {
 	}
 }
 
-// WatchLag sets the lag gauge to head's position minus the last applied
-// position now and every interval until ctx ends.
-func (s *Set) WatchLag(ctx context.Context, head func(context.Context) (int64, error), every time.Duration) {
+// WatchLag sets the lag gauge to what lag returns (the events committed
+// after the follower's checkpoint) now and every interval until ctx ends.
+func (s *Set) WatchLag(ctx context.Context, lag func(context.Context) (int64, error), every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		h, err := head(ctx)
+		n, err := lag(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			s.logger.WarnContext(ctx, "projection lag: read head", "err", err)
+			s.logger.WarnContext(ctx, "projection lag: count events behind", "err", err)
 		case err == nil:
-			s.lag.Set(float64(max(h-s.lastPos.Load(), 0)))
+			s.lag.Set(float64(n))
 		}
 		select {
 		case <-ctx.Done():

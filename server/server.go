@@ -252,10 +252,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 		s.goRun("projections", s.leader(runCtx, "tollgate:projections", follower.Run))
-		go set.WatchLag(runCtx, func(ctx context.Context) (int64, error) {
-			c, err := s.Store.Head(ctx)
-			return c.Position, err
-		}, 5*time.Second)
+		go set.WatchLag(runCtx, follower.Lag, 5*time.Second)
 	}
 
 	if opts.Roles.Billing {

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/server"
@@ -94,6 +96,7 @@ func exportEvents(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	types := fs.String("type", "", "only these event types, comma separated (e.g. completion.succeeded,completion.failed)")
 	account := fs.String("account", "", "only this account's events (acc_…)")
 	limit := fs.Int64("limit", 0, "stop after this many events (0 = all)")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for transactions still appending events before failing (every event committed before the export started is printed, or it exits 1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,34 +131,33 @@ func exportEvents(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	return export(ctx, store, cur, f, *limit, stdout)
+	return export(ctx, store, pgstore.CatchUpConfig{From: cur, Filter: f, Wait: *wait}, *limit, stdout)
 }
 
-// export writes the events after cur that match f as JSON lines, in the
-// store's global order, until the readable head.
-func export(ctx context.Context, store *pgstore.Store, cur pgstore.Cursor, f pgstore.Filter, limit int64, stdout io.Writer) error {
+// export writes the events after cfg.From that match cfg.Filter as JSON
+// lines, in the store's global order: every event committed before it
+// started, or an error saying which transactions it waited for.
+func export(ctx context.Context, store *pgstore.Store, cfg pgstore.CatchUpConfig, limit int64, stdout io.Writer) error {
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	enc := json.NewEncoder(w)
 	var n int64
-	for {
-		evs, next, err := store.ReadAll(ctx, cur, 1000, f)
-		if err != nil {
-			return err
-		}
+	errLimit := errors.New("limit reached")
+	_, err := store.CatchUp(ctx, cfg, func(evs []events.Envelope, _ pgstore.Cursor) error {
 		for _, e := range evs {
 			if limit > 0 && n >= limit {
-				return w.Flush()
+				return errLimit
 			}
 			if err := enc.Encode(e); err != nil {
 				return err
 			}
 			n++
 		}
-		if len(evs) < 1000 {
-			return w.Flush()
-		}
-		cur = next
+		return nil
+	})
+	if flushErr := w.Flush(); err == nil || errors.Is(err, errLimit) {
+		return flushErr
 	}
+	return fmt.Errorf("events export: %d events written, then: %w", n, err)
 }
 
 func parseFlagTime(s string) (time.Time, error) {

@@ -158,7 +158,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "tollgate_outbox_lag_events",
-			Help:        "Head position of the event store minus the relay's checkpoint position.",
+			Help:        "Events committed after the relay's checkpoint in the global order (up to 1,000,000).",
 			ConstLabels: labels,
 		}),
 	}
@@ -227,35 +227,18 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		}
 		*r.cur = next
 	}
-	// A batch that was not full reached the readable head: no lag, and no
-	// query to say so. Behind, the lag costs a query; once a second is
-	// plenty for a gauge.
-	switch {
-	case len(evs) < r.cfg.BatchSize:
-		r.lag.Set(0)
-	case time.Since(r.lagUpdated) >= time.Second:
-		if err := r.updateLag(ctx, next); err != nil {
-			return len(evs), err
+	// Behind, the lag costs a query; once a second is plenty for a gauge.
+	// A batch that was not full may still leave events behind: ones held
+	// back by a transaction still appending.
+	if time.Since(r.lagUpdated) >= time.Second {
+		lag, err := r.cfg.Store.Behind(ctx, *r.cur)
+		if err != nil {
+			return len(evs), fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
 		}
+		r.lag.Set(float64(lag))
 		r.lagUpdated = time.Now()
 	}
 	return len(evs), nil
-}
-
-func (r *Relay) updateLag(ctx context.Context, cur pgstore.Cursor) error {
-	head, err := r.cfg.Store.Head(ctx)
-	if err != nil {
-		return fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
-	}
-	lag := int64(0)
-	if head != cur {
-		// Positions follow insert order and the global order follows
-		// transaction ids, so the difference is an estimate; it is never
-		// reported as zero while the relay is behind.
-		lag = max(head.Position-cur.Position, 1)
-	}
-	r.lag.Set(float64(lag))
-	return nil
 }
 
 // Run relays until ctx ends, then returns nil. After a full batch it reads

@@ -372,31 +372,36 @@ func TestRelayWaitsForLateCommit(t *testing.T) {
 		t.Fatalf("relayed %d, want 3", n)
 	}
 
-	// The late transaction takes its transaction id first...
+	// The late transaction appends first, so it has the older
+	// transaction id (appenders register before they write: see
+	// migration 0007)...
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // committed below
-	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-		t.Fatal(err)
+	insert := func(e events.Envelope, stream string, version int64) int64 {
+		t.Helper()
+		var pos int64
+		if err := tx.QueryRow(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb) RETURNING position`,
+			e.EventID, stream, version, e.Type, e.SchemaVersion, e.OccurredAt, "acc_a", string(e.Data), `{"account_id":"acc_a"}`,
+		).Scan(&pos); err != nil {
+			t.Fatal(err)
+		}
+		return pos
 	}
+	lateFirst := newEvent(t, "acc_a", 1)
+	insert(lateFirst, "account-acc_a", 1)
 	// ...an event is appended and committed after it...
 	early := newEvent(t, "acc_b", 1)
 	appended, err := s.Append(ctx, "account-acc_b", 0, early)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ...and the late one inserts its event (a higher position) last.
-	late := newEvent(t, "acc_a", 1)
-	var latePos int64
-	if err := tx.QueryRow(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
-		VALUES ($1, $2, 1, $3, $4, $5, $6, $7::jsonb, $8::jsonb) RETURNING position`,
-		late.EventID, "account-acc_a", late.Type, late.SchemaVersion, late.OccurredAt, "acc_a", string(late.Data), `{"account_id":"acc_a"}`,
-	).Scan(&latePos); err != nil {
-		t.Fatal(err)
-	}
-	if latePos <= appended[0].Position {
+	// ...and the late one inserts another event (a higher position) last.
+	late := newEvent(t, "acc_a", 2)
+	if latePos := insert(late, "account-acc_a", 2); latePos <= appended[0].Position {
 		t.Fatalf("setup: late position %d not after %d", latePos, appended[0].Position)
 	}
 
@@ -411,17 +416,17 @@ func TestRelayWaitsForLateCommit(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	stored(t, s, 5)
-	if n := drain(t, relay); n != 2 {
-		t.Fatalf("relayed %d after the commit, want 2", n)
+	stored(t, s, 6)
+	if n := drain(t, relay); n != 3 {
+		t.Fatalf("relayed %d after the commit, want 3", n)
 	}
 	ids := pub.ids()
-	if len(ids) != 5 {
-		t.Fatalf("%d messages, want 5", len(ids))
+	if len(ids) != 6 {
+		t.Fatalf("%d messages, want 6", len(ids))
 	}
-	// Global order is by transaction: the late one first.
-	if ids[3] != late.EventID || ids[4] != early.EventID {
-		t.Fatalf("after the commit got %v, want late %s then early %s", ids[3:], late.EventID, early.EventID)
+	// Global order is by transaction: the late ones first.
+	if ids[3] != lateFirst.EventID || ids[4] != late.EventID || ids[5] != early.EventID {
+		t.Fatalf("after the commit got %v, want late %s, %s then early %s", ids[3:], lateFirst.EventID, late.EventID, early.EventID)
 	}
 	if c, h := checkpoint(t, s, relay.Name()), head(t, s); c != h {
 		t.Fatalf("checkpoint %+v, head %+v", c, h)

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -136,7 +135,7 @@ func (s *Store) insert(ctx context.Context, streamID string, version int64, evs 
 	}
 	rows, err := s.pool.Query(ctx, `
 		INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
-		SELECT id, $2, v, t, sv, o, a, d::jsonb, m::jsonb
+		SELECT id, $2, v, t, sv, o, a, d::json, m::jsonb
 		FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
 		     AS u(id, v, t, sv, o, a, d, m)
 		WHERE $10::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $2 AND stream_version = $10)
@@ -167,7 +166,7 @@ func (s *Store) insert(ctx context.Context, streamID string, version int64, evs 
 // errVersionAhead: the expected version is beyond the stream's end.
 var errVersionAhead = errors.New("expected version is ahead of the stream")
 
-const selectEnvelope = `SELECT event_id, stream_id, stream_version, type, schema_version, occurred_at, data, metadata, position, transaction_id::text FROM events`
+const selectEnvelope = `SELECT event_id, stream_id, stream_version, type, schema_version, occurred_at, data, metadata, position, transaction_id::text::bigint AS txid FROM events`
 
 func (s *Store) storedByID(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error) {
 	ids := make([]uuid.UUID, len(evs))
@@ -219,139 +218,6 @@ func (s *Store) FindAPIKey(ctx context.Context, keyHash string) (string, error) 
 	return id, nil
 }
 
-// Cursor is a place in the global order: the (transaction id, position) of
-// the last event read. The zero Cursor is the beginning.
-type Cursor struct {
-	TransactionID uint64 `json:"transaction_id"`
-	Position      int64  `json:"position"`
-}
-
-// Filter narrows a read of the global order. Zero fields match everything.
-type Filter struct {
-	Types     []string
-	AccountID string
-	Since     time.Time
-	Until     time.Time
-}
-
-// ReadAll returns up to limit events after cur in the global order, and
-// the cursor after the last of them. It reads only events whose
-// transaction is older than every transaction still running, so an event
-// that commits late can never be skipped: readers wait for it instead.
-func (s *Store) ReadAll(ctx context.Context, cur Cursor, limit int, f Filter) ([]events.Envelope, Cursor, error) {
-	q := selectEnvelope + `
-		WHERE (transaction_id, position) > ($1::text::xid8, $2)
-		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-	args := []any{strconv.FormatUint(cur.TransactionID, 10), cur.Position}
-	if len(f.Types) > 0 {
-		args = append(args, f.Types)
-		q += fmt.Sprintf(" AND type = ANY($%d)", len(args))
-	}
-	if f.AccountID != "" {
-		args = append(args, f.AccountID)
-		q += fmt.Sprintf(" AND account_id = $%d", len(args))
-	}
-	if !f.Since.IsZero() {
-		args = append(args, f.Since)
-		q += fmt.Sprintf(" AND occurred_at >= $%d", len(args))
-	}
-	if !f.Until.IsZero() {
-		args = append(args, f.Until)
-		q += fmt.Sprintf(" AND occurred_at < $%d", len(args))
-	}
-	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY transaction_id, position LIMIT $%d", len(args))
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, cur, fmt.Errorf("read all: %w", err)
-	}
-	out, last, err := scanEnvelopes(rows)
-	if err != nil {
-		return nil, cur, fmt.Errorf("read all: %w", err)
-	}
-	if len(out) > 0 {
-		cur = last
-	}
-	return out, cur, nil
-}
-
-// CursorAt returns the cursor of the event at position, so that a reader
-// can resume after it.
-func (s *Store) CursorAt(ctx context.Context, position int64) (Cursor, error) {
-	if position <= 0 {
-		return Cursor{}, nil
-	}
-	var tx string
-	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text FROM events WHERE position = $1`, position).Scan(&tx)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, fmt.Errorf("no event at position %d", position)
-	}
-	if err != nil {
-		return Cursor{}, fmt.Errorf("cursor at %d: %w", position, err)
-	}
-	id, err := strconv.ParseUint(tx, 10, 64)
-	if err != nil {
-		return Cursor{}, fmt.Errorf("cursor at %d: transaction id %q: %w", position, tx, err)
-	}
-	return Cursor{TransactionID: id, Position: position}, nil
-}
-
-// Head returns the cursor of the newest readable event.
-func (s *Store) Head(ctx context.Context) (Cursor, error) {
-	var tx string
-	var pos int64
-	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text, position FROM events
-		WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id DESC, position DESC LIMIT 1`).Scan(&tx, &pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, nil
-	}
-	if err != nil {
-		return Cursor{}, fmt.Errorf("head: %w", err)
-	}
-	id, err := strconv.ParseUint(tx, 10, 64)
-	if err != nil {
-		return Cursor{}, fmt.Errorf("head: transaction id %q: %w", tx, err)
-	}
-	return Cursor{TransactionID: id, Position: pos}, nil
-}
-
-// LoadCheckpoint returns the named follower's cursor; the zero cursor when
-// it has none yet.
-func LoadCheckpoint(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, name string) (Cursor, error) {
-	var tx string
-	var pos int64
-	err := q.QueryRow(ctx, `SELECT transaction_id::text, position FROM checkpoints WHERE name = $1`, name).Scan(&tx, &pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, nil
-	}
-	if err != nil {
-		return Cursor{}, fmt.Errorf("checkpoint %s: %w", name, err)
-	}
-	id, err := strconv.ParseUint(tx, 10, 64)
-	if err != nil {
-		return Cursor{}, fmt.Errorf("checkpoint %s: transaction id %q: %w", name, tx, err)
-	}
-	return Cursor{TransactionID: id, Position: pos}, nil
-}
-
-// SaveCheckpoint records the named follower's cursor.
-func SaveCheckpoint(ctx context.Context, q interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, name string, c Cursor) error {
-	_, err := q.Exec(ctx, `INSERT INTO checkpoints (name, transaction_id, position, updated_at)
-		VALUES ($1, $2::text::xid8, $3, now())
-		ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
-			position = EXCLUDED.position, updated_at = now()`,
-		name, strconv.FormatUint(c.TransactionID, 10), c.Position)
-	if err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", name, err)
-	}
-	return nil
-}
-
 func scanEnvelopes(rows pgx.Rows) ([]events.Envelope, Cursor, error) {
 	defer rows.Close()
 	var out []events.Envelope
@@ -359,7 +225,7 @@ func scanEnvelopes(rows pgx.Rows) ([]events.Envelope, Cursor, error) {
 	for rows.Next() {
 		var e events.Envelope
 		var data, md []byte
-		var tx string
+		var tx uint64
 		if err := rows.Scan(&e.EventID, &e.StreamID, &e.StreamVersion, &e.Type, &e.SchemaVersion, &e.OccurredAt, &data, &md, &e.Position, &tx); err != nil {
 			return nil, last, err
 		}
@@ -368,11 +234,7 @@ func scanEnvelopes(rows pgx.Rows) ([]events.Envelope, Cursor, error) {
 		if err := json.Unmarshal(md, &e.Metadata); err != nil {
 			return nil, last, fmt.Errorf("event %s metadata: %w", e.EventID, err)
 		}
-		id, err := strconv.ParseUint(tx, 10, 64)
-		if err != nil {
-			return nil, last, fmt.Errorf("event %s transaction id %q: %w", e.EventID, tx, err)
-		}
-		last = Cursor{TransactionID: id, Position: e.Position}
+		last = Cursor{TransactionID: tx, Position: e.Position}
 		out = append(out, e)
 	}
 	return out, last, rows.Err()
