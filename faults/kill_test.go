@@ -1,0 +1,185 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/stripetest"
+)
+
+// The kill scenario's shape: load for killLoadFor from killWorkers
+// goroutines; the role's process is SIGKILLed at each of killAt and
+// started again after killPause.
+const (
+	killWorkers  = 6
+	killLoadFor  = 6 * time.Second
+	killPause    = 300 * time.Millisecond
+	killWindow   = 2 * time.Second // billing.window in killConfigYAML
+	killSettle   = 45 * time.Second
+	killAdminKey = "admin-token-for-kill-tests-0123456789"
+)
+
+var killAt = []time.Duration{1500 * time.Millisecond, 3500 * time.Millisecond}
+
+// killRoles are the roles, in the order they are killed.
+var killRoles = []string{"api", "worker", "relay", "project", "bill"}
+
+// killEnv is a running Tollgate: one OS process per role.
+type killEnv struct {
+	bin    string
+	env    []string
+	procs  map[string]*killProc
+	pool   *pgxpool.Pool
+	stripe *stripetest.Recorder
+	base   string
+}
+
+func startKillEnv(t *testing.T) *killEnv {
+	t.Helper()
+	e := &killEnv{bin: killBuildBinary(t), procs: map[string]*killProc{}}
+	dsn := pgtest.NewDatabase(t)
+	var stripeURL string
+	stripeURL, e.stripe = stripetest.NewRecorder(t, stripetest.Start(t))
+	up := killUpstream(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, killConfigYAML, up.URL), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The processes get this environment and nothing of the test's own
+	// Tollgate or Stripe settings (no Redis, no Kafka: the PostgreSQL bus).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TOLLGATE_") && !strings.HasPrefix(kv, "STRIPE_") {
+			e.env = append(e.env, kv)
+		}
+	}
+	e.env = append(e.env, "TOLLGATE_CONFIG="+cfgPath, "TOLLGATE_DATABASE_URL="+dsn, "TOLLGATE_ADMIN_TOKEN="+killAdminKey,
+		"STRIPE_SECRET_KEY="+stripetest.TestSecretKey, "STRIPE_API_BASE="+stripeURL, "TOLLGATE_RESPONSE_DEADLINE=15s")
+	mig := exec.Command(e.bin, "migrate")
+	mig.Env = e.env
+	if out, err := mig.CombinedOutput(); err != nil {
+		t.Fatalf("tollgate migrate: %v\n%s", err, out)
+	}
+	for _, role := range killRoles {
+		p := &killProc{t: t, bin: e.bin, role: role, env: e.env, fixed: role == "api", logPath: filepath.Join(dir, role+".log")}
+		e.procs[role] = p
+		p.start()
+		t.Cleanup(p.stop)
+	}
+	e.base = "http://" + e.procs["api"].addr
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e.pool = pool
+	return e
+}
+
+// account creates an account linked to Stripe customer cus and a key.
+func (e *killEnv) account(t *testing.T, cus string) (accountID, key string) {
+	t.Helper()
+	ctx := context.Background()
+	code, acc, err := killHTTP(ctx, http.MethodPost, e.base+"/v1/admin/accounts", killAdminKey,
+		map[string]string{"name": "kill " + cus, "email": cus + "@kill.test", "plan": "pro", "stripe_customer_id": cus})
+	if err != nil || code != http.StatusCreated {
+		t.Fatalf("create account: %d %v %v", code, acc, err)
+	}
+	accountID, _ = acc["id"].(string)
+	code, k, err := killHTTP(ctx, http.MethodPost, e.base+"/v1/admin/accounts/"+accountID+"/keys", killAdminKey, map[string]string{"name": "load"})
+	if err != nil || code != http.StatusCreated {
+		t.Fatalf("issue key: %d %v %v", code, k, err)
+	}
+	key, _ = k["key"].(string)
+	return accountID, key
+}
+
+// rebuild runs `tollgate project rebuild` and fails unless it exits 0
+// (rebuilt read models equal to the live ones).
+func (e *killEnv) rebuild(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(e.bin, "project", "rebuild", "-schema", "rebuild_kill")
+	cmd.Env = e.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("tollgate project rebuild: %v\n%s", err, out)
+	}
+}
+
+// TestKill SIGKILLs the process of each role (API, worker, relay,
+// projector, billing reporter) twice under a load of sync, streamed and
+// queued requests, restarts it, waits until everything settled and checks:
+// every answer a client got whole has exactly one completion.succeeded and
+// one ledger row; no completion has two outcomes or none; ledger = billing
+// records = billing.usage_reported = what Stripe received, per window;
+// `tollgate project rebuild` equals the live read models.
+func TestKill(t *testing.T) {
+	e := startKillEnv(t)
+	var figures []killFigures
+	for _, role := range killRoles {
+		t.Run(role, func(t *testing.T) {
+			f := e.killScenario(t, role)
+			figures = append(figures, f)
+		})
+	}
+	var b strings.Builder
+	for _, f := range figures {
+		b.WriteString("\n" + f.String())
+	}
+	t.Logf("kill -9 under load, per role:%s", b.String())
+}
+
+func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
+	cus := "cus_kill_" + role
+	account, key := e.account(t, cus)
+	load := newKillLoad(e.base, key)
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { load.run(killWorkers, start.Add(killLoadFor)); close(done) }()
+	p := e.procs[role]
+	kills := 0
+	for _, at := range killAt {
+		time.Sleep(time.Until(start.Add(at)))
+		p.kill()
+		kills++
+		time.Sleep(killPause)
+		p.start()
+	}
+	<-done
+	for _, q := range e.procs {
+		if err := q.alive(); err != nil {
+			t.Error(err)
+		}
+	}
+	ctx := context.Background()
+	s, err := killWaitQuiet(ctx, e.pool, account, killWindow, killSettle)
+	if err != nil {
+		t.Errorf("%s: %v", role, err)
+		if s == nil {
+			t.FailNow()
+		}
+	}
+	f, problems := killJudge(role, load.results(), s)
+	f.Kills = kills
+	sends, distinct, sp := s.stripeProblems(e.stripe, cus)
+	problems = append(problems, sp...)
+	e.rebuild(t)
+	t.Logf("%s\n  Stripe: %d meter events sent, %d distinct identifiers", f, sends, distinct)
+	if f.OK == 0 {
+		problems = append(problems, "no request succeeded: the load did not run")
+	}
+	if len(problems) > 0 {
+		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs:\n%s", role, len(problems), killSummary(problems, 20), killTail(p.logPath, 30))
+	}
+	return f
+}
