@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"syscall"
@@ -35,10 +36,13 @@ type Config struct {
 	Secret []byte
 	// Instance names this dispatcher in leases and events' actor.
 	Instance string
-	// AllowPrivateNetworks lets callbacks reach loopback, private and
-	// link-local addresses. Off by default: a client must not be able to
-	// make Tollgate call into its own network.
+	// AllowPrivateNetworks lets callbacks reach every address, also those
+	// CheckAddress refuses (loopback, private, link-local, shared, …).
+	// Off by default: a client must not be able to make Tollgate call
+	// into its own network.
 	AllowPrivateNetworks bool
+	// Lookup resolves callback hosts (tests); the system resolver when nil.
+	Lookup Lookup
 	// MaxAttempts per callback; default 8.
 	MaxAttempts int
 	// InitialBackoff is the wait after the first failed attempt, doubled
@@ -89,7 +93,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Client == nil {
-		c.Client = NewClient(c.Timeout, c.AllowPrivateNetworks)
+		c.Client = NewClientWithLookup(c.Timeout, c.AllowPrivateNetworks, c.Lookup)
 	}
 }
 
@@ -119,35 +123,61 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// errPrivateAddress: the callback URL resolves to an address callbacks may
-// not reach.
-var errPrivateAddress = errors.New("callback address is loopback, private or link-local")
+// Lookup resolves a host name to the addresses a callback may be dialled
+// at; net.DefaultResolver.LookupNetIP's "ip" lookup when nil. Tests map
+// names to loopback addresses with it.
+type Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 
 // NewClient returns the callback HTTP client: every attempt bounded by
 // timeout, no redirects followed (a 3xx is a failed attempt), no proxy
-// from the environment, and, unless allowPrivate, no connection to a
-// loopback, private, link-local or unspecified address — checked on the
-// address actually dialled, so DNS cannot smuggle one in.
+// from the environment, and, unless allowPrivate, no connection to an
+// address CheckAddress refuses — checked on the address actually dialled,
+// so DNS cannot smuggle one in.
 func NewClient(timeout time.Duration, allowPrivate bool) *http.Client {
+	return NewClientWithLookup(timeout, allowPrivate, nil)
+}
+
+// NewClientWithLookup is NewClient resolving names with lookup.
+func NewClientWithLookup(timeout time.Duration, allowPrivate bool, lookup Lookup) *http.Client {
 	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	if !allowPrivate {
 		dialer.Control = func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
+			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", address, ErrForbiddenAddress)
 			}
-			ip := net.ParseIP(host)
-			if ip == nil || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-				return fmt.Errorf("%s: %w", address, errPrivateAddress)
+			return CheckAddress(ap.Addr())
+		}
+	}
+	dial := dialer.DialContext
+	if lookup != nil {
+		dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(address)
+			if err != nil {
+				return nil, err
 			}
-			return nil
+			if _, perr := netip.ParseAddr(host); perr == nil {
+				return dialer.DialContext(ctx, network, address)
+			}
+			addrs, err := lookup(ctx, host)
+			if err != nil {
+				return nil, &net.DNSError{Err: err.Error(), Name: host, IsNotFound: true}
+			}
+			var errs []error
+			for _, a := range addrs {
+				c, err := dialer.DialContext(ctx, network, net.JoinHostPort(a.String(), port))
+				if err == nil {
+					return c, nil
+				}
+				errs = append(errs, err)
+			}
+			return nil, errors.Join(append(errs, fmt.Errorf("%s: no address could be dialled", host))...)
 		}
 	}
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
-			DialContext:           dialer.DialContext,
+			DialContext:           dial,
 			TLSHandshakeTimeout:   timeout,
 			ResponseHeaderTimeout: timeout,
 			MaxIdleConnsPerHost:   4,
@@ -272,7 +302,7 @@ func (d *Dispatcher) Send(ctx context.Context, completionID string) (Outcome, er
 	}
 	md := events.Metadata{CorrelationID: "callback_" + completionID, Actor: "callbacks:" + d.cfg.Instance}
 	var cmd commands.RecordCallback
-	if err := commands.ValidateCallbackURL(c.CallbackURL); err != nil {
+	if err := CheckURL(c.CallbackURL, d.cfg.AllowPrivateNetworks); err != nil {
 		// Validated at the edge; this guards older or foreign events.
 		cmd.Failed = &events.CompletionCallbackFailed{Attempts: 1, Error: err.Error()}
 	} else {
@@ -342,8 +372,8 @@ func (d *Dispatcher) attempt(ctx context.Context, c commands.Completion, body []
 	req.Header.Set(SignatureHeader, Sign(d.cfg.Secret, d.cfg.Now(), body))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		if errors.Is(err, errPrivateAddress) {
-			return 0, false, errPrivateAddress.Error()
+		if errors.Is(err, ErrForbiddenAddress) {
+			return 0, false, forbiddenReason(err)
 		}
 		return 0, true, "no answer: " + errorClass(err)
 	}
