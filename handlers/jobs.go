@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
@@ -173,7 +174,9 @@ func (a *API) validateCallback(body []byte) *apiError {
 	if err := json.Unmarshal(*v.CallbackURL, &u); err != nil {
 		return badRequest("invalid_type", commands.CallbackURLField, "callback_url must be a string.")
 	}
-	if err := commands.ValidateCallbackURL(u); err != nil {
+	// The dispatcher's rule (callbacks.CheckURL), so a URL refused when
+	// sent is refused here first.
+	if err := callbacks.CheckURL(u, a.cfg.Config.Jobs.Callbacks.AllowPrivateNetworks); err != nil {
 		return badRequest("invalid_value", commands.CallbackURLField, "%s", err.Error())
 	}
 	return nil
