@@ -45,6 +45,9 @@ type Completion struct {
 	// Retries counts the times an expired claim sent the job back to the
 	// queue (completion.requeued).
 	Retries int
+	// Renewals counts the current claim's lease renewals
+	// (completion.lease_renewed); LeaseExpiresAt is the latest one's.
+	Renewals int
 	// CallbackURL is where the result is to be sent ("" for none); it was
 	// taken out of Request, which is what the provider gets.
 	CallbackURL string
@@ -85,6 +88,9 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 			c.Status, c.RequestedAt = StatusQueued, e.OccurredAt
 		case events.CompletionStarted:
 			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusRunning, d.Executor, d.LeaseExpiresAt, e.OccurredAt
+			c.Renewals = 0
+		case events.CompletionLeaseRenewed:
+			c.LeaseExpiresAt, c.Renewals = d.LeaseExpiresAt, d.Renewal
 		case events.CompletionSucceeded:
 			c.Status, c.FinishedAt = StatusSucceeded, e.OccurredAt
 			c.Succeeded = &d
@@ -100,7 +106,7 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 			// Back in the queue: the dead claim is forgotten, the
 			// reservation stays for the retry to settle.
 			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusQueued, "", time.Time{}, time.Time{}
-			c.Retries = d.Retry
+			c.Retries, c.Renewals = d.Retry, 0
 		case events.CompletionCallbackDelivered:
 			c.CallbackDelivered = &d
 		case events.CompletionCallbackFailed:

@@ -15,6 +15,9 @@ var executionExamples = []events.Data{
 		CompletionID: "chatcmpl-abc", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Executor: "worker:w1", LeaseExpiresAt: at.Add(10 * time.Minute), Reason: "lease_expired",
 	},
+	events.CompletionLeaseRenewed{
+		CompletionID: "chatcmpl-abc", Executor: "worker:w1", LeaseExpiresAt: at.Add(13 * time.Minute), Renewal: 1,
+	},
 	events.CompletionRequeued{
 		CompletionID: "chatcmpl-abc", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Executor: "worker:w1", LeaseExpiresAt: at.Add(10 * time.Minute), Retry: 1, Reason: "lease_expired",

@@ -6,6 +6,7 @@ import "time"
 const (
 	TypeCompletionAttemptFailed     = "completion.attempt_failed"
 	TypeCompletionAbandoned         = "completion.abandoned"
+	TypeCompletionLeaseRenewed      = "completion.lease_renewed"
 	TypeCompletionRequeued          = "completion.requeued"
 	TypeCompletionCallbackDelivered = "completion.callback_delivered"
 	TypeCompletionCallbackFailed    = "completion.callback_failed"
@@ -16,6 +17,7 @@ const (
 var executionTypes = map[string]typeInfo{
 	TypeCompletionAttemptFailed:     {version: 1, decode: decoder[CompletionAttemptFailed]()},
 	TypeCompletionAbandoned:         {version: 1, decode: decoder[CompletionAbandoned]()},
+	TypeCompletionLeaseRenewed:      {version: 1, decode: decoder[CompletionLeaseRenewed]()},
 	TypeCompletionRequeued:          {version: 1, decode: decoder[CompletionRequeued]()},
 	TypeCompletionCallbackDelivered: {version: 1, decode: decoder[CompletionCallbackDelivered]()},
 	TypeCompletionCallbackFailed:    {version: 1, decode: decoder[CompletionCallbackFailed]()},
@@ -55,6 +57,21 @@ type CompletionAbandoned struct {
 
 // EventType implements Data.
 func (CompletionAbandoned) EventType() string { return TypeCompletionAbandoned }
+
+// CompletionLeaseRenewed: the executor holding the claim is still working
+// on it (a provider call in flight, a stream flowing) and extended its
+// lease to LeaseExpiresAt. It is appended at the stream's version, by the
+// claim holder only, after a third of the lease has passed: short
+// requests have none. Renewal is the count on this claim (1, 2, …).
+type CompletionLeaseRenewed struct {
+	CompletionID   string    `json:"completion_id"`
+	Executor       string    `json:"executor"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	Renewal        int       `json:"renewal"`
+}
+
+// EventType implements Data.
+func (CompletionLeaseRenewed) EventType() string { return TypeCompletionLeaseRenewed }
 
 // CompletionRequeued: the executor's claim of a queued (async) job expired
 // without an outcome, and the job went back to the queue for another

@@ -79,6 +79,7 @@ type Executor struct {
 	latency  *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
 	cost     *prometheus.CounterVec
+	renewals *prometheus.CounterVec
 }
 
 // New returns an Executor.
@@ -106,9 +107,13 @@ func New(cfg Config) (*Executor, error) {
 			Name: "tollgate_cost_nano_usd_total",
 			Help: "Cost of completions in nano-USD, by model and provider.",
 		}, []string{"model", "provider"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_lease_renewals_total",
+			Help: "Claim leases renewed (completion.lease_renewed) by this process's executions still at work, by model and mode.",
+		}, []string{"model", "mode"}),
 	}
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost} {
+		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost, x.renewals} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("execution: register metrics: %w", err)
 			}
@@ -153,7 +158,15 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Compl
 		err = &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
 			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
 	} else {
-		resp, err = x.cfg.LLM.Complete(ctx, model, c.Request)
+		// The claim is renewed while the provider works (the router's
+		// deadline bounds the call).
+		k, kctx := x.keep(ctx, md, c)
+		resp, err = x.cfg.LLM.Complete(kctx, model, c.Request)
+		var lost error
+		if c, lost = k.stop(); lost != nil {
+			x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+			return c, claimLost(c.ID, lost)
+		}
 	}
 	elapsed := x.cfg.Now().Sub(start)
 	if err == nil {
@@ -188,6 +201,11 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 	done, appendErr := x.cfg.Service.FinishClaimed(context.WithoutCancel(ctx), md, c, finish)
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+		if errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, commands.ErrWrongState) {
+			// The claim holder is the stream's only writer: someone else
+			// wrote, so a reaper ended the claim.
+			return c, claimLost(c.ID, fmt.Errorf("%w: %w", commands.ErrClaimLost, appendErr))
+		}
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
 	}
 	if x.cfg.Settled != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
@@ -49,20 +50,33 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 	defer cancel()
 
 	model, ok := x.cfg.Models(c.Model)
-	var s llm.Stream
-	var err error
 	if !ok {
-		err = &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
+		err := &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
 			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
-	} else {
-		s, err = x.cfg.Streams.Stream(ctx, model, c.Request)
-	}
-	if err != nil {
-		finish.Attempts = attempts(llm.AttemptsOf(err))
 		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
 		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
 	}
+	// The claim is renewed while the stream is being opened (the router's
+	// deadline bounds it), then while its chunks keep reaching the client.
+	k, kctx := x.keep(ctx, md, c)
+	// recordKept stops the renewals and records the outcome on the claim
+	// as last renewed, unless the claim was lost.
+	recordKept := func(finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
+		held, lost := k.stop()
+		if lost != nil {
+			x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+			return held, claimLost(c.ID, lost)
+		}
+		return x.record(ctx, md, held, finish, elapsed)
+	}
+	s, err := x.cfg.Streams.Stream(kctx, model, c.Request)
+	if err != nil {
+		finish.Attempts = attempts(llm.AttemptsOf(err))
+		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
+		return recordKept(finish, x.cfg.Now().Sub(start))
+	}
 	defer s.Close()
+	k.gate()
 	finish.Attempts = attempts(s.Attempts())
 
 	asm := newAssembler(c.ID, c.Model)
@@ -80,7 +94,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 			if asm.chunks == 0 {
 				// Nothing reached the client: an ordinary failure.
 				finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
-				return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
+				return recordKept(finish, x.cfg.Now().Sub(start))
 			}
 			break
 		}
@@ -94,6 +108,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 			cancel()
 			break
 		}
+		k.touch()
 	}
 	elapsed := x.cfg.Now().Sub(start)
 	usage := s.Usage()
@@ -101,7 +116,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 	if err != nil {
 		finish.Failed = failure(ctx, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: s.Provider(),
 			Message: "The provider reported unusable token counts."}, elapsed)
-		return x.record(ctx, md, c, finish, elapsed)
+		return recordKept(finish, elapsed)
 	}
 	finish.Succeeded = &events.CompletionSucceeded{
 		Provider:      s.Provider(),
@@ -117,7 +132,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 		Interrupted: interrupted,
 		TTFTMS:      s.TimeToFirstToken().Milliseconds(),
 	}
-	return x.record(ctx, md, c, finish, elapsed)
+	return recordKept(finish, elapsed)
 }
 
 // assembler rebuilds the chat.completion a stream amounts to, for the

@@ -42,7 +42,7 @@ func NewJobs(schema string) Projector {
 		insert: fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, model, mode, status, requested_at,
 				started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_url, callback_status)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-				$8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], $15::text[])
+				$8::timestamptz[], $9::timestamptz[], $10::bytea[], $11::bytea[], $12::text[], $13::timestamptz[], $14::text[], $15::text[])
 			ON CONFLICT (completion_id) DO NOTHING`, t),
 		// A requeue (u.requeued) clears the dead claim: its start, executor
 		// and lease become what the batch says, NULL unless a retry's
@@ -54,7 +54,7 @@ func NewJobs(schema string) Projector {
 				executor = CASE WHEN u.requeued THEN u.executor ELSE coalesce(u.executor, j.executor) END,
 				lease_expires_at = CASE WHEN u.requeued THEN u.lease_expires_at ELSE coalesce(u.lease_expires_at, j.lease_expires_at) END,
 				callback_status = coalesce(u.callback_status, j.callback_status)
-			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bytea[], $6::bytea[],
 				$7::text[], $8::timestamptz[], $9::text[], $10::bool[])
 				AS u(completion_id, status, started_at, finished_at, error_type, error_message, executor, lease_expires_at, callback_status, requeued)
 			WHERE j.completion_id = u.completion_id`, t),
@@ -78,10 +78,12 @@ type jobChange struct {
 	status                    string
 	requestedAt               time.Time
 	startedAt, finishedAt     *time.Time
-	errorType, errorMessage   *string
-	executor                  *string
-	leaseExpiresAt            *time.Time
-	callbackURL               *string
+	// errorType and errorMessage are a provider's words as UTF-8 bytes
+	// (bytea columns: a NUL is kept); nil leaves the column as it is.
+	errorType, errorMessage []byte
+	executor                *string
+	leaseExpiresAt          *time.Time
+	callbackURL             *string
 	// callbackStatus is set by the callback's outcome, which leaves status
 	// empty: the job's status then stays what it was.
 	callbackStatus *string
@@ -124,9 +126,13 @@ func (c *jobChanges) add(e events.Envelope, d events.Data) error {
 	case events.CompletionSucceeded:
 		j := c.get(d.CompletionID)
 		j.status, j.finishedAt = JobSucceeded, &at
+	case events.CompletionLeaseRenewed:
+		j := c.get(d.CompletionID)
+		lease := d.LeaseExpiresAt.UTC()
+		j.leaseExpiresAt = &lease
 	case events.CompletionFailed:
 		j := c.get(d.CompletionID)
-		j.status, j.finishedAt, j.errorType, j.errorMessage = JobFailed, &at, &d.ErrorType, &d.ErrorMessage
+		j.status, j.finishedAt, j.errorType, j.errorMessage = JobFailed, &at, []byte(d.ErrorType), []byte(d.ErrorMessage)
 	case events.CompletionAbandoned:
 		j := c.get(d.CompletionID)
 		j.status, j.finishedAt = JobAbandoned, &at
@@ -148,7 +154,7 @@ func (c *jobChanges) flush(b *pgx.Batch) {
 		id, account, key, model, mode, status []string
 		requestedAt                           []time.Time
 		startedAt, finishedAt                 []*time.Time
-		errorType, errorMessage               []*string
+		errorType, errorMessage               [][]byte
 		executor, callbackURL, callbackStatus []*string
 		leaseExpiresAt                        []*time.Time
 	}
@@ -208,7 +214,7 @@ func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Jo
 		limit = 100
 	}
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id, account_id, key_id, model, mode, status,
-			requested_at, started_at, finished_at, coalesce(error_type, ''), coalesce(error_message, '')
+			requested_at, started_at, finished_at, coalesce(error_type, ''::bytea), coalesce(error_message, ''::bytea)
 		FROM %s WHERE account_id = $1 ORDER BY requested_at DESC, completion_id DESC LIMIT $2`, table(LiveSchema, "jobs")),
 		accountID, limit)
 	if err != nil {
@@ -216,8 +222,10 @@ func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Jo
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Job, error) {
 		var j Job
+		var errType, errMessage []byte
 		err := r.Scan(&j.CompletionID, &j.AccountID, &j.KeyID, &j.Model, &j.Mode, &j.Status,
-			&j.RequestedAt, &j.StartedAt, &j.FinishedAt, &j.ErrorType, &j.ErrorMessage)
+			&j.RequestedAt, &j.StartedAt, &j.FinishedAt, &errType, &errMessage)
+		j.ErrorType, j.ErrorMessage = string(errType), string(errMessage)
 		j.RequestedAt = j.RequestedAt.UTC()
 		j.StartedAt, j.FinishedAt = utcPtr(j.StartedAt), utcPtr(j.FinishedAt)
 		return j, err

@@ -19,6 +19,9 @@ func executionExamples() map[string]example {
 			CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 			Executor: "worker:w-7f", LeaseExpiresAt: at.Add(10 * time.Minute), Reason: "lease_expired",
 		}},
+		events.TypeCompletionLeaseRenewed: {stream, events.CompletionLeaseRenewed{
+			CompletionID: "chatcmpl-abc123", Executor: "api:api-1", LeaseExpiresAt: at.Add(13*time.Minute + 20*time.Second), Renewal: 1,
+		}},
 		events.TypeCompletionRequeued: {stream, events.CompletionRequeued{
 			CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 			Executor: "worker:w-7f", LeaseExpiresAt: at.Add(10 * time.Minute), Retry: 2, Reason: "lease_expired",

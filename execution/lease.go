@@ -1,0 +1,172 @@
+package execution
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
+)
+
+// Lease renewal. A claim's lease is renewed (completion.lease_renewed,
+// appended at the stream's version by the claim holder) once a third of it
+// has passed, and again every third, for as long as the execution makes
+// progress: a provider call in flight (bounded by the router's deadline),
+// a stream whose chunks keep reaching the client. A request shorter than a
+// third of the lease appends nothing. A renewal that conflicts means a
+// reaper ended the claim: the run is cancelled and its outcome is not
+// recorded (the stream holds the abandonment, or the requeue).
+
+// renewAfter is the part of the lease after which it is renewed: with a
+// third, two thirds of a lease are left for a slow append, a paused
+// process or clock skew before a reaper may act.
+const renewAfter = 3
+
+// errClaimLost is the run's cancellation cause when its claim was lost.
+var errClaimLost = errors.New("execution: the claim was lost")
+
+// keeper renews one claim's lease while its run makes progress.
+type keeper struct {
+	x       *Executor
+	md      events.Metadata
+	cancel  context.CancelCauseFunc
+	stopped chan struct{}
+	done    chan struct{}
+
+	mu   sync.Mutex
+	c    commands.Completion
+	lost error
+
+	// gated: renew only after progress (an open stream); progress counts
+	// the chunks delivered.
+	gated    atomic.Bool
+	progress atomic.Int64
+}
+
+// keep starts renewing c's lease and returns the keeper and the run's
+// context, which ends when the claim is lost.
+func (x *Executor) keep(ctx context.Context, md events.Metadata, c commands.Completion) (*keeper, context.Context) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	k := &keeper{x: x, md: md, cancel: cancel, c: c, stopped: make(chan struct{}), done: make(chan struct{})}
+	go k.loop(context.WithoutCancel(ctx))
+	return k, ctx
+}
+
+// touch records progress (a chunk delivered).
+func (k *keeper) touch() { k.progress.Add(1) }
+
+// gate makes renewals wait for progress: from now on a renewal needs a
+// touch since the previous one (a stream opened: its chunks must flow).
+func (k *keeper) gate() {
+	k.touch()
+	k.gated.Store(true)
+}
+
+// stop ends the renewals and returns the claim as last renewed, or the
+// error that lost it. It waits for a renewal in flight.
+func (k *keeper) stop() (commands.Completion, error) {
+	close(k.stopped)
+	<-k.done
+	k.cancel(nil)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.c, k.lost
+}
+
+func (k *keeper) loop(ctx context.Context) {
+	defer close(k.done)
+	lease := k.x.cfg.Lease
+	retry := min(lease/10, time.Second)
+	seen := int64(-1)
+	for {
+		k.mu.Lock()
+		wait := k.c.LeaseExpiresAt.Sub(k.x.cfg.Now()) - lease*(renewAfter-1)/renewAfter
+		k.mu.Unlock()
+		if wait < 0 {
+			wait = 0
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-k.stopped:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		p := k.progress.Load()
+		if k.gated.Load() && p == seen {
+			// Nothing flowed since the last renewal: look again soon, and
+			// let the lease run out if nothing ever does.
+			if !k.pause(retry) {
+				return
+			}
+			continue
+		}
+		err := k.renew(ctx)
+		switch {
+		case err == nil:
+			seen = p
+		case errors.Is(err, commands.ErrClaimLost):
+			k.cancel(errClaimLost)
+			return
+		default:
+			// The store is unreachable: try again; the lease has two
+			// thirds left, and a reaper needs the same store to end it.
+			k.x.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "lease renewal failed", slog.String("completion_id", k.c.ID),
+				slog.String("error", err.Error()))
+			if !k.pause(retry) {
+				return
+			}
+		}
+	}
+}
+
+// pause waits d; false when the keeper was stopped meanwhile.
+func (k *keeper) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-k.stopped:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (k *keeper) renew(ctx context.Context) error {
+	k.mu.Lock()
+	c := k.c
+	k.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, k.x.cfg.Lease/renewAfter)
+	defer cancel()
+	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease})
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if errors.Is(err, commands.ErrClaimLost) {
+		k.lost = err
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if next.Renewals != c.Renewals {
+		k.x.renewals.WithLabelValues(c.Model, c.Mode).Inc()
+	}
+	k.c = next
+	return nil
+}
+
+// claimLost is what the client of a run whose claim was lost gets: the
+// reaper released the budget and nothing is billed.
+func claimLost(id string, err error) error {
+	return fmt.Errorf("record outcome of %s: %w: %w", id, &llm.Error{
+		Status: http.StatusServiceUnavailable, Type: "server_error", Code: "claim_lost",
+		Message: "The request was ended by the server while it ran (its executor stopped renewing its claim); nothing was billed. Send it again.",
+	}, err)
+}

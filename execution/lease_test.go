@@ -1,0 +1,261 @@
+package execution_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/execution"
+	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llmtest"
+	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
+)
+
+// Short leases on the real clock: a 1s lease, a reaper every 200ms and a
+// projector every 50ms keeping the jobs read model current, as in a
+// deployment where the provider takes three leases to answer.
+const (
+	shortLease     = time.Second
+	reaperInterval = 200 * time.Millisecond
+)
+
+// leaseRig runs an executor, a reaper and the jobs projection on a real
+// database, all on the real clock.
+type leaseRig struct {
+	t     *testing.T
+	ctx   context.Context
+	pool  *pgxpool.Pool
+	store *pgstore.Store
+	svc   *commands.Service
+	exec  *execution.Executor
+	mu    sync.Mutex
+	ids   []string
+}
+
+func newLeaseRig(t *testing.T, script llmtest.Script) (*leaseRig, *llmtest.Scripted) {
+	t.Helper()
+	up := llmtest.NewScripted(t, script)
+	cfg := llmtest.Config(t, up.URL, "1000", "2000", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &leaseRig{t: t, ctx: ctx}
+	r.pool, _ = pgtest.NewPool(t)
+	var err error
+	if r.store, err = pgstore.New(r.pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	router, err := llm.NewRouter(cfg, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.svc = commands.NewService(r.store, func(string) bool { return true }, time.Now)
+	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: shortLease}); err != nil {
+		t.Fatal(err)
+	}
+	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaper, err := execution.NewReaper(execution.ReaperConfig{
+		Service: r.svc, Instance: "lease-test", Interval: reaperInterval,
+		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
+			return projections.ExpiredLeases(ctx, r.pool, now, limit)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = reaper.Run(ctx) }()
+	go func() { defer wg.Done(); r.projectLoop(set) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return r, up
+}
+
+// projectLoop applies the streams of the rig's completions to the read
+// model every 50ms (already applied events are skipped).
+func (r *leaseRig) projectLoop(set *projections.Set) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r.mu.Lock()
+		ids := slices.Clone(r.ids)
+		r.mu.Unlock()
+		for _, id := range ids {
+			evs, err := r.store.Load(r.ctx, commands.CompletionStream(id))
+			if err != nil {
+				continue // the test is ending
+			}
+			_ = set.HandleBatch(r.ctx, evs)
+		}
+	}
+}
+
+// request records a request (claimed by executor when it is not empty,
+// as the API's inline path does) and has the projector follow it.
+func (r *leaseRig) request(id, mode, executor string) commands.Completion {
+	r.t.Helper()
+	var claim *commands.StartCompletion
+	if executor != "" {
+		claim = r.exec.StartCommand(executor)
+	}
+	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1", CorrelationID: "req_" + id}, commands.RequestCompletion{
+		CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: mode,
+		Request: json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
+	}, claim)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.ids = append(r.ids, id)
+	r.mu.Unlock()
+	return c
+}
+
+// types returns the completion's event types in stream order.
+func (r *leaseRig) types(id string) []string {
+	r.t.Helper()
+	evs, err := r.store.Load(context.Background(), commands.CompletionStream(id))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
+	}
+	return out
+}
+
+// checkOneOutcome fails unless the stream holds exactly one outcome, a
+// success, and at least one lease renewal before it.
+func (r *leaseRig) checkOneOutcome(id string) {
+	r.t.Helper()
+	typs := r.types(id)
+	count := func(typ string) int {
+		n := 0
+		for _, x := range typs {
+			if x == typ {
+				n++
+			}
+		}
+		return n
+	}
+	if count(events.TypeCompletionSucceeded) != 1 || count(events.TypeCompletionAbandoned) != 0 || count(events.TypeCompletionFailed) != 0 {
+		r.t.Fatalf("stream of %s: %v; want one completion.succeeded and no other outcome", id, typs)
+	}
+	if count(events.TypeCompletionLeaseRenewed) == 0 {
+		r.t.Fatalf("stream of %s: %v; want lease renewals", id, typs)
+	}
+}
+
+// A synchronous call that takes three leases answers with its result:
+// its executor renews the claim while the provider works, so the reaper
+// leaves it alone and the outcome is recorded and billed once.
+func TestSyncCallOutlivingTheLeaseSucceeds(t *testing.T) {
+	t.Parallel()
+	r, up := newLeaseRig(t, llmtest.Script{Delay: 3 * shortLease})
+	c := r.request("chatcmpl-longsync", events.ModeSync, "api:a")
+	done, err := r.exec.Run(r.ctx, events.Metadata{}, c)
+	if err != nil {
+		t.Fatalf("Run: %v (stream %v)", err, r.types(c.ID))
+	}
+	if done.Succeeded == nil || done.Status != commands.StatusSucceeded {
+		t.Fatalf("outcome %+v", done)
+	}
+	if up.Calls() != 1 {
+		t.Fatalf("provider called %d times", up.Calls())
+	}
+	r.checkOneOutcome(c.ID)
+}
+
+// An async job (claimed by a worker) that takes three leases succeeds.
+func TestAsyncJobOutlivingTheLeaseSucceeds(t *testing.T) {
+	t.Parallel()
+	r, _ := newLeaseRig(t, llmtest.Script{Delay: 3 * shortLease})
+	r.request("chatcmpl-longasync", events.ModeAsync, "")
+	c, err := r.exec.Claim(r.ctx, events.Metadata{}, "chatcmpl-longasync", "worker:w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := r.exec.Run(r.ctx, events.Metadata{}, c)
+	if err != nil || done.Succeeded == nil {
+		t.Fatalf("Run: %+v, %v (stream %v)", done, err, r.types(c.ID))
+	}
+	r.checkOneOutcome(c.ID)
+}
+
+// A stream that keeps flowing for three leases is delivered in full and
+// recorded, billed, once.
+func TestStreamOutlivingTheLeaseIsBilled(t *testing.T) {
+	t.Parallel()
+	pieces := make([]string, 16)
+	for i := range pieces {
+		pieces[i] = fmt.Sprintf(`"w%d "`, i)
+	}
+	r, _ := newLeaseRig(t, llmtest.Script{Pieces: pieces, Gap: 200 * time.Millisecond})
+	c := r.request("chatcmpl-longstream", events.ModeSync, "api:a")
+	var got []string
+	done, err := r.exec.RunStream(r.ctx, events.Metadata{}, c, func(chunk json.RawMessage) error {
+		got = append(got, string(chunk))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("RunStream: %v (stream %v)", err, r.types(c.ID))
+	}
+	s := done.Succeeded
+	if s == nil || s.Interrupted != "" || s.CostNanoUSD == 0 || s.Usage.CompletionTokens != int64(len(pieces)) {
+		t.Fatalf("outcome %+v", done)
+	}
+	if !strings.Contains(strings.Join(got, ""), `"w15 "`) {
+		t.Fatalf("the client did not get the whole stream: %v", got)
+	}
+	r.checkOneOutcome(c.ID)
+}
+
+// An executor that stops renewing (its process died after the claim) is
+// still reaped once its lease ran out.
+func TestSilentClaimIsStillReaped(t *testing.T) {
+	t.Parallel()
+	r, _ := newLeaseRig(t, llmtest.Script{})
+	c := r.request("chatcmpl-silent", events.ModeSync, "api:gone")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cur, err := r.svc.Completion(r.ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Status == commands.StatusAbandoned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reaped: %v", r.types(c.ID))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The executor, had it only been slow, finds its outcome refused, and
+	// says its claim was lost.
+	_, err := r.exec.Run(r.ctx, events.Metadata{}, c)
+	if !errors.Is(err, commands.ErrClaimLost) {
+		t.Fatalf("late Run: %v, want ErrClaimLost", err)
+	}
+	if typs := r.types(c.ID); slices.Contains(typs, events.TypeCompletionSucceeded) {
+		t.Fatalf("late outcome recorded after the abandonment: %v", typs)
+	}
+}
