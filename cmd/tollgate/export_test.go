@@ -94,3 +94,49 @@ func TestEventsExport(t *testing.T) {
 		}
 	}
 }
+
+// An export never ends quietly short: while a transaction that was
+// appending when it started holds back events committed before it
+// started, it waits for it, and past --wait it exits non-zero naming it,
+// after printing what it could.
+func TestEventsExportWaitsForOpenAppender(t *testing.T) {
+	pool, dsn := pgtest.NewPool(t)
+	t.Setenv("TOLLGATE_DATABASE_URL", dsn)
+	t.Setenv("TOLLGATE_CONFIG", "")
+	store, err := pgstore.New(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e, err := events.New(events.StreamAccount+"acc_a", events.AccountCreated{AccountID: "acc_a", Name: "A", Plan: "free"}, events.Metadata{AccountID: "acc_a"}, time.Now(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Append(ctx, e.StreamID, 0, e); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // left open on purpose
+	late, _ := events.New(events.StreamAccount+"acc_b", events.AccountCreated{AccountID: "acc_b", Name: "B", Plan: "free"}, events.Metadata{AccountID: "acc_b"}, time.Now(), "")
+	if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+		VALUES ($1, $2, 1, $3, 1, $4, 'acc_b', $5::json, '{"account_id":"acc_b"}')`, late.EventID, late.StreamID, late.Type, late.OccurredAt, string(late.Data)); err != nil {
+		t.Fatal(err)
+	}
+	// An event committed after the open appender began: the export must
+	// print it, so it has to wait for the appender to end.
+	after, _ := events.New(events.StreamAccount+"acc_c", events.AccountCreated{AccountID: "acc_c", Name: "C", Plan: "free"}, events.Metadata{AccountID: "acc_c"}, time.Now(), "")
+	if _, err := store.Append(ctx, after.StreamID, 0, after); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err = run(ctx, []string{"events", "export", "--wait", "300ms"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "waited") || !strings.Contains(err.Error(), "transaction") {
+		t.Fatalf("export with an appender open: %v; want an error naming the transaction it waited for", err)
+	}
+	if n := strings.Count(stdout.String(), "\n"); n != 1 {
+		t.Fatalf("export printed %d events before giving up, want the 1 committed before the open appender", n)
+	}
+}

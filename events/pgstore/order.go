@@ -52,9 +52,10 @@ func (s *Store) Horizon(ctx context.Context) (uint64, error) {
 	return h, nil
 }
 
-// NextTransactionID returns the transaction id the next transaction will
-// get: every event committed before this call has a smaller one, so a
-// reader that has read everything below it has read all of them.
+// NextTransactionID returns the snapshot's xmax (the newest completed
+// transaction id plus one): every event committed before this call has a
+// smaller transaction id, so a reader that has read everything below it
+// has read all of them.
 func (s *Store) NextTransactionID(ctx context.Context) (uint64, error) {
 	var x uint64
 	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&x); err != nil {
@@ -194,7 +195,10 @@ func (s *Store) Appenders(ctx context.Context) ([]Appender, error) {
 	rows, err := s.pool.Query(ctx, `
 		WITH snap AS (SELECT pg_current_snapshot() AS s)
 		SELECT coalesce((SELECT x::text::bigint FROM pg_snapshot_xip(snap.s) AS x
-		                  WHERE ((x::text::bigint % 4294967296)::text)::xid = t.transactionid), 0),
+		                  WHERE ((x::text::bigint % 4294967296)::text)::xid = t.transactionid),
+		                -- not in xip: at or above xmax, less than 2^31 above it
+		                pg_snapshot_xmax(snap.s)::text::bigint + (t.transactionid::text::bigint
+		                  - pg_snapshot_xmax(snap.s)::text::bigint % 4294967296 + 4294967296) % 4294967296),
 		       a.pid, coalesce(act.application_name, ''), coalesce(act.xact_start, now()), coalesce(act.state, '')
 		FROM snap, pg_locks a
 		JOIN pg_locks t ON t.virtualtransaction = a.virtualtransaction

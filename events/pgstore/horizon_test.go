@@ -1,0 +1,229 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/pgtest"
+)
+
+// openWrite begins a transaction on dsn that has written a row (so it has
+// a transaction id and is in every snapshot's running set) and keeps it
+// open until the test ends.
+func openWrite(t *testing.T, dsn, table string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (x int)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, `INSERT INTO `+table+` VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// A write transaction held open in another database of the server, or in
+// this one on a table other than events, never delays a reader.
+func TestForeignTransactionsDoNotHoldReadersBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, pool := newStore(t)
+	openWrite(t, pgtest.NewDatabase(t), "busy")     // another database
+	openWrite(t, pool.Config().ConnString(), "busy") // this database, not an appender
+	for i := range 5 {
+		stream := fmt.Sprintf("apikey-k%d", i)
+		mustAppend(t, s, stream, 0, ev(t, stream, "acc_1", i, stream))
+	}
+	evs, _, err := s.ReadAll(ctx, pgstore.Cursor{}, 100, pgstore.Filter{})
+	if err != nil || len(evs) != 5 {
+		t.Fatalf("ReadAll with foreign transactions open = %d events, %v; want all 5 at once", len(evs), err)
+	}
+	head, err := s.Head(ctx)
+	if err != nil || head.Position != evs[4].Position {
+		t.Fatalf("Head = %+v, %v; want the 5th event", head, err)
+	}
+	var got int
+	_, err = s.CatchUp(ctx, pgstore.CatchUpConfig{Wait: time.Second}, func(evs []events.Envelope, _ pgstore.Cursor) error {
+		got += len(evs)
+		return nil
+	})
+	if err != nil || got != 5 {
+		t.Fatalf("CatchUp = %d events, %v; want 5 without waiting", got, err)
+	}
+}
+
+// An appender that is still open holds readers back (and only until it
+// ends); CatchUp names it when it waits too long.
+func TestOpenAppenderHoldsBackUntilItEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, pool := newStore(t)
+	mustAppend(t, s, "apikey-a", 0, ev(t, "apikey-a", "acc_1", 0, "a"))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	late := ev(t, "apikey-late", "acc_1", 1, "late")
+	if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+		VALUES ($1, $2, 1, $3, 1, $4, 'acc_1', $5::json, '{"account_id":"acc_1"}')`,
+		late.EventID, late.StreamID, late.Type, late.OccurredAt, string(late.Data)); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, "apikey-b", 0, ev(t, "apikey-b", "acc_1", 2, "b"))
+
+	evs, _, err := s.ReadAll(ctx, pgstore.Cursor{}, 100, pgstore.Filter{})
+	if err != nil || ids(evs) != "apikey-a/1" {
+		t.Fatalf("ReadAll with an appender open = %s, %v; want only the event before it", ids(evs), err)
+	}
+	appenders, err := s.Appenders(ctx)
+	if err != nil || len(appenders) != 1 || appenders[0].TransactionID == 0 {
+		t.Fatalf("Appenders = %+v, %v; want the open one with its transaction id", appenders, err)
+	}
+	var got int
+	_, err = s.CatchUp(ctx, pgstore.CatchUpConfig{Wait: 200 * time.Millisecond}, func(evs []events.Envelope, _ pgstore.Cursor) error {
+		got += len(evs)
+		return nil
+	})
+	var held *pgstore.HeldBackError
+	if !errors.As(err, &held) || got != 1 || held.Horizon != appenders[0].TransactionID {
+		t.Fatalf("CatchUp with an appender open = %d events, %v; want 1 then a HeldBackError naming transaction %d", got, err, appenders[0].TransactionID)
+	}
+	t.Logf("CatchUp: %v", err)
+
+	done := make(chan error, 1)
+	var all []events.Envelope
+	go func() {
+		_, err := s.CatchUp(ctx, pgstore.CatchUpConfig{Wait: 20 * time.Second}, func(evs []events.Envelope, _ pgstore.Cursor) error {
+			all = append(all, evs...)
+			return nil
+		})
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ids(all) != "apikey-a/1 apikey-late/1 apikey-b/1" {
+		t.Fatalf("CatchUp after the commit = %s", ids(all))
+	}
+}
+
+// A transaction that wrote elsewhere before appending could have taken
+// its transaction id unseen by readers: the store refuses it.
+func TestAppendAfterAnotherWriteIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, pool := newStore(t)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // it fails
+	if _, err := tx.Exec(ctx, `INSERT INTO checkpoints (name, transaction_id, position) VALUES ('x', '1', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	e := ev(t, "apikey-x", "acc_1", 0, "x")
+	_, err = tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, data, metadata)
+		VALUES ($1, 'apikey-x', 1, $2, 1, $3, '{}', '{}')`, e.EventID, e.Type, e.OccurredAt)
+	if err == nil {
+		t.Fatal("an append after another write of the same transaction was accepted")
+	}
+}
+
+// Many appenders at once, and a follower reading in small batches while
+// they append: it gets every committed event exactly once, in the order a
+// full read gives afterwards.
+func TestFollowerUnderConcurrentAppendsSkipsNothing(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, pool := newStore(t)
+	const writers, perWriter = 8, 60
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				stream := fmt.Sprintf("apikey-w%d-%d", w, i)
+				evs := []events.Envelope{ev(t, stream, "acc_1", i, stream+"a")}
+				if i%3 == 0 {
+					evs = append(evs, ev(t, stream, "acc_1", i, stream+"b"))
+				}
+				if _, err := s.Append(ctx, stream, 0, evs...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	go func() { wg.Wait(); close(stop) }()
+	var followed []events.Envelope
+	var cur pgstore.Cursor
+	for done := false; !done; {
+		select {
+		case <-stop:
+			done = true
+		default:
+		}
+		evs, next, err := s.ReadAll(ctx, cur, 7, pgstore.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		followed, cur = append(followed, evs...), next
+	}
+	for {
+		evs, next, err := s.ReadAll(ctx, cur, 7, pgstore.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		followed, cur = append(followed, evs...), next
+	}
+	all := readEverything(t, s, pool)
+	if len(followed) != len(all) {
+		t.Fatalf("follower read %d events, the store holds %d", len(followed), len(all))
+	}
+	for i := range all {
+		if followed[i].EventID != all[i].EventID {
+			t.Fatalf("event %d: follower read %s, full read %s", i, followed[i].EventID, all[i].EventID)
+		}
+	}
+}
+
+func readEverything(t *testing.T, s *pgstore.Store, pool *pgxpool.Pool) []events.Envelope {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	all, _, err := s.ReadAll(context.Background(), pgstore.Cursor{}, n+1, pgstore.Filter{})
+	if err != nil || len(all) != n {
+		t.Fatalf("full read = %d of %d, %v", len(all), n, err)
+	}
+	return all
+}
