@@ -47,7 +47,7 @@ func TestForeignTransactionsDoNotHoldReadersBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
-	openWrite(t, pgtest.NewDatabase(t), "busy")     // another database
+	openWrite(t, pgtest.NewDatabase(t), "busy")      // another database
 	openWrite(t, pool.Config().ConnString(), "busy") // this database, not an appender
 	for i := range 5 {
 		stream := fmt.Sprintf("apikey-k%d", i)
