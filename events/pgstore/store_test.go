@@ -19,7 +19,7 @@ import (
 
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
-func newStore(t *testing.T) (*pgstore.Store, *pgxpool.Pool) {
+func newStore(t testing.TB) (*pgstore.Store, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
 	s, err := pgstore.New(pool, nil)
