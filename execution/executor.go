@@ -257,6 +257,7 @@ func (x *Executor) success(c commands.Completion, model config.Model, resp *llm.
 // clientResponse gives the provider's response Tollgate's completion id and
 // the client-facing model name, keeping every other field as it came.
 func clientResponse(body json.RawMessage, id, model string) (json.RawMessage, error) {
+	body = validUTF8(body)
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package execution
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
@@ -146,6 +148,11 @@ type assembler struct {
 	choices   map[int]*assembledChoice
 }
 
+// assembledChoice keeps the content as the insides of the JSON string
+// literals the provider sent, concatenated: the bytes stay exactly as they
+// came (escapes, \u0000, lone surrogates, which a Go string would turn
+// into U+FFFD), and a surrogate pair split across two chunks is whole
+// again.
 type assembledChoice struct {
 	role      string
 	content   strings.Builder
@@ -154,8 +161,9 @@ type assembledChoice struct {
 }
 
 type assembledToolCall struct {
-	id, typ, name string
-	args          strings.Builder
+	id, typ string
+	name    json.RawMessage
+	args    strings.Builder
 }
 
 func newAssembler(id, model string) *assembler {
@@ -168,15 +176,15 @@ type streamChunk struct {
 	Choices           []struct {
 		Index int `json:"index"`
 		Delta struct {
-			Role      string `json:"role"`
-			Content   string `json:"content"`
+			Role      string          `json:"role"`
+			Content   json.RawMessage `json:"content"`
 			ToolCalls []struct {
 				Index    int    `json:"index"`
 				ID       string `json:"id"`
 				Type     string `json:"type"`
 				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
+					Name      json.RawMessage `json:"name"`
+					Arguments json.RawMessage `json:"arguments"`
 				} `json:"function"`
 			} `json:"tool_calls"`
 		} `json:"delta"`
@@ -186,6 +194,7 @@ type streamChunk struct {
 
 // add records a chunk and returns it as the client sees it.
 func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
+	chunk = validUTF8(chunk)
 	var sc streamChunk
 	if err := json.Unmarshal(chunk, &sc); err != nil {
 		return nil, fmt.Errorf("stream chunk: %w", err)
@@ -206,7 +215,9 @@ func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 		if ch.Delta.Role != "" {
 			c.role = ch.Delta.Role
 		}
-		c.content.WriteString(ch.Delta.Content)
+		if err := appendString(&c.content, ch.Delta.Content); err != nil {
+			return nil, fmt.Errorf("stream chunk: content: %w", err)
+		}
 		for _, tc := range ch.Delta.ToolCalls {
 			t := c.toolCalls[tc.Index]
 			if t == nil {
@@ -219,10 +230,12 @@ func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 			if tc.Type != "" {
 				t.typ = tc.Type
 			}
-			if tc.Function.Name != "" {
+			if isString(tc.Function.Name) && string(tc.Function.Name) != `""` {
 				t.name = tc.Function.Name
 			}
-			t.args.WriteString(tc.Function.Arguments)
+			if err := appendString(&t.args, tc.Function.Arguments); err != nil {
+				return nil, fmt.Errorf("stream chunk: arguments: %w", err)
+			}
 		}
 		if ch.FinishReason != nil {
 			c.finish = ch.FinishReason
@@ -237,14 +250,14 @@ func (a *assembler) response(u llm.Usage) json.RawMessage {
 		ID       string `json:"id"`
 		Type     string `json:"type"`
 		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
+			Name      json.RawMessage `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
 		} `json:"function"`
 	}
 	type message struct {
-		Role      string     `json:"role"`
-		Content   *string    `json:"content"`
-		ToolCalls []toolCall `json:"tool_calls,omitempty"`
+		Role      string          `json:"role"`
+		Content   json.RawMessage `json:"content"`
+		ToolCalls []toolCall      `json:"tool_calls,omitempty"`
 	}
 	type choice struct {
 		Index        int     `json:"index"`
@@ -275,9 +288,9 @@ func (a *assembler) response(u llm.Usage) json.RawMessage {
 		if role == "" {
 			role = "assistant"
 		}
-		m := message{Role: role}
-		if text := c.content.String(); text != "" || len(c.toolCalls) == 0 {
-			m.Content = &text
+		m := message{Role: role, Content: json.RawMessage("null")}
+		if c.content.Len() > 0 || len(c.toolCalls) == 0 {
+			m.Content = literal(&c.content)
 		}
 		tcs := make([]int, 0, len(c.toolCalls))
 		for j := range c.toolCalls {
@@ -290,7 +303,10 @@ func (a *assembler) response(u llm.Usage) json.RawMessage {
 			if tc.Type == "" {
 				tc.Type = "function"
 			}
-			tc.Function.Name, tc.Function.Arguments = t.name, t.args.String()
+			tc.Function.Name, tc.Function.Arguments = t.name, literal(&t.args)
+			if tc.Function.Name == nil {
+				tc.Function.Name = json.RawMessage(`""`)
+			}
 			m.ToolCalls = append(m.ToolCalls, tc)
 		}
 		out.Choices = append(out.Choices, choice{Index: i, Message: m, FinishReason: c.finish})
@@ -299,8 +315,44 @@ func (a *assembler) response(u llm.Usage) json.RawMessage {
 	out.Usage.TotalTokens = u.PromptTokens + u.CompletionTokens
 	raw, err := json.Marshal(out)
 	if err != nil {
-		// Only strings and numbers above: Marshal cannot fail.
+		// Strings, numbers and string literals the provider sent, each
+		// valid (its chunk was): Marshal cannot fail.
 		return json.RawMessage(`{}`)
 	}
 	return raw
+}
+
+// isString reports whether raw is a JSON string literal.
+func isString(raw json.RawMessage) bool { return len(raw) >= 2 && raw[0] == '"' }
+
+// appendString appends the inside of the JSON string literal raw, as it
+// is (escapes kept), to b; null or nothing appends nothing.
+func appendString(b *strings.Builder, raw json.RawMessage) error {
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return nil
+	case !isString(raw):
+		return errors.New("not a string")
+	}
+	b.Write(raw[1 : len(raw)-1])
+	return nil
+}
+
+// literal is b's insides as a JSON string literal.
+func literal(b *strings.Builder) json.RawMessage {
+	out := make(json.RawMessage, 0, b.Len()+2)
+	out = append(out, '"')
+	out = append(out, b.String()...)
+	return append(out, '"')
+}
+
+// validUTF8 returns raw with every byte that is not UTF-8 replaced by
+// U+FFFD. Inside a JSON string Go's decoder takes such bytes, PostgreSQL
+// does not: an answer kept as it came could not be recorded, nor billed.
+// Valid input (all of it, in practice) is returned as it is.
+func validUTF8(raw json.RawMessage) json.RawMessage {
+	if utf8.Valid(raw) {
+		return raw
+	}
+	return bytes.ToValidUTF8(raw, []byte("\uFFFD"))
 }
