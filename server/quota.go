@@ -37,6 +37,12 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 		// Admission is on every request's path: a slow Redis fails it
 		// fast (503) rather than holding the request.
 		opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second
+		if opt.MaxRetries == 0 {
+			// No blind retries (max_retries in the URL overrides): an
+			// admission script that timed out may have run, and three
+			// retries of a paused Redis held each request 4s, not 1s.
+			opt.MaxRetries = -1
+		}
 		rdb := redis.NewClient(opt)
 		s.closers = append(s.closers, rdb.Close)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/bus"
@@ -141,6 +142,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	// A dependency outage is logged once per interval by every role, not
 	// once per request or retry (see handlers.NewOutageLogHandler).
 	logger = slog.New(handlers.NewOutageLogHandler(logger.Handler(), opts.OutageLogInterval, nil))
+	if cfg.Env.RedisURL != "" {
+		// go-redis logs dial failures itself, one line per request while
+		// Redis is down: route them through the outage log. Its logger is
+		// process-wide, so the last server started owns it.
+		redis.SetLogger(redisLogger{logger})
+	}
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -484,4 +491,12 @@ func billingDeps(cfg *config.Config, svc *commands.Service, pool *pgxpool.Pool, 
 		deps.Webhooks = wh
 	}
 	return deps, nil
+}
+
+// redisLogger writes go-redis's own log lines as warnings whose error is
+// the limiter's, so the outage log says them once per interval.
+type redisLogger struct{ logger *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.logger.WarnContext(ctx, "redis client", "error", fmt.Errorf("%w: %s", quota.ErrLimiter, fmt.Sprintf(format, v...)))
 }

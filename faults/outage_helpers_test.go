@@ -1,0 +1,569 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/server"
+)
+
+const outageAdmin = "admin-token-for-outage-faults"
+
+// outageLogInterval is the servers' outage log interval in these tests.
+const outageLogInterval = 2 * time.Second
+
+const outageConfig = `
+providers: [{name: echo, kind: echo}]
+models:
+  - name: echo
+    deployments: [{provider: echo, model: echo}]
+    price: {input_per_million: "0.50", output_per_million: "1.50"}
+plans: [{name: free, requests_per_minute: 1000000, tokens_per_minute: 1000000000}]
+jobs: {lease: 3s, reaper_interval: 500ms}
+`
+
+// outageRecord is one log record the server wrote.
+type outageRecord struct {
+	at    time.Time
+	level slog.Level
+	msg   string
+	attrs string
+}
+
+// outageLog captures the server's log records (every level) in memory.
+type outageLog struct {
+	mu   sync.Mutex
+	recs []outageRecord
+}
+
+type outageLogHandler struct {
+	log   *outageLog
+	attrs []slog.Attr
+}
+
+func (h outageLogHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h outageLogHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, "%s=%v ", a.Key, a.Value)
+	}
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, "%s=%v ", a.Key, a.Value); return true })
+	h.log.mu.Lock()
+	h.log.recs = append(h.log.recs, outageRecord{at: time.Now(), level: r.Level, msg: r.Message, attrs: b.String()})
+	h.log.mu.Unlock()
+	return nil
+}
+
+func (h outageLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return outageLogHandler{log: h.log, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+}
+
+func (h outageLogHandler) WithGroup(string) slog.Handler { return h }
+
+// warnings returns the warning and error records written in [from, to).
+func (l *outageLog) warnings(from, to time.Time) []outageRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []outageRecord
+	for _, r := range l.recs {
+		if r.level >= slog.LevelWarn && !r.at.Before(from) && r.at.Before(to) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// outageSummary counts records by message.
+func outageSummary(recs []outageRecord) string {
+	n := map[string]int{}
+	for _, r := range recs {
+		n[r.level.String()+" "+r.msg]++
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%dx %q; ", n[k], k)
+	}
+	return b.String()
+}
+
+// outageRedis is a private redis-server the test may pause, kill, restart
+// (on the same port) and flush.
+type outageRedis struct {
+	t    *testing.T
+	port int
+	cmd  *exec.Cmd
+}
+
+func outageStartRedis(t *testing.T) *outageRedis {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &outageRedis{t: t, port: l.Addr().(*net.TCPAddr).Port}
+	l.Close()
+	t.Cleanup(func() { r.kill() })
+	r.start()
+	return r
+}
+
+func (r *outageRedis) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+
+func (r *outageRedis) start() {
+	r.t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		r.t.Fatalf("redis-server is needed on PATH (apt-get install redis-server): %v", err)
+	}
+	r.cmd = exec.Command(bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rdb.Close()
+	for i := 0; ; i++ {
+		if err := rdb.Ping(context.Background()).Err(); err == nil {
+			return
+		} else if i > 200 {
+			r.t.Fatalf("private redis-server did not answer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *outageRedis) signal(sig syscall.Signal) {
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// kill kills the server (SIGKILL) and waits for it to exit.
+func (r *outageRedis) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGCONT)
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *outageRedis) flushAll() {
+	r.t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rdb.Close()
+	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// outageEnv is one Tollgate (every role, in process) on a private
+// PostgreSQL cluster, optionally with a private Redis.
+type outageEnv struct {
+	t     *testing.T
+	pg    *pgtest.Cluster
+	dsn   string
+	redis *outageRedis
+	srv   *server.Server
+	base  string
+	log   *outageLog
+}
+
+func outageStart(t *testing.T, withRedis bool) *outageEnv {
+	t.Helper()
+	e := &outageEnv{t: t, log: &outageLog{}}
+	// A commit Tollgate was told of must survive the crash the test
+	// makes: pgtest's clusters turn synchronous_commit off for speed,
+	// which loses the last commits of an immediate stop.
+	e.pg = pgtest.StartCluster(t, pgtest.ClusterOptions{Settings: []string{"synchronous_commit = on"}})
+	e.dsn = e.pg.CreateDatabase("tollgate")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(outageConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"TOLLGATE_DATABASE_URL": e.dsn, "TOLLGATE_ADMIN_TOKEN": outageAdmin, "TOLLGATE_INSTANCE_ID": "outage",
+	}
+	if withRedis {
+		e.redis = outageStartRedis(t)
+		vars["TOLLGATE_REDIS_URL"] = "redis://" + e.redis.addr()
+	}
+	cfg, err := config.Load(path, func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e.srv, err = server.Start(ctx, server.Options{
+		Config: cfg, Roles: server.AllRoles(), Listener: ln, MaxDBConns: 10,
+		Logger: slog.New(outageLogHandler{log: e.log}), OutageLogInterval: outageLogInterval,
+		BusPollInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.srv.Close(ctx)
+	})
+	e.base = "http://" + e.srv.Addr
+	return e
+}
+
+var outageHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+// outageResponse is what one request got.
+type outageResponse struct {
+	status     int
+	retryAfter string
+	typ, code  string
+	id         string
+	body       string
+	err        error
+}
+
+func (e *outageEnv) do(method, path, token string, body any) outageResponse {
+	var buf bytes.Buffer
+	if body != nil {
+		_ = json.NewEncoder(&buf).Encode(body)
+	}
+	async := strings.HasPrefix(path, "async:")
+	req, err := http.NewRequest(method, e.base+strings.TrimPrefix(path, "async:"), &buf)
+	if err != nil {
+		return outageResponse{err: err}
+	}
+	if async {
+		req.Header.Set("Prefer", "respond-async")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := outageHTTP.Do(req)
+	if err != nil {
+		return outageResponse{err: err}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	out := outageResponse{status: res.StatusCode, retryAfter: res.Header.Get("Retry-After"), body: string(b), err: err}
+	var v struct {
+		ID    string `json:"id"`
+		Error *struct {
+			Type string  `json:"type"`
+			Code *string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &v) == nil {
+		out.id = v.ID
+		if v.Error != nil {
+			out.typ = v.Error.Type
+			if v.Error.Code != nil {
+				out.code = *v.Error.Code
+			}
+		}
+	}
+	return out
+}
+
+// account opens an account and returns its id and a key, retrying while
+// the server warms up.
+func (e *outageEnv) account() (string, string) {
+	e.t.Helper()
+	r := e.do("POST", "/v1/admin/accounts", outageAdmin, map[string]string{"name": "Outage", "plan": "free"})
+	if r.status != http.StatusCreated {
+		e.t.Fatalf("create account: %d %s %v", r.status, r.body, r.err)
+	}
+	acc := r.id
+	r = e.do("POST", "/v1/admin/accounts/"+acc+"/keys", outageAdmin, map[string]string{"name": "k"})
+	var key struct{ Key string }
+	if r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &key) != nil {
+		e.t.Fatalf("create key: %d %s %v", r.status, r.body, r.err)
+	}
+	return acc, key.Key
+}
+
+// readyz returns /readyz's status and each dependency's state.
+func (e *outageEnv) readyz() (int, map[string]string) {
+	res, err := outageHTTP.Get(e.base + "/readyz")
+	if err != nil {
+		e.t.Fatalf("readyz: %v", err)
+	}
+	defer res.Body.Close()
+	var v struct {
+		Status       string `json:"status"`
+		Dependencies map[string]struct {
+			Status string `json:"status"`
+		} `json:"dependencies"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+		e.t.Fatalf("readyz body: %v", err)
+	}
+	out := map[string]string{"": v.Status}
+	for k, d := range v.Dependencies {
+		out[k] = d.Status
+	}
+	return res.StatusCode, out
+}
+
+// outageResult is one request of the load.
+type outageResult struct {
+	at, done time.Time
+	outageResponse
+}
+
+// outageLoad sends chat requests from a few goroutines, each pausing
+// between requests, until stopped.
+type outageLoad struct {
+	e    *outageEnv
+	key  string
+	mu   sync.Mutex
+	res  []outageResult
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (e *outageEnv) startLoad(key string, workers int) *outageLoad {
+	l := &outageLoad{e: e, key: key, stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				at := time.Now()
+				path := "/v1/chat/completions"
+				if w == 0 {
+					// One worker queues its requests: they go through the
+					// relay, the bus and the worker pool.
+					path = "async:" + path
+				}
+				r := e.do("POST", path, key, map[string]any{
+					"model": "echo", "messages": []map[string]string{{"role": "user", "content": fmt.Sprintf("worker %d request %d", w, i)}}})
+				l.mu.Lock()
+				l.res = append(l.res, outageResult{at: at, done: time.Now(), outageResponse: r})
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *outageLoad) finish() []outageResult {
+	close(l.stop)
+	l.wg.Wait()
+	return l.results()
+}
+
+func (l *outageLoad) results() []outageResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]outageResult(nil), l.res...)
+}
+
+// waitOK waits until a request sent at or after since got a 200, and
+// returns when it was sent.
+func (l *outageLoad) waitOK(t *testing.T, since time.Time, limit time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		for _, r := range l.results() {
+			if (r.status == http.StatusOK || r.status == http.StatusAccepted) && !r.at.Before(since) {
+				return r.at
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no request succeeded within %s of the dependency's return", limit)
+	return time.Time{}
+}
+
+// outageCounts are the figures of one window of the load.
+type outageCounts struct {
+	tried, ok, unavailable, other int
+	others                        []string
+}
+
+// countResults counts the requests sent in [from, to).
+func countResults(res []outageResult, from, to time.Time) outageCounts {
+	return countWhere(res, func(r outageResult) bool { return !r.at.Before(from) && r.at.Before(to) })
+}
+
+// countAnswered counts the requests sent and answered in [from, to).
+func countAnswered(res []outageResult, from, to time.Time) outageCounts {
+	return countWhere(res, func(r outageResult) bool { return !r.at.Before(from) && r.done.Before(to) })
+}
+
+func countWhere(res []outageResult, in func(outageResult) bool) outageCounts {
+	var c outageCounts
+	for _, r := range res {
+		if !in(r) {
+			continue
+		}
+		c.tried++
+		switch r.status {
+		case http.StatusOK, http.StatusAccepted:
+			c.ok++
+		case http.StatusServiceUnavailable:
+			c.unavailable++
+		default:
+			c.other++
+			if len(c.others) < 5 {
+				c.others = append(c.others, fmt.Sprintf("%d %s %v", r.status, r.body, r.err))
+			}
+		}
+	}
+	return c
+}
+
+// checkUnavailable checks every 503 of res: Retry-After, an OpenAI body
+// of type server_error, and one of codes.
+func checkUnavailable(t *testing.T, res []outageResult, codes ...string) {
+	t.Helper()
+	bad := 0
+	for _, r := range res {
+		if r.status != http.StatusServiceUnavailable {
+			continue
+		}
+		ok := r.retryAfter != "" && r.typ == "server_error"
+		found := false
+		for _, c := range codes {
+			found = found || r.code == c
+		}
+		if !ok || !found {
+			if bad++; bad <= 3 {
+				t.Errorf("503 without Retry-After or an OpenAI body naming %v: Retry-After %q, %s", codes, r.retryAfter, r.body)
+			}
+		}
+	}
+}
+
+// outageLedger is what the store and the read models hold for an account.
+type outageLedger struct {
+	requested, outcomes, succeeded int
+	multiOutcome, unfinished       []string
+	ledgerRows, rollupRequests     int64
+}
+
+func readLedger(ctx context.Context, pool *pgxpool.Pool, account string) (outageLedger, map[string]int, error) {
+	var l outageLedger
+	rows, err := pool.Query(ctx, `SELECT stream_id, type FROM events WHERE account_id = $1 AND stream_id LIKE 'completion-%'`, account)
+	if err != nil {
+		return l, nil, err
+	}
+	outcomes := map[string]int{}
+	succeeded := map[string]int{}
+	requested := map[string]bool{}
+	for rows.Next() {
+		var stream, typ string
+		if err := rows.Scan(&stream, &typ); err != nil {
+			return l, nil, err
+		}
+		id := strings.TrimPrefix(stream, "completion-")
+		switch typ {
+		case "completion.requested":
+			requested[id] = true
+		case "completion.succeeded":
+			succeeded[id]++
+			outcomes[id]++
+		case "completion.failed", "completion.abandoned":
+			outcomes[id]++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return l, nil, err
+	}
+	l.requested = len(requested)
+	for id := range requested {
+		switch n := outcomes[id]; {
+		case n == 0:
+			l.unfinished = append(l.unfinished, id)
+		case n > 1:
+			l.multiOutcome = append(l.multiOutcome, id)
+		}
+		l.outcomes += min(outcomes[id], 1)
+	}
+	l.succeeded = len(succeeded)
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE account_id = $1`, account).Scan(&l.ledgerRows); err != nil {
+		return l, nil, err
+	}
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(requests), 0)::bigint FROM usage_rollups WHERE account_id = $1`, account).Scan(&l.rollupRequests); err != nil {
+		return l, nil, err
+	}
+	return l, succeeded, nil
+}
+
+// settle waits until every requested completion of the account has an
+// outcome (the reaper ends those whose executor lost the database) and
+// the projections caught up, then checks that every 200 the load got is
+// one success, recorded once, in the ledger once, and so is every 202 (the
+// worker pool runs it once the database is back). It returns the figures
+// (lost: a 200 without exactly one success; duplicated: a completion with
+// two outcomes or a ledger that disagrees).
+func (e *outageEnv) settle(t *testing.T, account string, res []outageResult) (lost, duplicated int, l outageLedger) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var succeeded map[string]int
+	for {
+		l, succeeded, err = readLedger(ctx, pool, account)
+		if err == nil && len(l.unfinished) == 0 && l.ledgerRows == int64(l.succeeded) && l.rollupRequests == int64(l.succeeded) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the store did not settle: %+v (%d unfinished) %v", l, len(l.unfinished), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, r := range res {
+		if (r.status == http.StatusOK || r.status == http.StatusAccepted) && succeeded[r.id] != 1 {
+			lost++
+		}
+	}
+	duplicated = len(l.multiOutcome)
+	for _, n := range succeeded {
+		duplicated += n - 1
+	}
+	return lost, duplicated, l
+}
+
+// The signals that pause and resume a process.
+const (
+	sigStop = syscall.SIGSTOP
+	sigCont = syscall.SIGCONT
+)
