@@ -158,15 +158,34 @@ func idOf(raw json.RawMessage) string {
 // (IgnoreAPIVersionMismatch) and reads only fields that are the same in
 // every version, so an endpoint pinned to a newer version keeps working.
 // The event's APIVersion is returned (and recorded) for operators.
+//
+// A signature dated more than the tolerance in the future is refused too
+// (stripe-go only checks the past): a delivery is signed when it is sent,
+// so such a timestamp is a forgery attempt or a broken clock, and an
+// accepted one would stay replayable until long after it was sent.
+//
+// Every field read from the event must be text PostgreSQL can store and
+// times must lie in years 1 to 9999; otherwise the error is a
+// *PayloadFieldError naming the field (it wraps ErrWebhookPayload).
 func ParseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration) (commands.StripeEvent, map[string]string, error) {
+	return parseEvent(payload, sigHeader, secret, tolerance, time.Now())
+}
+
+func parseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration, now time.Time) (commands.StripeEvent, map[string]string, error) {
 	if err := webhook.ValidatePayloadWithTolerance(payload, sigHeader, secret, tolerance); err != nil {
 		return commands.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookSignature, err)
+	}
+	if err := notInFuture(sigHeader, tolerance, now); err != nil {
+		return commands.StripeEvent{}, nil, err
 	}
 	e, err := webhook.ConstructEventWithOptions(payload, sigHeader, secret, webhook.ConstructEventOptions{
 		Tolerance: tolerance, IgnoreAPIVersionMismatch: true,
 	})
 	if err != nil {
 		return commands.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookPayload, err)
+	}
+	if e.Created > maxStripeCreated {
+		return commands.StripeEvent{}, nil, &PayloadFieldError{Field: "created", Problem: fmt.Sprintf("%d is after the year 9999", e.Created)}
 	}
 	if !stripeEventIDPattern.MatchString(e.ID) || e.Type == "" || e.Created <= 0 || e.Data == nil {
 		return commands.StripeEvent{}, nil, fmt.Errorf("%w: event id %q, type %q, created %d", ErrWebhookPayload, e.ID, e.Type, e.Created)
@@ -199,6 +218,9 @@ func ParseEvent(payload []byte, sigHeader, secret string, tolerance time.Duratio
 	}
 	if o.ClientReferenceID != "" && meta["account_id"] == "" {
 		meta["account_id"] = o.ClientReferenceID
+	}
+	if err := checkEventFields(ev, o.Object); err != nil {
+		return commands.StripeEvent{}, nil, err
 	}
 	return ev, meta, nil
 }

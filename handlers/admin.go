@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -39,16 +38,14 @@ func hashKey(secret string) string {
 }
 
 // decodeJSON reads a JSON body into v, answering 413 for a body over the
-// limit and 400 for malformed JSON.
+// limit and 400 for malformed JSON, a field of the wrong type, or text
+// that is not UTF-8 or holds an unpaired surrogate (naming the field).
 func decodeJSON(r *http.Request, v any) *apiError {
 	body, err := io.ReadAll(r.Body)
 	if ae := bodyError(err); ae != nil {
 		return ae
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return badRequest("invalid_json", "", "We could not parse the JSON body of your request: %s", err.Error())
-	}
-	return nil
+	return unmarshalClient(body, v)
 }
 
 func bodyError(err error) *apiError {
@@ -88,7 +85,11 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request) {
 		Plan             string `json:"plan"`
 		StripeCustomerID string `json:"stripe_customer_id"`
 	}
-	if ae := decodeJSON(r, &req); ae != nil {
+	ae := decodeJSON(r, &req)
+	if ae == nil {
+		ae = checkTexts("name", req.Name, "email", req.Email, "plan", req.Plan, "stripe_customer_id", req.StripeCustomerID)
+	}
+	if ae != nil {
 		writeError(w, ae)
 		return
 	}
@@ -118,7 +119,11 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name string `json:"name"`
 	}
-	if ae := decodeJSON(r, &req); ae != nil {
+	ae := decodeJSON(r, &req)
+	if ae == nil {
+		ae = checkText("name", req.Name)
+	}
+	if ae != nil {
 		writeError(w, ae)
 		return
 	}

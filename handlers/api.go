@@ -170,6 +170,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
 	r.Use(recordRoute)
+	r.Use(checkPathVars) // input.go: {id} with NUL or non-UTF-8 bytes is a 400
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url", Message: "Unknown request URL."})
 	})

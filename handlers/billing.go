@@ -1,7 +1,7 @@
 package handlers
 
 import (
-	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -50,12 +50,16 @@ func (a *API) billingCheckout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		writeError(w, badRequest("invalid_json", "", "We could not parse the JSON body of your request: %s", err.Error()))
+	if ae := unmarshalClient(raw, &body); ae != nil {
+		writeError(w, ae)
 		return
 	}
 	if body.Plan == "" {
 		writeError(w, badRequest("missing_required_parameter", "plan", "You must provide the plan to subscribe to."))
+		return
+	}
+	if ae := checkText("plan", body.Plan); ae != nil {
+		writeError(w, ae)
 		return
 	}
 	if a.cfg.Billing.Checkout == nil {
@@ -101,6 +105,12 @@ func (a *API) stripeWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := a.cfg.Billing.Webhooks.Handle(r.Context(), payload, r.Header.Get("Stripe-Signature"))
+	var fe *billing.PayloadFieldError
+	if errors.As(err, &fe) {
+		// A verified event with a field Tollgate cannot store: name it.
+		writeError(w, badRequest("invalid_payload", fe.Field, "The Stripe event's %s cannot be recorded: %s.", fe.Field, fe.Problem))
+		return
+	}
 	if err != nil {
 		a.billingError(w, r, "stripe webhook", err)
 		return
@@ -131,6 +141,10 @@ func (a *API) billingExplain(w http.ResponseWriter, r *http.Request) {
 	}
 	if account == "" {
 		writeError(w, badRequest("missing_required_parameter", "account", "You must provide the account."))
+		return
+	}
+	if ae := checkText("account", account); ae != nil {
+		writeError(w, ae)
 		return
 	}
 	recs, err := billing.Explain(r.Context(), a.cfg.ReadModels, account, period)

@@ -24,11 +24,27 @@ type chatRequest struct {
 	Stream   bool              `json:"stream"`
 }
 
-// validateChat checks a chat request at the edge.
+// maxChoices is the largest n a request may ask for (OpenAI's bound).
+const maxChoices = 128
+
+// validateChat checks a chat request at the edge, before anything is
+// stored: the body must be UTF-8 JSON without unpaired surrogate escapes
+// (see input.go; \u0000 is kept, it is text), and the fields Tollgate reads
+// must have their types and ranges. Each refusal names the parameter.
 func validateChat(body []byte) (chatRequest, *apiError) {
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return req, badRequest("invalid_json", "", "We could not parse the JSON body of your request: %s", err.Error())
+	// Not embedding chatRequest: a type error would name chatRequest.model.
+	var in struct {
+		Model               string            `json:"model"`
+		Messages            []json.RawMessage `json:"messages"`
+		Stream              bool              `json:"stream"`
+		MaxTokens           *int64            `json:"max_tokens"`
+		MaxCompletionTokens *int64            `json:"max_completion_tokens"`
+		N                   *int64            `json:"n"`
+	}
+	ae := unmarshalClient(body, &in)
+	req := chatRequest{Model: in.Model, Messages: in.Messages, Stream: in.Stream}
+	if ae != nil {
+		return req, ae
 	}
 	switch {
 	case req.Model == "":
@@ -36,12 +52,28 @@ func validateChat(body []byte) (chatRequest, *apiError) {
 	case len(req.Messages) == 0:
 		return req, badRequest("missing_required_parameter", "messages", "You must provide at least one message.")
 	}
+	if ae := checkText("model", req.Model); ae != nil {
+		return req, ae
+	}
 	for i, m := range req.Messages {
 		var msg struct {
 			Role string `json:"role"`
 		}
 		if err := json.Unmarshal(m, &msg); err != nil || msg.Role == "" {
 			return req, badRequest("invalid_value", fmt.Sprintf("messages[%d]", i), "Each message must be an object with a role.")
+		}
+	}
+	for _, f := range []struct {
+		param string
+		v     *int64
+		max   int64
+	}{{"max_tokens", in.MaxTokens, 0}, {"max_completion_tokens", in.MaxCompletionTokens, 0}, {"n", in.N, maxChoices}} {
+		switch {
+		case f.v == nil:
+		case *f.v < 1:
+			return req, badRequest("invalid_value", f.param, "%s must be at least 1, got %d.", f.param, *f.v)
+		case f.max > 0 && *f.v > f.max:
+			return req, badRequest("invalid_value", f.param, "%s must be at most %d, got %d.", f.param, f.max, *f.v)
 		}
 	}
 	return req, nil

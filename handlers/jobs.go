@@ -145,9 +145,16 @@ func parseWait(s string, max time.Duration) (time.Duration, *apiError) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		n, nerr := strconv.Atoi(s)
+		n, nerr := strconv.ParseInt(s, 10, 64)
 		if nerr != nil {
 			return 0, badRequest("invalid_value", "wait", "wait must be a duration such as 30s, or seconds.")
+		}
+		if n < 0 {
+			return 0, badRequest("invalid_value", "wait", "wait must not be negative.")
+		}
+		// Compared in seconds: n * time.Second overflows past 292 years.
+		if n >= int64(max/time.Second) {
+			return max, nil
 		}
 		d = time.Duration(n) * time.Second
 	}
@@ -346,8 +353,27 @@ func toUsageJSON(u projections.UsageRow) usageJSON {
 	}
 }
 
-// parseTime accepts a date (2026-11-27), an RFC 3339 time or Unix seconds.
+// Times a client may give: PostgreSQL's timestamptz and Go's RFC 3339
+// both hold years 1 to 9999, so that is the range accepted.
+var (
+	minTime = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// parseTime accepts a date (2026-11-27), an RFC 3339 time or Unix seconds,
+// from year 1 to 9999 (in UTC).
 func parseTime(s string) (time.Time, error) {
+	t, err := parseAnyTime(s)
+	if err != nil {
+		return t, err
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return time.Time{}, outOfRange(s)
+	}
+	return t, nil
+}
+
+func parseAnyTime(s string) (time.Time, error) {
 	if t, err := time.Parse(time.DateOnly, s); err == nil {
 		return t, nil
 	}
@@ -355,9 +381,17 @@ func parseTime(s string) (time.Time, error) {
 		return t.UTC(), nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < minTime.Unix() || n > maxTime.Unix() {
+			// Checked before time.Unix, which overflows near the int64 limits.
+			return time.Time{}, outOfRange(s)
+		}
 		return time.Unix(n, 0).UTC(), nil
 	}
-	return time.Time{}, fmt.Errorf("%q is not a date (2026-11-27), an RFC 3339 time or Unix seconds", s)
+	return time.Time{}, fmt.Errorf("%q is not a date (2026-11-27), an RFC 3339 time or Unix seconds", clip(s))
+}
+
+func outOfRange(s string) error {
+	return fmt.Errorf("%q is outside the years 1 to 9999 (UTC); as Unix seconds, from %d to %d", clip(s), minTime.Unix(), maxTime.Unix())
 }
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) {

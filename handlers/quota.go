@@ -421,6 +421,14 @@ type limitsJSON struct {
 
 func (l limitsJSON) overrides() (events.LimitOverrides, *apiError) {
 	o := events.LimitOverrides{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute}
+	for _, r := range []struct {
+		v     *int64
+		param string
+	}{{l.RequestsPerMinute, "limits.requests_per_minute"}, {l.TokensPerMinute, "limits.tokens_per_minute"}} {
+		if r.v != nil && *r.v < 0 {
+			return o, badRequest("invalid_value", r.param, "%s must not be negative (0 is unlimited), got %d.", r.param, *r.v)
+		}
+	}
 	for _, b := range []struct {
 		in    *string
 		out   **int64
@@ -431,7 +439,7 @@ func (l limitsJSON) overrides() (events.LimitOverrides, *apiError) {
 		}
 		n, err := money.ParseUSD(*b.in)
 		if err != nil {
-			return o, badRequest("invalid_value", b.param, "%s is not a USD amount such as \"10.00\".", *b.in)
+			return o, badRequest("invalid_value", b.param, "%q is not a USD amount such as \"10.00\".", clip(*b.in))
 		}
 		v := int64(n)
 		*b.out = &v
@@ -444,9 +452,25 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request) {
 		Plan   *string     `json:"plan"`
 		Limits *limitsJSON `json:"limits"`
 	}
-	if ae := decodeJSON(r, &req); ae != nil {
+	ae := decodeJSON(r, &req)
+	if ae != nil {
 		writeError(w, ae)
 		return
+	}
+	// Everything is validated before the first change, so that a refused
+	// PATCH changes nothing.
+	var o events.LimitOverrides
+	if req.Limits != nil {
+		if o, ae = req.Limits.overrides(); ae != nil {
+			writeError(w, ae)
+			return
+		}
+	}
+	if req.Plan != nil {
+		if ae := checkText("plan", *req.Plan); ae != nil {
+			writeError(w, ae)
+			return
+		}
 	}
 	id, md := mux.Vars(r)["id"], a.adminMetadata(r)
 	acc, err := a.cfg.Service.Account(r.Context(), id)
@@ -454,11 +478,6 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request) {
 		acc, err = a.cfg.Service.ChangePlan(r.Context(), md, id, commands.ChangePlan{Plan: *req.Plan})
 	}
 	if req.Limits != nil && err == nil {
-		o, ae := req.Limits.overrides()
-		if ae != nil {
-			writeError(w, ae)
-			return
-		}
 		acc, err = a.cfg.Service.ChangeAccountLimits(r.Context(), md, id, o)
 	}
 	if err != nil {
@@ -473,18 +492,21 @@ func (a *API) patchKey(w http.ResponseWriter, r *http.Request) {
 		Limits    *limitsJSON `json:"limits"`
 		Suspended *bool       `json:"suspended"`
 	}
-	if ae := decodeJSON(r, &req); ae != nil {
+	ae := decodeJSON(r, &req)
+	if ae != nil {
 		writeError(w, ae)
 		return
+	}
+	var o events.LimitOverrides
+	if req.Limits != nil {
+		if o, ae = req.Limits.overrides(); ae != nil {
+			writeError(w, ae)
+			return
+		}
 	}
 	id, md := mux.Vars(r)["id"], a.adminMetadata(r)
 	k, err := a.cfg.Service.APIKey(r.Context(), id)
 	if req.Limits != nil && err == nil {
-		o, ae := req.Limits.overrides()
-		if ae != nil {
-			writeError(w, ae)
-			return
-		}
 		k, err = a.cfg.Service.ChangeAPIKeyLimits(r.Context(), md, id, o)
 	}
 	if req.Suspended != nil && err == nil {
