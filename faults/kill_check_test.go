@@ -28,6 +28,20 @@ type killCompletion struct {
 
 func (c killCompletion) outcomes() int { return c.succeeded + c.failed + c.abandoned }
 
+// outcome is the job status the one outcome implies ("" unless exactly one).
+func (c killCompletion) outcome() string {
+	switch {
+	case c.outcomes() != 1:
+		return ""
+	case c.succeeded == 1:
+		return projections.JobSucceeded
+	case c.failed == 1:
+		return projections.JobFailed
+	default:
+		return projections.JobAbandoned
+	}
+}
+
 // killState is one account's completions, read models and billing.
 type killState struct {
 	completions map[string]*killCompletion
@@ -193,26 +207,43 @@ type killFigures struct {
 	// with 200 and broke off; Abandoned, Failed, Requeued: completions so
 	// ended or retried; Kills: SIGKILLs sent.
 	Refused, Cut, Abandoned, Failed, Requeued, Kills int
+	// Unanswered: completions that succeeded (and were billed) whose
+	// answer no client received whole (the API died before sending it).
+	Unanswered int
+	// Down is the mean time from SIGKILL to healthy again.
+	Down time.Duration
+	// Statuses counts the answers that were not whole by HTTP status (0:
+	// no answer).
+	Statuses map[int]int
 }
 
 func (f killFigures) String() string {
-	return fmt.Sprintf("%-9s tried %4d  ok %4d  held %4d  lost %d  duplicated %d  | no answer/error %3d  cut streams %2d  abandoned %2d  failed %2d  requeued %2d  kills %d",
-		f.Role, f.Tried, f.OK, f.Held, f.Lost, f.Duplicated, f.Refused, f.Cut, f.Abandoned, f.Failed, f.Requeued, f.Kills)
+	return fmt.Sprintf("%-8s tried %4d  ok %4d  held %4d  lost %d  duplicated %d | no answer/error %3d  cut streams %2d  succeeded unanswered %2d  abandoned %2d  failed %2d  requeued %2d | kills %d, down %s each",
+		f.Role, f.Tried, f.OK, f.Held, f.Lost, f.Duplicated, f.Refused, f.Cut, f.Unanswered, f.Abandoned, f.Failed, f.Requeued, f.Kills, f.Down.Round(10*time.Millisecond)) +
+		fmt.Sprintf(" | not whole by status %v", f.Statuses)
 }
 
 // killJudge checks what the clients saw against the account's settled
 // state and returns the figures and every broken guarantee.
 func killJudge(role string, res []killResult, s *killState) (killFigures, []string) {
-	f := killFigures{Role: role, Tried: len(res)}
+	f := killFigures{Role: role, Tried: len(res), Statuses: map[int]int{}}
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	answered := map[string]bool{}
 	for _, r := range res {
+		if r.complete && (r.status == 200 || r.status == 202) {
+			answered[r.id] = true
+		}
 		switch {
 		case r.status == 200 && r.complete, r.status == 202 && r.complete:
 		case r.status == 200 && r.mode == killStream:
 			f.Cut++
 		default:
 			f.Refused++
+			f.Statuses[r.status]++
+			if r.status >= 500 {
+				bad("%s answered %d: %s", r.mode, r.status, r.err)
+			}
 			continue
 		}
 		c := s.completions[r.id]
@@ -255,12 +286,18 @@ func killJudge(role string, res []killResult, s *killState) (killFigures, []stri
 			f.Duplicated++
 			bad("completion %s (%s): %d successes, %d failures, %d abandonments, %d ledger rows", id, c.mode, c.succeeded, c.failed, c.abandoned, c.ledgerRows)
 		}
+		if c.succeeded > 0 && !answered[id] {
+			f.Unanswered++
+		}
 		if c.outcomes() == 0 {
 			f.Lost++
 			bad("completion %s (%s) never ended (job %q)", id, c.mode, c.job)
 		}
 		if c.ledgerRows != c.succeeded {
 			bad("completion %s: %d successes but %d ledger rows", id, c.succeeded, c.ledgerRows)
+		}
+		if want := c.outcome(); want != "" && c.job != want {
+			bad("completion %s ended %s, the jobs read model says %q", id, want, c.job)
 		}
 	}
 	problems = append(problems, s.billingProblems()...)

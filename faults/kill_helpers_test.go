@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -336,4 +338,42 @@ func killHTTP(ctx context.Context, method, url, token string, body any) (int, ma
 		}
 	}
 	return resp.StatusCode, out, nil
+}
+
+// killStripeGate sits between the billing reporter and Stripe (the
+// recorder): it holds every accepted meter event's answer for hold and
+// says so on accepted, so the test can SIGKILL the reporter in the window
+// where Stripe has the meter event and the log has no usage_reported yet.
+func killStripeGate(t *testing.T, target string, hold time.Duration) (string, <-chan struct{}) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 1)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path == "/v1/billing/meter_events" && resp.StatusCode == http.StatusOK {
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+			time.Sleep(hold)
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL, accepted
+}
+
+// killDrain empties a signal channel.
+func killDrain(c <-chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
 }

@@ -18,18 +18,27 @@ import (
 )
 
 // The kill scenario's shape: load for killLoadFor from killWorkers
-// goroutines; the role's process is SIGKILLed at each of killAt and
-// started again after killPause.
+// goroutines while the role's process is SIGKILLed as killPlan says.
 const (
 	killWorkers  = 6
-	killLoadFor  = 6 * time.Second
-	killPause    = 300 * time.Millisecond
+	killLoadFor  = 7 * time.Second
 	killWindow   = 2 * time.Second // billing.window in killConfigYAML
 	killSettle   = 45 * time.Second
 	killAdminKey = "admin-token-for-kill-tests-0123456789"
 )
 
-var killAt = []time.Duration{1500 * time.Millisecond, 3500 * time.Millisecond}
+// killStep is one SIGKILL: after (from the previous restart, or from the
+// start of the load), then a pause before the process is started again.
+type killStep struct{ after, pause time.Duration }
+
+// killPlan: a short outage; a long one (a backlog builds up: queued jobs,
+// unrelayed and unprojected events, due records); and a kill during the
+// catch-up right after that restart.
+var killPlan = []killStep{
+	{after: time.Second, pause: 300 * time.Millisecond},
+	{after: 1200 * time.Millisecond, pause: 2 * time.Second},
+	{after: 150 * time.Millisecond, pause: 300 * time.Millisecond},
+}
 
 // killRoles are the roles, in the order they are killed.
 var killRoles = []string{"api", "worker", "relay", "project", "bill"}
@@ -41,7 +50,10 @@ type killEnv struct {
 	procs  map[string]*killProc
 	pool   *pgxpool.Pool
 	stripe *stripetest.Recorder
-	base   string
+	// accepted signals a meter event Stripe accepted whose answer is
+	// being held from the reporter (see killStripeGate).
+	accepted <-chan struct{}
+	base     string
 }
 
 func startKillEnv(t *testing.T) *killEnv {
@@ -50,6 +62,7 @@ func startKillEnv(t *testing.T) *killEnv {
 	dsn := pgtest.NewDatabase(t)
 	var stripeURL string
 	stripeURL, e.stripe = stripetest.NewRecorder(t, stripetest.Start(t))
+	stripeURL, e.accepted = killStripeGate(t, stripeURL, 300*time.Millisecond)
 	up := killUpstream(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -148,12 +161,25 @@ func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
 	go func() { load.run(killWorkers, start.Add(killLoadFor)); close(done) }()
 	p := e.procs[role]
 	kills := 0
-	for _, at := range killAt {
-		time.Sleep(time.Until(start.Add(at)))
+	var down time.Duration
+	for _, step := range killPlan {
+		time.Sleep(step.after)
+		if role == "bill" {
+			// Kill the reporter where it hurts: Stripe accepted a meter
+			// event and its answer has not reached the reporter.
+			killDrain(e.accepted)
+			select {
+			case <-e.accepted:
+			case <-time.After(killLoadFor):
+				t.Errorf("no meter event reached Stripe within %s", killLoadFor)
+			}
+		}
+		killed := time.Now()
 		p.kill()
 		kills++
-		time.Sleep(killPause)
+		time.Sleep(step.pause)
 		p.start()
+		down += time.Since(killed)
 	}
 	<-done
 	for _, q := range e.procs {
@@ -170,11 +196,12 @@ func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
 		}
 	}
 	f, problems := killJudge(role, load.results(), s)
-	f.Kills = kills
+	f.Kills, f.Down = kills, down/time.Duration(kills)
 	sends, distinct, sp := s.stripeProblems(e.stripe, cus)
 	problems = append(problems, sp...)
+	problems = append(problems, e.jobProblems(key, load.results(), s)...)
 	e.rebuild(t)
-	t.Logf("%s\n  Stripe: %d meter events sent, %d distinct identifiers", f, sends, distinct)
+	t.Logf("%s\n  Stripe: %d meter events sent, %d distinct identifiers; ERROR log lines: %s", f, sends, distinct, e.errorLines())
 	if f.OK == 0 {
 		problems = append(problems, "no request succeeded: the load did not run")
 	}
@@ -182,4 +209,33 @@ func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
 		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs:\n%s", role, len(problems), killSummary(problems, 20), killTail(p.logPath, 30))
 	}
 	return f
+}
+
+// jobProblems asks the API for every 202's job and compares its status
+// with the event log's outcome.
+func (e *killEnv) jobProblems(key string, res []killResult, s *killState) []string {
+	var out []string
+	for _, r := range res {
+		if r.status != http.StatusAccepted || !r.complete {
+			continue
+		}
+		code, job, err := killHTTP(context.Background(), http.MethodGet, e.base+"/v1/jobs/"+r.id, key, nil)
+		if err != nil || code != http.StatusOK {
+			out = append(out, fmt.Sprintf("GET /v1/jobs/%s: %d %v %v", r.id, code, job, err))
+			continue
+		}
+		if c := s.completions[r.id]; c == nil || job["status"] != c.outcome() {
+			out = append(out, fmt.Sprintf("GET /v1/jobs/%s: status %v, the log says %+v", r.id, job["status"], c))
+		}
+	}
+	return out
+}
+
+// errorLines counts the ERROR lines in each role's log so far.
+func (e *killEnv) errorLines() string {
+	var parts []string
+	for _, role := range killRoles {
+		parts = append(parts, fmt.Sprintf("%s %d", role, killCountLog(e.procs[role].logPath, `"level":"ERROR"`)))
+	}
+	return strings.Join(parts, ", ")
 }
