@@ -259,3 +259,36 @@ func TestSilentClaimIsStillReaped(t *testing.T) {
 		t.Fatalf("late outcome recorded after the abandonment: %v", typs)
 	}
 }
+
+// A stream that stops making progress (its client stopped reading, so the
+// executor is stuck handing it a chunk) stops renewing: the reaper ends
+// it, and when the executor comes unstuck it learns its claim was lost,
+// stops, and records nothing.
+func TestStalledStreamIsReaped(t *testing.T) {
+	t.Parallel()
+	pieces := []string{`"one "`, `"two "`, `"three "`, `"four "`, `"five "`, `"six"`}
+	r, _ := newLeaseRig(t, llmtest.Script{Pieces: pieces, Gap: 50 * time.Millisecond})
+	c := r.request("chatcmpl-stalled", events.ModeSync, "api:a")
+	n := 0
+	done, err := r.exec.RunStream(r.ctx, events.Metadata{}, c, func(json.RawMessage) error {
+		n++
+		if n == 3 {
+			// The client is stuck until the reaper has ended the claim.
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				if cur, err := r.svc.Completion(r.ctx, c.ID); err == nil && cur.Status == commands.StatusAbandoned {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, commands.ErrClaimLost) {
+		t.Fatalf("RunStream: %+v, %v; want ErrClaimLost", done, err)
+	}
+	typs := r.types(c.ID)
+	if !slices.Contains(typs, events.TypeCompletionAbandoned) || slices.Contains(typs, events.TypeCompletionSucceeded) {
+		t.Fatalf("stream of %s: %v; want it abandoned, with no success", c.ID, typs)
+	}
+}

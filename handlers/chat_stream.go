@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -51,7 +52,13 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 		a.fail(w, r, err)
 		return
 	case err != nil:
+		// The chunks above reached the client but their outcome was not
+		// recorded (the claim was lost, or the store failed): say so
+		// instead of ending as if the answer were complete.
 		a.cfg.Logger.ErrorContext(r.Context(), "stream outcome", "correlation_id", correlationID(r.Context()), "error", err)
+		if r.Context().Err() == nil {
+			writeStreamError(w, rc, err)
+		}
 		return
 	case done.Failed != nil && !started:
 		f := done.Failed
@@ -78,5 +85,19 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 		_, _ = fmt.Fprintf(w, "data: %s\n\n", errBody)
 	}
 	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
+	_ = rc.Flush()
+}
+
+// writeStreamError ends a started stream with an error event (no [DONE]):
+// the answer above is incomplete and was not recorded.
+func writeStreamError(w http.ResponseWriter, rc *http.ResponseController, err error) {
+	e := map[string]string{"message": "The answer above is incomplete and was not recorded; nothing was billed. Send the request again.",
+		"type": "server_error", "code": "outcome_unrecorded"}
+	var le *llm.Error
+	if errors.As(err, &le) {
+		e["message"], e["type"], e["code"] = le.Message, le.Type, le.Code
+	}
+	errBody, _ := json.Marshal(map[string]any{"error": e})
+	_, _ = fmt.Fprintf(w, "data: %s\n\n", errBody)
 	_ = rc.Flush()
 }

@@ -74,7 +74,7 @@ func toJobJSON(c commands.Completion) jobJSON {
 	}
 	if c.Abandoned != nil {
 		j.Error = &jobError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "job_abandoned",
-			Message: "The request was abandoned: the process running it stopped before it finished. Nothing was billed; send it again."}
+			Message: "The request was abandoned: the process running it stopped renewing its claim (it died, hung or lost the database) before it finished. Nothing was billed; send it again."}
 	}
 	if c.CallbackURL != "" {
 		j.Callback = &jobCallback{URL: c.CallbackURL, Status: "pending"}
