@@ -103,6 +103,13 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
+	if len(body) > checkBodyBytes {
+		// A client over its limits is refused before a large body is parsed.
+		if ae := a.refuseEarly(r.Context(), p); ae != nil {
+			writeError(w, ae)
+			return
+		}
+	}
 	async := preferAsync(r)
 	req, ae := validateChat(body)
 	if ae == nil && async && req.Stream {

@@ -2,10 +2,11 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -16,10 +17,10 @@ import (
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/tokens"
 )
 
 // QuotaDeps is what admission control needs.
@@ -27,7 +28,16 @@ type QuotaDeps struct {
 	// Limiter keeps the rate windows and budgets (quota.Redis across
 	// replicas, quota.Memory for one). Nil: an in-process limiter.
 	Limiter quota.Limiter
+	// Tokens bounds prompts for reservations; nil: a default counter (it
+	// tokenizes up to 256 KiB of text and bounds bigger prompts by bytes).
+	Tokens *tokens.Counter
 }
+
+// checkBodyBytes is the body size from which admission first asks the
+// limiter whether a minimal request would pass, before reading the body:
+// a client over its rate limit or budget costs no parsing or counting.
+// Smaller bodies cost less to read than the extra round trip.
+const checkBodyBytes = 16 << 10
 
 // quotaPrincipal is what admission needs of a key and its account.
 type quotaPrincipal struct {
@@ -75,27 +85,59 @@ type admitted struct {
 	admission   quota.Admission
 }
 
-// maxTokensOf reads the completion size a request allows.
-func maxTokensOf(body []byte) int64 {
-	var req struct {
-		MaxTokens           *int64 `json:"max_tokens"`
-		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+// family is what bounds the prompt of a model: the worst of its
+// deployments (fallbacks included), by provider kind and upstream model.
+func (a *API) family(m config.Model) tokens.Family {
+	fs := make([]tokens.Family, 0, len(m.Deployments))
+	for _, d := range m.Deployments {
+		kind, azure := "", false
+		for _, p := range a.cfg.Config.Providers {
+			if p.Name == d.Provider {
+				kind, azure = p.Kind, p.IsAzure()
+			}
+		}
+		fs = append(fs, tokens.ForDeployment(kind, azure, d.Model))
 	}
-	if json.Unmarshal(body, &req) != nil {
-		return 0
+	return tokens.Merge(fs...)
+}
+
+// limitsOf are the account's and the key's limits.
+func (a *API) limitsOf(p principal) (account, key quota.Limits) {
+	return accountLimits(a.cfg.Config, p.Plan, p.Quota.Account), overrideLimits(quota.Unlimited(), p.Quota.Key)
+}
+
+// refuseEarly asks the limiter whether a minimal request of p would pass,
+// counting nothing; a 429 (or 503) when it would not. It runs before a
+// large body is parsed.
+func (a *API) refuseEarly(ctx context.Context, p principal) *apiError {
+	acc, key := a.limitsOf(p)
+	ad := quota.MinimalRequest(quota.Admission{ID: "check", AccountID: p.AccountID, KeyID: p.KeyID, Account: acc, Key: key, Now: a.cfg.Now()})
+	d, err := a.cfg.Quota.Limiter.Check(ctx, ad)
+	if err != nil {
+		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
+		return toAPIError(err)
 	}
-	if req.MaxCompletionTokens != nil && *req.MaxCompletionTokens > 0 {
-		return *req.MaxCompletionTokens
+	if d.Allowed {
+		return nil
 	}
-	if req.MaxTokens != nil && *req.MaxTokens > 0 {
-		return *req.MaxTokens
-	}
-	return 0
+	a.rejected.WithLabelValues(string(d.Reason)).Inc()
+	return refusal(d)
+}
+
+// refusal is the 429 of a decision, with its headers.
+func refusal(d quota.Decision) *apiError {
+	ae := rejection(d)
+	ae.Header = rateHeaders(d)
+	ae.Header["Retry-After"] = strconv.FormatInt(int64(math.Ceil(d.RetryAfter.Seconds())), 10)
+	return ae
 }
 
 // admit runs admission control for a chat request: a suspended key is
 // refused; otherwise the request's worst case is counted against the rate
 // windows and reserved against the budgets in one atomic limiter call.
+// The worst case is an upper bound: the prompt counted with the model's
+// tokenizer (or bounded by its bytes), and n completions of the largest
+// size allowed.
 func (a *API) admit(ctx context.Context, p principal, modelName, completionID string, body []byte) (*admitted, *apiError) {
 	model, ok := a.cfg.Config.Model(modelName)
 	if !ok {
@@ -107,11 +149,19 @@ func (a *API) admit(ctx context.Context, p principal, modelName, completionID st
 		return nil, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "api_key_suspended",
 			Message: fmt.Sprintf("This API key is suspended (%s); an operator must lift the suspension.", s.Reason)}
 	}
-	prompt, err := llm.CountPromptTokens(body)
+	counter := a.cfg.Quota.Tokens
+	if counter == nil {
+		counter = &tokens.Counter{}
+	}
+	est, err := counter.Prompt(body, a.family(model))
 	if err != nil {
+		var pe *tokens.ParamError
+		if errors.As(err, &pe) {
+			return nil, badRequest("invalid_value", pe.Param, "The request's %s could not be read: %s", pe.Param, pe.Err.Error())
+		}
 		return nil, badRequest("invalid_value", "messages", "The messages could not be read: %s", err.Error())
 	}
-	tokens, cost, err := quota.WorstCase(model.ParsedPrice(), prompt, maxTokensOf(body), model.MaxOutputTokens, a.cfg.Config.Quota.DefaultMaxOutputTokens)
+	tok, cost, err := quota.WorstCase(model.ParsedPrice(), est.PromptTokens, est.MaxTokens, est.N, model.MaxOutputTokens, a.cfg.Config.Quota.DefaultMaxOutputTokens)
 	if err != nil {
 		return nil, badRequest("invalid_value", "max_tokens", "The request's worst-case cost cannot be computed: %s", err.Error())
 	}
@@ -119,25 +169,26 @@ func (a *API) admit(ctx context.Context, p principal, modelName, completionID st
 	if ttl == 0 {
 		ttl = config.DefaultReservationTTL
 	}
+	acc, key := a.limitsOf(p)
 	ad := quota.Admission{
-		ID: completionID, AccountID: p.AccountID, KeyID: p.KeyID,
-		Account: accountLimits(a.cfg.Config, p.Plan, p.Quota.Account),
-		Key:     overrideLimits(quota.Unlimited(), p.Quota.Key),
-		Tokens:  tokens, Cost: cost, Now: a.cfg.Now(), TTL: ttl,
+		ID: completionID, AccountID: p.AccountID, KeyID: p.KeyID, Account: acc, Key: key,
+		Tokens: tok, Cost: cost, Now: a.cfg.Now(), TTL: ttl,
 	}
 	d, err := a.cfg.Quota.Limiter.Admit(ctx, ad)
 	if err != nil {
 		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
+		// The admission may still run in the store (sent before a pause,
+		// run after it): release it, so no stale reservation stays held.
+		day, month, _, _ := quota.Periods(ad.Now)
+		go a.settler().settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.ID, AccountID: ad.AccountID, KeyID: ad.KeyID,
+			Reserved: ad.Cost, ReservedTokens: ad.Tokens, At: ad.Now, Day: day, Month: month, Now: a.cfg.Now()}, nil)
 		return nil, toAPIError(err)
 	}
 	if !d.Allowed {
-		ae := rejection(d)
-		ae.Header = rateHeaders(d)
-		ae.Header["Retry-After"] = strconv.FormatInt(int64(math.Ceil(d.RetryAfter.Seconds())), 10)
-		return nil, ae
+		return nil, refusal(d)
 	}
 	return &admitted{decision: d, admission: ad, reservation: &events.QuotaReserved{
-		CostNanoUSD: int64(cost), Tokens: tokens, Day: d.Day, Month: d.Month, ExpiresAt: ad.Now.Add(ttl).UTC(),
+		CostNanoUSD: int64(cost), Tokens: tok, Day: d.Day, Month: d.Month, ExpiresAt: ad.Now.Add(ttl).UTC(),
 	}}, nil
 }
 
@@ -154,12 +205,9 @@ func (a *API) release(ctx context.Context, ad *admitted) {
 	if ad == nil {
 		return
 	}
-	_, err := a.cfg.Quota.Limiter.Settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.admission.ID, AccountID: ad.admission.AccountID,
+	a.settler().settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.admission.ID, AccountID: ad.admission.AccountID,
 		KeyID: ad.admission.KeyID, Reserved: ad.admission.Cost, ReservedTokens: ad.admission.Tokens, At: ad.admission.Now,
-		Day: ad.decision.Day, Month: ad.decision.Month, Now: a.cfg.Now()})
-	if err != nil {
-		a.cfg.Logger.ErrorContext(ctx, "release reservation", slog.String("completion_id", ad.admission.ID), slog.Any("error", err))
-	}
+		Day: ad.decision.Day, Month: ad.decision.Month, Now: a.cfg.Now()}, nil)
 }
 
 // rateHeaders are OpenAI's x-ratelimit-* headers for the binding scope.
@@ -215,6 +263,9 @@ func rejection(d quota.Decision) *apiError {
 // recorded: the reservation is settled (or released) in the limiter, and
 // the runaway guard looks at the key's recent spend.
 func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	// The account's plan (for its runaway ceiling) is cached for a second,
 	// like API keys, so settling costs no database read per request.
 	type cached struct {
@@ -272,12 +323,15 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 		if r == nil {
 			return
 		}
+		// The plan is only the runaway guard's: without it the settlement
+		// still goes on, unguarded.
+		var plan config.Plan
 		planName, err := planOf(ctx, c.AccountID)
 		if err != nil {
-			logger.ErrorContext(ctx, "settle: load account", slog.String("completion_id", c.ID), slog.Any("error", err))
-			return
+			logger.WarnContext(ctx, "settle: load account; runaway guard skipped", slog.String("completion_id", c.ID), slog.Any("error", err))
+		} else {
+			plan, _ = cfg.Plan(planName)
 		}
-		plan, _ := cfg.Plan(planName)
 		ceiling, guard := plan.RunawayCeiling()
 		s := quota.Settlement{ID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Reserved: money.NanoUSD(r.CostNanoUSD),
 			ReservedTokens: r.Tokens, At: c.RequestedAt, Day: r.Day, Month: r.Month, Now: now()}
@@ -287,24 +341,96 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 		if guard {
 			s.GuardWindow = plan.RunawayWindow.D()
 		}
-		res, err := lim.Settle(ctx, s)
-		if err != nil {
-			logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", c.ID), slog.Any("error", err))
+		retry := settleRetry{lim: lim, logger: logger, now: now}
+		retry.settle(ctx, s, func(ctx context.Context, res quota.SettleResult) {
+			if guard && !res.Duplicate && res.KeySpend > ceiling {
+				runawayGuard(ctx, svc, logger, c, res, ceiling, s.GuardWindow)
+			}
+		})
+	}
+}
+
+// runawayGuard suspends a key whose spend within the window passed the
+// plan's ceiling.
+func runawayGuard(ctx context.Context, svc *commands.Service, logger *slog.Logger, c commands.Completion, res quota.SettleResult, ceiling money.NanoUSD, window time.Duration) {
+	md := events.Metadata{AccountID: c.AccountID, CorrelationID: c.ID, CausationID: c.ID, Actor: "system:runaway_guard"}
+	k, err := svc.GuardAPIKey(ctx, md, c.KeyID, commands.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
+		WindowSeconds: int64(window / time.Second)})
+	if err != nil {
+		logger.ErrorContext(ctx, "runaway guard", slog.String("key_id", c.KeyID), slog.Any("error", err))
+		return
+	}
+	if k.Suspended != nil {
+		logger.WarnContext(ctx, "runaway guard suspended a key", slog.String("key_id", c.KeyID),
+			slog.Int64("spent_nano_usd", k.Suspended.SpentNanoUSD), slog.Int64("ceiling_nano_usd", k.Suspended.CeilingNanoUSD))
+	}
+}
+
+// Settlement retries: the first again after 100 ms, doubling up to 5 s,
+// for at most half of quota.SettledRetention, so that a retry whose first
+// attempt did land is still recognised as a duplicate.
+const (
+	settleFirstBackoff = 100 * time.Millisecond
+	settleMaxBackoff   = 5 * time.Second
+	settleGiveUp       = quota.SettledRetention / 2
+)
+
+// settleRetry settles reservations in the limiter and keeps trying until
+// the settlement lands: a limiter that misses a settlement would either
+// forget the spend (once the reservation expires) or hold a stale
+// reservation. Settlements are idempotent by completion id, so a retry of
+// one that landed without its reply counts once.
+type settleRetry struct {
+	lim    quota.Limiter
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+func (a *API) settler() settleRetry {
+	return settleRetry{lim: a.cfg.Quota.Limiter, logger: a.cfg.Logger, now: a.cfg.Now}
+}
+
+// settle applies s now; if the limiter fails, it goes on in the
+// background with backoff. then (may be nil) gets the result once it
+// landed.
+func (r settleRetry) settle(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
+	res, err := r.lim.Settle(ctx, s)
+	if err == nil {
+		if then != nil {
+			then(ctx, res)
+		}
+		return
+	}
+	r.logger.WarnContext(ctx, "settle reservation: retrying", slog.String("completion_id", s.ID), slog.Any("error", err))
+	go r.retry(ctx, s, then)
+}
+
+func (r settleRetry) retry(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
+	start, backoff := time.Now(), settleFirstBackoff
+	for attempt := 2; ; attempt++ {
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			r.logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Any("error", ctx.Err()))
+			return
+		case <-t.C:
+		}
+		s.Now = r.now()
+		res, err := r.lim.Settle(ctx, s)
+		if err == nil {
+			r.logger.InfoContext(ctx, "settle reservation: landed", slog.String("completion_id", s.ID), slog.Int("attempts", attempt),
+				slog.Bool("duplicate", res.Duplicate))
+			if then != nil {
+				then(ctx, res)
+			}
 			return
 		}
-		if guard && res.KeySpend > ceiling {
-			md := events.Metadata{AccountID: c.AccountID, CorrelationID: c.ID, CausationID: c.ID, Actor: "system:runaway_guard"}
-			k, err := svc.GuardAPIKey(ctx, md, c.KeyID, commands.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
-				WindowSeconds: int64(s.GuardWindow / time.Second)})
-			if err != nil {
-				logger.ErrorContext(ctx, "runaway guard", slog.String("key_id", c.KeyID), slog.Any("error", err))
-				return
-			}
-			if k.Suspended != nil {
-				logger.WarnContext(ctx, "runaway guard suspended a key", slog.String("key_id", c.KeyID),
-					slog.Int64("spent_nano_usd", k.Suspended.SpentNanoUSD), slog.Int64("ceiling_nano_usd", k.Suspended.CeilingNanoUSD))
-			}
+		if time.Since(start) > settleGiveUp {
+			r.logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Int("attempts", attempt), slog.Any("error", err))
+			return
 		}
+		backoff = min(2*backoff, settleMaxBackoff)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/tokens"
 )
 
 const testAdmin = "admin-token-for-quota-tests"
@@ -188,8 +189,11 @@ func TestBudgetHoldsUnderConcurrencyOnTwoInstances(t *testing.T) {
 			wg.Wait()
 			b, _ := money.ParseUSD(budget)
 			m, _ := e.cfg.Model("echo")
-			prompt, _ := llm.CountPromptTokens(mustMarshal(t, chatBody(1000)))
-			_, reservation, _ := quota.WorstCase(m.ParsedPrice(), prompt, 1000, 0, 4096)
+			est, err := (&tokens.Counter{}).Prompt(mustMarshal(t, chatBody(1000)), tokens.ForDeployment("echo", false, "echo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, reservation, _ := quota.WorstCase(m.ParsedPrice(), est.PromptTokens, 1000, 1, 0, 4096)
 			if got := e.spent.Load(); got > int64(b+reservation) {
 				t.Fatalf("spent %d nano-USD, budget %d + one reservation %d", got, b, reservation)
 			}

@@ -29,6 +29,32 @@ type memAccount struct {
 	// nextExpiry is the earliest ExpiresAt in resv (it may have been
 	// settled since); zero when resv is empty or not scanned yet.
 	nextExpiry time.Time
+	// done holds the settled reservation ids until they may be forgotten,
+	// doneOrder the same ids in settlement order, for pruning.
+	done      map[string]time.Time
+	doneOrder []string
+}
+
+// settled reports whether id was settled, forgetting ids past retention.
+func (a *memAccount) settled(id string, now time.Time) bool {
+	for len(a.doneOrder) > 0 {
+		first := a.doneOrder[0]
+		if until, ok := a.done[first]; ok && now.Before(until) {
+			break
+		}
+		delete(a.done, first)
+		a.doneOrder = a.doneOrder[1:]
+	}
+	_, ok := a.done[id]
+	return ok
+}
+
+func (a *memAccount) markSettled(id string, now time.Time) {
+	if a.done == nil {
+		a.done = map[string]time.Time{}
+	}
+	a.done[id] = now.Add(SettledRetention)
+	a.doneOrder = append(a.doneOrder, id)
 }
 
 // NewMemory returns an in-process limiter; seed (may be nil) restores an
@@ -180,6 +206,9 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	nowSec := ad.Now.Unix()
+	if acc.settled(ad.ID, ad.Now) {
+		return Decision{}, fmt.Errorf("%w: reservation %s was settled already", ErrLimiter, ad.ID)
+	}
 	acc.expire(ad.Now)
 	acc.prune(nowSec)
 	d := Decide(acc.state(ks, day, month), acc.state(scopeAccount, day, month), ad)
@@ -204,7 +233,22 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 	return d, nil
 }
 
-// Settle implements Limiter.
+// Check implements Limiter: Decide on the state, changing nothing but
+// what time changes anyway (expired reservations, old buckets).
+func (m *Memory) Check(ctx context.Context, ad Admission) (Decision, error) {
+	acc, err := m.account(ctx, ad.AccountID, ad.Now)
+	if err != nil {
+		return Decision{}, err
+	}
+	day, month, _, _ := Periods(ad.Now)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	acc.expire(ad.Now)
+	acc.prune(ad.Now.Unix())
+	return Decide(acc.state(scopeKey(ad.KeyID), day, month), acc.state(scopeAccount, day, month), ad), nil
+}
+
+// Settle implements Limiter; it is idempotent by s.ID.
 func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
 	acc, err := m.account(ctx, s.AccountID, s.Now)
 	if err != nil {
@@ -212,6 +256,10 @@ func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if acc.settled(s.ID, s.Now) {
+		return SettleResult{Duplicate: true}, nil
+	}
+	acc.markSettled(s.ID, s.Now)
 	_, held := acc.resv[s.ID]
 	delete(acc.resv, s.ID)
 	reserved := money.NanoUSD(0)

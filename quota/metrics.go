@@ -63,12 +63,27 @@ func (m *Instrumented) Admit(ctx context.Context, a Admission) (Decision, error)
 	return d, err
 }
 
+// Check implements Limiter; a refusal counts as a rejection (outcome
+// "refused_early"): the request is answered 429 before its body is read.
+func (m *Instrumented) Check(ctx context.Context, a Admission) (Decision, error) {
+	start := time.Now()
+	d, err := m.next.Check(ctx, a)
+	m.latency.WithLabelValues("check").Observe(time.Since(start).Seconds())
+	switch {
+	case err != nil:
+		m.decisions.WithLabelValues("error", "").Inc()
+	case !d.Allowed:
+		m.decisions.WithLabelValues("refused_early", string(d.Reason)).Inc()
+	}
+	return d, err
+}
+
 // Settle implements Limiter.
 func (m *Instrumented) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
 	start := time.Now()
 	r, err := m.next.Settle(ctx, s)
 	m.latency.WithLabelValues("settle").Observe(time.Since(start).Seconds())
-	if err == nil {
+	if err == nil && !r.Duplicate {
 		m.outstanding.Dec()
 	}
 	return r, err

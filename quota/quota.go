@@ -18,6 +18,8 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -143,16 +145,26 @@ func Periods(t time.Time) (day, month string, dayEnd, monthEnd time.Time) {
 	return d.Format(time.DateOnly), m.Format("2006-01"), d.AddDate(0, 0, 1), m.AddDate(0, 1, 0)
 }
 
-// WorstCase returns what a request can cost at most: promptTokens plus the
-// largest completion it allows — maxTokens if the request set it, capped by
-// the model's cap; else the model's cap; else defaultMax.
-func WorstCase(price money.Price, promptTokens, maxTokens, modelCap, defaultMax int64) (tokens int64, cost money.NanoUSD, err error) {
+// WorstCase returns what a request can cost at most: promptTokens plus n
+// times the largest completion it allows per choice — maxTokens if the
+// request set it, capped by the model's cap; else the model's cap; else
+// defaultMax. The prompt is billed once whatever n; every choice's
+// completion is billed. An n below 1 counts as 1.
+func WorstCase(price money.Price, promptTokens, maxTokens, n, modelCap, defaultMax int64) (tokens int64, cost money.NanoUSD, err error) {
 	out := defaultMax
 	switch {
 	case maxTokens > 0 && (modelCap <= 0 || maxTokens <= modelCap):
 		out = maxTokens
 	case modelCap > 0:
 		out = modelCap
+	}
+	n = max(n, 1)
+	if out > 0 && n > math.MaxInt64/out {
+		return 0, 0, fmt.Errorf("%d choices of %d tokens overflow", n, out)
+	}
+	out *= n
+	if promptTokens > math.MaxInt64-out {
+		return 0, 0, fmt.Errorf("%d prompt and %d completion tokens overflow", promptTokens, out)
 	}
 	cost, err = price.Cost(promptTokens, out)
 	return promptTokens + out, cost, err
@@ -319,6 +331,22 @@ type SettleResult struct {
 	// KeySpend is the key's spend within the guard window, this
 	// settlement included.
 	KeySpend money.NanoUSD
+	// Duplicate: the reservation was settled before (a retry whose first
+	// attempt landed); nothing changed.
+	Duplicate bool
+}
+
+// SettledRetention is how long a limiter remembers a settled reservation
+// id, so that a retried settlement (or an admission that arrives after its
+// release) changes nothing. Retries land within seconds of the store
+// coming back; an hour is far beyond that.
+const SettledRetention = time.Hour
+
+// MinimalRequest is what Check asks of the limits: one request, one token,
+// one nano-USD. A request refused that is refused whatever it holds.
+func MinimalRequest(a Admission) Admission {
+	a.Tokens, a.Cost = 1, 1
+	return a
 }
 
 // ScopeUsage is a scope's live figures, for GET /v1/quota.
@@ -362,9 +390,17 @@ type Seeder func(ctx context.Context, accountID string, now time.Time) (Snapshot
 
 // Limiter keeps quota state and applies decisions atomically.
 type Limiter interface {
-	// Admit decides and, if allowed, counts the request and reserves its cost.
+	// Admit decides and, if allowed, counts the request and reserves its
+	// cost. An admission whose id was settled already (its release ran
+	// first) is refused with an error and reserves nothing.
 	Admit(ctx context.Context, a Admission) (Decision, error)
-	// Settle ends a reservation (a release is a settlement of cost 0).
+	// Check decides as Admit would, counting and reserving nothing: what
+	// admission control asks before it reads a large body, with
+	// MinimalRequest, so that a request over a limit costs no parsing.
+	Check(ctx context.Context, a Admission) (Decision, error)
+	// Settle ends a reservation (a release is a settlement of cost 0). It
+	// is idempotent by Settlement.ID: a second settlement of one id within
+	// SettledRetention changes nothing and says Duplicate.
 	Settle(ctx context.Context, s Settlement) (SettleResult, error)
 	// Peek returns live figures without changing them.
 	Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error)

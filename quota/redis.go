@@ -43,7 +43,7 @@ type keys struct {
 	base                                   string
 	seeded, wKey, wAcc                     string
 	bKeyDay, bKeyMonth, bAccDay, bAccMonth string
-	res, resx, spend                       string
+	res, resx, spend, done                 string
 }
 
 func (r *Redis) keys(accountID, keyID, day, month string) keys {
@@ -52,7 +52,7 @@ func (r *Redis) keys(accountID, keyID, day, month string) keys {
 		base: base, seeded: base + "seeded", wKey: base + "w:k:" + keyID, wAcc: base + "w:a",
 		bKeyDay: base + "b:k:" + keyID + ":d:" + day, bKeyMonth: base + "b:k:" + keyID + ":m:" + month,
 		bAccDay: base + "b:a:d:" + day, bAccMonth: base + "b:a:m:" + month,
-		res: base + "res", resx: base + "resx", spend: base + "sp:" + keyID,
+		res: base + "res", resx: base + "resx", spend: base + "sp:" + keyID, done: base + "done",
 	}
 }
 
@@ -65,9 +65,13 @@ local function int(x) return string.format('%d', x) end
 // windows and the four budgets, check in Decide's order, and if admitted
 // count the request and reserve its cost. It returns
 // {code, reason, retry_ms, key_req, key_tok, key_newest, acc_req, acc_tok, acc_newest}
-// with code 1 admitted, 0 rejected, -1 unseeded.
+// with code 1 admitted, 0 rejected, -1 unseeded, 2 settled already (an
+// admission that reached Redis after its release, e.g. sent before a
+// pause and run after it). With ARGV[19] = 1 it decides without counting
+// or reserving anything (a dry run).
 var admitScript = redis.NewScript(luaCommon + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+if ARGV[19] ~= '1' and redis.call('ZSCORE', KEYS[10], ARGV[2]) then return {2} end
 local nowMs = tonumber(ARGV[1])
 local nowSec = math.floor(nowMs / 1000)
 local tokens = tonumber(ARGV[3])
@@ -140,7 +144,10 @@ for _, b in ipairs(budgets) do
   end
 end
 local out = {0, reason, after, wk.r, wk.t, wk.newest, wa.r, wa.t, wa.newest}
-if reason ~= 0 then return out end
+if reason ~= 0 or ARGV[19] == '1' then
+  if reason == 0 then out[1] = 1 end
+  return out
+end
 out[1] = 1
 for i = 2, 3 do
   redis.call('HINCRBY', KEYS[i], 'r' .. nowSec, 1)
@@ -159,9 +166,18 @@ return out
 // settleScript ends a reservation: the real cost is spent, the
 // reservation released if it is still held (not expired), the window's
 // tokens corrected, and the key's spend for the runaway guard summed.
-// It returns {code, key_spend} with code -1 when unseeded.
+// It is idempotent by completion id: the id is kept in a sorted set
+// (KEYS[11], scored by when it may be forgotten) and a settlement seen
+// before changes nothing, so a retry of a settlement whose reply was
+// lost, or one sent before a pause and run after it, counts once.
+// It returns {code, key_spend} with code -1 when unseeded, 2 when settled
+// already.
 var settleScript = redis.NewScript(luaCommon + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', ARGV[12])
+if redis.call('ZSCORE', KEYS[11], ARGV[1]) then return {2, 0} end
+redis.call('ZADD', KEYS[11], ARGV[11], ARGV[1])
+redis.call('EXPIRE', KEYS[11], ARGV[13])
 local held = redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[9], ARGV[1])
 local cost = tonumber(ARGV[3])
@@ -221,14 +237,27 @@ func secs(d time.Duration) int64 { return int64(d / time.Second) }
 // Admit implements Limiter: one round trip (EVALSHA), two after a flush
 // (the seed), three the first time a script is loaded.
 func (r *Redis) Admit(ctx context.Context, a Admission) (Decision, error) {
+	return r.admit(ctx, a, false)
+}
+
+// Check implements Limiter: Admit's script as a dry run.
+func (r *Redis) Check(ctx context.Context, a Admission) (Decision, error) {
+	return r.admit(ctx, a, true)
+}
+
+func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, error) {
 	day, month, _, _ := Periods(a.Now)
 	k := r.keys(a.AccountID, a.KeyID, day, month)
 	info := strconv.FormatInt(int64(a.Cost), 10) + "|" + a.KeyID + "|" + day + "|" + month
+	dryArg := "0"
+	if dry {
+		dryArg = "1"
+	}
 	args := []any{a.Now.UnixMilli(), a.ID, a.Tokens, int64(a.Cost),
 		a.Key.RequestsPerMinute, a.Key.TokensPerMinute, a.Account.RequestsPerMinute, a.Account.TokensPerMinute,
 		int64(a.Key.DailyBudget), int64(a.Key.MonthlyBudget), int64(a.Account.DailyBudget), int64(a.Account.MonthlyBudget),
-		a.Now.Add(a.TTL).UnixMilli(), info, k.base + "b:", secs(dayTTL), secs(monthTTL), secs(windowTTL)}
-	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx}
+		a.Now.Add(a.TTL).UnixMilli(), info, k.base + "b:", secs(dayTTL), secs(monthTTL), secs(windowTTL), dryArg}
+	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.done}
 	for attempt := 0; ; attempt++ {
 		out, err := admitScript.Run(ctx, r.rdb, ks, args...).Int64Slice()
 		if err != nil {
@@ -243,6 +272,9 @@ func (r *Redis) Admit(ctx context.Context, a Admission) (Decision, error) {
 			}
 			continue
 		}
+		if out[0] == 2 {
+			return Decision{}, fmt.Errorf("%w: reservation %s was settled already", ErrLimiter, a.ID)
+		}
 		if len(out) != 9 || out[1] < 0 || int(out[1]) >= len(reasons) {
 			return Decision{}, fmt.Errorf("%w: admit: unexpected reply %v", ErrLimiter, out)
 		}
@@ -250,17 +282,23 @@ func (r *Redis) Admit(ctx context.Context, a Admission) (Decision, error) {
 		if d.Reason.IsBudget() {
 			d.RetryAfter = budgetRetry(d.Reason, a.Now)
 		}
+		if dry {
+			// Headers as if nothing were counted: a dry run admits nothing.
+			d.Allowed = false
+		}
 		fillHeaders(&d, a, windowFigures{out[3], out[4], out[5]}, windowFigures{out[6], out[7], out[8]})
+		d.Allowed = d.Reason == ReasonNone
 		return d, nil
 	}
 }
 
-// Settle implements Limiter.
+// Settle implements Limiter; it is idempotent by s.ID (see settleScript).
 func (r *Redis) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
 	k := r.keys(s.AccountID, s.KeyID, s.Day, s.Month)
-	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.spend}
+	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.spend, k.done}
 	args := []any{s.ID, int64(s.Reserved), int64(s.Cost), s.At.Unix(), s.Tokens - s.ReservedTokens,
-		s.Now.Unix() / 60, int64(s.GuardWindow / time.Minute), secs(dayTTL), secs(monthTTL), secs(spendTTL)}
+		s.Now.Unix() / 60, int64(s.GuardWindow / time.Minute), secs(dayTTL), secs(monthTTL), secs(spendTTL),
+		s.Now.Add(SettledRetention).UnixMilli(), s.Now.UnixMilli(), secs(SettledRetention + time.Hour)}
 	for attempt := 0; ; attempt++ {
 		out, err := settleScript.Run(ctx, r.rdb, ks, args...).Int64Slice()
 		if err != nil {
@@ -272,10 +310,13 @@ func (r *Redis) Settle(ctx context.Context, s Settlement) (SettleResult, error) 
 			}
 			continue
 		}
-		if out[0] != 1 {
-			return SettleResult{}, fmt.Errorf("%w: settle: unexpected reply %v", ErrLimiter, out)
+		switch out[0] {
+		case 1:
+			return SettleResult{KeySpend: money.NanoUSD(out[1])}, nil
+		case 2:
+			return SettleResult{Duplicate: true}, nil
 		}
-		return SettleResult{KeySpend: money.NanoUSD(out[1])}, nil
+		return SettleResult{}, fmt.Errorf("%w: settle: unexpected reply %v", ErrLimiter, out)
 	}
 }
 
