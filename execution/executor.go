@@ -198,7 +198,15 @@ func attempts(errs []*llm.Error) []events.CompletionAttemptFailed {
 
 // record appends a completion's outcome and counts it.
 func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
-	done, appendErr := x.cfg.Service.FinishClaimed(context.WithoutCancel(ctx), md, c, finish)
+	ctx = context.WithoutCancel(ctx)
+	done, appendErr := x.cfg.Service.FinishClaimed(ctx, md, c, finish)
+	if errors.Is(appendErr, events.ErrConflict) {
+		// A renewal of this claim that committed after its call gave up,
+		// or a reaper: decide again if the claim still stands.
+		if fresh, ok := x.stillHeld(ctx, c); ok {
+			done, appendErr = x.cfg.Service.FinishClaimed(ctx, md, fresh, finish)
+		}
+	}
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
 		if errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, commands.ErrWrongState) {
@@ -209,7 +217,7 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
 	}
 	if x.cfg.Settled != nil {
-		x.cfg.Settled(context.WithoutCancel(ctx), done)
+		x.cfg.Settled(ctx, done)
 	}
 	if done.Succeeded != nil {
 		s := done.Succeeded

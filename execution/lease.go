@@ -39,6 +39,7 @@ type keeper struct {
 	cancel  context.CancelCauseFunc
 	stopped chan struct{}
 	done    chan struct{}
+	timer   *time.Timer
 
 	mu   sync.Mutex
 	c    commands.Completion
@@ -55,8 +56,20 @@ type keeper struct {
 func (x *Executor) keep(ctx context.Context, md events.Metadata, c commands.Completion) (*keeper, context.Context) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	k := &keeper{x: x, md: md, cancel: cancel, c: c, stopped: make(chan struct{}), done: make(chan struct{})}
-	go k.loop(context.WithoutCancel(ctx))
+	// No goroutine until the first renewal is due: a short request costs
+	// a timer and a context.
+	bg := context.WithoutCancel(ctx)
+	k.timer = time.AfterFunc(k.untilDue(), func() { k.loop(bg) })
 	return k, ctx
+}
+
+// untilDue is the time left until the lease is to be renewed: when two
+// thirds of it are left.
+func (k *keeper) untilDue() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	lease := k.x.cfg.Lease
+	return max(k.c.LeaseExpiresAt.Sub(k.x.cfg.Now())-lease*(renewAfter-1)/renewAfter, 0)
 }
 
 // touch records progress (a chunk delivered).
@@ -73,7 +86,9 @@ func (k *keeper) gate() {
 // error that lost it. It waits for a renewal in flight.
 func (k *keeper) stop() (commands.Completion, error) {
 	close(k.stopped)
-	<-k.done
+	if !k.timer.Stop() {
+		<-k.done // the renewals had started: wait for the one in flight
+	}
 	k.cancel(nil)
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -86,18 +101,8 @@ func (k *keeper) loop(ctx context.Context) {
 	retry := min(lease/10, time.Second)
 	seen := int64(-1)
 	for {
-		k.mu.Lock()
-		wait := k.c.LeaseExpiresAt.Sub(k.x.cfg.Now()) - lease*(renewAfter-1)/renewAfter
-		k.mu.Unlock()
-		if wait < 0 {
-			wait = 0
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-k.stopped:
-			t.Stop()
+		if !k.pause(k.untilDue()) {
 			return
-		case <-t.C:
 		}
 		p := k.progress.Load()
 		if k.gated.Load() && p == seen {
@@ -135,6 +140,11 @@ func (k *keeper) pause(d time.Duration) bool {
 	case <-k.stopped:
 		return false
 	case <-t.C:
+	}
+	select {
+	case <-k.stopped:
+		return false
+	default:
 		return true
 	}
 }
@@ -146,6 +156,13 @@ func (k *keeper) renew(ctx context.Context) error {
 	actx, cancel := context.WithTimeout(ctx, k.x.cfg.Lease/renewAfter)
 	defer cancel()
 	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease})
+	if errors.Is(err, events.ErrConflict) {
+		// Either a reaper ended the claim or an earlier renewal of ours
+		// committed after its call gave up: the stream says which.
+		if fresh, ok := k.x.stillHeld(actx, c); ok {
+			next, err = fresh, nil
+		}
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if errors.Is(err, commands.ErrClaimLost) {
@@ -160,6 +177,19 @@ func (k *keeper) renew(ctx context.Context) error {
 	}
 	k.c = next
 	return nil
+}
+
+// stillHeld reloads c's stream after a conflict on an append of the
+// claim holder's and reports whether the claim still stands: the same
+// run (no requeue since), still running, by the same executor. Then the
+// conflicting writer was the holder itself (a renewal that committed
+// after its call timed out), and the fresh state is the one to append on.
+func (x *Executor) stillHeld(ctx context.Context, c commands.Completion) (commands.Completion, bool) {
+	fresh, err := x.cfg.Service.Completion(ctx, c.ID)
+	if err != nil || fresh.Status != commands.StatusRunning || fresh.Executor != c.Executor || fresh.Retries != c.Retries {
+		return c, false
+	}
+	return fresh, true
 }
 
 // claimLost is what the client of a run whose claim was lost gets: the

@@ -292,3 +292,21 @@ func TestStalledStreamIsReaped(t *testing.T) {
 		t.Fatalf("stream of %s: %v; want it abandoned, with no success", c.ID, typs)
 	}
 }
+
+// A renewal whose call gave up but which committed anyway (a slow store)
+// leaves the executor holding an older version: its outcome conflicts with
+// its own renewal, not a reaper's abandonment, and is recorded on the
+// fresh state, once.
+func TestOwnLateRenewalIsNotALostClaim(t *testing.T) {
+	t.Parallel()
+	r, _ := newLeaseRig(t, llmtest.Script{})
+	c := r.request("chatcmpl-ownrenewal", events.ModeSync, "api:a")
+	if _, err := r.svc.RenewClaim(r.ctx, events.Metadata{}, c, commands.RenewLease{Executor: "api:a", Now: time.Now(), Lease: shortLease}); err != nil {
+		t.Fatal(err)
+	}
+	done, err := r.exec.Run(r.ctx, events.Metadata{}, c) // c is the state before the renewal
+	if err != nil || done.Succeeded == nil {
+		t.Fatalf("Run: %+v, %v", done, err)
+	}
+	r.checkOneOutcome(c.ID)
+}
