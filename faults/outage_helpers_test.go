@@ -202,7 +202,9 @@ func outageStart(t *testing.T, withRedis bool) *outageEnv {
 	// makes: pgtest's clusters turn synchronous_commit off for speed,
 	// which loses the last commits of an immediate stop.
 	e.pg = pgtest.StartCluster(t, pgtest.ClusterOptions{Settings: []string{"synchronous_commit = on"}})
-	e.dsn = e.pg.CreateDatabase("tollgate")
+	// Short bounds, so that a paused server fails requests within the
+	// outage: connect_timeout here, Options.QueryTimeout below.
+	e.dsn = e.pg.CreateDatabase("tollgate") + "&connect_timeout=2"
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(outageConfig), 0o600); err != nil {
 		t.Fatal(err)
@@ -227,7 +229,7 @@ func outageStart(t *testing.T, withRedis bool) *outageEnv {
 	e.srv, err = server.Start(ctx, server.Options{
 		Config: cfg, Roles: server.AllRoles(), Listener: ln, MaxDBConns: 10,
 		Logger: slog.New(outageLogHandler{log: e.log}), OutageLogInterval: outageLogInterval,
-		BusPollInterval: 50 * time.Millisecond,
+		BusPollInterval: 50 * time.Millisecond, QueryTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -412,6 +414,8 @@ func (l *outageLoad) waitOK(t *testing.T, since time.Time, limit time.Duration) 
 type outageCounts struct {
 	tried, ok, unavailable, other int
 	others                        []string
+	// slowest is the longest a request waited for its answer.
+	slowest time.Duration
 }
 
 // countResults counts the requests sent in [from, to).
@@ -431,6 +435,7 @@ func countWhere(res []outageResult, in func(outageResult) bool) outageCounts {
 			continue
 		}
 		c.tried++
+		c.slowest = max(c.slowest, r.done.Sub(r.at))
 		switch r.status {
 		case http.StatusOK, http.StatusAccepted:
 			c.ok++

@@ -2,12 +2,19 @@ package faults
 
 import (
 	"net/http"
+	"os"
 	"testing"
 	"time"
 )
 
-// outageWindow is how long each dependency stays down.
-const outageWindow = 3 * time.Second
+// outageWindow is how long each dependency stays down: 3s, or
+// TOLLGATE_OUTAGE_WINDOW (a duration) to measure longer outages.
+var outageWindow = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("TOLLGATE_OUTAGE_WINDOW")); err == nil && d > 0 && d <= 2*time.Minute {
+		return d
+	}
+	return 3 * time.Second
+}()
 
 // outageFigures are one outage's measured figures.
 type outageFigures struct {
@@ -21,8 +28,8 @@ type outageFigures struct {
 
 func (f outageFigures) report(t *testing.T) {
 	if f.requested == 0 {
-		t.Logf("%s: during the outage %d tried, %d answered 503, %d answered 200/202, %d other; %d warning/error log lines; first 200 %s after the dependency was back",
-			f.name, f.during.tried, f.during.unavailable, f.during.ok, f.during.other, f.logLines, f.recovery.Round(time.Millisecond))
+		t.Logf("%s: during the outage %d tried, %d answered 503, %d answered 200/202, %d other, slowest answer %s; %d warning/error log lines; first 200 %s after the dependency was back",
+			f.name, f.during.tried, f.during.unavailable, f.during.ok, f.during.other, f.during.slowest.Round(time.Millisecond), f.logLines, f.recovery.Round(time.Millisecond))
 		return
 	}
 	t.Logf("%s: during the outage %d tried, %d answered 503, %d answered 200/202, %d other; %d warning/error log lines; first 200 %s after the dependency was back; overall %d requested, %d answered 200/202, %d succeeded in the store; lost %d, duplicated %d",
@@ -53,10 +60,49 @@ func outageLogBound(d time.Duration) int {
 	return 12 * (int(d/outageLogInterval) + 2)
 }
 
-// TestOutagePostgreSQLStoppedUnderLoad stops the private PostgreSQL
-// ("immediate", like a crash) under steady load, then starts it again
-// without restarting Tollgate.
-func TestOutagePostgreSQLStoppedUnderLoad(t *testing.T) {
+// outage takes dep down with stop for outageWindow under the load, brings
+// it back with start, and checks what happened meanwhile: only 503s with
+// Retry-After and an OpenAI body, /readyz naming dep down then up, few log
+// lines, and a 200 again soon after, without restarting Tollgate.
+func (e *outageEnv) outage(t *testing.T, load *outageLoad, name, dep string, stop, start func()) outageFigures {
+	t.Helper()
+	first := time.Now()
+	stop()
+	down := time.Now()
+	e.checkReadyz(t, http.StatusServiceUnavailable, dep, "down")
+	_, deps := e.readyz()
+	switch {
+	case dep == "database" && (deps["bus"] != "down" || deps[""] != "unavailable"):
+		t.Errorf("%s: /readyz %v, want the PostgreSQL bus down too", name, deps)
+	case dep == "redis" && deps["database"] != "up":
+		t.Errorf("%s: /readyz %v, want the database up", name, deps)
+	}
+	time.Sleep(outageWindow - time.Since(down))
+	back := time.Now()
+	start()
+	restarted := time.Now()
+	firstOK := load.waitOK(t, restarted, 60*time.Second)
+	e.checkReadyz(t, http.StatusOK, dep, "up")
+	// The requests sent and answered while dep was down.
+	f := outageFigures{name: name, during: countAnswered(load.results(), down, back), recovery: firstOK.Sub(restarted)}
+	logs := e.log.warnings(first, firstOK)
+	f.logLines = len(logs)
+	t.Logf("%s: log lines: %s", name, outageSummary(logs))
+	if f.during.unavailable == 0 || f.during.ok != 0 || f.during.other != 0 {
+		t.Errorf("%s: %+v, want only 503s", name, f.during)
+	}
+	if bound := outageLogBound(firstOK.Sub(first)); f.logLines > bound {
+		t.Errorf("%s: %d warning/error log lines for %d requests, want at most %d", name, f.logLines, f.during.tried, bound)
+	}
+	time.Sleep(time.Second)
+	return f
+}
+
+// TestOutagePostgreSQLStoppedAndPausedUnderLoad stops the private
+// PostgreSQL ("immediate", like a crash), starts it again, then pauses it
+// (SIGSTOP, like a hung host) and resumes it, under steady load, without
+// restarting Tollgate.
+func TestOutagePostgreSQLStoppedAndPausedUnderLoad(t *testing.T) {
 	t.Parallel()
 	e := outageStart(t, false)
 	acc, key := e.account()
@@ -65,46 +111,27 @@ func TestOutagePostgreSQLStoppedUnderLoad(t *testing.T) {
 	load.waitOK(t, time.Now(), 30*time.Second)
 	time.Sleep(time.Second)
 
-	down := time.Now()
-	e.pg.Stop("immediate")
-	stopped := time.Now()
-	e.checkReadyz(t, http.StatusServiceUnavailable, "database", "down")
-	_, deps := e.readyz()
-	if deps["bus"] != "down" || deps[""] != "unavailable" {
-		t.Errorf("/readyz with PostgreSQL down: %v, want the PostgreSQL bus down too", deps)
+	figs := []outageFigures{
+		e.outage(t, load, "PostgreSQL stopped (immediate) "+outageWindow.String(), "database",
+			func() { e.pg.Stop("immediate") }, e.pg.Start),
+		e.outage(t, load, "PostgreSQL paused (SIGSTOP) "+outageWindow.String(), "database", e.pg.Pause, e.pg.Resume),
 	}
-	time.Sleep(outageWindow - time.Since(stopped))
-	back := time.Now()
-	e.pg.Start()
-	restarted := time.Now()
-	firstOK := load.waitOK(t, restarted, 60*time.Second)
-	e.checkReadyz(t, http.StatusOK, "database", "up")
-	time.Sleep(time.Second)
 	res := load.finish()
-
-	f := outageFigures{name: "PostgreSQL stopped (immediate) " + outageWindow.String(), during: countAnswered(res, stopped, back),
-		recovery: firstOK.Sub(restarted)}
-	f.logLines = len(e.log.warnings(down, firstOK))
 	all := countResults(res, time.Time{}, time.Now())
-	f.ok = all.ok
-	var l outageLedger
-	f.lost, f.duplicated, l = e.settle(t, acc, res)
-	f.requested, f.succeeded = l.requested, l.succeeded
-	f.report(t)
-	t.Logf("log lines: %s", outageSummary(e.log.warnings(down, firstOK)))
-
-	if f.during.unavailable == 0 || f.during.ok != 0 || f.during.other != 0 {
-		t.Errorf("during the outage: %+v, want only 503s", f.during)
+	back := time.Now()
+	lost, duplicated, l := e.settle(t, acc, res)
+	for _, f := range figs {
+		f.report(t)
 	}
+	answered503 := l.succeeded - (all.ok - lost)
+	t.Logf("overall %d tried, %d requested in the store, %d answered 200/202, %d succeeded in the store (%d of them answered 503: the commit of their outcome was cut off, then applied); lost %d, duplicated %d; the store settled %s after the load ended",
+		all.tried, l.requested, all.ok, l.succeeded, answered503, lost, duplicated, time.Since(back).Round(time.Millisecond))
 	if all.other != 0 {
-		t.Errorf("%d answers neither 200 nor 503, e.g. %v", all.other, all.others)
+		t.Errorf("%d answers neither 200/202 nor 503, e.g. %v", all.other, all.others)
 	}
 	checkUnavailable(t, res, "database_unavailable")
-	if bound := outageLogBound(firstOK.Sub(down)); f.logLines > bound {
-		t.Errorf("%d warning/error log lines for %d requests in the outage, want at most %d", f.logLines, f.during.tried, bound)
-	}
-	if f.lost != 0 || f.duplicated != 0 {
-		t.Errorf("lost %d, duplicated %d, want none", f.lost, f.duplicated)
+	if lost != 0 || duplicated != 0 {
+		t.Errorf("lost %d, duplicated %d, want none", lost, duplicated)
 	}
 }
 
@@ -119,34 +146,11 @@ func TestOutageRedisPausedKilledFlushed(t *testing.T) {
 	load.waitOK(t, time.Now(), 30*time.Second)
 	time.Sleep(time.Second)
 
-	var figs []outageFigures
-	outage := func(name string, stop, start func()) {
-		down := time.Now()
-		stop()
-		e.checkReadyz(t, http.StatusServiceUnavailable, "redis", "down")
-		if _, deps := e.readyz(); deps["database"] != "up" {
-			t.Errorf("%s: /readyz %v, want the database up", name, deps)
-		}
-		time.Sleep(outageWindow - time.Since(down))
-		back := time.Now()
-		start()
-		restarted := time.Now()
-		firstOK := load.waitOK(t, restarted, 60*time.Second)
-		e.checkReadyz(t, http.StatusOK, "redis", "up")
-		// The requests sent and answered while Redis was down.
-		f := outageFigures{name: name, during: countAnswered(load.results(), down, back), recovery: firstOK.Sub(restarted)}
-		f.logLines = len(e.log.warnings(down, firstOK))
-		if f.during.unavailable == 0 || f.during.ok != 0 || f.during.other != 0 {
-			t.Errorf("%s: %+v, want only 503s", name, f.during)
-		}
-		if bound := outageLogBound(firstOK.Sub(down)); f.logLines > bound {
-			t.Errorf("%s: %d warning/error log lines, want at most %d: %s", name, f.logLines, bound, outageSummary(e.log.warnings(down, firstOK)))
-		}
-		figs = append(figs, f)
-		time.Sleep(time.Second)
+	figs := []outageFigures{
+		e.outage(t, load, "Redis paused (SIGSTOP) "+outageWindow.String(), "redis",
+			func() { e.redis.signal(sigStop) }, func() { e.redis.signal(sigCont) }),
+		e.outage(t, load, "Redis killed, restarted after "+outageWindow.String(), "redis", e.redis.kill, e.redis.start),
 	}
-	outage("Redis paused (SIGSTOP) "+outageWindow.String(), func() { e.redis.signal(sigStop) }, func() { e.redis.signal(sigCont) })
-	outage("Redis killed, restarted after "+outageWindow.String(), e.redis.kill, e.redis.start)
 
 	flushed := time.Now()
 	e.redis.flushAll()

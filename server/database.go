@@ -17,9 +17,20 @@ import (
 // sets no connect_timeout.
 const DefaultConnectTimeout = 5 * time.Second
 
+// DefaultQueryTimeout bounds each statement of a serving process (see
+// queryDeadline); Options.QueryTimeout overrides it.
+const DefaultQueryTimeout = 30 * time.Second
+
 // OpenDatabase returns a pool on dsn, creating the database first when the
 // server does not have it (so `tollgate serve` works on a fresh PostgreSQL).
+// Its statements are unbounded (the operator tools run long ones).
 func OpenDatabase(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	return openDatabase(ctx, dsn, maxConns, 0)
+}
+
+// openDatabase is OpenDatabase with every statement bounded by
+// queryTimeout when it is positive.
+func openDatabase(ctx context.Context, dsn string, maxConns int32, queryTimeout time.Duration) (*pgxpool.Pool, error) {
 	if err := ensureDatabase(ctx, dsn); err != nil {
 		return nil, err
 	}
@@ -35,6 +46,9 @@ func OpenDatabase(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Poo
 		// host hung) must fail a connection attempt, not hold it forever:
 		// the request gets 503 database_unavailable instead of hanging.
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	if queryTimeout > 0 && cfg.ConnConfig.Tracer == nil {
+		cfg.ConnConfig.Tracer = queryDeadline{timeout: queryTimeout}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -78,4 +92,42 @@ func ensureDatabase(ctx context.Context, dsn string) error {
 		return fmt.Errorf("create database %q: %w", name, cerr)
 	}
 	return nil
+}
+
+// queryDeadline is a pgx tracer that gives every statement (Exec, Query,
+// QueryRow, and so BEGIN and COMMIT) a deadline when its context has none
+// sooner. A server that stopped answering without closing its connections
+// (paused, its host hung, a network partition) then fails a statement in
+// queryTimeout, which frees the connection and answers the request 503
+// database_unavailable, instead of holding both until the server returns.
+// Statements that must run longer (migrations) run under unboundedQueries.
+type queryDeadline struct{ timeout time.Duration }
+
+type (
+	queryCancelKey struct{}
+	unboundedKey   struct{}
+)
+
+// unboundedQueries marks ctx's statements as exempt from queryDeadline.
+func unboundedQueries(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unboundedKey{}, true)
+}
+
+func (q queryDeadline) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	if ctx.Value(unboundedKey{}) != nil {
+		return ctx
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= q.timeout {
+		return ctx
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	return context.WithValue(ctx, queryCancelKey{}, cancel)
+}
+
+// TraceQueryEnd releases the deadline's timer (for Query, when its rows
+// are closed).
+func (q queryDeadline) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if cancel, ok := ctx.Value(queryCancelKey{}).(context.CancelFunc); ok {
+		cancel()
+	}
 }

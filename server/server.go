@@ -72,6 +72,10 @@ type Options struct {
 	BillingAfterStripeAccepted func(recordID string) error
 	// BusPollInterval overrides the PostgreSQL bus's poll interval.
 	BusPollInterval time.Duration
+	// QueryTimeout bounds each database statement of the roles (not the
+	// migrations), so a database that stops answering fails requests
+	// with 503 instead of holding them; DefaultQueryTimeout when zero.
+	QueryTimeout time.Duration
 	// OutageLogInterval is how often an unavailable dependency is logged
 	// while it stays so; handlers.DefaultOutageLogInterval when zero.
 	OutageLogInterval time.Duration
@@ -166,12 +170,12 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if maxConns == 0 {
 		maxConns = 20
 	}
-	s.Pool, err = OpenDatabase(ctx, cfg.Env.DatabaseURL, maxConns)
+	s.Pool, err = openDatabase(ctx, cfg.Env.DatabaseURL, maxConns, cmp.Or(opts.QueryTimeout, DefaultQueryTimeout))
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error { s.Pool.Close(); return nil })
-	if applied, err := pgstore.Migrate(ctx, s.Pool); err != nil {
+	if applied, err := pgstore.Migrate(unboundedQueries(ctx), s.Pool); err != nil {
 		return nil, err
 	} else if len(applied) > 0 {
 		logger.Info("migrations applied", "names", applied)
