@@ -2,10 +2,12 @@ package execution_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llmtest"
 )
@@ -136,5 +138,46 @@ func TestProviderInvalidUTF8IsRecorded(t *testing.T) {
 	}
 	if got := messageContent(t, r.storedSuccess(c.ID).Response); got != want {
 		t.Errorf("stored streamed content %s, want %s", got, want)
+	}
+}
+
+// The built-in echo model answers a prompt holding a NUL with it, plain
+// and streamed, and the answer is recorded and billed.
+func TestEchoAnswersWithNUL(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse([]byte(`
+providers: [{name: dev, kind: echo}]
+models: [{name: m, deployments: [{provider: dev, model: echo-1}], price: {input_per_million: "1000", output_per_million: "2000"}}]
+plans: [{name: free}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := newLeaseRigFor(t, cfg)
+	const prompt = `{"model":"m","messages":[{"role":"user","content":"nul \u0000 here"}]}`
+	for _, stream := range []bool{false, true} {
+		id := fmt.Sprintf("chatcmpl-echonul%v", stream)
+		c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1"}, commands.RequestCompletion{
+			CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeSync, Request: json.RawMessage(prompt),
+		}, r.exec.StartCommand("api:a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var done commands.Completion
+		if stream {
+			done, err = r.exec.RunStream(r.ctx, events.Metadata{}, c, func(json.RawMessage) error { return nil })
+		} else {
+			done, err = r.exec.Run(r.ctx, events.Metadata{}, c)
+		}
+		if err != nil || done.Succeeded == nil || done.Succeeded.CostNanoUSD == 0 {
+			t.Fatalf("stream %v: %+v, %v", stream, done, err)
+		}
+		var text string
+		if err := json.Unmarshal([]byte(messageContent(t, r.storedSuccess(id).Response)), &text); err != nil || text != "nul \x00 here" {
+			t.Errorf("stream %v: stored answer %q (%v)", stream, text, err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -47,7 +48,12 @@ type leaseRig struct {
 func newLeaseRig(t *testing.T, script llmtest.Script) (*leaseRig, *llmtest.Scripted) {
 	t.Helper()
 	up := llmtest.NewScripted(t, script)
-	cfg := llmtest.Config(t, up.URL, "1000", "2000", "")
+	return newLeaseRigFor(t, llmtest.Config(t, up.URL, "1000", "2000", "")), up
+}
+
+// newLeaseRigFor is newLeaseRig for any configuration of model "m".
+func newLeaseRigFor(t *testing.T, cfg *config.Config) *leaseRig {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &leaseRig{t: t, ctx: ctx}
 	r.pool, _ = pgtest.NewPool(t)
@@ -81,7 +87,7 @@ func newLeaseRig(t *testing.T, script llmtest.Script) (*leaseRig, *llmtest.Scrip
 	go func() { defer wg.Done(); _ = reaper.Run(ctx) }()
 	go func() { defer wg.Done(); r.projectLoop(set) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return r, up
+	return r
 }
 
 // projectLoop applies the streams of the rig's completions to the read

@@ -22,17 +22,20 @@ import (
 
 // jobJSON is a completion request as a job.
 type jobJSON struct {
-	ID         string          `json:"id"`
-	Object     string          `json:"object"`
-	Status     string          `json:"status"`
-	Model      string          `json:"model"`
-	Mode       string          `json:"mode"`
-	CreatedAt  int64           `json:"created_at"`
-	StartedAt  *int64          `json:"started_at"`
-	FinishedAt *int64          `json:"finished_at"`
-	Response   json.RawMessage `json:"response,omitempty"`
-	Error      *jobError       `json:"error,omitempty"`
-	URL        string          `json:"url"`
+	ID         string `json:"id"`
+	Object     string `json:"object"`
+	Status     string `json:"status"`
+	Model      string `json:"model"`
+	Mode       string `json:"mode"`
+	CreatedAt  int64  `json:"created_at"`
+	StartedAt  *int64 `json:"started_at"`
+	FinishedAt *int64 `json:"finished_at"`
+	// LeaseExpiresAt, while the job runs, is when its executor's claim
+	// ends unless renewed (it is renewed while the work makes progress).
+	LeaseExpiresAt *int64          `json:"lease_expires_at,omitempty"`
+	Response       json.RawMessage `json:"response,omitempty"`
+	Error          *jobError       `json:"error,omitempty"`
+	URL            string          `json:"url"`
 	// Callback is present when the request named a callback URL.
 	Callback *jobCallback `json:"callback,omitempty"`
 }
@@ -65,6 +68,9 @@ func toJobJSON(c commands.Completion) jobJSON {
 		ID: c.ID, Object: "job", Status: string(c.Status), Model: c.Model, Mode: c.Mode,
 		CreatedAt: c.RequestedAt.Unix(), StartedAt: unixPtr(c.StartedAt), FinishedAt: unixPtr(c.FinishedAt),
 		URL: "/v1/jobs/" + c.ID,
+	}
+	if c.Status == commands.StatusRunning {
+		j.LeaseExpiresAt = unixPtr(c.LeaseExpiresAt)
 	}
 	if c.Succeeded != nil {
 		j.Response = c.Succeeded.Response
