@@ -50,6 +50,8 @@ type quotaEnv struct {
 	cfg   *config.Config
 	apis  [2]http.Handler
 	spent atomic.Int64
+	// tokens is the instances' prompt counter: how often they estimated.
+	tokens *tokens.Counter
 }
 
 func newQuotaEnv(t *testing.T, useRedis bool) *quotaEnv {
@@ -63,7 +65,7 @@ func newQuotaEnv(t *testing.T, useRedis bool) *quotaEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &quotaEnv{t: t, clk: &clock{now: time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)}, cfg: cfg}
+	e := &quotaEnv{t: t, clk: &clock{now: time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)}, cfg: cfg, tokens: &tokens.Counter{}}
 	svc := commands.NewService(store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, e.clk.Now)
 	var lim quota.Limiter = quota.NewMemory(nil)
 	if useRedis {
@@ -102,7 +104,7 @@ func newQuotaEnv(t *testing.T, useRedis bool) *quotaEnv {
 		}
 		api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: store, ReadModels: pool,
 			AdminToken: testAdmin, InstanceID: fmt.Sprintf("api%d", i), Ready: func(context.Context) error { return nil },
-			Now: e.clk.Now, Quota: QuotaDeps{Limiter: lim}})
+			Now: e.clk.Now, Quota: QuotaDeps{Limiter: lim, Tokens: e.tokens}})
 		if err != nil {
 			t.Fatal(err)
 		}
