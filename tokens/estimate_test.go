@@ -16,11 +16,13 @@ import (
 
 // scripts generate text the estimate must not undercount.
 var scripts = map[string]func(r *rand.Rand) string{
-	"cjk":        func(r *rand.Rand) string { return string(rune(0x4E00 + r.IntN(0x9FFF-0x4E00))) },
-	"hiragana":   func(r *rand.Rand) string { return string(rune(0x3041 + r.IntN(86))) },
-	"hangul":     func(r *rand.Rand) string { return string(rune(0xAC00 + r.IntN(11172))) },
-	"emoji":      func(r *rand.Rand) string { return string(rune(0x1F300 + r.IntN(0x2FF))) },
-	"emoji-zwj":  func(r *rand.Rand) string { return []string{"👩‍💻", "👨‍👩‍👧‍👦", "🏳️‍🌈", "👍🏽", "🇫🇷"}[r.IntN(5)] },
+	"cjk":      func(r *rand.Rand) string { return string(rune(0x4E00 + r.IntN(0x9FFF-0x4E00))) },
+	"hiragana": func(r *rand.Rand) string { return string(rune(0x3041 + r.IntN(86))) },
+	"hangul":   func(r *rand.Rand) string { return string(rune(0xAC00 + r.IntN(11172))) },
+	"emoji":    func(r *rand.Rand) string { return string(rune(0x1F300 + r.IntN(0x2FF))) },
+	"emoji-zwj": func(r *rand.Rand) string {
+		return []string{"👩‍💻", "👨‍👩‍👧‍👦", "🏳️‍🌈", "👍🏽", "🇫🇷"}[r.IntN(5)]
+	},
 	"cyrillic":   func(r *rand.Rand) string { return string(rune(0x0410 + r.IntN(64))) },
 	"arabic":     func(r *rand.Rand) string { return string(rune(0x0621 + r.IntN(42))) },
 	"devanagari": func(r *rand.Rand) string { return string(rune(0x0905 + r.IntN(50))) },
