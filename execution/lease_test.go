@@ -169,6 +169,7 @@ func (r *leaseRig) checkOneOutcome(id string) {
 	if count(events.TypeCompletionLeaseRenewed) == 0 {
 		r.t.Fatalf("stream of %s: %v; want lease renewals", id, typs)
 	}
+	r.t.Logf("%s: %d lease renewals", id, count(events.TypeCompletionLeaseRenewed))
 }
 
 // A synchronous call that takes three leases answers with its result:
@@ -241,6 +242,7 @@ func TestSilentClaimIsStillReaped(t *testing.T) {
 	t.Parallel()
 	r, _ := newLeaseRig(t, llmtest.Script{})
 	c := r.request("chatcmpl-silent", events.ModeSync, "api:gone")
+	claimed := time.Now()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cur, err := r.svc.Completion(r.ctx, c.ID)
@@ -248,6 +250,8 @@ func TestSilentClaimIsStillReaped(t *testing.T) {
 			t.Fatal(err)
 		}
 		if cur.Status == commands.StatusAbandoned {
+			// A figure, not an assertion: lease + interval + read-model lag.
+			t.Logf("reaped %s after the claim (lease %s, reaper every %s)", time.Since(claimed).Round(10*time.Millisecond), shortLease, reaperInterval)
 			break
 		}
 		if time.Now().After(deadline) {
