@@ -152,7 +152,10 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"id": k.ID, "object": "api_key", "revoked": k.Revoked})
 }
 
-// fail writes err's API error and logs server-side failures.
+// fail writes err's API error (toAPIError: a dependency outage is a 503
+// with Retry-After) and logs server-side failures; an outage's lines are
+// said once per interval by the API's logger (NewOutageLogHandler), not
+// once per request.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ae := toAPIError(err)
 	if ae.Status >= 500 {
