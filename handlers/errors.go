@@ -71,9 +71,6 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
 	case errors.Is(err, commands.ErrNoBillingCustomer):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
-	case isUnavailable(err):
-		dep, _ := Unavailable(err)
-		return unavailableError(dep)
 	case errors.Is(err, commands.ErrRevoked):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}
 	case errors.As(err, &le):
@@ -86,6 +83,10 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "conflict", Message: "The object changed concurrently or is in a state that does not allow this; retry."}
 	case errors.Is(err, commands.ErrInvalid):
 		return badRequest("invalid_value", "", "%s", err.Error())
+	case isUnavailable(err):
+		// After every domain verdict: an outage is what is left.
+		dep, _ := Unavailable(err)
+		return unavailableError(dep)
 	default:
 		return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "internal_error", Message: "The server had an error while processing your request."}
 	}
