@@ -1,12 +1,17 @@
 package handlers
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -77,7 +82,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model})
+	exec, err := execution.New(execution.Config{Service: svc, LLM: router, Streams: router, Models: cfg.Model})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -88,7 +93,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	}
 	api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: store, ReadModels: pool,
 		AdminToken: testAdmin, InstanceID: "api-hostile", Ready: func(context.Context) error { return nil },
-		Registry: prometheus.NewRegistry(), Billing: BillingDeps{Webhooks: wh, Unit: cfg.Billing.Unit}})
+		Registry: prometheus.NewRegistry(), Billing: BillingDeps{Webhooks: wh, Unit: cfg.Billing.Unit}, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -169,4 +174,31 @@ func hostileCheck(tb testing.TB, what string, r hostileResponse) {
 	if r.status >= 400 && r.err == nil {
 		tb.Fatalf("%s: %d without an OpenAI error body: %s", what, r.status, r.raw)
 	}
+}
+
+// doRawHeader sends a POST whose header name: value is written byte for
+// byte (net/http's client refuses some bytes a server receives).
+func (e *hostileEnv) doRawHeader(tb testing.TB, path, token string, body []byte, name, value string) hostileResponse {
+	tb.Helper()
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s: %s\r\nConnection: close\r\n\r\n",
+		path, token, len(body), name, value)
+	if _, err := conn.Write(append([]byte(req), body...)); err != nil {
+		tb.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return hostileResponse{status: resp.StatusCode, raw: raw}
 }

@@ -79,6 +79,10 @@ func hostileQueryCases() []hostileCase {
 		get("job events include NUL", "/v1/jobs/{job}/events?include=%00", "include"),
 		get("job wait huge duration", "/v1/jobs/{job}?wait=9999999999h", "wait"),
 		get("job wait NUL", "/v1/jobs/{job}?wait=%00", "wait"),
+		{name: "billing/checkout plan NUL", method: "POST", path: "/v1/billing/checkout", body: `{"plan":"pro\u0000"}`, status: 400, param: "plan", code: "invalid_value"},
+		{name: "billing/checkout plan lone surrogate", method: "POST", path: "/v1/billing/checkout", body: `{"plan":"\ud800"}`, status: 400, param: "plan", code: "invalid_value"},
+		{name: "billing/checkout plan 0xFF", method: "POST", path: "/v1/billing/checkout", body: `{"plan":"` + "\xff" + `"}`, status: 400, param: "plan", code: "invalid_json"},
+		{name: "billing/checkout plan is a list", method: "POST", path: "/v1/billing/checkout", body: `{"plan":[]}`, status: 400, param: "plan", code: "invalid_type"},
 	}
 }
 
@@ -106,6 +110,7 @@ func hostileAdminCases() []hostileCase {
 		adm("patch account plan NUL", "PATCH", "/v1/admin/accounts/{acc}", `{"plan":"pro\u0000"}`, "plan", "invalid_value"),
 		adm("patch account budget NUL", "PATCH", "/v1/admin/accounts/{acc}", `{"limits":{"daily_budget_usd":"1\u0000"}}`, "limits.daily_budget_usd", "invalid_value"),
 		adm("patch account rpm negative", "PATCH", "/v1/admin/accounts/{acc}", `{"limits":{"requests_per_minute":-1}}`, "limits.requests_per_minute", "invalid_value"),
+		adm("patch account plan with a bad limit changes nothing", "PATCH", "/v1/admin/accounts/{acc}", `{"plan":"pro","limits":{"requests_per_minute":-1}}`, "limits.requests_per_minute", "invalid_value"),
 		adm("patch account rpm huge", "PATCH", "/v1/admin/accounts/{acc}", `{"limits":{"requests_per_minute":1e40}}`, "limits.requests_per_minute", "invalid_type"),
 		adm("patch account budget huge", "PATCH", "/v1/admin/accounts/{acc}", `{"limits":{"monthly_budget_usd":"99999999999999999999"}}`, "limits.monthly_budget_usd", "invalid_value"),
 		adm("patch account budget negative", "PATCH", "/v1/admin/accounts/{acc}", `{"limits":{"monthly_budget_usd":"-5"}}`, "limits.monthly_budget_usd", "invalid_value"),
@@ -280,5 +285,19 @@ func TestHostileWebhooksAreRefusedNamingTheField(t *testing.T) {
 				t.Errorf("%d events appended by a refused webhook", n-before)
 			}
 		})
+	}
+}
+
+// TestHostileRequestIDIsStored: X-Request-Id becomes the correlation id
+// stored with every event of the request. Go's server refuses control
+// characters in a header (400 before any handler); bytes that are not
+// UTF-8 reach the handler, and the request still succeeds (the metadata's
+// JSON encoding turns them into U+FFFD).
+func TestHostileRequestIDIsStored(t *testing.T) {
+	t.Parallel()
+	e := newHostileEnv(t)
+	r := e.doRawHeader(t, "/v1/chat/completions", e.key, []byte(hostileChat(`"hi"`)), "X-Request-Id", "req-\xff\xfe")
+	if r.status != http.StatusOK {
+		t.Fatalf("X-Request-Id with bytes that are not UTF-8: %d %s", r.status, r.raw)
 	}
 }
