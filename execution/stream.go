@@ -82,35 +82,11 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 	finish.Attempts = attempts(s.Attempts())
 
 	asm := newAssembler(c.ID, c.Model)
-	interrupted := ""
-	for {
-		chunk, err := s.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			interrupted = InterruptedUpstream
-			if ctx.Err() != nil {
-				interrupted = InterruptedClientGone
-			}
-			if asm.chunks == 0 {
-				// Nothing reached the client: an ordinary failure.
-				finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
-				return recordKept(finish, x.cfg.Now().Sub(start))
-			}
-			break
-		}
-		chunk, err = asm.add(chunk)
-		if err != nil {
-			interrupted = InterruptedUpstream
-			break
-		}
-		if err := emit(chunk); err != nil {
-			interrupted = InterruptedClientGone
-			cancel()
-			break
-		}
-		k.touch()
+	interrupted, err := pump(ctx, s, asm, emit, k.touch, cancel)
+	if err != nil {
+		// Nothing reached the client: an ordinary failure.
+		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
+		return recordKept(finish, x.cfg.Now().Sub(start))
 	}
 	elapsed := x.cfg.Now().Sub(start)
 	usage := s.Usage()
@@ -135,6 +111,37 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 		TTFTMS:      s.TimeToFirstToken().Milliseconds(),
 	}
 	return recordKept(finish, elapsed)
+}
+
+// pump passes the stream's chunks through asm to emit until it ends, and
+// says why it ended early ("" when it did not). A failure before the first
+// chunk is returned as err: nothing reached the client. progress is called
+// after each chunk the client got; cancel ends the upstream call when the
+// client went away.
+func pump(ctx context.Context, s llm.Stream, asm *assembler, emit func(json.RawMessage) error, progress, cancel func()) (interrupted string, err error) {
+	for {
+		chunk, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			return "", nil
+		}
+		if err != nil {
+			if asm.chunks == 0 {
+				return "", err
+			}
+			if ctx.Err() != nil {
+				return InterruptedClientGone, nil
+			}
+			return InterruptedUpstream, nil
+		}
+		if chunk, err = asm.add(chunk); err != nil {
+			return InterruptedUpstream, nil
+		}
+		if err := emit(chunk); err != nil {
+			cancel()
+			return InterruptedClientGone, nil
+		}
+		progress()
+	}
 }
 
 // assembler rebuilds the chat.completion a stream amounts to, for the

@@ -267,26 +267,23 @@ func (s *leaseStack) timeline(id string) map[string]int {
 	return out
 }
 
-// Sync, streamed and async requests that each take three leases, with
-// NUL and lone surrogates in the provider's answer, through the HTTP API:
-// every one answered in full, recorded with the provider's exact bytes,
-// billed exactly once in the usage ledger, never abandoned.
-func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
-	s := startLeaseStack(t)
-	const each = 2
-	type result struct {
-		mode, id string
-		err      error
-	}
-	results := make(chan result, 3*each)
+// leaseResult is what the client saw of one request.
+type leaseResult struct {
+	mode, id string
+	err      error
+}
+
+// load sends each sync, each streamed and each async request at once and
+// returns what each client saw.
+func (s *leaseStack) load(each int) []leaseResult {
+	results := make(chan leaseResult, 3*each)
 	var wg sync.WaitGroup
 	want := s.slow.Content()
-	for i := 0; i < each; i++ {
+	for range each {
 		wg.Add(3)
 		go func() { // sync
 			defer wg.Done()
 			st, raw := s.do("POST", "/v1/chat/completions", s.key, `{"model":"slow","messages":[{"role":"user","content":"go"}]}`)
-			var id string
 			var err error
 			if st != 200 {
 				err = fmt.Errorf("sync: %d %s", st, raw)
@@ -297,8 +294,7 @@ func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
 				ID string `json:"id"`
 			}
 			_ = json.Unmarshal(raw, &m)
-			id = m.ID
-			results <- result{"sync", id, err}
+			results <- leaseResult{"sync", m.ID, err}
 		}()
 		go func() { // stream
 			defer wg.Done()
@@ -306,22 +302,40 @@ func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
 			if err == nil && (!clean || strings.Join(deltas, "|") != strings.Join(leasePieces, "|")) {
 				err = fmt.Errorf("stream: clean %v, deltas %v, want %v", clean, deltas, leasePieces)
 			}
-			results <- result{"stream", id, err}
+			results <- leaseResult{"stream", id, err}
 		}()
 		go func() { // async
 			defer wg.Done()
 			st, raw := s.do("POST", "/v1/chat/completions", s.key, `{"model":"slow","messages":[{"role":"user","content":"go"}]}`, "Prefer", "respond-async")
-			if st != http.StatusAccepted {
-				results <- result{"async", "", fmt.Errorf("async: %d %s", st, raw)}
-				return
+			var m struct {
+				ID string `json:"id"`
 			}
-			results <- result{"async", jsonField(t, raw, "id"), nil}
+			_ = json.Unmarshal(raw, &m)
+			var err error
+			if st != http.StatusAccepted {
+				err = fmt.Errorf("async: %d %s", st, raw)
+			}
+			results <- leaseResult{"async", m.ID, err}
 		}()
 	}
 	wg.Wait()
 	close(results)
-	var tried, held, lost, duplicated int
+	var out []leaseResult
 	for r := range results {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Sync, streamed and async requests that each take three leases, with
+// NUL and lone surrogates in the provider's answer, through the HTTP API:
+// every one answered in full, recorded with the provider's exact bytes,
+// billed exactly once in the usage ledger, never abandoned.
+func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
+	s := startLeaseStack(t)
+	want := s.slow.Content()
+	var tried, held, lost, duplicated int
+	for _, r := range s.load(2) {
 		tried++
 		if r.err != nil || r.id == "" {
 			t.Errorf("%s %s: %v", r.mode, r.id, r.err)
@@ -351,9 +365,15 @@ func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
 	if s.calls() != int64(tried) {
 		t.Errorf("provider called %d times for %d requests", s.calls(), tried)
 	}
+	s.checkRefusal()
+}
 
-	// A provider's refusal with a NUL in its words: the client gets them,
-	// the job and the jobs list keep them exactly.
+// checkRefusal sends a request the provider refuses with a NUL in its
+// words: the client gets them, and the jobs list (the read model) keeps
+// them exactly.
+func (s *leaseStack) checkRefusal() {
+	t := s.t
+	t.Helper()
 	st, raw := s.do("POST", "/v1/chat/completions", s.key, `{"model":"refuse","messages":[{"role":"user","content":"go"}]}`)
 	var refusal struct {
 		Error struct {
