@@ -2,9 +2,12 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -99,5 +102,58 @@ func TestLargeBodyIsCountedAtBoundedCost(t *testing.T) {
 		cpu.Round(time.Millisecond), e.tokens.Tokenized(), e.tokens.ByteBounded(), resp.Usage.PromptTokens)
 	if resp.Usage.PromptTokens <= 0 || e.tokens.ByteBounded()+e.tokens.Tokenized() != 1 {
 		t.Fatalf("echo billed %d prompt tokens; %d estimates", resp.Usage.PromptTokens, e.tokens.ByteBounded()+e.tokens.Tokenized())
+	}
+}
+
+// losingLimiter loses the settlements it is told to, as a process that
+// died while retrying them would.
+type losingLimiter struct {
+	quota.Limiter
+	lose atomic.Bool
+}
+
+func (l *losingLimiter) Settle(ctx context.Context, s quota.Settlement) (quota.SettleResult, error) {
+	if l.lose.Load() {
+		return quota.SettleResult{}, nil
+	}
+	return l.Limiter.Settle(ctx, s)
+}
+
+// Settlements lost with their process leave reservations that expire
+// unsettled; the admission that finds them expired re-derives their spend
+// from the event log, so the limiter forgets nothing.
+func TestExpiredReservationsAreSettledFromTheEventLog(t *testing.T) {
+	for _, useRedis := range []bool{true, false} {
+		t.Run(fmt.Sprintf("redis=%v", useRedis), func(t *testing.T) {
+			losing := &losingLimiter{}
+			e := newQuotaEnv(t, useRedis, func(l quota.Limiter) quota.Limiter { losing.Limiter = l; return losing })
+			acc, _, key := e.account(map[string]any{"requests_per_minute": 1000, "daily_budget_usd": "1.00"})
+			losing.lose.Store(true)
+			for i := 0; i < 4; i++ {
+				if rec := e.do(i%2, "POST", "/v1/chat/completions", key, chatBody(20)); rec.Code != http.StatusOK {
+					t.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+			losing.lose.Store(false)
+			lost := e.spent.Load()
+			u, err := losing.Peek(context.Background(), acc, "", e.clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lost == 0 || u.Account.Day.Spent != 0 || u.Account.Day.Reserved == 0 {
+				t.Fatalf("setup: spent %d, limiter %+v", lost, u.Account.Day)
+			}
+			e.clk.Add(16 * time.Minute) // past the reservations' TTL
+			if rec := e.do(0, "POST", "/v1/chat/completions", key, chatBody(20)); rec.Code != http.StatusOK {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			u, err = losing.Peek(context.Background(), acc, "", e.clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(u.Account.Day.Spent) != e.spent.Load() || u.Account.Day.Reserved != 0 {
+				t.Fatalf("limiter spent %d reserved %d, ledger %d", u.Account.Day.Spent, u.Account.Day.Reserved, e.spent.Load())
+			}
+		})
 	}
 }

@@ -54,7 +54,9 @@ type quotaEnv struct {
 	tokens *tokens.Counter
 }
 
-func newQuotaEnv(t *testing.T, useRedis bool) *quotaEnv {
+// newQuotaEnv builds the instances; wrap (optional) wraps the limiter they
+// share.
+func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.Limiter) *quotaEnv {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
 	store, err := pgstore.New(pool, nil)
@@ -83,6 +85,9 @@ func newQuotaEnv(t *testing.T, useRedis bool) *quotaEnv {
 			rdb.Close()
 		})
 		lim = quota.NewRedis(rdb, prefix, nil)
+	}
+	for _, w := range wrap {
+		lim = w(lim)
 	}
 	router, err := llm.NewRouter(cfg, nil, func(string) string { return "" }, nil)
 	if err != nil {

@@ -33,6 +33,9 @@ type memAccount struct {
 	// doneOrder the same ids in settlement order, for pruning.
 	done      map[string]time.Time
 	doneOrder []string
+	// expired are reservations released by expiry, until an admission
+	// reports them.
+	expired []Reservation
 }
 
 // settled reports whether id was settled, forgetting ids past retention.
@@ -155,7 +158,8 @@ func (a *memAccount) addBudget(scope, period string, spent, reserved money.NanoU
 	b[period] = v
 }
 
-// expire releases reservations whose completion never settled.
+// expire releases reservations whose completion never settled and keeps
+// them for the next admission to report (Decision.Expired).
 func (a *memAccount) expire(now time.Time) {
 	// Scan only once the earliest reservation is due: scanning them all on
 	// every admission cost O(requests in flight) under the limiter's one
@@ -166,6 +170,7 @@ func (a *memAccount) expire(now time.Time) {
 	var next time.Time
 	for id, r := range a.resv {
 		if !now.Before(r.ExpiresAt) {
+			a.expired = append(a.expired, r)
 			for _, s := range []string{scopeAccount, scopeKey(r.KeyID)} {
 				a.addBudget(s, "day:"+r.Day, 0, -r.Cost)
 				a.addBudget(s, "month:"+r.Month, 0, -r.Cost)
@@ -178,6 +183,14 @@ func (a *memAccount) expire(now time.Time) {
 		}
 	}
 	a.nextExpiry = next
+}
+
+// takeExpired returns the expired reservations not reported yet.
+func (a *memAccount) takeExpired(now time.Time) []Reservation {
+	a.expire(now)
+	out := a.expired
+	a.expired = nil
+	return out
 }
 
 func (a *memAccount) prune(nowSec int64) {
@@ -209,9 +222,10 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 	if acc.settled(ad.ID, ad.Now) {
 		return Decision{}, fmt.Errorf("%w: reservation %s was settled already", ErrLimiter, ad.ID)
 	}
-	acc.expire(ad.Now)
+	expired := acc.takeExpired(ad.Now)
 	acc.prune(nowSec)
 	d := Decide(acc.state(ks, day, month), acc.state(scopeAccount, day, month), ad)
+	d.Expired = expired
 	if !d.Allowed {
 		return d, nil
 	}
@@ -243,9 +257,11 @@ func (m *Memory) Check(ctx context.Context, ad Admission) (Decision, error) {
 	day, month, _, _ := Periods(ad.Now)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	acc.expire(ad.Now)
+	expired := acc.takeExpired(ad.Now)
 	acc.prune(ad.Now.Unix())
-	return Decide(acc.state(scopeKey(ad.KeyID), day, month), acc.state(scopeAccount, day, month), ad), nil
+	d := Decide(acc.state(scopeKey(ad.KeyID), day, month), acc.state(scopeAccount, day, month), ad)
+	d.Expired = expired
+	return d, nil
 }
 
 // Settle implements Limiter; it is idempotent by s.ID.

@@ -114,6 +114,12 @@ type Decision struct {
 	Tokens   RateStatus
 	// Day and Month are the budget periods charged.
 	Day, Month string
+	// Expired are the account's reservations this call released because
+	// their TTL passed unsettled (a settlement lost with the process that
+	// was retrying it, or a completion still running). The caller
+	// re-derives what they spent from the event log (see Settle: a
+	// settlement after expiry spends its cost).
+	Expired []Reservation
 }
 
 // Bucket is one second of a window.

@@ -65,6 +65,7 @@ local function int(x) return string.format('%d', x) end
 // windows and the four budgets, check in Decide's order, and if admitted
 // count the request and reserve its cost. It returns
 // {code, reason, retry_ms, key_req, key_tok, key_newest, acc_req, acc_tok, acc_newest}
+// followed by the id and info of each reservation it released on expiry,
 // with code 1 admitted, 0 rejected, -1 unseeded, 2 settled already (an
 // admission that reached Redis after its release, e.g. sent before a
 // pause and run after it). With ARGV[19] = 1 it decides without counting
@@ -78,9 +79,12 @@ local tokens = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local bp = ARGV[15]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', nowMs)
+local gone = {}
 for _, id in ipairs(expired) do
   local info = redis.call('HGET', KEYS[8], id)
   if info then
+    table.insert(gone, id)
+    table.insert(gone, info)
     local c, k, d, m = string.match(info, '^(%d+)|([^|]*)|([^|]*)|([^|]*)$')
     local neg = int(-tonumber(c))
     redis.call('HINCRBY', bp .. 'a:d:' .. d, 'r', neg)
@@ -144,6 +148,7 @@ for _, b in ipairs(budgets) do
   end
 end
 local out = {0, reason, after, wk.r, wk.t, wk.newest, wa.r, wa.t, wa.newest}
+for _, v in ipairs(gone) do table.insert(out, v) end
 if reason ~= 0 or ARGV[19] == '1' then
   if reason == 0 then out[1] = 1 end
   return out
@@ -259,7 +264,11 @@ func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, err
 		a.Now.Add(a.TTL).UnixMilli(), info, k.base + "b:", secs(dayTTL), secs(monthTTL), secs(windowTTL), dryArg}
 	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.done}
 	for attempt := 0; ; attempt++ {
-		out, err := admitScript.Run(ctx, r.rdb, ks, args...).Int64Slice()
+		reply, err := admitScript.Run(ctx, r.rdb, ks, args...).Slice()
+		if err != nil {
+			return Decision{}, fmt.Errorf("%w: admit: %w", ErrLimiter, err)
+		}
+		out, expired, err := admitReply(reply)
 		if err != nil {
 			return Decision{}, fmt.Errorf("%w: admit: %w", ErrLimiter, err)
 		}
@@ -278,7 +287,8 @@ func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, err
 		if len(out) != 9 || out[1] < 0 || int(out[1]) >= len(reasons) {
 			return Decision{}, fmt.Errorf("%w: admit: unexpected reply %v", ErrLimiter, out)
 		}
-		d := Decision{Allowed: out[0] == 1, Reason: reasons[out[1]], RetryAfter: time.Duration(out[2]) * time.Millisecond, Day: day, Month: month}
+		d := Decision{Allowed: out[0] == 1, Reason: reasons[out[1]], RetryAfter: time.Duration(out[2]) * time.Millisecond, Day: day, Month: month,
+			Expired: expired}
 		if d.Reason.IsBudget() {
 			d.RetryAfter = budgetRetry(d.Reason, a.Now)
 		}
@@ -290,6 +300,49 @@ func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, err
 		d.Allowed = d.Reason == ReasonNone
 		return d, nil
 	}
+}
+
+// admitReply splits the admit script's reply into its figures and the
+// reservations it released on expiry.
+func admitReply(reply []any) ([]int64, []Reservation, error) {
+	var out []int64
+	var expired []Reservation
+	for i := 0; i < len(reply); i++ {
+		switch v := reply[i].(type) {
+		case int64:
+			out = append(out, v)
+		case string:
+			if i+1 >= len(reply) {
+				return nil, nil, fmt.Errorf("unexpected reply %v", reply)
+			}
+			info, _ := reply[i+1].(string)
+			res, ok := parseReservation(v, info)
+			if !ok {
+				return nil, nil, fmt.Errorf("unexpected reservation %q %q", v, info)
+			}
+			expired = append(expired, res)
+			i++
+		default:
+			return nil, nil, fmt.Errorf("unexpected reply %v", reply)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil, fmt.Errorf("empty reply")
+	}
+	return out, expired, nil
+}
+
+// parseReservation reads a reservation's info ("cost|key|day|month").
+func parseReservation(id, info string) (Reservation, bool) {
+	f := strings.Split(info, "|")
+	if len(f) != 4 {
+		return Reservation{}, false
+	}
+	cost, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return Reservation{}, false
+	}
+	return Reservation{ID: id, Cost: money.NanoUSD(cost), KeyID: f[1], Day: f[2], Month: f[3]}, true
 }
 
 // Settle implements Limiter; it is idempotent by s.ID (see settleScript).

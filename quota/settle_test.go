@@ -41,7 +41,12 @@ func TestSettleIsIdempotentAndCheckCountsNothing(t *testing.T) {
 				d := mustAdmit(t, l, a)
 				b := admission("e2", t0.Add(2*time.Minute))
 				b.Account.DailyBudget, b.Cost = 5000, 1000
-				mustAdmit(t, l, b) // sweeps e1's expired reservation
+				// b's admission sweeps e1's expired reservation and reports it,
+				// so its spend can be re-derived from the event log.
+				if db := mustAdmit(t, l, b); len(db.Expired) != 1 || db.Expired[0].ID != "e1" || db.Expired[0].Cost != 1000 ||
+					db.Expired[0].KeyID != "key_1" || db.Expired[0].Day != d.Day || db.Expired[0].Month != d.Month {
+					t.Fatalf("expired: %+v", db.Expired)
+				}
 				settle(t, l, a, d, 400, 10, t0.Add(3*time.Minute))
 				u, _ := l.Peek(context.Background(), "acc_1", "key_1", t0.Add(3*time.Minute))
 				if u.Account.Day.Spent != 400 || u.Account.Day.Reserved != 1000 {
