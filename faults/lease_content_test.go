@@ -45,7 +45,7 @@ type leaseStack struct {
 	calls func() int64
 }
 
-func startLeaseStack(t *testing.T) *leaseStack {
+func startLeaseStack(t *testing.T, onExpired string) *leaseStack {
 	t.Helper()
 	s := &leaseStack{t: t, slow: llmtest.Script{Pieces: leasePieces, Delay: 3 * time.Second},
 		drip: llmtest.Script{Pieces: leasePieces, Gap: 250 * time.Millisecond}}
@@ -62,8 +62,8 @@ models:
   - {name: drip, deployments: [{provider: drip, model: m}], price: {input_per_million: "1000", output_per_million: "2000"}}
   - {name: refuse, deployments: [{provider: refuse, model: m}], price: {input_per_million: "1000", output_per_million: "2000"}}
 plans: [{name: free}]
-jobs: {lease: 1s, reaper_interval: 200ms}
-`, slow.URL, drip.URL, refuse.URL)
+jobs: {lease: 1s, reaper_interval: 200ms, on_expired_lease: %s}
+`, slow.URL, drip.URL, refuse.URL, onExpired)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -332,7 +332,16 @@ func (s *leaseStack) load(each int) []leaseResult {
 // every one answered in full, recorded with the provider's exact bytes,
 // billed exactly once in the usage ledger, never abandoned.
 func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
-	s := startLeaseStack(t)
+	for _, onExpired := range []string{config.OnExpiredAbandon, config.OnExpiredRetry} {
+		t.Run(onExpired, func(t *testing.T) { testLongRequests(t, onExpired) })
+	}
+}
+
+// testLongRequests runs the scenario with jobs.on_expired_lease onExpired:
+// with retry, a live executor's job must not be requeued either (the
+// provider is called once per request).
+func testLongRequests(t *testing.T, onExpired string) {
+	s := startLeaseStack(t, onExpired)
 	want := s.slow.Content()
 	var tried, held, lost, duplicated int
 	for _, r := range s.load(2) {
@@ -354,14 +363,15 @@ func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
 		case rows > 1 || tl[events.TypeCompletionSucceeded] > 1:
 			duplicated++
 			t.Errorf("%s %s: billed %d times (timeline %v)", r.mode, r.id, rows, tl)
-		case rows != 1 || cost == 0 || tl[events.TypeCompletionAbandoned] != 0 || tl[events.TypeCompletionLeaseRenewed] == 0:
+		case rows != 1 || cost == 0 || tl[events.TypeCompletionAbandoned] != 0 || tl[events.TypeCompletionRequeued] != 0 ||
+			tl[events.TypeCompletionLeaseRenewed] == 0:
 			lost++
 			t.Errorf("%s %s: ledger rows %d cost %d, timeline %v", r.mode, r.id, rows, cost, tl)
 		default:
 			held++
 		}
 	}
-	t.Logf("long requests with hostile content: tried %d, held %d, lost %d, duplicated %d; provider calls %d", tried, held, lost, duplicated, s.calls())
+	t.Logf("long requests with hostile content, on_expired_lease %s: tried %d, held %d, lost %d, duplicated %d; provider calls %d", onExpired, tried, held, lost, duplicated, s.calls())
 	if s.calls() != int64(tried) {
 		t.Errorf("provider called %d times for %d requests", s.calls(), tried)
 	}
