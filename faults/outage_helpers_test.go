@@ -94,6 +94,21 @@ func (l *outageLog) warnings(from, to time.Time) []outageRecord {
 	return out
 }
 
+// suppressedCount sums the suppressed attribute of recs: the lines the
+// outage log dropped and counted.
+func suppressedCount(recs []outageRecord) int {
+	n := 0
+	for _, r := range recs {
+		if i := strings.Index(r.attrs, "suppressed="); i >= 0 {
+			var v int
+			if _, err := fmt.Sscanf(r.attrs[i:], "suppressed=%d", &v); err == nil {
+				n += v
+			}
+		}
+	}
+	return n
+}
+
 // outageSummary counts records by message.
 func outageSummary(recs []outageRecord) string {
 	n := map[string]int{}
@@ -558,6 +573,17 @@ func (e *outageEnv) settle(t *testing.T, account string, res []outageResult) (lo
 	for _, r := range res {
 		if (r.status == http.StatusOK || r.status == http.StatusAccepted) && succeeded[r.id] != 1 {
 			lost++
+			var types []string
+			rows, err := pool.Query(ctx, `SELECT type || coalesce(' ' || (data->>'reason'), '') || coalesce(' ' || (data->>'error_message'), '') FROM events WHERE stream_id = $1 ORDER BY stream_version`, "completion-"+r.id)
+			if err == nil {
+				for rows.Next() {
+					var s string
+					_ = rows.Scan(&s)
+					types = append(types, s)
+				}
+				rows.Close()
+			}
+			t.Logf("lost: %d %s sent %s, answered after %s: events %v", r.status, r.id, r.at.Format("15:04:05.000"), r.done.Sub(r.at), types)
 		}
 	}
 	duplicated = len(l.multiOutcome)

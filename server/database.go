@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -47,8 +49,22 @@ func openDatabase(ctx context.Context, dsn string, maxConns int32, queryTimeout 
 		// the request gets 503 database_unavailable instead of hanging.
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
-	if queryTimeout > 0 && cfg.ConnConfig.Tracer == nil {
-		cfg.ConnConfig.Tracer = queryDeadline{timeout: queryTimeout}
+	if queryTimeout > 0 {
+		if cfg.ConnConfig.Tracer == nil {
+			cfg.ConnConfig.Tracer = queryDeadline{timeout: queryTimeout}
+		}
+		// The pool pings a connection idle for over a second before
+		// handing it out; unbounded, that ping waits on a hung server.
+		cfg.PingTimeout = queryTimeout
+		if dial := cfg.ConnConfig.DialFunc; dial != nil {
+			cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &boundedCloseConn{Conn: c, wait: closeWait}, nil
+			}
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -130,4 +146,41 @@ func (q queryDeadline) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.Tra
 	if cancel, ok := ctx.Value(queryCancelKey{}).(context.CancelFunc); ok {
 		cancel()
 	}
+}
+
+// closeWait bounds the two waits pgconn makes when it gives up on a
+// connection (see boundedCloseConn).
+const closeWait = 2 * time.Second
+
+// boundedCloseConn shortens the waits of a connection pgconn abandons
+// (after a statement's deadline): it sends a cancel request on a new
+// connection and reads until the server closes it, then sends Terminate
+// on the old one and drains it, each for up to 15s, and the pool keeps the
+// connection's slot until both end. A server that stopped answering (paused,
+// hung) then held every slot for 15s, so requests waited although their
+// statements had failed. After writing a cancel request or a Terminate,
+// the server has nothing more to say but to close: the read deadline is
+// brought to closeWait. (Over TLS the messages are not seen and pgconn's
+// own bounds apply.)
+type boundedCloseConn struct {
+	net.Conn
+	wait time.Duration
+}
+
+func (c *boundedCloseConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err == nil && (isCancelRequest(b) || isTerminate(b)) {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.wait))
+	}
+	return n, err
+}
+
+// isCancelRequest: Int32 length, Int32 80877102, process id, secret key.
+func isCancelRequest(b []byte) bool {
+	return len(b) >= 16 && binary.BigEndian.Uint32(b[0:4]) == uint32(len(b)) && binary.BigEndian.Uint32(b[4:8]) == 80877102
+}
+
+// isTerminate: Byte1('X'), Int32 4.
+func isTerminate(b []byte) bool {
+	return len(b) == 5 && b[0] == 'X' && binary.BigEndian.Uint32(b[1:5]) == 4
 }
