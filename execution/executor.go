@@ -43,6 +43,10 @@ type Config struct {
 	// Settled, when set, is called once an outcome is recorded, to settle
 	// the completion's budget reservation (quota); nil: nothing to settle.
 	Settled func(ctx context.Context, c commands.Completion)
+	// Renewed, when set, is called after each renewal of a claim's lease
+	// (from the renewing goroutine; keep it short), e.g. so the quota
+	// limiter holds a long run's reservation as long as its lease.
+	Renewed func(ctx context.Context, c commands.Completion)
 }
 
 func (c *Config) setDefaults() {

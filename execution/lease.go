@@ -163,19 +163,23 @@ func (k *keeper) renew(ctx context.Context) error {
 			next, err = fresh, nil
 		}
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if errors.Is(err, commands.ErrClaimLost) {
-		k.lost = err
-		return err
-	}
 	if err != nil {
+		if errors.Is(err, commands.ErrClaimLost) {
+			k.mu.Lock()
+			k.lost = err
+			k.mu.Unlock()
+		}
 		return err
 	}
+	k.mu.Lock()
+	k.c = next
+	k.mu.Unlock()
 	if next.Renewals != c.Renewals {
 		k.x.renewals.WithLabelValues(c.Model, c.Mode).Inc()
+		if k.x.cfg.Renewed != nil {
+			k.x.cfg.Renewed(ctx, next)
+		}
 	}
-	k.c = next
 	return nil
 }
 

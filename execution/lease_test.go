@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ type leaseRig struct {
 	exec  *execution.Executor
 	mu    sync.Mutex
 	ids   []string
+	// renewed counts the executor's Renewed calls.
+	renewed atomic.Int64
 }
 
 func newLeaseRig(t *testing.T, script llmtest.Script) (*leaseRig, *llmtest.Scripted) {
@@ -66,7 +69,8 @@ func newLeaseRigFor(t *testing.T, cfg *config.Config) *leaseRig {
 		t.Fatal(err)
 	}
 	r.svc = commands.NewService(r.store, func(string) bool { return true }, time.Now)
-	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: shortLease}); err != nil {
+	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: shortLease,
+		Renewed: func(context.Context, commands.Completion) { r.renewed.Add(1) }}); err != nil {
 		t.Fatal(err)
 	}
 	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema))
@@ -168,6 +172,9 @@ func (r *leaseRig) checkOneOutcome(id string) {
 	}
 	if count(events.TypeCompletionLeaseRenewed) == 0 {
 		r.t.Fatalf("stream of %s: %v; want lease renewals", id, typs)
+	}
+	if n := count(events.TypeCompletionLeaseRenewed); int64(n) != r.renewed.Load() {
+		r.t.Errorf("%d renewals stored, Renewed called %d times", n, r.renewed.Load())
 	}
 	r.t.Logf("%s: %d lease renewals", id, count(events.TypeCompletionLeaseRenewed))
 }
@@ -314,6 +321,7 @@ func TestOwnLateRenewalIsNotALostClaim(t *testing.T) {
 	if _, err := r.svc.RenewClaim(r.ctx, events.Metadata{}, c, commands.RenewLease{Executor: "api:a", Now: time.Now(), Lease: shortLease}); err != nil {
 		t.Fatal(err)
 	}
+	r.renewed.Add(1) // it stands for the executor's own
 	done, err := r.exec.Run(r.ctx, events.Metadata{}, c) // c is the state before the renewal
 	if err != nil || done.Succeeded == nil {
 		t.Fatalf("Run: %+v, %v", done, err)
