@@ -176,11 +176,18 @@ func (a *API) admit(ctx context.Context, p principal, modelName, completionID st
 	d, err := a.cfg.Quota.Limiter.Admit(ctx, ad)
 	if err != nil {
 		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
-		// The admission may still run in the store (sent before a pause,
-		// run after it): release it, so no stale reservation stays held.
-		day, month, _, _ := quota.Periods(ad.Now)
-		go a.settler().settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.ID, AccountID: ad.AccountID, KeyID: ad.KeyID,
-			Reserved: ad.Cost, ReservedTokens: ad.Tokens, At: ad.Now, Day: day, Month: month, Now: a.cfg.Now()}, nil)
+		if quota.Ambiguous(err) {
+			// The admission may still run in the store (sent before a
+			// pause, run after it): release it, so no stale reservation
+			// stays held. Tried for a bounded time: one that never lands
+			// expires with its TTL (the completion was never recorded, so
+			// it spent nothing).
+			day, month, _, _ := quota.Periods(ad.Now)
+			r := a.settler()
+			r.giveUp = releaseGiveUp
+			go r.settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.ID, AccountID: ad.AccountID, KeyID: ad.KeyID,
+				Reserved: ad.Cost, ReservedTokens: ad.Tokens, At: ad.Now, Day: day, Month: month, Now: a.cfg.Now()}, nil)
+		}
 		return nil, toAPIError(err)
 	}
 	a.reconcile(ctx, p.AccountID, d.Expired)

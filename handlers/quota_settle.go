@@ -129,6 +129,8 @@ const (
 	settleFirstBackoff = 100 * time.Millisecond
 	settleMaxBackoff   = 5 * time.Second
 	settleGiveUp       = quota.SettledRetention / 2
+	// releaseGiveUp bounds the release of an admission that timed out.
+	releaseGiveUp = 30 * time.Second
 )
 
 // settleRetry settles reservations in the limiter and keeps trying until
@@ -140,6 +142,8 @@ type settleRetry struct {
 	lim    quota.Limiter
 	logger *slog.Logger
 	now    func() time.Time
+	// giveUp bounds the retries; settleGiveUp when zero.
+	giveUp time.Duration
 }
 
 func (a *API) settler() settleRetry {
@@ -182,7 +186,11 @@ func (r settleRetry) retry(ctx context.Context, s quota.Settlement, then func(co
 			}
 			return
 		}
-		if time.Since(start) > settleGiveUp {
+		giveUp := r.giveUp
+		if giveUp == 0 {
+			giveUp = settleGiveUp
+		}
+		if time.Since(start) > giveUp {
 			r.logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Int("attempts", attempt), slog.Any("error", err))
 			return
 		}

@@ -415,6 +415,14 @@ type Limiter interface {
 // ErrLimiter wraps failures of the limiter's store.
 var ErrLimiter = errors.New("quota limiter")
 
+// Ambiguous reports whether a limiter call that failed with err may still
+// have run in the store: it timed out after the call was sent (a paused
+// Redis runs what it had received once it resumes).
+func Ambiguous(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
 // scope names used in snapshots and keys.
 const scopeAccount = "account"
 

@@ -383,3 +383,22 @@ func BenchmarkManyParts(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTypical: a chat request of a system prompt and a 2 KB user
+// message, counted with o200k, and by the byte bound.
+func BenchmarkTypical(b *testing.B) {
+	text := strings.Repeat("Summarise the following support ticket and suggest a reply. ", 34)
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"` + text + `"}]}`)
+	for _, c := range []struct {
+		name string
+		fam  tokens.Family
+	}{{"o200k", tokens.ForDeployment("openai", false, "gpt-4o")}, {"bytes", tokens.ForDeployment("echo", false, "echo")}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := (&tokens.Counter{}).Prompt(body, c.fam); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
