@@ -73,7 +73,8 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 		tb.Fatal(err)
 	}
 	cfg := config.Default()
-	cfg.Plans = append(cfg.Plans, config.Plan{Name: "lab"}) // no rate limits, no budgets
+	cfg.Plans = append(cfg.Plans, config.Plan{Name: "lab"})  // no rate limits, no budgets
+	cfg.Env.CallbackSecret = "callback-secret-hostile-input" // so callback_url is validated, not refused
 	if err := cfg.Validate(); err != nil {
 		tb.Fatal(err)
 	}

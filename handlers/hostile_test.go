@@ -52,6 +52,13 @@ func hostileChatCases() []hostileCase {
 		chat("model is a number", `{"model":1,"messages":[{"role":"user","content":"x"}]}`, 400, "model", "invalid_type"),
 		chat("messages is an object", `{"model":"echo","messages":{}}`, 400, "messages", "invalid_type"),
 		chat("stream is a string", `{"model":"echo","messages":[{"role":"user","content":"x"}],"stream":"yes"}`, 400, "stream", "invalid_type"),
+		chat("callback_url with NUL", `{"model":"echo","messages":[{"role":"user","content":"x"}],"callback_url":"https://example.com/\u0000"}`, 400, "callback_url", "invalid_value"),
+		chat("callback_url lone surrogate", `{"model":"echo","messages":[{"role":"user","content":"x"}],"callback_url":"https://example.com/\ud800"}`, 400, "callback_url", "invalid_value"),
+		chat("callback_url is a number", `{"model":"echo","messages":[{"role":"user","content":"x"}],"callback_url":7}`, 400, "callback_url", "invalid_type"),
+		chat("n zero", `{"model":"echo","messages":[{"role":"user","content":"x"}],"n":0}`, 400, "n", "invalid_value"),
+		chat("n huge", `{"model":"echo","messages":[{"role":"user","content":"x"}],"n":1000000000}`, 400, "n", "invalid_value"),
+		chat("max_tokens negative", `{"model":"echo","messages":[{"role":"user","content":"x"}],"max_tokens":-1}`, 400, "max_tokens", "invalid_value"),
+		chat("max_completion_tokens fractional", `{"model":"echo","messages":[{"role":"user","content":"x"}],"max_completion_tokens":1.5}`, 400, "max_completion_tokens", "invalid_type"),
 		chat("truncated body", `{"model":"echo","messages":[`, 400, "", "invalid_json"),
 		chat("huge max_tokens", `{"model":"echo","messages":[{"role":"user","content":"x"}],"max_tokens":1e300}`, 400, "max_tokens", "invalid_type"),
 	}
