@@ -29,6 +29,10 @@ import (
 // process or clock skew before a reaper may act.
 const renewAfter = 3
 
+// renewTimeout bounds one renewal's append (a third of the lease when
+// that is shorter).
+const renewTimeout = 10 * time.Second
+
 // errClaimLost is the run's cancellation cause when its claim was lost.
 var errClaimLost = errors.New("execution: the claim was lost")
 
@@ -153,7 +157,8 @@ func (k *keeper) renew(ctx context.Context) error {
 	k.mu.Lock()
 	c := k.c
 	k.mu.Unlock()
-	actx, cancel := context.WithTimeout(ctx, k.x.cfg.Lease/renewAfter)
+	// Bounded: the run's end waits for a renewal in flight.
+	actx, cancel := context.WithTimeout(ctx, min(k.x.cfg.Lease/renewAfter, renewTimeout))
 	defer cancel()
 	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease})
 	if errors.Is(err, events.ErrConflict) {
