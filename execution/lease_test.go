@@ -322,7 +322,8 @@ func TestOwnLateRenewalIsNotALostClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.renewed.Add(1) // it stands for the executor's own
-	done, err := r.exec.Run(r.ctx, events.Metadata{}, c) // c is the state before the renewal
+	// c is the state before the renewal.
+	done, err := r.exec.Run(r.ctx, events.Metadata{}, c)
 	if err != nil || done.Succeeded == nil {
 		t.Fatalf("Run: %+v, %v", done, err)
 	}
