@@ -20,7 +20,7 @@ import (
 type killCompletion struct {
 	mode                          string
 	succeeded, failed, abandoned  int
-	requeued                      int
+	requeued, renewals            int
 	succeededTokens, ledgerTokens int64
 	ledgerRows                    int
 	job                           string // status in the jobs read model
@@ -70,7 +70,7 @@ func killReadState(ctx context.Context, pool *pgxpool.Pool, account string, wind
 			coalesce((data->'usage'->>'total_tokens')::bigint, 0)
 		FROM events WHERE account_id = $1 AND stream_id LIKE 'completion-%' AND type = ANY($2)`,
 		account, []string{events.TypeCompletionRequested, events.TypeCompletionSucceeded, events.TypeCompletionFailed,
-			events.TypeCompletionAbandoned, events.TypeCompletionRequeued})
+			events.TypeCompletionAbandoned, events.TypeCompletionRequeued, events.TypeCompletionLeaseRenewed})
 	if err != nil {
 		return nil, fmt.Errorf("completion events: %w", err)
 	}
@@ -90,6 +90,8 @@ func killReadState(ctx context.Context, pool *pgxpool.Pool, account string, wind
 			c.abandoned++
 		case events.TypeCompletionRequeued:
 			c.requeued++
+		case events.TypeCompletionLeaseRenewed:
+			c.renewals++
 		}
 		return nil
 	})
@@ -207,6 +209,8 @@ type killFigures struct {
 	// with 200 and broke off; Abandoned, Failed, Requeued: completions so
 	// ended or retried; Kills: SIGKILLs sent.
 	Refused, Cut, Abandoned, Failed, Requeued, Kills int
+	// Renewed: completions whose lease was renewed (slow ones).
+	Renewed int
 	// Unanswered: completions that succeeded (and were billed) whose
 	// answer no client received whole (the API died before sending it).
 	Unanswered int
@@ -218,8 +222,8 @@ type killFigures struct {
 }
 
 func (f killFigures) String() string {
-	return fmt.Sprintf("%-8s tried %4d  ok %4d  held %4d  lost %d  duplicated %d | no answer/error %3d  cut streams %2d  succeeded unanswered %2d  abandoned %2d  failed %2d  requeued %2d | kills %d, down %s each",
-		f.Role, f.Tried, f.OK, f.Held, f.Lost, f.Duplicated, f.Refused, f.Cut, f.Unanswered, f.Abandoned, f.Failed, f.Requeued, f.Kills, f.Down.Round(10*time.Millisecond)) +
+	return fmt.Sprintf("%-8s tried %4d  ok %4d  held %4d  lost %d  duplicated %d | no answer/error %3d  cut streams %2d  succeeded unanswered %2d  abandoned %2d  failed %2d  requeued %2d  renewed %2d | kills %d, down %s each",
+		f.Role, f.Tried, f.OK, f.Held, f.Lost, f.Duplicated, f.Refused, f.Cut, f.Unanswered, f.Abandoned, f.Failed, f.Requeued, f.Renewed, f.Kills, f.Down.Round(10*time.Millisecond)) +
 		fmt.Sprintf(" | not whole by status %v", f.Statuses)
 }
 
@@ -282,6 +286,9 @@ func killJudge(role string, res []killResult, s *killState) (killFigures, []stri
 		f.Abandoned += c.abandoned
 		f.Failed += c.failed
 		f.Requeued += c.requeued
+		if c.renewals > 0 {
+			f.Renewed++
+		}
 		if c.outcomes() > 1 || c.ledgerRows > 1 {
 			f.Duplicated++
 			bad("completion %s (%s): %d successes, %d failures, %d abandonments, %d ledger rows", id, c.mode, c.succeeded, c.failed, c.abandoned, c.ledgerRows)
@@ -367,4 +374,40 @@ func killSummary(problems []string, n int) string {
 		return strings.Join(problems[:n], "\n") + fmt.Sprintf("\n… and %d more", len(problems)-n)
 	}
 	return strings.Join(problems, "\n")
+}
+
+// killDiagnose describes completions the read models missed: their events
+// in the global order, and every follower's checkpoint.
+func killDiagnose(ctx context.Context, pool *pgxpool.Pool, s *killState) string {
+	var ids []string
+	for id, c := range s.completions {
+		if c.ledgerRows != c.succeeded || (c.outcome() != "" && c.job != c.outcome()) {
+			ids = append(ids, "completion-"+id)
+		}
+	}
+	if len(ids) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	rows, _ := pool.Query(ctx, `SELECT stream_id, stream_version, type, transaction_id::text, position, recorded_at FROM events
+		WHERE stream_id = ANY($1) ORDER BY transaction_id, position`, ids)
+	var stream, typ, tx string
+	var version, pos int64
+	var at time.Time
+	_, err := pgx.ForEachRow(rows, []any{&stream, &version, &typ, &tx, &pos, &at}, func() error {
+		fmt.Fprintf(&b, "  %s v%d %s tx %s pos %d recorded %s\n", stream, version, typ, tx, pos, at.UTC().Format("15:04:05.000000"))
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(&b, "  events: %v\n", err)
+	}
+	rows, _ = pool.Query(ctx, `SELECT name, transaction_id::text, position, updated_at FROM checkpoints ORDER BY name`)
+	_, err = pgx.ForEachRow(rows, []any{&stream, &tx, &pos, &at}, func() error {
+		fmt.Fprintf(&b, "  checkpoint %s: tx %s pos %d at %s\n", stream, tx, pos, at.UTC().Format("15:04:05.000000"))
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(&b, "  checkpoints: %v\n", err)
+	}
+	return b.String()
 }

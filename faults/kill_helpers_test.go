@@ -61,12 +61,19 @@ func killUpstream(t *testing.T) *httptest.Server {
 			_, _ = io.WriteString(w, `{"error":{"message":"bad request","type":"invalid_request_error","code":null}}`)
 			return
 		}
+		// A prompt asking for a slow answer outlives the lease (jobs.lease
+		// 3s): only lease renewals keep its claim.
+		slow := strings.Contains(fmt.Sprint(body["messages"]), killSlowWord)
 		if body["stream"] == true {
-			killServeStream(w, r, body)
+			killServeStream(w, r, body, slow)
 			return
 		}
+		delay := time.Duration(50+rand.IntN(250)) * time.Millisecond
+		if slow {
+			delay = killSlowFor
+		}
 		select {
-		case <-time.After(time.Duration(50+rand.IntN(250)) * time.Millisecond):
+		case <-time.After(delay):
 		case <-r.Context().Done():
 			return
 		}
@@ -80,7 +87,17 @@ func killUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
-func killServeStream(w http.ResponseWriter, r *http.Request, body map[string]any) {
+// killSlowWord in a prompt makes the fake provider take killSlowFor.
+const (
+	killSlowWord = "slowly"
+	killSlowFor  = 4 * time.Second
+)
+
+func killServeStream(w http.ResponseWriter, r *http.Request, body map[string]any, slow bool) {
+	gap := 40 * time.Millisecond
+	if slow {
+		gap = killSlowFor / time.Duration(len(killStreamWords))
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	rc := http.NewResponseController(w)
 	send := func(v any) bool {
@@ -99,7 +116,7 @@ func killServeStream(w http.ResponseWriter, r *http.Request, body map[string]any
 	}
 	for _, word := range killStreamWords {
 		select {
-		case <-time.After(40 * time.Millisecond):
+		case <-time.After(gap):
 		case <-r.Context().Done():
 			return
 		}
@@ -340,40 +357,65 @@ func killHTTP(ctx context.Context, method, url, token string, body any) (int, ma
 	return resp.StatusCode, out, nil
 }
 
-// killStripeGate sits between the billing reporter and Stripe (the
-// recorder): it holds every accepted meter event's answer for hold and
-// says so on accepted, so the test can SIGKILL the reporter in the window
-// where Stripe has the meter event and the log has no usage_reported yet.
-func killStripeGate(t *testing.T, target string, hold time.Duration) (string, <-chan struct{}) {
+// killGate sits between the billing reporter and Stripe (the recorder)
+// and holds each meter event for hold twice: before it goes to Stripe
+// (signalled on sending) and after Stripe accepted it (on accepted), so
+// the test can SIGKILL the reporter where it hurts: with a record closed
+// and not sent, or sent and accepted with no usage_reported in the log.
+type killGate struct {
+	sending, accepted chan struct{}
+}
+
+func killStripeGate(t *testing.T, target string, hold time.Duration) (string, *killGate) {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted := make(chan struct{}, 1)
+	g := &killGate{sending: make(chan struct{}, 1), accepted: make(chan struct{}, 1)}
+	signal := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	isMeterEvent := func(r *http.Request) bool { return r.URL.Path == "/v1/billing/meter_events" }
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	proxy.ModifyResponse = func(resp *http.Response) error {
-		if resp.Request.URL.Path == "/v1/billing/meter_events" && resp.StatusCode == http.StatusOK {
-			select {
-			case accepted <- struct{}{}:
-			default:
-			}
+		if isMeterEvent(resp.Request) && resp.StatusCode == http.StatusOK {
+			signal(g.accepted)
 			time.Sleep(hold)
 		}
 		return nil
 	}
-	srv := httptest.NewServer(proxy)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isMeterEvent(r) {
+			signal(g.sending)
+			time.Sleep(hold)
+			if r.Context().Err() != nil {
+				return // the reporter died while its meter event was held
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return srv.URL, accepted
+	return srv.URL, g
 }
 
-// killDrain empties a signal channel.
-func killDrain(c <-chan struct{}) {
+// wait waits for the next signal on c (earlier ones are dropped).
+func (g *killGate) wait(c chan struct{}, limit time.Duration) bool {
 	for {
 		select {
 		case <-c:
+			continue
 		default:
-			return
 		}
+		break
+	}
+	select {
+	case <-c:
+		return true
+	case <-time.After(limit):
+		return false
 	}
 }

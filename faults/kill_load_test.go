@@ -47,17 +47,22 @@ func newKillLoad(base, key string) *killLoad {
 	}}
 }
 
-// run sends requests from workers goroutines until stop; requests in
-// flight at stop are finished, not cancelled.
-func (l *killLoad) run(workers int, stop time.Time) {
+// run sends requests from workers goroutines, and slow ones (longer than
+// the lease) from slow goroutines, until stop; requests in flight at stop
+// are finished, not cancelled.
+func (l *killLoad) run(workers, slow int, stop time.Time) {
 	var wg sync.WaitGroup
 	modes := []string{killSync, killStream, killAsync}
-	for w := range workers {
+	for w := range workers + slow {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := w; time.Now().Before(stop); i++ {
-				r := l.one(modes[i%len(modes)], fmt.Sprintf("worker %d request %d", w, i))
+				prompt := fmt.Sprintf("worker %d request %d", w, i)
+				if w >= workers {
+					prompt += ", " + killSlowWord
+				}
+				r := l.one(modes[i%len(modes)], prompt)
 				l.mu.Lock()
 				l.res = append(l.res, r)
 				l.mu.Unlock()

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/stripetest"
 )
@@ -20,24 +22,36 @@ import (
 // The kill scenario's shape: load for killLoadFor from killWorkers
 // goroutines while the role's process is SIGKILLed as killPlan says.
 const (
-	killWorkers  = 6
-	killLoadFor  = 7 * time.Second
-	killWindow   = 2 * time.Second // billing.window in killConfigYAML
-	killSettle   = 45 * time.Second
-	killAdminKey = "admin-token-for-kill-tests-0123456789"
+	killWorkers = 6
+	// killSlowWorkers send requests that outlive the lease.
+	killSlowWorkers = 3
+	killLoadFor     = 7 * time.Second
+	killWindow      = 2 * time.Second // billing.window in killConfigYAML
+	killSettle      = 45 * time.Second
+	killAdminKey    = "admin-token-for-kill-tests-0123456789"
+)
+
+// Where a billing reporter's kill is aimed (killStep.at).
+const (
+	killAtTime     = ""         // after the step's delay
+	killAtSending  = "sending"  // a meter event on its way to Stripe
+	killAtAccepted = "accepted" // Stripe accepted it, the reporter has not heard
 )
 
 // killStep is one SIGKILL: after (from the previous restart, or from the
 // start of the load), then a pause before the process is started again.
-type killStep struct{ after, pause time.Duration }
+type killStep struct {
+	after, pause time.Duration
+	at           string // for the billing reporter
+}
 
 // killPlan: a short outage; a long one (a backlog builds up: queued jobs,
 // unrelayed and unprojected events, due records); and a kill during the
 // catch-up right after that restart.
 var killPlan = []killStep{
-	{after: time.Second, pause: 300 * time.Millisecond},
-	{after: 1200 * time.Millisecond, pause: 2 * time.Second},
-	{after: 150 * time.Millisecond, pause: 300 * time.Millisecond},
+	{after: time.Second, pause: 300 * time.Millisecond, at: killAtSending},
+	{after: 1200 * time.Millisecond, pause: 2 * time.Second, at: killAtAccepted},
+	{after: 150 * time.Millisecond, pause: 300 * time.Millisecond, at: killAtAccepted},
 }
 
 // killRoles are the roles, in the order they are killed.
@@ -50,19 +64,17 @@ type killEnv struct {
 	procs  map[string]*killProc
 	pool   *pgxpool.Pool
 	stripe *stripetest.Recorder
-	// accepted signals a meter event Stripe accepted whose answer is
-	// being held from the reporter (see killStripeGate).
-	accepted <-chan struct{}
-	base     string
+	gate   *killGate
+	base   string
 }
 
-func startKillEnv(t *testing.T) *killEnv {
+func startKillEnv(t *testing.T, kafka bool) *killEnv {
 	t.Helper()
 	e := &killEnv{bin: killBuildBinary(t), procs: map[string]*killProc{}}
 	dsn := pgtest.NewDatabase(t)
 	var stripeURL string
 	stripeURL, e.stripe = stripetest.NewRecorder(t, stripetest.Start(t))
-	stripeURL, e.accepted = killStripeGate(t, stripeURL, 300*time.Millisecond)
+	stripeURL, e.gate = killStripeGate(t, stripeURL, 300*time.Millisecond)
 	up := killUpstream(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -70,7 +82,7 @@ func startKillEnv(t *testing.T) *killEnv {
 		t.Fatal(err)
 	}
 	// The processes get this environment and nothing of the test's own
-	// Tollgate or Stripe settings (no Redis, no Kafka: the PostgreSQL bus).
+	// Tollgate or Stripe settings (no Redis; Kafka only when asked).
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TOLLGATE_") && !strings.HasPrefix(kv, "STRIPE_") {
 			e.env = append(e.env, kv)
@@ -78,6 +90,15 @@ func startKillEnv(t *testing.T) *killEnv {
 	}
 	e.env = append(e.env, "TOLLGATE_CONFIG="+cfgPath, "TOLLGATE_DATABASE_URL="+dsn, "TOLLGATE_ADMIN_TOKEN="+killAdminKey,
 		"STRIPE_SECRET_KEY="+stripetest.TestSecretKey, "STRIPE_API_BASE="+stripeURL, "TOLLGATE_RESPONSE_DEADLINE=15s")
+	if kafka {
+		// The broker lives in the test process: it outlives every kill.
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, bus.Topic, bus.JobsTopic, bus.DeadLetterTopic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		e.env = append(e.env, "TOLLGATE_KAFKA_BROKERS="+strings.Join(c.ListenAddrs(), ","))
+	}
 	mig := exec.Command(e.bin, "migrate")
 	mig.Env = e.env
 	if out, err := mig.CombinedOutput(); err != nil {
@@ -130,55 +151,78 @@ func (e *killEnv) rebuild(t *testing.T) {
 }
 
 // TestKill SIGKILLs the process of each role (API, worker, relay,
-// projector, billing reporter) twice under a load of sync, streamed and
-// queued requests, restarts it, waits until everything settled and checks:
-// every answer a client got whole has exactly one completion.succeeded and
-// one ledger row; no completion has two outcomes or none; ledger = billing
-// records = billing.usage_reported = what Stripe received, per window;
-// `tollgate project rebuild` equals the live read models.
+// projector, billing reporter) three times under a load of sync, streamed
+// and queued requests (some outliving the lease), then every process at
+// once (a host crash), restarting them each time; then it waits until
+// everything settled and checks: every answer a client got whole has
+// exactly one completion.succeeded and one ledger row; no completion has
+// two outcomes or none; ledger = billing records = billing.usage_reported
+// = what Stripe received, per window; the jobs API and read model agree
+// with the log; `tollgate project rebuild` equals the live read models.
+// The bus is PostgreSQL; TestKillKafka runs the bus roles on Kafka.
 func TestKill(t *testing.T) {
-	e := startKillEnv(t)
+	killRun(t, false, append(append([]string{}, killRoles...), "all"))
+}
+
+// TestKillKafka is TestKill's worker, relay and host-crash scenarios with
+// the Kafka bus (an in-process kfake broker, which outlives the kills).
+func TestKillKafka(t *testing.T) {
+	killRun(t, true, []string{"worker", "relay", "all"})
+}
+
+func killRun(t *testing.T, kafka bool, scenarios []string) {
+	e := startKillEnv(t, kafka)
 	var figures []killFigures
-	for _, role := range killRoles {
-		t.Run(role, func(t *testing.T) {
-			f := e.killScenario(t, role)
-			figures = append(figures, f)
+	for _, name := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			figures = append(figures, e.killScenario(t, name))
 		})
 	}
 	var b strings.Builder
 	for _, f := range figures {
 		b.WriteString("\n" + f.String())
 	}
-	t.Logf("kill -9 under load, per role:%s", b.String())
+	t.Logf("kill -9 under load (Kafka bus: %v), per role:%s", kafka, b.String())
 }
 
-func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
-	cus := "cus_kill_" + role
+// killScenario runs the load while killPlan kills the processes of
+// scenario ("all": every role at once), then judges.
+func (e *killEnv) killScenario(t *testing.T, scenario string) killFigures {
+	cus := "cus_kill_" + scenario
 	account, key := e.account(t, cus)
 	load := newKillLoad(e.base, key)
 	start := time.Now()
 	done := make(chan struct{})
-	go func() { load.run(killWorkers, start.Add(killLoadFor)); close(done) }()
-	p := e.procs[role]
+	go func() { load.run(killWorkers, killSlowWorkers, start.Add(killLoadFor)); close(done) }()
+	procs := []*killProc{e.procs[scenario]}
+	if scenario == "all" {
+		procs = nil
+		for _, role := range killRoles {
+			procs = append(procs, e.procs[role])
+		}
+	}
 	kills := 0
 	var down time.Duration
 	for _, step := range killPlan {
 		time.Sleep(step.after)
-		if role == "bill" {
-			// Kill the reporter where it hurts: Stripe accepted a meter
-			// event and its answer has not reached the reporter.
-			killDrain(e.accepted)
-			select {
-			case <-e.accepted:
-			case <-time.After(killLoadFor):
-				t.Errorf("no meter event reached Stripe within %s", killLoadFor)
+		if scenario == "bill" && step.at != killAtTime {
+			c := e.gate.sending
+			if step.at == killAtAccepted {
+				c = e.gate.accepted
+			}
+			if !e.gate.wait(c, killLoadFor) {
+				t.Errorf("no meter event %s within %s", step.at, killLoadFor)
 			}
 		}
 		killed := time.Now()
-		p.kill()
+		for _, p := range procs {
+			p.kill()
+		}
 		kills++
 		time.Sleep(step.pause)
-		p.start()
+		for _, p := range procs {
+			p.start()
+		}
 		down += time.Since(killed)
 	}
 	<-done
@@ -187,15 +231,17 @@ func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
 			t.Error(err)
 		}
 	}
-	ctx := context.Background()
-	s, err := killWaitQuiet(ctx, e.pool, account, killWindow, killSettle)
+	s, err := killWaitQuiet(context.Background(), e.pool, account, killWindow, killSettle)
 	if err != nil {
-		t.Errorf("%s: %v", role, err)
+		t.Errorf("%s: %v", scenario, err)
 		if s == nil {
 			t.FailNow()
 		}
 	}
-	f, problems := killJudge(role, load.results(), s)
+	if d := killDiagnose(context.Background(), e.pool, s); d != "" {
+		t.Logf("completions the read models missed:\n%s", d)
+	}
+	f, problems := killJudge(scenario, load.results(), s)
 	f.Kills, f.Down = kills, down/time.Duration(kills)
 	sends, distinct, sp := s.stripeProblems(e.stripe, cus)
 	problems = append(problems, sp...)
@@ -206,7 +252,7 @@ func (e *killEnv) killScenario(t *testing.T, role string) killFigures {
 		problems = append(problems, "no request succeeded: the load did not run")
 	}
 	if len(problems) > 0 {
-		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs:\n%s", role, len(problems), killSummary(problems, 20), killTail(p.logPath, 30))
+		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs:\n%s", scenario, len(problems), killSummary(problems, 20), killTail(procs[0].logPath, 30))
 	}
 	return f
 }
