@@ -12,7 +12,10 @@
 // spent+reserved, atomically, so concurrent requests cannot overshoot: a
 // request is admitted only if spent + reserved + its reservation fits the
 // budget. Settlement replaces the reservation by the real cost; failure
-// releases it all; a reservation never settled expires after its TTL.
+// releases it all; a reservation never settled expires after its TTL and
+// is reported to the admission that sweeps it (Decision.Expired), whose
+// caller re-derives its spend from the event log. Settlements are
+// idempotent by completion id, so they can be retried until they land.
 package quota
 
 import (
