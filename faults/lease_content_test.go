@@ -45,7 +45,7 @@ type leaseStack struct {
 	calls func() int64
 }
 
-func startLeaseStack(t *testing.T, onExpired string) *leaseStack {
+func startLeaseStack(t *testing.T, onExpired string, env ...string) *leaseStack {
 	t.Helper()
 	s := &leaseStack{t: t, slow: llmtest.Script{Pieces: leasePieces, Delay: 3 * time.Second},
 		drip: llmtest.Script{Pieces: leasePieces, Gap: 250 * time.Millisecond}}
@@ -70,6 +70,9 @@ jobs: {lease: 1s, reaper_interval: 200ms, on_expired_lease: %s}
 	}
 	dbURL := pgtest.NewDatabase(t)
 	vars := map[string]string{"TOLLGATE_DATABASE_URL": dbURL, "TOLLGATE_ADMIN_TOKEN": "admin-token-for-lease-tests", "TOLLGATE_INSTANCE_ID": "lease"}
+	for i := 0; i+1 < len(env); i += 2 {
+		vars[env[i]] = env[i+1]
+	}
 	getenv := func(k string) string { return vars[k] }
 	cfg, err := config.Load(path, getenv)
 	if err != nil {
@@ -376,6 +379,28 @@ func testLongRequests(t *testing.T, onExpired string) {
 		t.Errorf("provider called %d times for %d requests", s.calls(), tried)
 	}
 	s.checkRefusal()
+}
+
+// A synchronous request that outlives its response deadline (1s here)
+// gets 202 and its job; the job, three leases long, succeeds with the
+// provider's exact bytes and is billed once.
+func TestSyncPastItsResponseDeadlineSucceedsAsAJob(t *testing.T) {
+	s := startLeaseStack(t, config.OnExpiredAbandon, "TOLLGATE_RESPONSE_DEADLINE", "1s")
+	st, raw := s.do("POST", "/v1/chat/completions", s.key, `{"model":"slow","messages":[{"role":"user","content":"go"}]}`)
+	if st != http.StatusAccepted {
+		t.Fatalf("past the deadline: %d %s, want 202", st, raw)
+	}
+	id := jsonField(t, raw, "id")
+	status, content, err := s.job(id)
+	if err != nil || status != "succeeded" || content != s.slow.Content() {
+		t.Fatalf("job %s: %s %s (%v), want succeeded with %s", id, status, content, err, s.slow.Content())
+	}
+	if rows, cost := s.billed(id); rows != 1 || cost == 0 {
+		t.Fatalf("ledger rows %d, cost %d", rows, cost)
+	}
+	if tl := s.timeline(id); tl[events.TypeCompletionLeaseRenewed] == 0 || tl[events.TypeCompletionAbandoned] != 0 {
+		t.Fatalf("timeline %v", tl)
+	}
 }
 
 // checkRefusal sends a request the provider refuses with a NUL in its
