@@ -56,7 +56,7 @@ func (a *memAccount) markSettled(id string, now time.Time) {
 	if a.done == nil {
 		a.done = map[string]time.Time{}
 	}
-	a.done[id] = now.Add(SettledRetention)
+	a.done[id] = now.Add(memorySettledRetention)
 	a.doneOrder = append(a.doneOrder, id)
 }
 

@@ -347,9 +347,18 @@ type SettleResult struct {
 
 // SettledRetention is how long a limiter remembers a settled reservation
 // id, so that a retried settlement (or an admission that arrives after its
-// release) changes nothing. Retries land within seconds of the store
-// coming back; an hour is far beyond that.
-const SettledRetention = time.Hour
+// release, or the re-derivation of an expired reservation racing its own
+// settlement) changes nothing. Retries land within seconds of the store
+// coming back; a settlement still failing after half of it is given up
+// and re-derived once its reservation expires. Each id costs about 100
+// bytes (Redis) for this long: 15 minutes at 2,000 settlements a second
+// is about 180 MB.
+const SettledRetention = 15 * time.Minute
+
+// memorySettledRetention is the in-process limiter's: its settlements
+// cannot land without their caller knowing, so only the re-derivation
+// race needs remembering, for seconds.
+const memorySettledRetention = 2 * time.Minute
 
 // MinimalRequest is what Check asks of the limits: one request, one token,
 // one nano-USD. A request refused that is refused whatever it holds.
@@ -409,7 +418,8 @@ type Limiter interface {
 	Check(ctx context.Context, a Admission) (Decision, error)
 	// Settle ends a reservation (a release is a settlement of cost 0). It
 	// is idempotent by Settlement.ID: a second settlement of one id within
-	// SettledRetention changes nothing and says Duplicate.
+	// the adapter's retention (SettledRetention for Redis, two minutes in
+	// process) changes nothing and says Duplicate.
 	Settle(ctx context.Context, s Settlement) (SettleResult, error)
 	// Peek returns live figures without changing them.
 	Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error)

@@ -351,7 +351,7 @@ func (r *Redis) Settle(ctx context.Context, s Settlement) (SettleResult, error) 
 	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.spend, k.done}
 	args := []any{s.ID, int64(s.Reserved), int64(s.Cost), s.At.Unix(), s.Tokens - s.ReservedTokens,
 		s.Now.Unix() / 60, int64(s.GuardWindow / time.Minute), secs(dayTTL), secs(monthTTL), secs(spendTTL),
-		s.Now.Add(SettledRetention).UnixMilli(), s.Now.UnixMilli(), secs(SettledRetention + time.Hour)}
+		s.Now.Add(SettledRetention).UnixMilli(), s.Now.UnixMilli(), secs(2 * SettledRetention)}
 	for attempt := 0; ; attempt++ {
 		out, err := settleScript.Run(ctx, r.rdb, ks, args...).Int64Slice()
 		if err != nil {
