@@ -64,5 +64,7 @@ $$;
 
 -- Event data is kept as the exact JSON text appended (json, not jsonb):
 -- jsonb refuses \u0000, which providers and clients may send, and a
--- fact is stored as it was said. Queries read a few fields with ->>.
+-- fact is stored as it was said. json's ->> fails on a document that
+-- holds \u0000 anywhere, so every query (and index) that reads a field of
+-- data filters by a type whose data Tollgate writes itself first.
 ALTER TABLE events ALTER COLUMN data TYPE json USING data::json;
