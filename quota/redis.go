@@ -302,49 +302,6 @@ func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, err
 	}
 }
 
-// admitReply splits the admit script's reply into its figures and the
-// reservations it released on expiry.
-func admitReply(reply []any) ([]int64, []Reservation, error) {
-	var out []int64
-	var expired []Reservation
-	for i := 0; i < len(reply); i++ {
-		switch v := reply[i].(type) {
-		case int64:
-			out = append(out, v)
-		case string:
-			if i+1 >= len(reply) {
-				return nil, nil, fmt.Errorf("unexpected reply %v", reply)
-			}
-			info, _ := reply[i+1].(string)
-			res, ok := parseReservation(v, info)
-			if !ok {
-				return nil, nil, fmt.Errorf("unexpected reservation %q %q", v, info)
-			}
-			expired = append(expired, res)
-			i++
-		default:
-			return nil, nil, fmt.Errorf("unexpected reply %v", reply)
-		}
-	}
-	if len(out) == 0 {
-		return nil, nil, fmt.Errorf("empty reply")
-	}
-	return out, expired, nil
-}
-
-// parseReservation reads a reservation's info ("cost|key|day|month").
-func parseReservation(id, info string) (Reservation, bool) {
-	f := strings.Split(info, "|")
-	if len(f) != 4 {
-		return Reservation{}, false
-	}
-	cost, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil {
-		return Reservation{}, false
-	}
-	return Reservation{ID: id, Cost: money.NanoUSD(cost), KeyID: f[1], Day: f[2], Month: f[3]}, true
-}
-
 // Settle implements Limiter; it is idempotent by s.ID (see settleScript).
 func (r *Redis) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
 	k := r.keys(s.AccountID, s.KeyID, s.Day, s.Month)
@@ -398,40 +355,6 @@ func (r *Redis) Peek(ctx context.Context, accountID, keyID string, now time.Time
 		}
 		return u, nil
 	}
-}
-
-func parseWindow(h map[string]string) map[int64]Bucket {
-	w := map[int64]Bucket{}
-	for f, v := range h {
-		if len(f) < 2 {
-			continue
-		}
-		sec, err1 := strconv.ParseInt(f[1:], 10, 64)
-		n, err2 := strconv.ParseInt(v, 10, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		b := w[sec]
-		if f[0] == 'r' {
-			b.Requests = n
-		} else {
-			b.Tokens = n
-		}
-		w[sec] = b
-	}
-	return w
-}
-
-func parseBudget(v []any) Budget {
-	get := func(i int) money.NanoUSD {
-		if i >= len(v) {
-			return 0
-		}
-		s, _ := v[i].(string)
-		n, _ := strconv.ParseInt(s, 10, 64)
-		return money.NanoUSD(n)
-	}
-	return Budget{Spent: get(0), Reserved: get(1)}
 }
 
 // seedAccount installs the read model's picture of an account.
