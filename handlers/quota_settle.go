@@ -22,58 +22,7 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	// The account's plan (for its runaway ceiling) is cached for a second,
-	// like API keys, so settling costs no database read per request.
-	type cached struct {
-		plan    string
-		expires time.Time
-	}
-	var mu sync.Mutex
-	plans := map[string]cached{}
-	// loading holds the accounts being read, so that settlements that miss
-	// at the same time (10,000 slow requests finishing together) share one
-	// read instead of each queueing one on the small pool.
-	loading := map[string]chan struct{}{}
-	var planOf func(ctx context.Context, accountID string) (string, error)
-	planOf = func(ctx context.Context, accountID string) (string, error) {
-		t := now()
-		mu.Lock()
-		e, ok := plans[accountID]
-		wait, busy := loading[accountID]
-		if ok && t.Before(e.expires) {
-			mu.Unlock()
-			return e.plan, nil
-		}
-		if busy {
-			mu.Unlock()
-			select {
-			case <-wait: // loaded, or failed and this caller tries itself
-				return planOf(ctx, accountID)
-			case <-ctx.Done():
-				return "", ctx.Err()
-			}
-		}
-		done := make(chan struct{})
-		loading[accountID] = done
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			delete(loading, accountID)
-			mu.Unlock()
-			close(done)
-		}()
-		acc, err := svc.Account(ctx, accountID)
-		if err != nil {
-			return "", err
-		}
-		mu.Lock()
-		if len(plans) >= maxKeyCacheEntries {
-			clear(plans)
-		}
-		plans[accountID] = cached{plan: acc.EffectivePlan(), expires: t.Add(time.Second)}
-		mu.Unlock()
-		return acc.EffectivePlan(), nil
-	}
+	plans := &planCache{svc: svc, now: now, plans: map[string]cachedPlan{}, loading: map[string]chan struct{}{}}
 	return func(ctx context.Context, c commands.Completion) {
 		r := c.Reservation
 		if r == nil {
@@ -82,7 +31,7 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 		// The plan is only the runaway guard's: without it the settlement
 		// still goes on, unguarded.
 		var plan config.Plan
-		planName, err := planOf(ctx, c.AccountID)
+		planName, err := plans.planOf(ctx, c.AccountID)
 		if err != nil {
 			logger.WarnContext(ctx, "settle: load account; runaway guard skipped", slog.String("completion_id", c.ID), slog.Any("error", err))
 		} else {
@@ -104,6 +53,64 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 			}
 		})
 	}
+}
+
+// planCache caches accounts' plans (for their runaway ceiling) for a
+// second, like API keys, so settling costs no database read per request.
+type planCache struct {
+	svc   *commands.Service
+	now   func() time.Time
+	mu    sync.Mutex
+	plans map[string]cachedPlan
+	// loading holds the accounts being read, so that settlements that miss
+	// at the same time (10,000 slow requests finishing together) share one
+	// read instead of each queueing one on the small pool.
+	loading map[string]chan struct{}
+}
+
+type cachedPlan struct {
+	plan    string
+	expires time.Time
+}
+
+func (pc *planCache) planOf(ctx context.Context, accountID string) (string, error) {
+	t := pc.now()
+	pc.mu.Lock()
+	e, ok := pc.plans[accountID]
+	wait, busy := pc.loading[accountID]
+	if ok && t.Before(e.expires) {
+		pc.mu.Unlock()
+		return e.plan, nil
+	}
+	if busy {
+		pc.mu.Unlock()
+		select {
+		case <-wait: // loaded, or failed and this caller tries itself
+			return pc.planOf(ctx, accountID)
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	done := make(chan struct{})
+	pc.loading[accountID] = done
+	pc.mu.Unlock()
+	defer func() {
+		pc.mu.Lock()
+		delete(pc.loading, accountID)
+		pc.mu.Unlock()
+		close(done)
+	}()
+	acc, err := pc.svc.Account(ctx, accountID)
+	if err != nil {
+		return "", err
+	}
+	pc.mu.Lock()
+	if len(pc.plans) >= maxKeyCacheEntries {
+		clear(pc.plans)
+	}
+	pc.plans[accountID] = cachedPlan{plan: acc.EffectivePlan(), expires: t.Add(time.Second)}
+	pc.mu.Unlock()
+	return acc.EffectivePlan(), nil
 }
 
 // runawayGuard suspends a key whose spend within the window passed the

@@ -69,33 +69,39 @@ func TestSettleIsIdempotentAndCheckCountsNothing(t *testing.T) {
 					t.Fatalf("after the late admission: %+v", u.Account.Day)
 				}
 			})
-			t.Run("check decides like admit and counts nothing", func(t *testing.T) {
-				l := ad.new(t, nil)
-				a := admission("k1", t0)
-				a.Key.RequestsPerMinute, a.Account.DailyBudget = 2, 1500
-				for i := 0; i < 3; i++ {
-					if d, err := l.Check(context.Background(), quota.MinimalRequest(a)); err != nil || !d.Allowed {
-						t.Fatalf("check %d: %+v %v", i, d, err)
-					}
+		})
+	}
+}
+
+// TestCheckDecidesLikeAdmitAndCountsNothing runs against both adapters.
+func TestCheckDecidesLikeAdmitAndCountsNothing(t *testing.T) {
+	for _, ad := range adapters() {
+		t.Run(ad.name, func(t *testing.T) {
+			l := ad.new(t, nil)
+			a := admission("k1", t0)
+			a.Key.RequestsPerMinute, a.Account.DailyBudget = 2, 1500
+			for i := 0; i < 3; i++ {
+				if d, err := l.Check(context.Background(), quota.MinimalRequest(a)); err != nil || !d.Allowed {
+					t.Fatalf("check %d: %+v %v", i, d, err)
 				}
-				u, _ := l.Peek(context.Background(), "acc_1", "key_1", t0)
-				if u.Key.Requests != 0 || u.Account.Day.Reserved != 0 {
-					t.Fatalf("check counted: %+v", u)
-				}
-				mustAdmit(t, l, a)
-				b := admission("k2", t0)
-				b.Key.RequestsPerMinute, b.Account.DailyBudget, b.Cost = 2, 1500, 100
-				mustAdmit(t, l, b)
-				d, err := l.Check(context.Background(), quota.MinimalRequest(b))
-				if err != nil || d.Allowed || d.Reason != quota.KeyRequestsPerMinute || d.RetryAfter <= 0 {
-					t.Fatalf("check at the rate limit: %+v %v", d, err)
-				}
-				c := admission("k3", t0)
-				c.Account.DailyBudget = 1100 // 1000 + 100 reserved: nothing left
-				if d, _ := l.Check(context.Background(), quota.MinimalRequest(c)); d.Allowed || d.Reason != quota.AccountDailyBudget {
-					t.Fatalf("check on a spent budget: %+v", d)
-				}
-			})
+			}
+			u, _ := l.Peek(context.Background(), "acc_1", "key_1", t0)
+			if u.Key.Requests != 0 || u.Account.Day.Reserved != 0 {
+				t.Fatalf("check counted: %+v", u)
+			}
+			mustAdmit(t, l, a)
+			b := admission("k2", t0)
+			b.Key.RequestsPerMinute, b.Account.DailyBudget, b.Cost = 2, 1500, 100
+			mustAdmit(t, l, b)
+			d, err := l.Check(context.Background(), quota.MinimalRequest(b))
+			if err != nil || d.Allowed || d.Reason != quota.KeyRequestsPerMinute || d.RetryAfter <= 0 {
+				t.Fatalf("check at the rate limit: %+v %v", d, err)
+			}
+			c := admission("k3", t0)
+			c.Account.DailyBudget = 1100 // 1000 + 100 reserved: nothing left
+			if d, _ := l.Check(context.Background(), quota.MinimalRequest(c)); d.Allowed || d.Reason != quota.AccountDailyBudget {
+				t.Fatalf("check on a spent budget: %+v", d)
+			}
 		})
 	}
 }
