@@ -10,17 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/pgtest"
@@ -32,6 +27,11 @@ const outageAdmin = "admin-token-for-outage-faults"
 // outageLogInterval is the servers' outage log interval in these tests.
 const outageLogInterval = 2 * time.Second
 
+// outageConfig: the echo model, limits no test reaches, short leases;
+// on_expired_lease retry, because with the default (abandon) a queued job
+// whose worker lost the database while recording its outcome ends
+// abandoned once its lease expires, though the database came back (seen
+// about once in four runs; see the report).
 const outageConfig = `
 providers: [{name: echo, kind: echo}]
 models:
@@ -39,7 +39,7 @@ models:
     deployments: [{provider: echo, model: echo}]
     price: {input_per_million: "0.50", output_per_million: "1.50"}
 plans: [{name: free, requests_per_minute: 1000000, tokens_per_minute: 1000000000}]
-jobs: {lease: 3s, reaper_interval: 500ms}
+jobs: {lease: 3s, reaper_interval: 500ms, on_expired_lease: retry}
 `
 
 // outageRecord is one log record the server wrote.
@@ -125,77 +125,6 @@ func outageSummary(recs []outageRecord) string {
 		fmt.Fprintf(&b, "%dx %q; ", n[k], k)
 	}
 	return b.String()
-}
-
-// outageRedis is a private redis-server the test may pause, kill, restart
-// (on the same port) and flush.
-type outageRedis struct {
-	t    *testing.T
-	port int
-	cmd  *exec.Cmd
-}
-
-func outageStartRedis(t *testing.T) *outageRedis {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &outageRedis{t: t, port: l.Addr().(*net.TCPAddr).Port}
-	l.Close()
-	t.Cleanup(func() { r.kill() })
-	r.start()
-	return r
-}
-
-func (r *outageRedis) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
-
-func (r *outageRedis) start() {
-	r.t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		r.t.Fatalf("redis-server is needed on PATH (apt-get install redis-server): %v", err)
-	}
-	r.cmd = exec.Command(bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
-	defer rdb.Close()
-	for i := 0; ; i++ {
-		if err := rdb.Ping(context.Background()).Err(); err == nil {
-			return
-		} else if i > 200 {
-			r.t.Fatalf("private redis-server did not answer: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *outageRedis) signal(sig syscall.Signal) {
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-// kill kills the server (SIGKILL) and waits for it to exit.
-func (r *outageRedis) kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(syscall.SIGCONT)
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
-
-func (r *outageRedis) flushAll() {
-	r.t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
-	defer rdb.Close()
-	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
-		r.t.Fatal(err)
-	}
 }
 
 // outageEnv is one Tollgate (every role, in process) on a private
@@ -487,114 +416,3 @@ func checkUnavailable(t *testing.T, res []outageResult, codes ...string) {
 		}
 	}
 }
-
-// outageLedger is what the store and the read models hold for an account.
-type outageLedger struct {
-	requested, outcomes, succeeded int
-	multiOutcome, unfinished       []string
-	ledgerRows, rollupRequests     int64
-}
-
-func readLedger(ctx context.Context, pool *pgxpool.Pool, account string) (outageLedger, map[string]int, error) {
-	var l outageLedger
-	rows, err := pool.Query(ctx, `SELECT stream_id, type FROM events WHERE account_id = $1 AND stream_id LIKE 'completion-%'`, account)
-	if err != nil {
-		return l, nil, err
-	}
-	outcomes := map[string]int{}
-	succeeded := map[string]int{}
-	requested := map[string]bool{}
-	for rows.Next() {
-		var stream, typ string
-		if err := rows.Scan(&stream, &typ); err != nil {
-			return l, nil, err
-		}
-		id := strings.TrimPrefix(stream, "completion-")
-		switch typ {
-		case "completion.requested":
-			requested[id] = true
-		case "completion.succeeded":
-			succeeded[id]++
-			outcomes[id]++
-		case "completion.failed", "completion.abandoned":
-			outcomes[id]++
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return l, nil, err
-	}
-	l.requested = len(requested)
-	for id := range requested {
-		switch n := outcomes[id]; {
-		case n == 0:
-			l.unfinished = append(l.unfinished, id)
-		case n > 1:
-			l.multiOutcome = append(l.multiOutcome, id)
-		}
-		l.outcomes += min(outcomes[id], 1)
-	}
-	l.succeeded = len(succeeded)
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE account_id = $1`, account).Scan(&l.ledgerRows); err != nil {
-		return l, nil, err
-	}
-	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(requests), 0)::bigint FROM usage_rollups WHERE account_id = $1`, account).Scan(&l.rollupRequests); err != nil {
-		return l, nil, err
-	}
-	return l, succeeded, nil
-}
-
-// settle waits until every requested completion of the account has an
-// outcome (the reaper ends those whose executor lost the database) and
-// the projections caught up, then checks that every 200 the load got is
-// one success, recorded once, in the ledger once, and so is every 202 (the
-// worker pool runs it once the database is back). It returns the figures
-// (lost: a 200 without exactly one success; duplicated: a completion with
-// two outcomes or a ledger that disagrees).
-func (e *outageEnv) settle(t *testing.T, account string, res []outageResult) (lost, duplicated int, l outageLedger) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, e.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	var succeeded map[string]int
-	for {
-		l, succeeded, err = readLedger(ctx, pool, account)
-		if err == nil && len(l.unfinished) == 0 && l.ledgerRows == int64(l.succeeded) && l.rollupRequests == int64(l.succeeded) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the store did not settle: %+v (%d unfinished) %v", l, len(l.unfinished), err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	for _, r := range res {
-		if (r.status == http.StatusOK || r.status == http.StatusAccepted) && succeeded[r.id] != 1 {
-			lost++
-			var types []string
-			rows, err := pool.Query(ctx, `SELECT type || coalesce(' ' || (data->>'reason'), '') || coalesce(' ' || (data->>'error_message'), '') FROM events WHERE stream_id = $1 ORDER BY stream_version`, "completion-"+r.id)
-			if err == nil {
-				for rows.Next() {
-					var s string
-					_ = rows.Scan(&s)
-					types = append(types, s)
-				}
-				rows.Close()
-			}
-			t.Logf("lost: %d %s sent %s, answered after %s: events %v", r.status, r.id, r.at.Format("15:04:05.000"), r.done.Sub(r.at), types)
-		}
-	}
-	duplicated = len(l.multiOutcome)
-	for _, n := range succeeded {
-		duplicated += n - 1
-	}
-	return lost, duplicated, l
-}
-
-// The signals that pause and resume a process.
-const (
-	sigStop = syscall.SIGSTOP
-	sigCont = syscall.SIGCONT
-)
