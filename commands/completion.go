@@ -91,6 +91,11 @@ func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
 			c.Renewals = 0
 		case events.CompletionLeaseRenewed:
 			c.LeaseExpiresAt, c.Renewals = d.LeaseExpiresAt, d.Renewal
+			if c.Reservation != nil && !d.ReservationExpiresAt.IsZero() {
+				r := *c.Reservation
+				r.ExpiresAt = d.ReservationExpiresAt.UTC()
+				c.Reservation = &r
+			}
 		case events.CompletionSucceeded:
 			c.Status, c.FinishedAt = StatusSucceeded, e.OccurredAt
 			c.Succeeded = &d

@@ -23,6 +23,10 @@ type RenewLease struct {
 	// Now is the executor's clock reading; the lease then runs to Now+Lease.
 	Now   time.Time
 	Lease time.Duration
+	// ReservationMargin is how long the completion's budget reservation
+	// outlives its lease (quota.reservation_ttl − jobs.lease); 0 leaves
+	// the reservation's end where it is.
+	ReservationMargin time.Duration
 }
 
 // DecideRenewLease decides on a renewal. Only the executor holding the
@@ -52,9 +56,13 @@ func DecideRenewLease(c Completion, cmd RenewLease) ([]events.Data, error) {
 	if !until.After(c.LeaseExpiresAt) {
 		return nil, nil
 	}
-	return []events.Data{events.CompletionLeaseRenewed{
-		CompletionID: c.ID, Executor: c.Executor, LeaseExpiresAt: until, Renewal: c.Renewals + 1,
-	}}, nil
+	renewed := events.CompletionLeaseRenewed{CompletionID: c.ID, Executor: c.Executor, LeaseExpiresAt: until, Renewal: c.Renewals + 1}
+	if r := c.Reservation; r != nil && cmd.ReservationMargin > 0 {
+		if end := until.Add(cmd.ReservationMargin); end.After(r.ExpiresAt) {
+			renewed.ReservationExpiresAt = end
+		}
+	}
+	return []events.Data{renewed}, nil
 }
 
 // RenewClaim renews the lease of the claim c, which the caller holds,

@@ -132,3 +132,42 @@ func TestRenewClaimRacesTheReaper(t *testing.T) {
 		t.Fatalf("stream after the race: %v", got)
 	}
 }
+
+// A renewal moves the budget reservation's end with the lease, keeping
+// the margin it had at the claim, so a run that lasts hours keeps its
+// reservation counted; the fold carries the new end.
+func TestRenewalMovesTheReservation(t *testing.T) {
+	third := t0.Add(20 * time.Second)
+	renewWithMargin := func(margin time.Duration) func(commands.Completion) ([]events.Data, error) {
+		return func(c commands.Completion) ([]events.Data, error) {
+			return commands.DecideRenewLease(c, commands.RenewLease{Executor: "worker:w1", Now: third, Lease: time.Minute, ReservationMargin: margin})
+		}
+	}
+	moved := renewed(1, third.Add(time.Minute))
+	moved.ReservationExpiresAt = third.Add(time.Minute + time.Hour)
+	run(t, commands.CompletionStream(requested.CompletionID), commands.FoldCompletion, []gwt[commands.Completion]{
+		{name: "with a reservation", given: []events.Data{requested, reserved, started}, when: renewWithMargin(time.Hour),
+			then: []events.Data{moved}},
+		{name: "a reservation that ends later already stays", given: []events.Data{requested, reserved, started},
+			when: renewWithMargin(time.Second), then: []events.Data{renewed(1, third.Add(time.Minute))}},
+		{name: "without a reservation", given: []events.Data{requested, started}, when: renewWithMargin(time.Hour),
+			then: []events.Data{renewed(1, third.Add(time.Minute))}},
+	})
+	evs := []events.Data{requested, reserved, started, moved}
+	var envs []events.Envelope
+	for i, d := range evs {
+		e, err := events.New(commands.CompletionStream(requested.CompletionID), d, events.Metadata{AccountID: "acc_1"}, t0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.StreamVersion = int64(i + 1)
+		envs = append(envs, e)
+	}
+	c, err := commands.FoldCompletion(envs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reservation == nil || !c.Reservation.ExpiresAt.Equal(moved.ReservationExpiresAt) || !reserved.ExpiresAt.Before(c.Reservation.ExpiresAt) {
+		t.Fatalf("folded reservation %+v, want it to end at %s", c.Reservation, moved.ReservationExpiresAt)
+	}
+}

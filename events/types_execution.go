@@ -63,11 +63,16 @@ func (CompletionAbandoned) EventType() string { return TypeCompletionAbandoned }
 // lease to LeaseExpiresAt. It is appended at the stream's version, by the
 // claim holder only, after a third of the lease has passed: short
 // requests have none. Renewal is the count on this claim (1, 2, …).
+// ReservationExpiresAt, when set, is the new end of the completion's
+// budget reservation, moved with the lease so that it outlives it by as
+// much as it did at the claim: a request that runs for an hour keeps its
+// reservation for an hour, and concurrent admissions keep counting it.
 type CompletionLeaseRenewed struct {
-	CompletionID   string    `json:"completion_id"`
-	Executor       string    `json:"executor"`
-	LeaseExpiresAt time.Time `json:"lease_expires_at"`
-	Renewal        int       `json:"renewal"`
+	CompletionID         string    `json:"completion_id"`
+	Executor             string    `json:"executor"`
+	LeaseExpiresAt       time.Time `json:"lease_expires_at"`
+	Renewal              int       `json:"renewal"`
+	ReservationExpiresAt time.Time `json:"reservation_expires_at,omitzero"`
 }
 
 // EventType implements Data.

@@ -39,7 +39,11 @@ type Config struct {
 	// Lease is how long a claim is valid before a reaper may end it.
 	// Default 10 minutes.
 	Lease time.Duration
-	Now   func() time.Time
+	// ReservationMargin is how long a budget reservation outlives its
+	// claim's lease (quota.reservation_ttl − jobs.lease): each renewal
+	// moves the reservation's end with the lease (0: it stays put).
+	ReservationMargin time.Duration
+	Now               func() time.Time
 	// Settled, when set, is called once an outcome is recorded, to settle
 	// the completion's budget reservation (quota); nil: nothing to settle.
 	Settled func(ctx context.Context, c commands.Completion)

@@ -160,7 +160,8 @@ func (k *keeper) renew(ctx context.Context) error {
 	// Bounded: the run's end waits for a renewal in flight.
 	actx, cancel := context.WithTimeout(ctx, min(k.x.cfg.Lease/renewAfter, renewTimeout))
 	defer cancel()
-	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease})
+	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease,
+		ReservationMargin: k.x.cfg.ReservationMargin})
 	if errors.Is(err, events.ErrConflict) {
 		// Either a reaper ended the claim or an earlier renewal of ours
 		// committed after its call gave up: the stream says which.

@@ -245,3 +245,27 @@ func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.R
 		})
 	}
 }
+
+// QuotaExtender returns what the executor calls after it renewed a
+// claim's lease: the limiter holds the completion's reservation until the
+// renewal's new end (completion.lease_renewed carries it, so the read
+// model the limiter is seeded from agrees). A failure is logged and left:
+// the next renewal, a third of a lease later, carries a later end, and the
+// reservation held meanwhile is still counted.
+func QuotaExtender(lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
+	return func(ctx context.Context, c commands.Completion) {
+		r := c.Reservation
+		if r == nil {
+			return
+		}
+		if _, err := lim.Extend(ctx, quota.Extension{ID: c.ID, AccountID: c.AccountID, ExpiresAt: r.ExpiresAt, Now: now()}); err != nil {
+			logger.WarnContext(ctx, "quota: extend the reservation of a renewed claim", "completion_id", c.ID, "err", err)
+		}
+	}
+}
+
+// ReservationMargin is how long a budget reservation outlives its claim's
+// lease, kept through every renewal: what it was at the claim.
+func ReservationMargin(cfg *config.Config) time.Duration {
+	return max(cfg.Quota.ReservationTTL.D()-cfg.Jobs.Lease.D(), 0)
+}

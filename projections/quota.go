@@ -27,6 +27,7 @@ import (
 // per event.
 type quotaState struct {
 	addBudget, insertRes, deleteRes, abandon, addWindow, pruneWindow, upsertLimits, setSuspension string
+	extendRes                                                                                     string
 }
 
 // NewQuotaState returns the projector of the quota read models in schema.
@@ -69,6 +70,7 @@ func NewQuotaState(schema string) Projector {
 			ON CONFLICT (scope, id) DO UPDATE SET plan = CASE WHEN EXCLUDED.plan = '' THEN l.plan ELSE EXCLUDED.plan END,
 				limits = CASE WHEN $7 THEN EXCLUDED.limits ELSE l.limits END, updated_at = EXCLUDED.updated_at`, lim),
 		setSuspension: fmt.Sprintf(`UPDATE %s SET suspension = $3, updated_at = $4 WHERE scope = 'key' AND id = $1 AND account_id = $2`, lim),
+		extendRes:     extendReservationsSQL(res),
 	}
 }
 
@@ -166,6 +168,8 @@ type quotaChanges struct {
 	windows map[string]*accountWindows
 	res     map[string]*resFold
 	resIDs  []string // completions in res, in first-seen order
+	// extends are reservations' new ends (completion.lease_renewed).
+	extends map[string]time.Time
 	// limits are quota_limits statements, in event order: they are few and
 	// order matters (a suspension updates the key's row).
 	limits []queued
@@ -296,6 +300,8 @@ func (c *quotaChanges) add(e events.Envelope, d events.Data) error {
 		c.release(d.CompletionID)
 	case events.CompletionAbandoned:
 		c.release(d.CompletionID)
+	case events.CompletionLeaseRenewed:
+		c.extend(d.CompletionID, d.ReservationExpiresAt)
 	default:
 		return c.addLimits(e, d)
 	}
@@ -391,6 +397,7 @@ func (c *quotaChanges) flush(b *pgx.Batch) {
 		b.Queue(p.deleteRes, deleted)
 	}
 	c.queueReservations(b, final)
+	c.queueExtensions(b)
 
 	var pruneAcc []string
 	var pruneUpto []int64

@@ -96,3 +96,11 @@ func (m *Instrumented) Peek(ctx context.Context, accountID, keyID string, now ti
 	m.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
 	return u, err
 }
+
+// Extend implements Limiter.
+func (m *Instrumented) Extend(ctx context.Context, e Extension) (bool, error) {
+	start := time.Now()
+	held, err := m.next.Extend(ctx, e)
+	m.latency.WithLabelValues("extend").Observe(time.Since(start).Seconds())
+	return held, err
+}

@@ -423,6 +423,10 @@ type Limiter interface {
 	Settle(ctx context.Context, s Settlement) (SettleResult, error)
 	// Peek returns live figures without changing them.
 	Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error)
+	// Extend moves an outstanding reservation's end later (never
+	// earlier) and reports whether it is held; a settled or unknown
+	// reservation is left alone.
+	Extend(ctx context.Context, e Extension) (bool, error)
 }
 
 // ErrLimiter wraps failures of the limiter's store.
