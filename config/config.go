@@ -303,6 +303,10 @@ type Env struct {
 	// common 60 s proxy limits) is how long a synchronous request waits for
 	// its answer before it is answered 202 with its job id instead.
 	ResponseDeadline time.Duration
+	// DatabaseQueryTimeout (TOLLGATE_DATABASE_QUERY_TIMEOUT; 0 = the
+	// server's default, 30s) bounds every database statement of a serving
+	// process, so a hung PostgreSQL answers 503 instead of holding requests.
+	DatabaseQueryTimeout time.Duration
 	// CallbackSecret (TOLLGATE_CALLBACK_SECRET) keys the HMAC signature of
 	// job result callbacks; empty = callbacks are off (a callback_url is
 	// refused).
@@ -494,6 +498,7 @@ func envFrom(getenv func(string) string) Env {
 		InstanceID:           instance,
 		LogLevel:             or("TOLLGATE_LOG_LEVEL", DefaultLogLevel),
 		ResponseDeadline:     durationOr(getenv("TOLLGATE_RESPONSE_DEADLINE"), DefaultResponseDeadline),
+		DatabaseQueryTimeout: durationOr(getenv("TOLLGATE_DATABASE_QUERY_TIMEOUT"), 0),
 		CallbackSecret:       getenv("TOLLGATE_CALLBACK_SECRET"),
 	}
 }
@@ -532,6 +537,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Env.ResponseDeadline < 0 {
 		bad("TOLLGATE_RESPONSE_DEADLINE", "must be a positive duration such as 55s")
+	}
+	if c.Env.DatabaseQueryTimeout < 0 {
+		bad("TOLLGATE_DATABASE_QUERY_TIMEOUT", "must be a positive duration such as 30s")
 	}
 
 	providers := map[string]bool{}

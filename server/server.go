@@ -155,7 +155,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if maxConns == 0 {
 		maxConns = 20
 	}
-	s.Pool, err = openDatabase(ctx, cfg.Env.DatabaseURL, maxConns, cmp.Or(opts.QueryTimeout, DefaultQueryTimeout))
+	s.Pool, err = openDatabase(ctx, cfg.Env.DatabaseURL, maxConns, cmp.Or(opts.QueryTimeout, cfg.Env.DatabaseQueryTimeout, DefaultQueryTimeout))
 	if err != nil {
 		return nil, err
 	}
