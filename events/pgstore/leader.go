@@ -38,6 +38,9 @@ func RunAsLeader(ctx context.Context, pool *pgxpool.Pool, name string, retry tim
 	}
 }
 
+// leaderPingTimeout bounds the leader's watch of its lock's connection.
+const leaderPingTimeout = 10 * time.Second
+
 func leadOnce(ctx context.Context, pool *pgxpool.Pool, name string, retry time.Duration, logger *slog.Logger, fn func(context.Context) error) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -73,7 +76,12 @@ func leadOnce(ctx context.Context, pool *pgxpool.Pool, name string, retry time.D
 			case <-leadCtx.Done():
 				return
 			case <-t.C:
-				if err := conn.Ping(leadCtx); err != nil && leadCtx.Err() == nil {
+				// Bounded: a hung server must cost the lead, not hold it
+				// (a cancelled ping closes the connection, and with it the lock).
+				pctx, pcancel := context.WithTimeout(leadCtx, leaderPingTimeout)
+				err := conn.Ping(pctx)
+				pcancel()
+				if err != nil && leadCtx.Err() == nil {
 					lost <- fmt.Errorf("leader %s: lock connection: %w", name, err)
 					cancel()
 					return
