@@ -171,11 +171,21 @@ func (c Config) SaramaConsumerConfig() *sarama.Config {
 	sc.ClientID = c.ClientID
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
+	// The coordinator may hold a JoinGroup for up to the rebalance
+	// timeout (waiting for members that have not rejoined, such as one
+	// killed -9 without leaving the group), but sarama gives up on every
+	// response after Net.ReadTimeout (30s). With sarama's default rebalance
+	// timeout of 60s, a rebalance held past 30s timed the join out at every
+	// live member, which rejoined as a new member and restarted the wait:
+	// after a worker was killed the group never settled and queued jobs
+	// waited forever (faults.TestKillKafka). So the rebalance timeout stays
+	// below the read timeout.
+	sc.Consumer.Group.Rebalance.Timeout = min(sc.Consumer.Group.Rebalance.Timeout, sc.Net.ReadTimeout*2/3)
 	return sc
 }
 
-func (c Config) sqlSchema() wsql.DefaultPostgreSQLSchema {
-	return wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: c.SQLBatchSize}
+func (c Config) sqlSchema() wsql.SchemaAdapter {
+	return horizonSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: c.SQLBatchSize}}
 }
 
 // NewPublisher returns the bus's publisher. On Kafka, the record key is

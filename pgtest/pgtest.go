@@ -91,3 +91,29 @@ func NewPool(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	return pool, dsn
 }
+
+// HoldWriteTransaction opens a transaction on dsn that has written a row
+// (so it has a transaction id, and is in every snapshot of the server
+// until it ends) and keeps it open until the test ends: the long-running
+// transaction of another tenant on a busy shared server.
+func HoldWriteTransaction(t testing.TB, dsn string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v\n%s", err, HowToStart)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS tollgate_test_busy (x int)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, `INSERT INTO tollgate_test_busy VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/events"
@@ -16,39 +15,14 @@ import (
 	"github.com/tollgate/tollgate/pgtest"
 )
 
-// openWrite begins a transaction on dsn that has written a row (so it has
-// a transaction id and is in every snapshot's running set) and keeps it
-// open until the test ends.
-func openWrite(t *testing.T, dsn, table string) pgx.Tx {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (x int)`); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-	if _, err := tx.Exec(ctx, `INSERT INTO `+table+` VALUES (1)`); err != nil {
-		t.Fatal(err)
-	}
-	return tx
-}
-
 // A write transaction held open in another database of the server, or in
 // this one on a table other than events, never delays a reader.
 func TestForeignTransactionsDoNotHoldReadersBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
-	openWrite(t, pgtest.NewDatabase(t), "busy")      // another database
-	openWrite(t, pool.Config().ConnString(), "busy") // this database, not an appender
+	pgtest.HoldWriteTransaction(t, pgtest.NewDatabase(t))      // another database
+	pgtest.HoldWriteTransaction(t, pool.Config().ConnString()) // this database, not an appender
 	for i := range 5 {
 		stream := fmt.Sprintf("apikey-k%d", i)
 		mustAppend(t, s, stream, 0, ev(t, stream, "acc_1", i, stream))

@@ -37,16 +37,21 @@ type Filter struct {
 	Until     time.Time
 }
 
+// AppenderLock is the advisory lock key every transaction appending
+// events holds (shared) from before it has a transaction id until it ends
+// (migration 0007): readers find the appenders in pg_locks by it.
+const AppenderLock int64 = 0x746f6c6c2d617070 // "toll-app"
+
 // Horizon returns the read horizon: every event whose transaction id is
 // below it has committed or never will, so a reader that reads below it
 // in a later statement cannot skip an event that commits late. It is the
-// oldest transaction still appending events to this database (see
-// migration 0007), or the next transaction id when none is: other
-// databases' transactions, read-only ones and the read models' writers
-// never hold it back.
+// oldest transaction that may still append events to this database (see
+// migration 0007), or the snapshot's xmax when none may: other databases'
+// transactions, read-only ones and the read models' writers never hold it
+// back.
 func (s *Store) Horizon(ctx context.Context) (uint64, error) {
 	var h uint64
-	if err := s.pool.QueryRow(ctx, `SELECT events_read_horizon()::text::bigint`).Scan(&h); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT tollgate_read_horizon($1)::text::bigint`, AppenderLock).Scan(&h); err != nil {
 		return 0, fmt.Errorf("read horizon: %w", err)
 	}
 	return h, nil
@@ -69,11 +74,9 @@ func (s *Store) NextTransactionID(ctx context.Context) (uint64, error) {
 // an event that commits late can never be skipped: readers wait for it
 // instead, and only for it.
 func (s *Store) ReadAll(ctx context.Context, cur Cursor, limit int, f Filter) ([]events.Envelope, Cursor, error) {
-	h, err := s.Horizon(ctx)
-	if err != nil {
-		return nil, cur, fmt.Errorf("read all: %w", err)
-	}
-	return s.ReadBelow(ctx, cur, h, limit, f)
+	// One statement: the horizon is of this statement's own snapshot (an
+	// InitPlan, evaluated once).
+	return s.read(ctx, cur, `(SELECT tollgate_read_horizon($3))`, AppenderLock, limit, f)
 }
 
 // ReadBelow is ReadAll below a horizon the caller got from Horizon (or a
@@ -82,12 +85,18 @@ func (s *Store) ReadBelow(ctx context.Context, cur Cursor, horizon uint64, limit
 	if horizon <= cur.TransactionID {
 		return nil, cur, nil
 	}
+	return s.read(ctx, cur, `$3::text::xid8`, strconv.FormatUint(horizon, 10), limit, f)
+}
+
+// read reads up to limit events after cur whose transaction id is below
+// bound, an SQL expression of the parameter $3 = boundArg.
+func (s *Store) read(ctx context.Context, cur Cursor, bound string, boundArg any, limit int, f Filter) ([]events.Envelope, Cursor, error) {
 	// Qualified names: an unqualified ORDER BY transaction_id would sort
 	// the text output column, where 100000 comes before 99999.
 	q := selectEnvelope + `
 		WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2)
-		  AND events.transaction_id < $3::text::xid8`
-	args := []any{strconv.FormatUint(cur.TransactionID, 10), cur.Position, strconv.FormatUint(horizon, 10)}
+		  AND events.transaction_id < ` + bound
+	args := []any{strconv.FormatUint(cur.TransactionID, 10), cur.Position, boundArg}
 	if len(f.Types) > 0 {
 		args = append(args, f.Types)
 		q += fmt.Sprintf(" AND events.type = ANY($%d)", len(args))
@@ -206,8 +215,8 @@ func (s *Store) Appenders(ctx context.Context) ([]Appender, error) {
 		LEFT JOIN pg_stat_activity act ON act.pid = a.pid
 		WHERE a.locktype = 'advisory' AND a.granted
 		  AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		  AND a.classid = 1953459308 AND a.objid = 761360496 AND a.objsubid = 1
-		ORDER BY 1`)
+		  AND a.classid = ($1::bigint >> 32)::oid AND a.objid = ($1::bigint & 4294967295)::oid AND a.objsubid = 1
+		ORDER BY 1`, AppenderLock)
 	if err != nil {
 		return nil, fmt.Errorf("appenders: %w", err)
 	}
