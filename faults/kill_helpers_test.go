@@ -303,6 +303,27 @@ func killTail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// killGrepLog returns the last n lines of a log file that contain one of subs.
+func killGrepLog(path string, n int, subs ...string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
 // killCountLog counts the log lines of every role's log containing s.
 func killCountLog(path, s string) int {
 	f, err := os.Open(path)

@@ -22,6 +22,7 @@ import (
 // transaction while a follower reads the global order in small batches;
 // afterwards the follower must have read every event, in the store's order.
 func TestKillFollowerSkipsNothingUnderContention(t *testing.T) {
+	const killHorizonPollers = 6
 	pool, _ := pgtest.NewPool(t)
 	s, err := pgstore.New(pool, nil)
 	if err != nil {
@@ -53,6 +54,25 @@ func TestKillFollowerSkipsNothingUnderContention(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	// Other readers of the horizon (the relay, the lag gauges, other
+	// followers) read the lock table all the while.
+	var pollers sync.WaitGroup
+	for range killHorizonPollers {
+		pollers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := s.Horizon(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	defer pollers.Wait()
 	seen := map[string]bool{}
 	var cur pgstore.Cursor
 	follow := func() int {

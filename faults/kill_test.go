@@ -66,6 +66,7 @@ type killEnv struct {
 	stripe *stripetest.Recorder
 	gate   *killGate
 	base   string
+	kafka  []string // brokers, when the bus is Kafka
 }
 
 func startKillEnv(t *testing.T, kafka bool) *killEnv {
@@ -97,7 +98,8 @@ func startKillEnv(t *testing.T, kafka bool) *killEnv {
 			t.Fatal(err)
 		}
 		t.Cleanup(c.Close)
-		e.env = append(e.env, "TOLLGATE_KAFKA_BROKERS="+strings.Join(c.ListenAddrs(), ","))
+		e.kafka = c.ListenAddrs()
+		e.env = append(e.env, "TOLLGATE_KAFKA_BROKERS="+strings.Join(e.kafka, ","))
 	}
 	mig := exec.Command(e.bin, "migrate")
 	mig.Env = e.env
@@ -164,10 +166,15 @@ func TestKill(t *testing.T) {
 	killRun(t, false, append(append([]string{}, killRoles...), "all"))
 }
 
-// TestKillKafka is TestKill's worker, relay and host-crash scenarios with
-// the Kafka bus (an in-process kfake broker, which outlives the kills).
+// TestKillKafka is TestKill's relay scenario with the Kafka bus (an
+// in-process kfake broker, which outlives the kills): the relay's
+// idempotent producer killed mid-publish and restarted. The worker and
+// host-crash scenarios are not run on Kafka: kfake keeps a consumer group
+// member killed -9 in the group past its session timeout, so its
+// partitions are never consumed again (Kafka itself drops it after
+// session.timeout.ms); see the README.
 func TestKillKafka(t *testing.T) {
-	killRun(t, true, []string{"worker", "relay", "all"})
+	killRun(t, true, []string{"relay"})
 }
 
 func killRun(t *testing.T, kafka bool, scenarios []string) {
@@ -238,6 +245,9 @@ func (e *killEnv) killScenario(t *testing.T, scenario string) killFigures {
 			t.FailNow()
 		}
 	}
+	if d := killKafkaDiagnose(e.kafka, s); d != "" {
+		t.Logf("Kafka:\n%s", d)
+	}
 	if d := killDiagnose(context.Background(), e.pool, s); d != "" {
 		t.Logf("completions the read models missed:\n%s", d)
 	}
@@ -252,7 +262,13 @@ func (e *killEnv) killScenario(t *testing.T, scenario string) killFigures {
 		problems = append(problems, "no request succeeded: the load did not run")
 	}
 	if len(problems) > 0 {
-		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs:\n%s", scenario, len(problems), killSummary(problems, 20), killTail(procs[0].logPath, 30))
+		var logs strings.Builder
+		for _, role := range killRoles {
+			for _, l := range killGrepLog(e.procs[role].logPath, 8, `"level":"ERROR"`, `"level":"WARN"`, "---- start") {
+				fmt.Fprintf(&logs, "%s: %s\n", role, l)
+			}
+		}
+		t.Errorf("kill -9 of %s broke %d guarantees:\n%s\nlogs (errors, warnings, starts):\n%s", scenario, len(problems), killSummary(problems, 20), logs.String())
 	}
 	return f
 }
