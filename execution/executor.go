@@ -51,6 +51,12 @@ type Config struct {
 	// (from the renewing goroutine; keep it short), e.g. so the quota
 	// limiter holds a long run's reservation as long as its lease.
 	Renewed func(ctx context.Context, c commands.Completion)
+	// Transient reports whether an error of the event store says it could
+	// not be reached or did not answer (a write's effect unknown), so the
+	// outcome's append is resolved and retried rather than given up (see
+	// resolve). Default: Transient, which knows no driver; the server
+	// passes its store's own (pgstore.Transient).
+	Transient func(error) bool
 }
 
 func (c *Config) setDefaults() {
@@ -62,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Transient == nil {
+		c.Transient = Transient
 	}
 }
 
@@ -88,6 +97,7 @@ type Executor struct {
 	tokens   *prometheus.CounterVec
 	cost     *prometheus.CounterVec
 	renewals *prometheus.CounterVec
+	resolved *prometheus.CounterVec
 }
 
 // New returns an Executor.
@@ -119,9 +129,13 @@ func New(cfg Config) (*Executor, error) {
 			Name: "tollgate_lease_renewals_total",
 			Help: "Claim leases renewed (completion.lease_renewed) by this process's executions still at work, by model and mode.",
 		}, []string{"model", "mode"}),
+		resolved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_outcome_resolutions_total",
+			Help: "Outcome appends that failed without an answer (the store hung or went away) or conflicted, by mode and what the stream then showed: landed (it had been applied), appended (a retry recorded it), lost (a reaper ended the run), unresolved.",
+		}, []string{"mode", "result"}),
 	}
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost, x.renewals} {
+		for _, c := range []prometheus.Collector{x.outcomes, x.latency, x.tokens, x.cost, x.renewals, x.resolved} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("execution: register metrics: %w", err)
 			}
@@ -204,20 +218,32 @@ func attempts(errs []*llm.Error) []events.CompletionAttemptFailed {
 	return out
 }
 
-// record appends a completion's outcome and counts it.
+// record appends a completion's outcome and counts it. An append that
+// fails without an answer (the store hung or went away) or conflicts is
+// resolved (see resolve): the outcome is learned from the stream or
+// appended again while the claim's lease lasts; a first append that
+// succeeds costs nothing more.
 func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
 	ctx = context.WithoutCancel(ctx)
 	done, appendErr := x.cfg.Service.FinishClaimed(ctx, md, c, finish)
-	if errors.Is(appendErr, events.ErrConflict) {
-		// A renewal of this claim that committed after its call gave up,
-		// or a reaper: decide again if the claim still stands.
-		if fresh, ok := x.stillHeld(ctx, c); ok {
-			done, appendErr = x.cfg.Service.FinishClaimed(ctx, md, fresh, finish)
-		}
+	if appendErr != nil && (errors.Is(appendErr, events.ErrConflict) || x.cfg.Transient(appendErr)) {
+		// A conflict: a renewal of this claim that committed after its
+		// call gave up, or a reaper; the stream says which.
+		done, appendErr = x.resolve(ctx, md, c, finish, appendErr)
 	}
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
-		if errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, commands.ErrWrongState) {
+		switch {
+		case errors.Is(appendErr, errUnresolved):
+			// The store stayed away: whether the outcome landed is
+			// unknown (the reaper will end the run if it did not).
+		case errors.Is(appendErr, commands.ErrClaimLost) && x.cfg.Transient(appendErr):
+			// The store stayed away until the lease ran out and a reaper
+			// ended the run (nothing billed): the client's answer is the
+			// outage's (503 with Retry-After), not a stalled executor's.
+		case errors.Is(appendErr, commands.ErrClaimLost):
+			return c, claimLost(c.ID, appendErr)
+		case errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, commands.ErrWrongState):
 			// The claim holder is the stream's only writer: someone else
 			// wrote, so a reaper ended the claim.
 			return c, claimLost(c.ID, fmt.Errorf("%w: %w", commands.ErrClaimLost, appendErr))

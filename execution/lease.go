@@ -160,15 +160,7 @@ func (k *keeper) renew(ctx context.Context) error {
 	// Bounded: the run's end waits for a renewal in flight.
 	actx, cancel := context.WithTimeout(ctx, min(k.x.cfg.Lease/renewAfter, renewTimeout))
 	defer cancel()
-	next, err := k.x.cfg.Service.RenewClaim(actx, k.md, c, commands.RenewLease{Executor: c.Executor, Now: k.x.cfg.Now(), Lease: k.x.cfg.Lease,
-		ReservationMargin: k.x.cfg.ReservationMargin})
-	if errors.Is(err, events.ErrConflict) {
-		// Either a reaper ended the claim or an earlier renewal of ours
-		// committed after its call gave up: the stream says which.
-		if fresh, ok := k.x.stillHeld(actx, c); ok {
-			next, err = fresh, nil
-		}
-	}
+	next, err := k.x.renewClaim(actx, k.md, c)
 	if err != nil {
 		if errors.Is(err, commands.ErrClaimLost) {
 			k.mu.Lock()
@@ -180,13 +172,32 @@ func (k *keeper) renew(ctx context.Context) error {
 	k.mu.Lock()
 	k.c = next
 	k.mu.Unlock()
-	if next.Renewals != c.Renewals {
-		k.x.renewals.WithLabelValues(c.Model, c.Mode).Inc()
-		if k.x.cfg.Renewed != nil {
-			k.x.cfg.Renewed(ctx, next)
+	return nil
+}
+
+// renewClaim renews c's lease (ctx bounds it) and returns the claim as
+// renewed, or an error wrapping commands.ErrClaimLost when a reaper ended
+// it. It counts the renewal and calls the Renewed hook.
+func (x *Executor) renewClaim(ctx context.Context, md events.Metadata, c commands.Completion) (commands.Completion, error) {
+	next, err := x.cfg.Service.RenewClaim(ctx, md, c, commands.RenewLease{Executor: c.Executor, Now: x.cfg.Now(), Lease: x.cfg.Lease,
+		ReservationMargin: x.cfg.ReservationMargin})
+	if errors.Is(err, events.ErrConflict) {
+		// Either a reaper ended the claim or an earlier renewal of ours
+		// committed after its call gave up: the stream says which.
+		if fresh, ok := x.stillHeld(ctx, c); ok {
+			next, err = fresh, nil
 		}
 	}
-	return nil
+	if err != nil {
+		return c, err
+	}
+	if next.Renewals != c.Renewals {
+		x.renewals.WithLabelValues(c.Model, c.Mode).Inc()
+		if x.cfg.Renewed != nil {
+			x.cfg.Renewed(context.WithoutCancel(ctx), next)
+		}
+	}
+	return next, nil
 }
 
 // stillHeld reloads c's stream after a conflict on an append of the

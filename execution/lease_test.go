@@ -1,6 +1,7 @@
 package execution_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,9 +58,30 @@ func newLeaseRig(t *testing.T, script llmtest.Script) (*leaseRig, *llmtest.Scrip
 // newLeaseRigFor is newLeaseRig for any configuration of model "m".
 func newLeaseRigFor(t *testing.T, cfg *config.Config) *leaseRig {
 	t.Helper()
+	return newLeaseRigWith(t, cfg, rigOptions{})
+}
+
+// rigOptions vary a leaseRig.
+type rigOptions struct {
+	// pool: a migrated database (nil: one of the shared server's).
+	pool *pgxpool.Pool
+	// lease: the claims' lease (0: shortLease).
+	lease time.Duration
+	// wrap gives the executor's Service its store (nil: the real one).
+	wrap func(*pgstore.Store) commands.EventStore
+	// settled is the executor's Settled hook.
+	settled func(context.Context, commands.Completion)
+}
+
+// newLeaseRigWith is newLeaseRigFor varied by opts.
+func newLeaseRigWith(t *testing.T, cfg *config.Config, opts rigOptions) *leaseRig {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &leaseRig{t: t, ctx: ctx}
-	r.pool, _ = pgtest.NewPool(t)
+	r := &leaseRig{t: t, ctx: ctx, pool: opts.pool}
+	if r.pool == nil {
+		r.pool, _ = pgtest.NewPool(t)
+	}
+	lease := cmp.Or(opts.lease, shortLease)
 	var err error
 	if r.store, err = pgstore.New(r.pool, nil); err != nil {
 		t.Fatal(err)
@@ -68,17 +90,22 @@ func newLeaseRigFor(t *testing.T, cfg *config.Config) *leaseRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.svc = commands.NewService(r.store, func(string) bool { return true }, time.Now)
-	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: shortLease,
-		Renewed: func(context.Context, commands.Completion) { r.renewed.Add(1) }}); err != nil {
+	var store commands.EventStore = r.store
+	if opts.wrap != nil {
+		store = opts.wrap(r.store)
+	}
+	r.svc = commands.NewService(store, func(string) bool { return true }, time.Now)
+	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: lease,
+		Renewed: func(context.Context, commands.Completion) { r.renewed.Add(1) }, Settled: opts.settled, Transient: pgstore.Transient}); err != nil {
 		t.Fatal(err)
 	}
-	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema))
+	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema),
+		projections.NewUsageLedger(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
-		Service: r.svc, Instance: "lease-test", Interval: reaperInterval,
+		Service: commands.NewService(r.store, func(string) bool { return true }, time.Now), Instance: "lease-test", Interval: reaperInterval,
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
 			return projections.ExpiredLeases(ctx, r.pool, now, limit)
 		},

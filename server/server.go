@@ -187,7 +187,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 		exec, err = execution.New(execution.Config{Service: svc, LLM: router, Streams: router, Models: cfg.Model, Logger: logger, Registry: reg, Lease: cfg.Jobs.Lease.D(),
-			Settled: settle, Renewed: handlers.QuotaExtender(limiter, logger, time.Now), ReservationMargin: handlers.ReservationMargin(cfg)})
+			Settled: settle, Renewed: handlers.QuotaExtender(limiter, logger, time.Now), ReservationMargin: handlers.ReservationMargin(cfg),
+			Transient: pgstore.Transient})
 		if err != nil {
 			return nil, err
 		}
