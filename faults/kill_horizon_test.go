@@ -15,12 +15,14 @@ import (
 	"github.com/tollgate/tollgate/pgtest"
 )
 
-// TestKillFollowerSkipsNothingUnderContention is the reduction of what
-// TestKill's relay scenario found: under many concurrent appenders on a
-// busy machine, a follower of the global order (the projector) skipped
-// committed events for good. Many goroutines append one event per
-// transaction while a follower reads the global order in small batches;
-// afterwards the follower must have read every event, in the store's order.
+// TestKillFollowerSkipsNothingUnderContention stresses what TestKill's
+// relay scenario once caught on the earlier read horizon (d44ee5a): the
+// projector skipped one transaction's events for good while processes
+// restarted on a busy machine. Many goroutines append one event per
+// transaction while other readers poll the horizon (reading the lock
+// table) and a follower reads the global order in small batches;
+// afterwards the follower must have read every event. (It did not
+// reproduce that skip; it guards the follower under contention.)
 func TestKillFollowerSkipsNothingUnderContention(t *testing.T) {
 	const killHorizonPollers = 6
 	pool, _ := pgtest.NewPool(t)
