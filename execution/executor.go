@@ -131,7 +131,7 @@ func New(cfg Config) (*Executor, error) {
 		}, []string{"model", "mode"}),
 		resolved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_outcome_resolutions_total",
-			Help: "Outcome appends that failed without an answer (the store hung or went away) or conflicted, by mode and what the stream then showed: landed (it had been applied), appended (a retry recorded it), lost (a reaper ended the run), unresolved.",
+			Help: "Outcome appends that failed without an answer (the store hung or went away) or conflicted, by mode and what the stream then showed: landed (it had been applied), appended (a retry recorded it), lost (a reaper ended the run), unresolved; claims likewise: claim_landed, claim_unresolved.",
 		}, []string{"mode", "result"}),
 	}
 	if cfg.Registry != nil {
@@ -147,11 +147,18 @@ func New(cfg Config) (*Executor, error) {
 // Claim claims a queued completion for executor. It returns
 // commands.ErrAlreadyClaimed when someone else was first: the caller drops
 // its copy of the work.
+//
+// A claim whose append failed without an answer (the store hung or went
+// away) is resolved like an outcome (see resolveClaim): had it landed
+// unseen, nobody would run the job, and the reaper would end it.
 func (x *Executor) Claim(ctx context.Context, md events.Metadata, completionID, executor string) (commands.Completion, error) {
 	md.Actor = executor
-	return x.cfg.Service.StartCompletion(ctx, md, completionID, commands.StartCompletion{
-		Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease,
-	})
+	cmd := commands.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
+	c, err := x.cfg.Service.StartCompletion(ctx, md, completionID, cmd)
+	if err != nil && !errors.Is(err, commands.ErrAlreadyClaimed) && x.cfg.Transient(err) {
+		return x.resolveClaim(ctx, md, completionID, cmd, err)
+	}
+	return c, err
 }
 
 // StartCommand is the claim an inline executor appends with the request.

@@ -122,6 +122,40 @@ func (x *Executor) resolve(ctx context.Context, md events.Metadata, c commands.C
 	return c, fmt.Errorf("%w: %w (last: %w)", errUnresolved, err, last)
 }
 
+// resolveClaim settles a claim (cmd) whose append failed with err, a
+// Transient error: it reads the stream again until it answers (with a
+// bounded backoff, for as long as the claim's lease and learnAfterLease),
+// returns the claim when it landed (its lease's end is the one cmd set:
+// no other claim has it), claims again when the job is still queued, and
+// returns commands.ErrAlreadyClaimed when someone else holds or finished
+// it. ctx ending (the message given up) ends it.
+func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id string, cmd commands.StartCompletion, err error) (commands.Completion, error) {
+	attempt := min(x.cfg.Lease/renewAfter, renewTimeout)
+	until := time.Now().Add(x.cfg.Lease + learnAfterLease)
+	wait := min(resolveFirstWait, x.cfg.Lease/10)
+	mine := cmd.Now.Add(cmd.Lease)
+	for ctx.Err() == nil && pauseFor(min(wait, time.Until(until))) {
+		wait = min(2*wait, resolveMaxWait, max(x.cfg.Lease/4, resolveFirstWait))
+		fresh, rerr := x.read(ctx, id, attempt)
+		switch {
+		case rerr != nil && x.cfg.Transient(rerr):
+			continue
+		case rerr != nil:
+			return fresh, fmt.Errorf("read %s after its claim's append failed (%w): %w", id, err, rerr)
+		case fresh.Status == commands.StatusRunning && fresh.Executor == cmd.Executor && fresh.Renewals == 0 && fresh.LeaseExpiresAt.Equal(mine):
+			x.resolved.WithLabelValues(fresh.Mode, "claim_"+resolvedLanded).Inc()
+			return fresh, nil
+		case fresh.Status == commands.StatusQueued:
+			cmd.Now = x.cfg.Now()
+			return x.cfg.Service.StartCompletion(ctx, md, id, cmd)
+		default:
+			return fresh, fmt.Errorf("completion %s is %s by %s after the claim's append failed (%w): %w", id, fresh.Status, fresh.Executor, err, commands.ErrAlreadyClaimed)
+		}
+	}
+	x.resolved.WithLabelValues("async", "claim_"+resolvedNot).Inc()
+	return commands.Completion{}, fmt.Errorf("%w: claim %s: %w", errUnresolved, id, err)
+}
+
 // read loads a completion, bounded by d.
 func (x *Executor) read(ctx context.Context, id string, d time.Duration) (commands.Completion, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)

@@ -48,6 +48,9 @@ type outageStore struct {
 	inject   func(n int64) injection
 	outcomes atomic.Int64
 	loads    atomic.Int64
+	// claim, when set, decides on a claim's append (completion.started
+	// alone, not the inline path's request and claim).
+	claim func() injection
 }
 
 func (s *outageStore) Load(ctx context.Context, streamID string) ([]events.Envelope, error) {
@@ -60,13 +63,17 @@ func (s *outageStore) Load(ctx context.Context, streamID string) ([]events.Envel
 func (s *outageStore) Append(ctx context.Context, streamID string, expected int64, evs ...events.Envelope) ([]events.Envelope, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.bound)
 	defer cancel()
-	if !slices.ContainsFunc(evs, func(e events.Envelope) bool {
+	inject := func() injection { return reach }
+	switch {
+	case slices.ContainsFunc(evs, func(e events.Envelope) bool {
 		return e.Type == events.TypeCompletionSucceeded || e.Type == events.TypeCompletionFailed
-	}) {
-		return s.Store.Append(ctx, streamID, expected, evs...)
+	}):
+		inject = func() injection { return s.inject(s.outcomes.Add(1)) }
+	case len(evs) == 1 && evs[0].Type == events.TypeCompletionStarted && s.claim != nil:
+		inject = s.claim
 	}
 	timedOut := fmt.Errorf("append %s: timeout: %w", streamID, context.DeadlineExceeded)
-	switch s.inject(s.outcomes.Add(1)) {
+	switch inject() {
 	case drop:
 		return nil, timedOut
 	case commitThenTimeout:
@@ -224,6 +231,37 @@ func TestOutcomeLostOnTheWayIsAppendedAgain(t *testing.T) {
 		t.Errorf("%d outcome appends, want 3 (two lost, one that landed)", n)
 	}
 	o.checkBilledOnce(c.ID)
+}
+
+// A worker's claim that committed while its append timed out is the
+// worker's: it runs the job, recorded and billed once; a claim lost on
+// the way is made again.
+func TestClaimThroughATimeoutIsKept(t *testing.T) {
+	t.Parallel()
+	for _, inj := range []injection{commitThenTimeout, drop} {
+		o := newOutcomeRig(t, nil, 3*time.Second, func(int64) injection { return reach })
+		var once atomic.Bool
+		o.flaky.claim = func() injection {
+			if once.CompareAndSwap(false, true) {
+				return inj
+			}
+			return reach
+		}
+		id := fmt.Sprintf("chatcmpl-claim-%d", inj)
+		o.requestReserved(id, events.ModeAsync, "")
+		c, err := o.exec.Claim(o.ctx, events.Metadata{}, id, "worker:w1")
+		if err != nil || c.Status != commands.StatusRunning || c.Executor != "worker:w1" {
+			t.Fatalf("%d: Claim: %+v, %v (stream %v)", inj, c, err, o.types(id))
+		}
+		if n := o.count(id, events.TypeCompletionStarted); n != 1 {
+			t.Fatalf("%d: stream %v, want one claim", inj, o.types(id))
+		}
+		done, err := o.exec.Run(o.ctx, events.Metadata{}, c)
+		if err != nil || done.Succeeded == nil {
+			t.Fatalf("%d: Run: %+v, %v (stream %v)", inj, done, err, o.types(id))
+		}
+		o.checkBilledOnce(id)
+	}
 }
 
 // privatePool starts a PostgreSQL of the test's own and returns it and a
