@@ -22,7 +22,10 @@ import (
 // a stream whose chunks keep reaching the client. A request shorter than a
 // third of the lease appends nothing. A renewal that conflicts means a
 // reaper ended the claim: the run is cancelled and its outcome is not
-// recorded (the stream holds the abandonment, or the requeue).
+// recorded (the stream holds the abandonment, or the requeue). Recording
+// the outcome is progress too: while an outcome append that failed
+// without an answer is retried, the lease is renewed when due (resolve,
+// in outcome.go), for as long as the store answers renewals.
 
 // renewAfter is the part of the lease after which it is renewed: with a
 // third, two thirds of a lease are left for a slow append, a paused

@@ -137,7 +137,7 @@ func TestOutagePostgreSQLStoppedAndPausedUnderLoad(t *testing.T) {
 		f.report(t)
 	}
 	answered503 := l.succeeded - (all.ok - lost)
-	t.Logf("overall %d tried, %d requested in the store, %d answered 200/202, %d succeeded in the store (%d of them answered 503: the commit of their outcome was cut off, then applied); %d abandoned (in flight when the database went), %d requeued; lost %d, duplicated %d; the store settled %s after the load ended",
+	t.Logf("overall %d tried, %d requested in the store, %d answered 200/202, %d succeeded in the store (%d of them answered 503: an append of theirs was cut off by the statement timeout, then applied); %d abandoned (in flight when the database went), %d requeued; lost %d, duplicated %d; the store settled %s after the load ended",
 		all.tried, l.requested, all.ok, l.succeeded, answered503, l.abandoned, l.requeued, lost, duplicated, time.Since(back).Round(time.Millisecond))
 	if all.other != 0 {
 		t.Errorf("%d answers neither 200/202 nor 503, e.g. %v", all.other, all.others)
