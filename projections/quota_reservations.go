@@ -9,6 +9,53 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+func (c *quotaChanges) fold(id string) *resFold {
+	f := c.res[id]
+	if f == nil {
+		f = &resFold{}
+		c.res[id] = f
+		c.resIDs = append(c.resIDs, id)
+	}
+	return f
+}
+
+func (c *quotaChanges) reserve(r reservation) {
+	f := c.fold(r.completion)
+	switch f.state {
+	case resUntouched:
+		f.state, f.row = resEither, r
+	case resAbsent:
+		f.state, f.row = resOwn, r
+	}
+	// resOwn, resEither: a reservation is there already; the insert would
+	// do nothing.
+}
+
+func (c *quotaChanges) remove(id string) {
+	f := c.fold(id)
+	f.state, f.deleted = resAbsent, true
+}
+
+// release frees a completion's reservation if it is still outstanding.
+func (c *quotaChanges) release(id string) {
+	f := c.fold(id)
+	switch f.state {
+	case resUntouched:
+		// Whatever the table holds, released in SQL.
+		f.fromTable = true
+	case resEither:
+		// The table's earlier reservation if any, else this transaction's:
+		// insert it the way the reserve would have, then release in SQL.
+		row := f.row
+		f.preInsert, f.fromTable = &row, true
+	case resOwn:
+		c.budget(f.row.account, f.row.key, f.row.day, f.row.month, 0, -f.row.cost)
+	case resAbsent:
+		return
+	}
+	f.state, f.deleted = resAbsent, true
+}
+
 // extendReservationsSQL moves reservations' ends later, never earlier.
 func extendReservationsSQL(res string) string {
 	return fmt.Sprintf(`UPDATE %s AS r SET expires_at = greatest(r.expires_at, u.t)
