@@ -143,10 +143,9 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	cmd.Reservation = adm.reservation
 	if async {
 		cmd.Mode = events.ModeAsync
-		c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, nil)
+		c, err := a.recordRequest(r.Context(), md, cmd, nil)
 		if err != nil {
-			a.release(r.Context(), adm)
-			a.fail(w, r, err)
+			a.failRecord(w, r, adm, cmd.CompletionID, err)
 			return
 		}
 		w.Header().Set("Preference-Applied", "respond-async")
@@ -155,10 +154,9 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	executor := "api:" + a.cfg.InstanceID
-	c, err := a.cfg.Service.RequestCompletion(r.Context(), md, cmd, a.cfg.Executor.StartCommand(executor))
+	c, err := a.recordRequest(r.Context(), md, cmd, a.cfg.Executor.StartCommand(executor))
 	if err != nil {
-		a.release(r.Context(), adm)
-		a.fail(w, r, err)
+		a.failRecord(w, r, adm, cmd.CompletionID, err)
 		return
 	}
 	if req.Stream {

@@ -38,3 +38,16 @@ func Transient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE)
 }
+
+// Ambiguous reports whether a write that failed with err may still have
+// been applied: a transient failure after the statement was sent (a
+// statement timeout, a connection lost mid-statement). A connection that
+// could not be made, a failure pgconn knows struck before anything was
+// sent, and an answer from the server (an error: the statement's
+// transaction was rolled back) mean nothing was applied, and a writer
+// need not read back.
+func Ambiguous(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	return Transient(err) && !errors.As(err, &ce) && !errors.As(err, &pe) && !pgconn.SafeToRetry(err)
+}
