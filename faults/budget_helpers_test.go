@@ -8,14 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,63 +28,10 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/redistest"
 )
 
 const budgetAdmin = "admin-token-for-budget-faults"
-
-// budgetRedis is a private redis-server the test can pause.
-type budgetRedis struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-// budgetStartRedis starts redis-server on a free loopback port; it is
-// killed when the test ends.
-func budgetStartRedis(t *testing.T) *budgetRedis {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server is needed on PATH (apt-get install redis-server): %v", err)
-	}
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &budgetRedis{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr})
-	defer rdb.Close()
-	for i := 0; ; i++ {
-		if err := rdb.Ping(context.Background()).Err(); err == nil {
-			return r
-		} else if i > 100 {
-			t.Fatalf("private redis-server did not answer: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *budgetRedis) pause(t *testing.T) {
-	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (r *budgetRedis) resume(t *testing.T) {
-	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // budgetClient is a Redis client set up as server.quotaLimiter sets it up:
 // a slow Redis fails a call within a second (after go-redis's own retries
@@ -246,7 +190,7 @@ func (h budgetCountingHandler) WithGroup(string) slog.Handler            { retur
 type budgetEnv struct {
 	cfg      *config.Config
 	clk      *budgetClock
-	redis    *budgetRedis
+	redis    *redistest.Server
 	provider *budgetProvider
 	urls     [2]string
 	limiter  quota.Limiter // a third client, for reading the limiter
@@ -264,7 +208,7 @@ type budgetEnv struct {
 func budgetStartEnv(t *testing.T, budgetUSD string, maxRetries int) *budgetEnv {
 	t.Helper()
 	e := &budgetEnv{clk: &budgetClock{now: time.Now().UTC().Truncate(24 * time.Hour).Add(9 * time.Hour)}}
-	e.redis = budgetStartRedis(t)
+	e.redis = redistest.Start(t)
 	e.provider = budgetStartProvider(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 providers: [{name: openai, kind: openai, base_url: %q, timeout: 20s}]
@@ -295,11 +239,11 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 		t.Fatal(err)
 	}
 	logger := slog.New(budgetCountingHandler{Handler: slog.DiscardHandler, retried: &e.retriedSettlements, lost: &e.lostSettlements})
-	reader := budgetClient(e.redis.addr, 0)
+	reader := budgetClient(e.redis.Addr(), 0)
 	t.Cleanup(func() { reader.Close() })
 	e.limiter = quota.NewRedis(reader, "tollgate:quota:", nil)
 	for i := range e.urls {
-		rdb := budgetClient(e.redis.addr, maxRetries)
+		rdb := budgetClient(e.redis.Addr(), maxRetries)
 		t.Cleanup(func() { rdb.Close() })
 		lim := quota.NewRedis(rdb, "tollgate:quota:", nil)
 		settle := handlers.QuotaSettler(cfg, svc, lim, logger, e.clk.Now)

@@ -97,9 +97,9 @@ func budgetScenario(t *testing.T, maxRetries int) {
 		}
 	}
 	e.paused.Store(true)
-	e.redis.pause(t)
+	e.redis.Pause()
 	time.Sleep(3500 * time.Millisecond)
-	e.redis.resume(t)
+	e.redis.Resume()
 	e.paused.Store(false)
 	<-done
 	settledWave1, ledgerWave1 := e.settled.Load(), e.ledger.Load()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/redistest"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -136,7 +137,7 @@ type outageEnv struct {
 	t     *testing.T
 	pg    *pgtest.Cluster
 	dsn   string
-	redis *outageRedis
+	redis *redistest.Server
 	srv   *server.Server
 	base  string
 	log   *outageLog
@@ -160,8 +161,8 @@ func outageStart(t *testing.T, withRedis bool) *outageEnv {
 		"TOLLGATE_DATABASE_URL": e.dsn, "TOLLGATE_ADMIN_TOKEN": outageAdmin, "TOLLGATE_INSTANCE_ID": "outage",
 	}
 	if withRedis {
-		e.redis = outageStartRedis(t)
-		vars["TOLLGATE_REDIS_URL"] = "redis://" + e.redis.addr()
+		e.redis = redistest.Start(t)
+		vars["TOLLGATE_REDIS_URL"] = e.redis.URL()
 	}
 	cfg, err := config.Load(path, func(k string) string { return vars[k] })
 	if err != nil {

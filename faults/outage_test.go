@@ -161,12 +161,12 @@ func TestOutageRedisPausedKilledFlushed(t *testing.T) {
 
 	figs := []outageFigures{
 		e.outage(t, load, "Redis paused (SIGSTOP) "+outageWindow.String(), "redis", outageWindow, false,
-			func() { e.redis.signal(sigStop) }, func() { e.redis.signal(sigCont) }),
-		e.outage(t, load, "Redis killed, restarted after "+outageWindow.String(), "redis", outageWindow, false, e.redis.kill, e.redis.start),
+			e.redis.Pause, e.redis.Resume),
+		e.outage(t, load, "Redis killed, restarted after "+outageWindow.String(), "redis", outageWindow, false, e.redis.Kill, e.redis.Restart),
 	}
 
 	flushed := time.Now()
-	e.redis.flushAll()
+	e.redis.FlushAll()
 	time.Sleep(2 * time.Second)
 	afterFlush := countResults(load.results(), flushed, time.Now())
 	res := load.finish()
