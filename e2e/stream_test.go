@@ -14,6 +14,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llmtest"
 )
 
 // streamWords are what the fake upstream streams, one chunk each.
@@ -22,35 +23,8 @@ var streamWords = []string{"Hello", " from", " a", " streaming", " upstream"}
 // stream answers an OpenAI streaming request as OpenAI does: SSE chunks,
 // a usage chunk when stream_options.include_usage, then [DONE].
 func (u *upstream) stream(w http.ResponseWriter, r *http.Request, body map[string]any) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	rc := http.NewResponseController(w)
-	send := func(v any) bool {
-		raw, _ := json.Marshal(v)
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", raw); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	chunk := func(delta map[string]any, finish any) map[string]any {
-		return map[string]any{"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": time.Now().Unix(), "model": body["model"],
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}}
-	}
-	if !send(chunk(map[string]any{"role": "assistant", "content": ""}, nil)) {
-		return
-	}
-	for _, word := range streamWords {
-		time.Sleep(time.Duration(u.streamGap.Load()))
-		if r.Context().Err() != nil || !send(chunk(map[string]any{"content": word}, nil)) {
-			return
-		}
-	}
-	send(chunk(map[string]any{}, "stop"))
-	if opts, _ := body["stream_options"].(map[string]any); opts["include_usage"] == true {
-		send(map[string]any{"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": time.Now().Unix(), "model": body["model"],
-			"choices": []any{}, "usage": map[string]int{"prompt_tokens": upstreamPrompt, "completion_tokens": len(streamWords), "total_tokens": upstreamPrompt + len(streamWords)}})
-	}
-	fmt.Fprint(w, "data: [DONE]\n\n")
-	_ = rc.Flush()
+	llmtest.Stream{Words: streamWords, Gap: func() time.Duration { return time.Duration(u.streamGap.Load()) },
+		PromptTokens: upstreamPrompt, CompletionTokens: len(streamWords)}.Write(w, r, body)
 }
 
 // Streaming through the official SDK, fallback past a broken deployment

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/llmtest"
 )
 
 // The fake provider's usage: every answer costs killPrompt + killCompletionTokens
@@ -98,39 +100,8 @@ func killServeStream(w http.ResponseWriter, r *http.Request, body map[string]any
 	if slow {
 		gap = killSlowFor / time.Duration(len(killStreamWords))
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	rc := http.NewResponseController(w)
-	send := func(v any) bool {
-		raw, _ := json.Marshal(v)
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", raw); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	chunk := func(delta map[string]any, finish any) map[string]any {
-		return map[string]any{"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": time.Now().Unix(), "model": body["model"],
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}}
-	}
-	if !send(chunk(map[string]any{"role": "assistant", "content": ""}, nil)) {
-		return
-	}
-	for _, word := range killStreamWords {
-		select {
-		case <-time.After(gap):
-		case <-r.Context().Done():
-			return
-		}
-		if !send(chunk(map[string]any{"content": word}, nil)) {
-			return
-		}
-	}
-	send(chunk(map[string]any{}, "stop"))
-	if opts, _ := body["stream_options"].(map[string]any); opts["include_usage"] == true {
-		send(map[string]any{"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": time.Now().Unix(), "model": body["model"],
-			"choices": []any{}, "usage": map[string]int{"prompt_tokens": killPrompt, "completion_tokens": killCompletionTokens, "total_tokens": killPrompt + killCompletionTokens}})
-	}
-	_, _ = io.WriteString(w, "data: [DONE]\n\n")
-	_ = rc.Flush()
+	llmtest.Stream{Words: killStreamWords, Gap: func() time.Duration { return gap },
+		PromptTokens: killPrompt, CompletionTokens: killCompletionTokens}.Write(w, r, body)
 }
 
 // killConfigYAML routes model m to the fake provider, with short leases,
