@@ -69,7 +69,7 @@ type billingRecords struct {
 // record of the window (of length window, aligned on the Unix epoch in UTC,
 // a whole number of seconds) its event occurred in.
 func NewBillingRecords(schema string, window time.Duration, unit string) Projector {
-	br, items := table(schema, "billing_records"), table(schema, "billing_record_items")
+	br, items := Table(schema, "billing_records"), Table(schema, "billing_record_items")
 	return &billingRecords{
 		window: window,
 		unit:   unit,
@@ -140,7 +140,7 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 		report: fmt.Sprintf(`UPDATE %s SET status = '`+RecordReported+`', reported_at = coalesce(reported_at, $2)
 			WHERE record_id = $1`, br),
 		link: fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
-			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, table(schema, "billing_customers")),
+			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, Table(schema, "billing_customers")),
 	}
 }
 
@@ -149,10 +149,10 @@ func (p *billingRecords) Name() string { return "billing_records" }
 
 // Apply implements Projector.
 func (p *billingRecords) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyPending(ctx, tx, p, p.Name(), e)
+	return ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *billingRecords) pending() pending { return &billingChanges{p: p, seen: map[string]bool{}} }
+func (p *billingRecords) Pending() Pending { return &billingChanges{p: p, seen: map[string]bool{}} }
 
 // billingChanges are one transaction's billing writes, in event order:
 // runs of completions' usage, each written with one statement, between the
@@ -172,7 +172,7 @@ type usageRun struct {
 	quantity                        []int64
 }
 
-func (c *billingChanges) add(e events.Envelope, d events.Data) error {
+func (c *billingChanges) Add(e events.Envelope, d events.Data) error {
 	p := c.p
 	switch d := d.(type) {
 	case events.CompletionSucceeded:
@@ -229,7 +229,7 @@ func (c *billingChanges) add(e events.Envelope, d events.Data) error {
 	return nil
 }
 
-func (c *billingChanges) flush(b *pgx.Batch) {
+func (c *billingChanges) Flush(b *pgx.Batch) {
 	for _, op := range c.ops {
 		op(b)
 	}
@@ -276,7 +276,7 @@ func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.T
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT r.record_id, r.account_id, r.window_start, r.window_end, r.seq, r.unit, r.quantity, r.status, r.reported_at
 		FROM %s r JOIN %s c ON c.account_id = r.account_id
 		WHERE (r.status = '`+RecordOpen+`' AND r.window_end <= $1) OR r.status = '`+RecordClosed+`'
-		ORDER BY r.window_start, r.account_id, r.seq LIMIT $2`, table(schema, "billing_records"), table(schema, "billing_customers")),
+		ORDER BY r.window_start, r.account_id, r.seq LIMIT $2`, Table(schema, "billing_records"), Table(schema, "billing_customers")),
 		now.Add(-delay), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due billing records: %w", err)

@@ -22,7 +22,7 @@ import (
 func TestBillingBatchesEqualOneByOne(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	if err := createReadModels(ctx, pool, "batched"); err != nil {
+	if err := CreateReadModels(ctx, pool, "batched"); err != nil {
 		t.Fatal(err)
 	}
 	l := newLog(t, pool)
@@ -37,7 +37,7 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 		switch r := rng.IntN(12); {
 		case r < 8:
 			id := fmt.Sprintf("c%d", i)
-			e := l.succeeded(id, a, "k", "m", rng.Int64N(100), rng.Int64N(100), 1, w0.Add(time.Duration(rng.Int64N(int64(3*time.Hour)))))
+			e := l.Succeeded(id, a, "k", "m", rng.Int64N(100), rng.Int64N(100), 1, w0.Add(time.Duration(rng.Int64N(int64(3*time.Hour)))))
 			handleAll(t, one, e)
 			d, err := events.Decode(e)
 			if err != nil {
@@ -47,7 +47,7 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 		case r == 8 && len(done) > 0:
 			// A completion recorded again, under another event and stream.
 			d := done[rng.IntN(len(done))]
-			handleAll(t, one, l.append("dup-"+fmt.Sprint(i), d.AccountID, w0, d)...)
+			handleAll(t, one, l.Append("dup-"+fmt.Sprint(i), d.AccountID, w0, d)...)
 		case r < 11:
 			recs := recordsOf(t, pool, a)
 			// Open records are closed or flagged; closed ones can be
@@ -67,10 +67,10 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 			q := rec.Quantity - rng.Int64N(rec.Quantity/2+1)
 			at := rec.WindowEnd.Add(time.Duration(i) * time.Second)
 			if r == 9 {
-				handleAll(t, one, l.closed(rec, q, at))
+				handleAll(t, one, closed(l, rec, q, at))
 				closes++
 			} else {
-				handleAll(t, one, l.append(events.StreamBillingRecord+rec.RecordID, a, at, events.BillingRecordFlagged{
+				handleAll(t, one, l.Append(events.StreamBillingRecord+rec.RecordID, a, at, events.BillingRecordFlagged{
 					RecordID: rec.RecordID, AccountID: a, WindowStart: rec.WindowStart, Quantity: q, Reason: events.FlagTooOld})...)
 				flags++
 			}
@@ -84,7 +84,7 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 			}
 			for _, rec := range recordsOf(t, pool, a) {
 				if rec.Status == want {
-					handleAll(t, one, l.reported(rec, rec.Quantity, rec.WindowEnd.Add(time.Duration(i)*time.Second)))
+					handleAll(t, one, reported(l, rec, rec.Quantity, rec.WindowEnd.Add(time.Duration(i)*time.Second)))
 					reports++
 					break
 				}
@@ -96,7 +96,7 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 	}
 
 	batched := newSet(t, pool, "batched")
-	for rest := l.all; len(rest) > 0; {
+	for rest := l.All; len(rest) > 0; {
 		n := min(len(rest), 1+rng.IntN(80))
 		if err := batched.HandleBatch(ctx, rest[:n]); err != nil {
 			t.Fatal(err)

@@ -18,12 +18,12 @@ func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
 	l := newLog(t, pool)
 	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 	for i := range 7 {
-		l.complete(fmt.Sprintf("chatcmpl-f%d", i), "acc_f", "key_f", "m", 10, 5, 100, at.Add(time.Duration(i)*time.Minute))
+		l.Complete(fmt.Sprintf("chatcmpl-f%d", i), "acc_f", "key_f", "m", 10, 5, 100, at.Add(time.Duration(i)*time.Minute))
 	}
-	l.stored() // wait until readable
+	l.Stored() // wait until readable
 	ctx := context.Background()
 	follow := func(batch int) *Follower {
-		f, err := NewFollower(FollowerConfig{Set: newSet(t, pool, LiveSchema), Store: l.store, BatchSize: batch})
+		f, err := NewFollower(FollowerConfig{Set: newSet(t, pool, LiveSchema), Store: l.Store, BatchSize: batch})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,8 +46,8 @@ func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
 		}
 		total += n
 	}
-	if total != len(l.all) {
-		t.Fatalf("applied %d events of %d", total, len(l.all))
+	if total != len(l.All) {
+		t.Fatalf("applied %d events of %d", total, len(l.All))
 	}
 	// And once more from scratch: nothing is read again.
 	if n, err := follow(100).RunOnce(ctx); err != nil || n != 0 {
@@ -60,7 +60,7 @@ func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
 	if requests != 7 || tokens != 7*15 {
 		t.Fatalf("rollups: %d requests, %d tokens; want 7 and %d", requests, tokens, 7*15)
 	}
-	if _, err := Rebuild(ctx, pool, l.store, "rebuild", 3, buildAll, nil); err != nil {
+	if _, err := Rebuild(ctx, pool, l.Store, "rebuild", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
 	diffs, err := Compare(ctx, pool, LiveSchema, "rebuild")

@@ -35,7 +35,7 @@ type jobs struct {
 
 // NewJobs returns the projector of the jobs table in schema.
 func NewJobs(schema string) Projector {
-	t := table(schema, "jobs")
+	t := Table(schema, "jobs")
 	return &jobs{
 		// DO NOTHING: a request recorded twice must not reset a job that
 		// has moved on.
@@ -66,10 +66,10 @@ func (p *jobs) Name() string { return "jobs" }
 
 // Apply implements Projector.
 func (p *jobs) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyPending(ctx, tx, p, p.Name(), e)
+	return ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *jobs) pending() pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
+func (p *jobs) Pending() Pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
 
 // jobChange is what one transaction's events did to a job.
 type jobChange struct {
@@ -109,7 +109,7 @@ func (c *jobChanges) get(id string) *jobChange {
 	return j
 }
 
-func (c *jobChanges) add(e events.Envelope, d events.Data) error {
+func (c *jobChanges) Add(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
 	switch d := d.(type) {
 	case events.CompletionRequested:
@@ -149,7 +149,7 @@ func (c *jobChanges) add(e events.Envelope, d events.Data) error {
 	return nil
 }
 
-func (c *jobChanges) flush(b *pgx.Batch) {
+func (c *jobChanges) Flush(b *pgx.Batch) {
 	var ins, upd struct {
 		id, account, key, model, mode, status []string
 		requestedAt                           []time.Time
@@ -215,7 +215,7 @@ func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Jo
 	}
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id, account_id, key_id, model, mode, status,
 			requested_at, started_at, finished_at, coalesce(error_type, ''::bytea), coalesce(error_message, ''::bytea)
-		FROM %s WHERE account_id = $1 ORDER BY requested_at DESC, completion_id DESC LIMIT $2`, table(LiveSchema, "jobs")),
+		FROM %s WHERE account_id = $1 ORDER BY requested_at DESC, completion_id DESC LIMIT $2`, Table(LiveSchema, "jobs")),
 		accountID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("jobs of %s: %w", accountID, err)
@@ -251,7 +251,7 @@ func utcPtr(t *time.Time) *time.Time {
 func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
 		WHERE status = 'running' AND lease_expires_at <= $1 ORDER BY lease_expires_at, completion_id LIMIT $2`,
-		table(LiveSchema, "jobs")), now, limit)
+		Table(LiveSchema, "jobs")), now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("expired leases: %w", err)
 	}
@@ -268,7 +268,7 @@ func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]
 func PendingCallbacks(ctx context.Context, q Querier, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
 		WHERE callback_url IS NOT NULL AND callback_status IS NULL AND finished_at IS NOT NULL
-		ORDER BY finished_at, completion_id LIMIT $1`, table(LiveSchema, "jobs")), limit)
+		ORDER BY finished_at, completion_id LIMIT $1`, Table(LiveSchema, "jobs")), limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending callbacks: %w", err)
 	}

@@ -24,16 +24,16 @@ func TestJobsLeaseRenewed(t *testing.T) {
 		return events.CompletionLeaseRenewed{CompletionID: id, Executor: "worker:test", LeaseExpiresAt: until, Renewal: n}
 	}
 	// a: event by event; b: all in one batch.
-	l.requested("a", "acc_1", "key_1", "m", at)
-	l.started("a", "acc_1", at) // lease until at+1m
-	l.append(events.StreamCompletion+"a", "acc_1", at.Add(20*time.Second), renew("a", 1, at.Add(80*time.Second)))
-	l.append(events.StreamCompletion+"a", "acc_1", at.Add(40*time.Second), renew("a", 2, at.Add(100*time.Second)))
-	handleAll(t, set, l.all...)
-	n := len(l.all)
-	l.requested("b", "acc_1", "key_1", "m", at)
-	l.started("b", "acc_1", at)
-	l.append(events.StreamCompletion+"b", "acc_1", at.Add(20*time.Second), renew("b", 1, at.Add(5*time.Minute)))
-	if err := set.HandleBatch(ctx, l.all[n:]); err != nil {
+	l.Requested("a", "acc_1", "key_1", "m", at)
+	l.Started("a", "acc_1", at) // lease until at+1m
+	l.Append(events.StreamCompletion+"a", "acc_1", at.Add(20*time.Second), renew("a", 1, at.Add(80*time.Second)))
+	l.Append(events.StreamCompletion+"a", "acc_1", at.Add(40*time.Second), renew("a", 2, at.Add(100*time.Second)))
+	handleAll(t, set, l.All...)
+	n := len(l.All)
+	l.Requested("b", "acc_1", "key_1", "m", at)
+	l.Started("b", "acc_1", at)
+	l.Append(events.StreamCompletion+"b", "acc_1", at.Add(20*time.Second), renew("b", 1, at.Add(5*time.Minute)))
+	if err := set.HandleBatch(ctx, l.All[n:]); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -52,7 +52,7 @@ func TestJobsLeaseRenewed(t *testing.T) {
 			t.Errorf("expired at %s = %v, want %v", c.now.Sub(at), got, c.want)
 		}
 	}
-	if _, err := Rebuild(ctx, pool, l.store, "rebuild_jobs_lease", 3, buildAll, nil); err != nil {
+	if _, err := Rebuild(ctx, pool, l.Store, "rebuild_jobs_lease", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
 	live, rebuilt := dump(t, pool, LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs_lease")["jobs"]

@@ -59,16 +59,16 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	}
 
 	// r: requested with a reservation, claimed, its worker died, requeued.
-	l.requested("r", "acc_1", "key_1", "m", at)
-	l.append(events.StreamCompletion+"r", "acc_1", at, reserved("r"))
-	l.started("r", "acc_1", at.Add(time.Second)) // lease until at+1m1s
-	handleAll(t, set, l.all...)
+	l.Requested("r", "acc_1", "key_1", "m", at)
+	l.Append(events.StreamCompletion+"r", "acc_1", at, reserved("r"))
+	l.Started("r", "acc_1", at.Add(time.Second)) // lease until at+1m1s
+	handleAll(t, set, l.All...)
 	if ids, _ := ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
 		t.Fatalf("expired before the requeue = %v", ids)
 	}
-	n := len(l.all)
-	l.append(events.StreamCompletion+"r", "acc_1", at.Add(2*time.Minute), requeued("r", "worker:test", at.Add(61*time.Second), 1))
-	handleAll(t, set, l.all[n:]...)
+	n := len(l.All)
+	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(2*time.Minute), requeued("r", "worker:test", at.Add(61*time.Second), 1))
+	handleAll(t, set, l.All[n:]...)
 	if j := job("r"); j.status != JobQueued || j.executor != nil || j.lease != nil || j.started != nil || j.finished != nil {
 		t.Errorf("after the requeue: %+v", j)
 	}
@@ -82,9 +82,9 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	}
 
 	// The retry claims it (lease until at+13m), then succeeds and settles.
-	n = len(l.all)
-	l.append(events.StreamCompletion+"r", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "r", Executor: "worker:w2", LeaseExpiresAt: at.Add(13 * time.Minute)})
-	handleAll(t, set, l.all[n:]...)
+	n = len(l.All)
+	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "r", Executor: "worker:w2", LeaseExpiresAt: at.Add(13 * time.Minute)})
+	handleAll(t, set, l.All[n:]...)
 	j := job("r")
 	if j.status != JobRunning || j.executor == nil || *j.executor != "worker:w2" || j.lease == nil || !j.lease.Equal(at.Add(13*time.Minute)) ||
 		j.started == nil || !j.started.Equal(at.Add(3*time.Minute)) {
@@ -96,11 +96,11 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	if ids, _ := ExpiredLeases(ctx, pool, at.Add(13*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
 		t.Errorf("expired after the retry's lease = %v, want [r]", ids)
 	}
-	n = len(l.all)
-	l.succeeded("r", "acc_1", "key_1", "m", 10, 20, 3000, at.Add(4*time.Minute))
-	l.append(events.StreamCompletion+"r", "acc_1", at.Add(4*time.Minute), events.QuotaSettled{CompletionID: "r", AccountID: "acc_1", KeyID: "key_1",
+	n = len(l.All)
+	l.Succeeded("r", "acc_1", "key_1", "m", 10, 20, 3000, at.Add(4*time.Minute))
+	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(4*time.Minute), events.QuotaSettled{CompletionID: "r", AccountID: "acc_1", KeyID: "key_1",
 		ReservedNanoUSD: 5000, CostNanoUSD: 3000, ReservedTokens: 100, Tokens: 30, Day: reserved("r").Day, Month: reserved("r").Month})
-	handleAll(t, set, l.all[n:]...)
+	handleAll(t, set, l.All[n:]...)
 	if j := job("r"); j.status != JobSucceeded || j.finished == nil {
 		t.Errorf("after the retry's outcome: %+v", j)
 	}
@@ -110,24 +110,24 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 
 	// q: requeue and the retry's claim in one batch (a catching-up
 	// projector): the batch's last state wins.
-	n = len(l.all)
-	l.requested("q", "acc_1", "key_1", "m", at)
-	l.started("q", "acc_1", at.Add(time.Second))
-	l.append(events.StreamCompletion+"q", "acc_1", at.Add(2*time.Minute), requeued("q", "worker:test", at.Add(61*time.Second), 1))
-	l.append(events.StreamCompletion+"q", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "q", Executor: "worker:w3", LeaseExpiresAt: at.Add(20 * time.Minute)})
+	n = len(l.All)
+	l.Requested("q", "acc_1", "key_1", "m", at)
+	l.Started("q", "acc_1", at.Add(time.Second))
+	l.Append(events.StreamCompletion+"q", "acc_1", at.Add(2*time.Minute), requeued("q", "worker:test", at.Add(61*time.Second), 1))
+	l.Append(events.StreamCompletion+"q", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "q", Executor: "worker:w3", LeaseExpiresAt: at.Add(20 * time.Minute)})
 	// p: already in the table, requeued and reclaimed within one batch.
-	l.requested("p", "acc_1", "key_1", "m", at)
-	l.started("p", "acc_1", at.Add(time.Second))
-	if err := set.HandleBatch(ctx, l.all[n:]); err != nil {
+	l.Requested("p", "acc_1", "key_1", "m", at)
+	l.Started("p", "acc_1", at.Add(time.Second))
+	if err := set.HandleBatch(ctx, l.All[n:]); err != nil {
 		t.Fatal(err)
 	}
-	m := len(l.all)
-	l.append(events.StreamCompletion+"p", "acc_1", at.Add(2*time.Minute), requeued("p", "worker:test", at.Add(61*time.Second), 1))
-	l.append(events.StreamCompletion+"p", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "p", Executor: "worker:w4", LeaseExpiresAt: at.Add(30 * time.Minute)})
+	m := len(l.All)
+	l.Append(events.StreamCompletion+"p", "acc_1", at.Add(2*time.Minute), requeued("p", "worker:test", at.Add(61*time.Second), 1))
+	l.Append(events.StreamCompletion+"p", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "p", Executor: "worker:w4", LeaseExpiresAt: at.Add(30 * time.Minute)})
 	if j := job("p"); j.status != JobRunning || *j.executor != "worker:test" {
 		t.Fatalf("p before its requeue: %+v", j)
 	}
-	if err := set.HandleBatch(ctx, l.all[m:]); err != nil {
+	if err := set.HandleBatch(ctx, l.All[m:]); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]string{"q": "worker:w3", "p": "worker:w4"} {
@@ -137,7 +137,7 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	}
 
 	// Event times only: a rebuild is row for row the live model.
-	if _, err := Rebuild(ctx, pool, l.store, "rebuild_requeue", 2, func(s string) []Projector {
+	if _, err := Rebuild(ctx, pool, l.Store, "rebuild_requeue", 2, func(s string) []Projector {
 		return []Projector{NewJobs(s), NewQuotaState(s)}
 	}, nil); err != nil {
 		t.Fatal(err)
@@ -162,19 +162,19 @@ func TestAbandonAfterRequeueReleasesOnce(t *testing.T) {
 	}
 	at := day0.Add(9 * time.Hour)
 	day, month := at.Format("2006-01-02"), at.Format("2006-01")
-	l.requested("x", "acc_1", "key_1", "m", at)
-	l.append(events.StreamCompletion+"x", "acc_1", at, events.QuotaReserved{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1",
+	l.Requested("x", "acc_1", "key_1", "m", at)
+	l.Append(events.StreamCompletion+"x", "acc_1", at, events.QuotaReserved{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1",
 		CostNanoUSD: 5000, Tokens: 100, Day: day, Month: month, ExpiresAt: at.Add(time.Hour)})
-	l.started("x", "acc_1", at.Add(time.Second))
-	l.append(events.StreamCompletion+"x", "acc_1", at.Add(2*time.Minute), events.CompletionRequeued{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1",
+	l.Started("x", "acc_1", at.Add(time.Second))
+	l.Append(events.StreamCompletion+"x", "acc_1", at.Add(2*time.Minute), events.CompletionRequeued{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1",
 		Model: "m", Executor: "worker:test", LeaseExpiresAt: at.Add(61 * time.Second), Retry: 1, Reason: "lease_expired"})
-	l.started("x", "acc_1", at.Add(3*time.Minute))
-	l.append(events.StreamCompletion+"x", "acc_1", at.Add(5*time.Minute),
+	l.Started("x", "acc_1", at.Add(3*time.Minute))
+	l.Append(events.StreamCompletion+"x", "acc_1", at.Add(5*time.Minute),
 		events.CompletionAbandoned{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1", Model: "m", Executor: "worker:test",
 			LeaseExpiresAt: at.Add(4 * time.Minute), Reason: "lease_expired"},
 		events.QuotaReleased{CompletionID: "x", AccountID: "acc_1", KeyID: "key_1", ReservedNanoUSD: 5000, ReservedTokens: 100,
 			Reason: events.ReleaseAbandoned, Day: day, Month: month})
-	handleAll(t, set, l.all...)
+	handleAll(t, set, l.All...)
 	rows, err := QuotaStateOf(ctx, pool, "acc_1")
 	if err != nil {
 		t.Fatal(err)

@@ -22,22 +22,22 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 			Request: json.RawMessage(`{"model":"m","callback_url":"https://hooks.example/` + id + `","messages":[]}`)}
 	}
 	// a: claimed, lease expired, abandoned, its callback failed.
-	l.append(events.StreamCompletion+"a", "acc_1", at, withCB("a"))
-	l.started("a", "acc_1", at.Add(time.Second)) // lease until at+1m1s
+	l.Append(events.StreamCompletion+"a", "acc_1", at, withCB("a"))
+	l.Started("a", "acc_1", at.Add(time.Second)) // lease until at+1m1s
 	// b: claimed, still running (lease until at+10m).
-	l.requested("b", "acc_1", "key_1", "m", at)
-	l.append(events.StreamCompletion+"b", "acc_1", at, events.CompletionStarted{CompletionID: "b", Executor: "worker:w2", LeaseExpiresAt: at.Add(10 * time.Minute)})
+	l.Requested("b", "acc_1", "key_1", "m", at)
+	l.Append(events.StreamCompletion+"b", "acc_1", at, events.CompletionStarted{CompletionID: "b", Executor: "worker:w2", LeaseExpiresAt: at.Add(10 * time.Minute)})
 	// c: succeeded with a callback not sent yet; d: succeeded, callback delivered.
-	l.append(events.StreamCompletion+"c", "acc_1", at, withCB("c"))
-	l.started("c", "acc_1", at.Add(time.Second))
-	l.succeeded("c", "acc_1", "key_1", "m", 1, 1, 1, at.Add(2*time.Second))
-	l.append(events.StreamCompletion+"d", "acc_1", at, withCB("d"))
-	l.started("d", "acc_1", at.Add(time.Second))
-	l.succeeded("d", "acc_1", "key_1", "m", 1, 1, 1, at.Add(2*time.Second))
-	l.append(events.StreamCompletion+"d", "acc_1", at.Add(3*time.Second), events.CompletionCallbackDelivered{CompletionID: "d", URL: "https://hooks.example/d", Status: 200, Attempts: 1})
+	l.Append(events.StreamCompletion+"c", "acc_1", at, withCB("c"))
+	l.Started("c", "acc_1", at.Add(time.Second))
+	l.Succeeded("c", "acc_1", "key_1", "m", 1, 1, 1, at.Add(2*time.Second))
+	l.Append(events.StreamCompletion+"d", "acc_1", at, withCB("d"))
+	l.Started("d", "acc_1", at.Add(time.Second))
+	l.Succeeded("d", "acc_1", "key_1", "m", 1, 1, 1, at.Add(2*time.Second))
+	l.Append(events.StreamCompletion+"d", "acc_1", at.Add(3*time.Second), events.CompletionCallbackDelivered{CompletionID: "d", URL: "https://hooks.example/d", Status: 200, Attempts: 1})
 
 	// Before the reaper acts, a's lease has expired at at+2m but b's has not.
-	handleAll(t, set, l.all...)
+	handleAll(t, set, l.All...)
 	expired, err := ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10)
 	if err != nil {
 		t.Fatal(err)
@@ -54,19 +54,19 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 	}
 
 	// The reaper ends a; a becomes a pending callback, then a failed one.
-	n := len(l.all)
-	l.append(events.StreamCompletion+"a", "acc_1", at.Add(3*time.Minute), events.CompletionAbandoned{
+	n := len(l.All)
+	l.Append(events.StreamCompletion+"a", "acc_1", at.Add(3*time.Minute), events.CompletionAbandoned{
 		CompletionID: "a", AccountID: "acc_1", KeyID: "key_1", Model: "m", Executor: "worker:test", LeaseExpiresAt: at.Add(61 * time.Second), Reason: "lease_expired"})
-	handleAll(t, set, l.all[n:]...)
+	handleAll(t, set, l.All[n:]...)
 	if expired, _ = ExpiredLeases(ctx, pool, at.Add(time.Hour), 10); !slices.Equal(expired, []string{"b"}) {
 		t.Errorf("after abandonment, expired leases at +1h = %v, want [b]", expired)
 	}
 	if pending, _ = PendingCallbacks(ctx, pool, 10); !slices.Equal(pending, []string{"c", "a"}) {
 		t.Errorf("pending callbacks = %v, want [c a] (by finish time)", pending)
 	}
-	n = len(l.all)
-	l.append(events.StreamCompletion+"a", "acc_1", at.Add(4*time.Minute), events.CompletionCallbackFailed{CompletionID: "a", URL: "https://hooks.example/a", Attempts: 3, Error: "refused"})
-	handleAll(t, set, l.all[n:]...)
+	n = len(l.All)
+	l.Append(events.StreamCompletion+"a", "acc_1", at.Add(4*time.Minute), events.CompletionCallbackFailed{CompletionID: "a", URL: "https://hooks.example/a", Attempts: 3, Error: "refused"})
+	handleAll(t, set, l.All[n:]...)
 
 	var status, cbStatus, cbURL, executor string
 	var finished, lease time.Time
@@ -83,7 +83,7 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 	}
 
 	// Event times only: a rebuild is row for row the live model.
-	if _, err := Rebuild(ctx, pool, l.store, "rebuild_jobs", 3, buildAll, nil); err != nil {
+	if _, err := Rebuild(ctx, pool, l.Store, "rebuild_jobs", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
 	live, rebuilt := dump(t, pool, LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs")["jobs"]

@@ -20,19 +20,19 @@ func TestReadModels(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	t1 := day0.Add(10*time.Hour + 5*time.Minute + 123456789)
-	l.append(events.StreamAccount+"acc_a", "acc_a", t1, events.AccountCreated{AccountID: "acc_a", Name: "A", Email: "a@x", Plan: "pro"},
+	l.Append(events.StreamAccount+"acc_a", "acc_a", t1, events.AccountCreated{AccountID: "acc_a", Name: "A", Email: "a@x", Plan: "pro"},
 		events.BillingCustomerLinked{AccountID: "acc_a", StripeCustomerID: "cus_a"})
-	l.complete("c1", "acc_a", "key_1", "gpt-small", 100, 20, 1_500, t1)
-	l.complete("c2", "acc_a", "key_1", "gpt-small", 10, 5, 300, t1.Add(10*time.Minute))
-	l.complete("c3", "acc_a", "key_2", "gpt-large", 1000, 200, 90_000, t1.Add(time.Hour))
-	l.requested("c4", "acc_a", "key_2", "gpt-large", t1.Add(2*time.Hour))
-	l.started("c4", "acc_a", t1.Add(2*time.Hour+time.Second))
-	l.failed("c4", "acc_a", "key_2", "gpt-large", t1.Add(2*time.Hour+3*time.Second))
-	l.requested("c5", "acc_a", "key_1", "gpt-small", t1.Add(3*time.Hour))
-	l.complete("c6", "acc_b", "key_9", "gpt-small", 7, 3, 50, day0.Add(24*time.Hour+time.Minute))
+	l.Complete("c1", "acc_a", "key_1", "gpt-small", 100, 20, 1_500, t1)
+	l.Complete("c2", "acc_a", "key_1", "gpt-small", 10, 5, 300, t1.Add(10*time.Minute))
+	l.Complete("c3", "acc_a", "key_2", "gpt-large", 1000, 200, 90_000, t1.Add(time.Hour))
+	l.Requested("c4", "acc_a", "key_2", "gpt-large", t1.Add(2*time.Hour))
+	l.Started("c4", "acc_a", t1.Add(2*time.Hour+time.Second))
+	l.Failed("c4", "acc_a", "key_2", "gpt-large", t1.Add(2*time.Hour+3*time.Second))
+	l.Requested("c5", "acc_a", "key_1", "gpt-small", t1.Add(3*time.Hour))
+	l.Complete("c6", "acc_b", "key_9", "gpt-small", 7, 3, 50, day0.Add(24*time.Hour+time.Minute))
 
 	s := newSet(t, pool, LiveSchema)
-	handleAll(t, s, l.stored()...)
+	handleAll(t, s, l.Stored()...)
 
 	// Ledger and rollups.
 	var n int
@@ -144,8 +144,8 @@ func TestReadModels(t *testing.T) {
 	if got := counterValue(t, s.events.WithLabelValues(events.TypeCompletionSucceeded, "applied")); got != 4 {
 		t.Errorf("applied succeeded events = %v; want 4", got)
 	}
-	if got := s.LastPosition(); got != l.all[len(l.all)-1].Position {
-		t.Errorf("last position = %d; want %d", got, l.all[len(l.all)-1].Position)
+	if got := s.LastPosition(); got != l.All[len(l.All)-1].Position {
+		t.Errorf("last position = %d; want %d", got, l.All[len(l.All)-1].Position)
 	}
 }
 
@@ -153,13 +153,13 @@ func TestBillingCostUnit(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	at := day0.Add(3 * time.Hour)
-	l.complete("c1", "acc_a", "key_1", "m", 100, 20, 1_500, at)
-	l.complete("c2", "acc_a", "key_1", "m", 100, 20, 0, at) // free: nothing to bill
+	l.Complete("c1", "acc_a", "key_1", "m", 100, 20, 1_500, at)
+	l.Complete("c2", "acc_a", "key_1", "m", 100, 20, 0, at) // free: nothing to bill
 	s, err := NewSet(pool, LiveSchema, nil, nil, NewBillingRecords(LiveSchema, 24*time.Hour, UnitCostNanoUSD))
 	if err != nil {
 		t.Fatal(err)
 	}
-	handleAll(t, s, l.stored()...)
+	handleAll(t, s, l.Stored()...)
 	recs := recordsOf(t, pool, "acc_a")
 	if len(recs) != 1 || recs[0].Quantity != 1_500 || recs[0].Unit != UnitCostNanoUSD || !recs[0].WindowStart.Equal(day0) {
 		t.Errorf("records = %+v; want one of 1500 nano-USD from %s", recs, day0)
@@ -171,10 +171,10 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	at := day0.Add(9 * time.Hour)
-	c1 := l.complete("c1", "acc_a", "key_1", "m", 10, 10, 100, at)
-	c2 := l.complete("c2", "acc_a", "key_1", "m", 5, 5, 50, at.Add(time.Minute))
+	c1 := l.Complete("c1", "acc_a", "key_1", "m", 10, 10, 100, at)
+	c2 := l.Complete("c2", "acc_a", "key_1", "m", 5, 5, 50, at.Add(time.Minute))
 	s := newSet(t, pool, LiveSchema)
-	all := l.stored()
+	all := l.Stored()
 	handleAll(t, s, all...)
 	before := dump(t, pool, LiveSchema)
 
@@ -202,12 +202,12 @@ func TestGapAppliesNothing(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	at := day0.Add(9 * time.Hour)
-	c1 := l.complete("c1", "acc_a", "key_1", "m", 10, 10, 100, at)
-	other := l.complete("c2", "acc_a", "key_1", "m", 1, 1, 1, at)
+	c1 := l.Complete("c1", "acc_a", "key_1", "m", 10, 10, 100, at)
+	other := l.Complete("c2", "acc_a", "key_1", "m", 1, 1, 1, at)
 	// A type this build does not know: not an error, the guard moves on.
 	unknown := events.Envelope{EventID: events.DeriveID("future"), Type: "account.renamed", SchemaVersion: 1,
 		OccurredAt: at, Data: []byte(`{}`), Metadata: events.Metadata{AccountID: "acc_a"}}
-	if _, err := l.store.Append(ctx, events.StreamAccount+"acc_a", 0, unknown); err != nil {
+	if _, err := l.Store.Append(ctx, events.StreamAccount+"acc_a", 0, unknown); err != nil {
 		t.Fatal(err)
 	}
 	s := newSet(t, pool, LiveSchema)
@@ -228,7 +228,7 @@ func TestGapAppliesNothing(t *testing.T) {
 	}
 	// Once the missing event comes, the rest applies.
 	handleAll(t, s, c1[1], c1[2])
-	stored := l.stored()
+	stored := l.Stored()
 	handleAll(t, s, stored[len(stored)-1])
 	var v int64
 	if err := pool.QueryRow(ctx, `SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = 'account-acc_a'`, SetName).Scan(&v); err != nil || v != 1 {
@@ -245,18 +245,18 @@ func TestBillingCloseSplitsLateUsage(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	s := newSet(t, pool, LiveSchema)
-	handleAll(t, s, l.append(events.StreamAccount+"acc_a", "acc_a", day0, events.BillingCustomerLinked{AccountID: "acc_a", StripeCustomerID: "cus_a"})...)
+	handleAll(t, s, l.Append(events.StreamAccount+"acc_a", "acc_a", day0, events.BillingCustomerLinked{AccountID: "acc_a", StripeCustomerID: "cus_a"})...)
 	w := day0.Add(14 * time.Hour)
-	handleAll(t, s, l.complete("c1", "acc_a", "k", "m", 60, 40, 1, w.Add(time.Minute))...)
+	handleAll(t, s, l.Complete("c1", "acc_a", "k", "m", 60, 40, 1, w.Add(time.Minute))...)
 	rec := recordsOf(t, pool, "acc_a")[0]
 	if rec.Quantity != 100 || rec.Seq != 0 {
 		t.Fatalf("record = %+v; want 100 at seq 0", rec)
 	}
 	// The reporter read 100; then c2 (50) arrived before its close applied.
-	handleAll(t, s, l.complete("c2", "acc_a", "k", "m", 30, 20, 1, w.Add(2*time.Minute))...)
+	handleAll(t, s, l.Complete("c2", "acc_a", "k", "m", 30, 20, 1, w.Add(2*time.Minute))...)
 	closedAt := w.Add(time.Hour + time.Minute)
-	handleAll(t, s, l.closed(rec, 100, closedAt))
-	handleAll(t, s, l.reported(rec, 100, closedAt.Add(time.Second)))
+	handleAll(t, s, closed(l, rec, 100, closedAt))
+	handleAll(t, s, reported(l, rec, 100, closedAt.Add(time.Second)))
 
 	recs := recordsOf(t, pool, "acc_a")
 	reportedAt := closedAt.Add(time.Second)
@@ -270,13 +270,13 @@ func TestBillingCloseSplitsLateUsage(t *testing.T) {
 
 	// Late usage of the same window goes to the open record seq 1; once it
 	// is closed too, to a new record seq 2.
-	handleAll(t, s, l.complete("c3", "acc_a", "k", "m", 5, 5, 1, w.Add(59*time.Minute))...)
+	handleAll(t, s, l.Complete("c3", "acc_a", "k", "m", 5, 5, 1, w.Add(59*time.Minute))...)
 	recs = recordsOf(t, pool, "acc_a")
 	if recs[1].Quantity != 60 || recs[0].Quantity != 100 {
 		t.Fatalf("after late usage = %+v; want 100 reported and 60 open", recs)
 	}
-	handleAll(t, s, l.closed(recs[1], 60, closedAt.Add(time.Hour)))
-	handleAll(t, s, l.complete("c4", "acc_a", "k", "m", 1, 2, 1, w.Add(30*time.Minute))...)
+	handleAll(t, s, closed(l, recs[1], 60, closedAt.Add(time.Hour)))
+	handleAll(t, s, l.Complete("c4", "acc_a", "k", "m", 1, 2, 1, w.Add(30*time.Minute))...)
 	recs = recordsOf(t, pool, "acc_a")
 	if len(recs) != 3 || recs[1].Status != RecordClosed || recs[1].Quantity != 60 ||
 		recs[2].Seq != 2 || recs[2].Status != RecordOpen || recs[2].Quantity != 3 || recs[2].RecordID != BillingRecordID("acc_a", w, 2) {
@@ -300,7 +300,7 @@ func TestBillingCloseSplitsLateUsage(t *testing.T) {
 
 	// Closing an unknown record is an error (redelivered later), not a loss.
 	ghost := BillingRecord{RecordID: "br_ghost", AccountID: "acc_a", WindowStart: w, WindowEnd: w.Add(time.Hour), Unit: UnitTokens}
-	if err := s.Handle(ctx, l.closed(ghost, 1, closedAt)); err == nil {
+	if err := s.Handle(ctx, closed(l, ghost, 1, closedAt)); err == nil {
 		t.Error("closing an unknown record: no error")
 	}
 }

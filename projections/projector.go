@@ -41,30 +41,36 @@ type queuer interface {
 	queue(b *pgx.Batch, e events.Envelope, d events.Data) error
 }
 
-// accumulator is implemented by projectors whose writes for many events
+// Accumulator is implemented by projectors whose writes for many events
 // fold into a few set-based statements (their effects commute, they fold
 // one stream's events in order in Go, or they keep in order the few
 // statements whose order matters). A Set gives each transaction
-// its own pending state and flushes it, after every event of the
-// transaction was added, into the same batch.
-type accumulator interface {
-	pending() pending
+// its own Pending state and flushes it, after every event of the
+// transaction was added, into the same batch. A domain's read model
+// (usage, jobs, quota state, billing records) implements it beside its
+// domain and is wired into a Set by the server.
+type Accumulator interface {
+	Projector
+	Pending() Pending
 }
 
-// pending collects one transaction's writes of an accumulator.
-type pending interface {
-	add(e events.Envelope, d events.Data) error
-	flush(b *pgx.Batch)
+// Pending collects one transaction's writes of an Accumulator.
+type Pending interface {
+	// Add folds one event (already decoded as d) into the writes.
+	Add(e events.Envelope, d events.Data) error
+	// Flush queues the folded writes into b, once, after the last Add.
+	Flush(b *pgx.Batch)
 }
 
-// applyPending runs an accumulator's statements for one event in tx.
-func applyPending(ctx context.Context, tx pgx.Tx, a accumulator, name string, e events.Envelope) error {
+// ApplyPending runs an Accumulator's statements for one event in tx: what
+// its Apply does when it is used outside a Set.
+func ApplyPending(ctx context.Context, tx pgx.Tx, a Accumulator, name string, e events.Envelope) error {
 	return applyQueued(ctx, tx, queueFunc(func(b *pgx.Batch, e events.Envelope, d events.Data) error {
-		p := a.pending()
-		if err := p.add(e, d); err != nil {
+		p := a.Pending()
+		if err := p.Add(e, d); err != nil {
 			return err
 		}
-		p.flush(b)
+		p.Flush(b)
 		return nil
 	}), name, e)
 }
@@ -103,8 +109,8 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// table returns the quoted, schema-qualified name of a read-model table.
-func table(schema, name string) string {
+// Table returns the quoted, schema-qualified name of a read-model table.
+func Table(schema, name string) string {
 	return pgx.Identifier{schema, name}.Sanitize()
 }
 

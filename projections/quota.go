@@ -32,7 +32,7 @@ type quotaState struct {
 
 // NewQuotaState returns the projector of the quota read models in schema.
 func NewQuotaState(schema string) Projector {
-	st, res, win, lim := table(schema, "quota_state"), table(schema, "quota_reservations"), table(schema, "quota_windows"), table(schema, "quota_limits")
+	st, res, win, lim := Table(schema, "quota_state"), Table(schema, "quota_reservations"), Table(schema, "quota_windows"), Table(schema, "quota_limits")
 	return &quotaState{
 		addBudget: fmt.Sprintf(`INSERT INTO %s AS q (scope, id, account_id, period, spent, reserved)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
@@ -79,10 +79,10 @@ func (p *quotaState) Name() string { return "quota_state" }
 
 // Apply implements Projector.
 func (p *quotaState) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyPending(ctx, tx, p, p.Name(), e)
+	return ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *quotaState) pending() pending {
+func (p *quotaState) Pending() Pending {
 	return &quotaChanges{p: p, budgets: map[budgetKey]*budgetDelta{}, winRows: map[windowKey]*windowDelta{}, windows: map[string]*accountWindows{},
 		res: map[string]*resFold{}}
 }
@@ -233,7 +233,7 @@ func (c *quotaChanges) window(account, key string, second, tokens, prune int64) 
 	}
 }
 
-func (c *quotaChanges) add(e events.Envelope, d events.Data) error {
+func (c *quotaChanges) Add(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
 	switch d := d.(type) {
 	case events.QuotaReserved:
@@ -304,7 +304,7 @@ func (c *quotaChanges) addLimits(e events.Envelope, d events.Data) error {
 // row a release frees exists), the releases that depend on the table's
 // earlier reservations, the other deletions, the transaction's remaining
 // reservations, the window prunes and increments, and the limits.
-func (c *quotaChanges) flush(b *pgx.Batch) {
+func (c *quotaChanges) Flush(b *pgx.Batch) {
 	p := c.p
 	if len(c.budgets) > 0 {
 		keys := make([]budgetKey, 0, len(c.budgets))
@@ -412,7 +412,7 @@ type QuotaStateRow struct {
 // quota_state, ordered by scope, id and period.
 func QuotaStateOf(ctx context.Context, q Querier, accountID string) ([]QuotaStateRow, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT scope, id, period, spent, reserved FROM %s WHERE account_id = $1
-		ORDER BY scope, id, period`, table(LiveSchema, "quota_state")), accountID)
+		ORDER BY scope, id, period`, Table(LiveSchema, "quota_state")), accountID)
 	if err != nil {
 		return nil, fmt.Errorf("quota state of %s: %w", accountID, err)
 	}
@@ -441,7 +441,7 @@ func QuotaSeeder(q Querier) quota.Seeder {
 			return "key:" + id
 		}
 		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT scope, id, period, spent, reserved FROM %s
-			WHERE account_id = $1 AND period IN ($2, $3)`, table(LiveSchema, "quota_state")), accountID, "day:"+day, "month:"+month)
+			WHERE account_id = $1 AND period IN ($2, $3)`, Table(LiveSchema, "quota_state")), accountID, "day:"+day, "month:"+month)
 		if err != nil {
 			return snap, fmt.Errorf("seed %s: %w", accountID, err)
 		}
@@ -463,7 +463,7 @@ func QuotaSeeder(q Querier) quota.Seeder {
 			return snap, fmt.Errorf("seed %s: %w", accountID, err)
 		}
 		rows, err = q.Query(ctx, fmt.Sprintf(`SELECT scope, id, second, requests, tokens FROM %s WHERE account_id = $1 AND second > $2`,
-			table(LiveSchema, "quota_windows")), accountID, now.Unix()-int64(quota.Window/time.Second))
+			Table(LiveSchema, "quota_windows")), accountID, now.Unix()-int64(quota.Window/time.Second))
 		if err != nil {
 			return snap, fmt.Errorf("seed %s: %w", accountID, err)
 		}
@@ -486,7 +486,7 @@ func QuotaSeeder(q Querier) quota.Seeder {
 			return snap, fmt.Errorf("seed %s: %w", accountID, err)
 		}
 		rows, err = q.Query(ctx, fmt.Sprintf(`SELECT completion_id, key_id, cost, tokens, day, month, expires_at FROM %s WHERE account_id = $1`,
-			table(LiveSchema, "quota_reservations")), accountID)
+			Table(LiveSchema, "quota_reservations")), accountID)
 		if err != nil {
 			return snap, fmt.Errorf("seed %s: %w", accountID, err)
 		}
@@ -518,7 +518,7 @@ func BudgetUseByPlan(ctx context.Context, q Querier, period string) ([]PlanBudge
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT l.plan, count(*), coalesce(sum(s.spent + s.reserved), 0)::bigint
 		FROM %s l LEFT JOIN %s s ON s.scope = 'account' AND s.id = l.id AND s.period = $1
 		WHERE l.scope = 'account' GROUP BY l.plan ORDER BY l.plan`,
-		table(LiveSchema, "quota_limits"), table(LiveSchema, "quota_state")), period)
+		Table(LiveSchema, "quota_limits"), Table(LiveSchema, "quota_state")), period)
 	if err != nil {
 		return nil, fmt.Errorf("budget use by plan: %w", err)
 	}

@@ -23,7 +23,7 @@ import (
 func TestQuotaBatchesEqualOneByOne(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	if err := createReadModels(ctx, pool, "batched"); err != nil {
+	if err := CreateReadModels(ctx, pool, "batched"); err != nil {
 		t.Fatal(err)
 	}
 	one, err := NewSet(pool, LiveSchema, nil, nil, NewQuotaState(LiveSchema))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -59,7 +60,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := createReadModels(ctx, pool, schema); err != nil {
+	if err := CreateReadModels(ctx, pool, schema); err != nil {
 		return stats, err
 	}
 	set, err := NewSet(pool, schema, logger, nil, build(schema)...)
@@ -117,16 +118,16 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 	return stats, nil
 }
 
-// createReadModels makes schema hold empty copies of the live read-model
+// CreateReadModels makes schema hold empty copies of the live read-model
 // tables, indexes and constraints included.
-func createReadModels(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+func CreateReadModels(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
 			return err
 		}
 		for _, t := range readModelTables() {
 			sql := fmt.Sprintf("DROP TABLE IF EXISTS %[1]s; CREATE TABLE %[1]s (LIKE %[2]s INCLUDING ALL)",
-				table(schema, t), table(LiveSchema, t))
+				Table(schema, t), Table(LiveSchema, t))
 			if _, err := tx.Exec(ctx, sql); err != nil {
 				return fmt.Errorf("table %s: %w", t, err)
 			}
@@ -137,6 +138,27 @@ func createReadModels(ctx context.Context, pool *pgxpool.Pool, schema string) er
 		return fmt.Errorf("rebuild: create read models in %s: %w", schema, err)
 	}
 	return nil
+}
+
+// Dump returns every read-model table of schema as text rows (each row
+// as PostgreSQL prints it), sorted: what tests compare row for row.
+func Dump(ctx context.Context, q Querier, schema string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, t := range readModelTables() {
+		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT x::text FROM %s x`, Table(schema, t)))
+		if err != nil {
+			return nil, fmt.Errorf("dump %s: %w", t, err)
+		}
+		vals, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("dump %s: %w", t, err)
+		}
+		if len(vals) > 0 {
+			sort.Strings(vals)
+			out[t] = vals
+		}
+	}
+	return out, nil
 }
 
 // Compare returns the differences between the read models of schemaA and
@@ -156,7 +178,7 @@ func Compare(ctx context.Context, pool *pgxpool.Pool, schemaA, schemaB string) (
 				WITH d AS (SELECT * FROM %s EXCEPT SELECT * FROM %s)
 				SELECT (SELECT count(*) FROM d),
 				       coalesce((SELECT array_agg(r) FROM (SELECT d::text AS r FROM d ORDER BY 1 LIMIT %d) x), '{}')`,
-				table(dir[0], t), table(dir[1], t), examples)).Scan(&n, &rows)
+				Table(dir[0], t), Table(dir[1], t), examples)).Scan(&n, &rows)
 			if err != nil {
 				return nil, fmt.Errorf("compare %s: %w", t, err)
 			}

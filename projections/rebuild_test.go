@@ -79,18 +79,18 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	accounts := []string{"acc_1", "acc_2", "acc_3", "acc_4", "acc_5"}
 	models := []string{"small", "large", "mini"}
 	for _, a := range accounts {
-		l.append(events.StreamAccount+a, a, day0, events.AccountCreated{AccountID: a, Name: a, Email: a + "@x", Plan: "pro"},
+		l.Append(events.StreamAccount+a, a, day0, events.AccountCreated{AccountID: a, Name: a, Email: a + "@x", Plan: "pro"},
 			events.BillingCustomerLinked{AccountID: a, StripeCustomerID: "cus_" + a})
 		for k := range 2 {
 			key := fmt.Sprintf("key_%s_%d", a, k)
-			l.append(events.StreamAPIKey+key, a, day0, events.APIKeyIssued{KeyID: key, AccountID: a, Name: key, KeyHash: key, KeyPrefix: "tg_"})
+			l.Append(events.StreamAPIKey+key, a, day0, events.APIKeyIssued{KeyID: key, AccountID: a, Name: key, KeyHash: key, KeyPrefix: "tg_"})
 		}
 	}
 	seq := 0
 	lateIn := func(r BillingRecord) {
 		seq++
 		at := r.WindowStart.Add(time.Duration(rng.Int64N(int64(time.Hour - 3*time.Second))))
-		l.complete(fmt.Sprintf("late%d", seq), r.AccountID, "key_"+r.AccountID+"_0", "small", 1+rng.Int64N(50), 1+rng.Int64N(50), rng.Int64N(10_000), at)
+		l.Complete(fmt.Sprintf("late%d", seq), r.AccountID, "key_"+r.AccountID+"_0", "small", 1+rng.Int64N(50), 1+rng.Int64N(50), rng.Int64N(10_000), at)
 	}
 	for day := range 3 {
 		// Completions of the day, their lifecycle steps interleaved.
@@ -114,14 +114,14 @@ func TestLiveEqualsRebuild(t *testing.T) {
 			r := runs[i]
 			switch r.step {
 			case 0:
-				l.requested(r.id, r.account, r.key, r.model, r.at)
+				l.Requested(r.id, r.account, r.key, r.model, r.at)
 			case 1:
-				l.started(r.id, r.account, r.at.Add(time.Second))
+				l.Started(r.id, r.account, r.at.Add(time.Second))
 			case 2:
 				if r.outcome == 0 {
-					l.failed(r.id, r.account, r.key, r.model, r.at.Add(2*time.Second))
+					l.Failed(r.id, r.account, r.key, r.model, r.at.Add(2*time.Second))
 				} else {
-					l.succeeded(r.id, r.account, r.key, r.model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), r.at.Add(2*time.Second))
+					l.Succeeded(r.id, r.account, r.key, r.model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), r.at.Add(2*time.Second))
 				}
 			}
 			r.step++
@@ -130,7 +130,7 @@ func TestLiveEqualsRebuild(t *testing.T) {
 				runs = append(runs[:i], runs[i+1:]...)
 			}
 		}
-		bus.deliver(l.stored())
+		bus.deliver(l.Stored())
 
 		// The reporter: closes what is due (some after usage arrived late,
 		// so the close splits), reports most of it, and late usage lands
@@ -145,16 +145,16 @@ func TestLiveEqualsRebuild(t *testing.T) {
 				if i%3 == 0 {
 					lateIn(r)
 				}
-				l.closed(r, r.Quantity, now.Add(time.Duration(i)*time.Second))
+				closed(l, r, r.Quantity, now.Add(time.Duration(i)*time.Second))
 			}
 			if i%4 != 1 {
-				l.reported(r, r.Quantity, now.Add(time.Duration(i)*time.Second+time.Millisecond))
+				reported(l, r, r.Quantity, now.Add(time.Duration(i)*time.Second+time.Millisecond))
 			}
 			if i%5 == 2 {
 				lateIn(r)
 			}
 		}
-		bus.deliver(l.stored())
+		bus.deliver(l.Stored())
 	}
 
 	// The scenario did exercise what it is meant to.
@@ -181,12 +181,12 @@ func TestLiveEqualsRebuild(t *testing.T) {
 
 	// Twice: the second replaces the first, in batches that cut streams.
 	for _, batch := range []int{1000, 7} {
-		stats, err := Rebuild(ctx, pool, l.store, "rebuild", batch, buildAll, nil)
+		stats, err := Rebuild(ctx, pool, l.Store, "rebuild", batch, buildAll, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if stats.Events != int64(len(l.all)) || stats.Cursor.Position != l.all[len(l.all)-1].Position {
-			t.Errorf("rebuild read %d events up to %d; want %d up to %d", stats.Events, stats.Cursor.Position, len(l.all), l.all[len(l.all)-1].Position)
+		if stats.Events != int64(len(l.All)) || stats.Cursor.Position != l.All[len(l.All)-1].Position {
+			t.Errorf("rebuild read %d events up to %d; want %d up to %d", stats.Events, stats.Cursor.Position, len(l.All), l.All[len(l.All)-1].Position)
 		}
 		diffs, err := Compare(ctx, pool, LiveSchema, "rebuild")
 		if err != nil {
@@ -196,7 +196,7 @@ func TestLiveEqualsRebuild(t *testing.T) {
 			t.Errorf("live and rebuild (batch %d) differ:\n%s", batch, strings.Join(diffs, "\n"))
 		}
 	}
-	t.Logf("%d events: %d later records, %d reported, %d closed, %d failed, %d queued", len(l.all), splits, reported, closed, failed, queued)
+	t.Logf("%d events: %d later records, %d reported, %d closed, %d failed, %d queued", len(l.All), splits, reported, closed, failed, queued)
 
 	// Compare does see a difference.
 	if _, err := pool.Exec(ctx, `UPDATE rebuild.jobs SET status = 'lost' WHERE completion_id = 'c1'`); err != nil {
@@ -209,7 +209,7 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	if len(diffs) != 2 || !strings.HasPrefix(diffs[0], "jobs: 1 rows in public not in rebuild") || !strings.Contains(diffs[1], "lost") {
 		t.Errorf("diffs = %q; want the changed job both ways", diffs)
 	}
-	if _, err := Rebuild(ctx, pool, l.store, LiveSchema, 100, buildAll, nil); err == nil {
+	if _, err := Rebuild(ctx, pool, l.Store, LiveSchema, 100, buildAll, nil); err == nil {
 		t.Error("rebuild into the live schema: no error")
 	}
 }
@@ -224,7 +224,7 @@ func BenchmarkRebuild(b *testing.B) {
 	var events int64
 	var elapsed time.Duration
 	for b.Loop() {
-		stats, err := Rebuild(ctx, pool, l.store, "rebuild", 1000, buildAll, nil)
+		stats, err := Rebuild(ctx, pool, l.Store, "rebuild", 1000, buildAll, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -243,18 +243,18 @@ func appendCompletions(b *testing.B, l *evlog, _ *pgxpool.Pool, n int) {
 		at := day0.Add(time.Duration(rng.Int64N(int64(30 * 24 * time.Hour))))
 		id := fmt.Sprintf("c%d", i)
 		if i%10 == 0 {
-			l.requested(id, a, key, model, at)
-			l.failed(id, a, key, model, at.Add(time.Second))
+			l.Requested(id, a, key, model, at)
+			l.Failed(id, a, key, model, at.Add(time.Second))
 			continue
 		}
 		prompt, completion := rng.Int64N(2000), rng.Int64N(500)
-		l.append(events.StreamCompletion+id, a, at,
+		l.Append(events.StreamCompletion+id, a, at,
 			events.CompletionRequested{CompletionID: id, AccountID: a, KeyID: key, Model: model, Mode: events.ModeSync, Request: []byte(`{}`)},
 			events.CompletionStarted{CompletionID: id, Executor: "api:bench", LeaseExpiresAt: at.Add(time.Minute)},
 			events.CompletionSucceeded{CompletionID: id, AccountID: a, KeyID: key, Model: model, Provider: "echo", UpstreamModel: model,
 				Usage:       events.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion},
 				CostNanoUSD: rng.Int64N(1_000_000), Response: []byte(`{"id":"x","choices":[{"message":{"content":"hello"}}]}`)})
 	}
-	l.stored() // every event readable before the clock starts
-	l.all = nil
+	l.Stored() // every event readable before the clock starts
+	l.All = nil
 }

@@ -66,7 +66,7 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	guard := table(schema, "projection_streams")
+	guard := Table(schema, "projection_streams")
 	labels := prometheus.Labels{"schema": schema}
 	s := &Set{
 		pool:   pool,
@@ -178,10 +178,10 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 	if s.asyncCommit {
 		b.Queue(`SET LOCAL synchronous_commit = off`)
 	}
-	var pend []pending
+	var pend []Pending
 	for _, p := range s.ps {
-		if a, ok := p.(accumulator); ok {
-			pend = append(pend, a.pending())
+		if a, ok := p.(Accumulator); ok {
+			pend = append(pend, a.Pending())
 		}
 	}
 	var applied, skipped []events.Envelope
@@ -215,7 +215,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 	}
 
 	for _, p := range pend {
-		p.flush(b)
+		p.Flush(b)
 	}
 	s.queueGuard(b, streams, stored, current)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -239,7 +239,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 // applyOne adds e to the accumulators' pending writes, queues the
 // statements of the other projectors of this package, executes those of
 // projectors from elsewhere, and returns the batch to go on queueing into.
-func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []pending, e events.Envelope) (*pgx.Batch, error) {
+func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, e events.Envelope) (*pgx.Batch, error) {
 	d, err := events.Decode(e)
 	switch {
 	case errors.Is(err, events.ErrUnknownType):
@@ -250,13 +250,13 @@ func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []pend
 	}
 	if d != nil {
 		for _, p := range pend {
-			if err := p.add(e, d); err != nil {
+			if err := p.Add(e, d); err != nil {
 				return b, fmt.Errorf("projections: event %s: %w", e.EventID, err)
 			}
 		}
 	}
 	for _, p := range s.ps {
-		if _, ok := p.(accumulator); ok {
+		if _, ok := p.(Accumulator); ok {
 			continue
 		}
 		if q, ok := p.(queuer); ok {

@@ -43,7 +43,7 @@ func NewUsageLedger(schema string) Projector {
 			prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
 			completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
 			cost_nano_usd = r.cost_nano_usd + EXCLUDED.cost_nano_usd`,
-		table(schema, "usage_ledger"), table(schema, "usage_rollups"))}
+		Table(schema, "usage_ledger"), Table(schema, "usage_rollups"))}
 }
 
 // Name implements Projector.
@@ -51,10 +51,10 @@ func (p *usageLedger) Name() string { return "usage_ledger" }
 
 // Apply implements Projector.
 func (p *usageLedger) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return applyPending(ctx, tx, p, p.Name(), e)
+	return ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *usageLedger) pending() pending { return &ledgerRows{sql: p.insert} }
+func (p *usageLedger) Pending() Pending { return &ledgerRows{sql: p.insert} }
 
 // ledgerRows are the ledger rows of one transaction, column by column.
 type ledgerRows struct {
@@ -66,7 +66,7 @@ type ledgerRows struct {
 	eventID                                      []uuid.UUID
 }
 
-func (r *ledgerRows) add(e events.Envelope, d events.Data) error {
+func (r *ledgerRows) Add(e events.Envelope, d events.Data) error {
 	s, ok := d.(events.CompletionSucceeded)
 	if !ok {
 		return nil
@@ -79,7 +79,7 @@ func (r *ledgerRows) add(e events.Envelope, d events.Data) error {
 	return nil
 }
 
-func (r *ledgerRows) flush(b *pgx.Batch) {
+func (r *ledgerRows) Flush(b *pgx.Batch) {
 	if len(r.completion) == 0 {
 		return
 	}
@@ -126,12 +126,12 @@ func Usage(ctx context.Context, q Querier, accountID string, from, to time.Time,
 	if useRollups {
 		sql = fmt.Sprintf(`SELECT %s AS g, coalesce(sum(requests), 0)::bigint, coalesce(sum(prompt_tokens), 0)::bigint,
 				coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_nano_usd), 0)::bigint
-			FROM %s WHERE account_id = $1 AND day >= $2::date AND day < $3::date`, group, table(LiveSchema, "usage_rollups"))
+			FROM %s WHERE account_id = $1 AND day >= $2::date AND day < $3::date`, group, Table(LiveSchema, "usage_rollups"))
 		args = []any{accountID, from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
 		sql = fmt.Sprintf(`SELECT %s AS g, count(*), coalesce(sum(prompt_tokens), 0)::bigint,
 				coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_nano_usd), 0)::bigint
-			FROM %s WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3`, group, table(LiveSchema, "usage_ledger"))
+			FROM %s WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3`, group, Table(LiveSchema, "usage_ledger"))
 		args = []any{accountID, from, to}
 	}
 	if groupBy != "" {
