@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/bus"
+	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/events/pgstore"
 )
 
 // DefaultConnectTimeout bounds a connection attempt when the database URL
@@ -22,6 +27,32 @@ const DefaultConnectTimeout = 5 * time.Second
 // DefaultQueryTimeout bounds each statement of a serving process (see
 // queryDeadline); Options.QueryTimeout overrides it.
 const DefaultQueryTimeout = 30 * time.Second
+
+// openStore opens what every role stands on: the database pool (its
+// migrations applied), the event store and the command service.
+func (w *wiring) openStore(ctx context.Context) (err error) {
+	cfg := w.cfg
+	maxConns := w.opts.MaxDBConns
+	if maxConns == 0 {
+		maxConns = 20
+	}
+	w.Pool, err = openDatabase(ctx, cfg.Env.DatabaseURL, maxConns, cmp.Or(w.opts.QueryTimeout, cfg.Env.DatabaseQueryTimeout, DefaultQueryTimeout))
+	if err != nil {
+		return err
+	}
+	w.closers = append(w.closers, func() error { w.Pool.Close(); return nil })
+	if applied, err := pgstore.Migrate(unboundedQueries(ctx), w.Pool); err != nil {
+		return err
+	} else if len(applied) > 0 {
+		w.logger.Info("migrations applied", "names", applied)
+	}
+	if w.Store, err = pgstore.New(w.Pool, w.reg); err != nil {
+		return err
+	}
+	w.svc = commands.NewService(w.Store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, time.Now)
+	w.bus = bus.Config{KafkaBrokers: cfg.Env.KafkaBrokers, Pool: w.Pool, Logger: w.logger, ClientID: "tollgate-" + cfg.Env.InstanceID, SQLPollInterval: w.opts.BusPollInterval}
+	return nil
+}
 
 // OpenDatabase returns a pool on dsn, creating the database first when the
 // server does not have it (so `tollgate serve` works on a fresh PostgreSQL).

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/projections"
+)
+
+// startBilling runs the bill role: the reporter, which sends due billing
+// records to Stripe (off without STRIPE_SECRET_KEY), and dunning, which
+// downgrades accounts whose grace period ended. Each runs once across
+// replicas (a leader lock).
+func (w *wiring) startBilling() error {
+	cfg := w.cfg
+	if cfg.Env.StripeSecretKey == "" {
+		w.logger.Info("billing reporter off: STRIPE_SECRET_KEY is not set")
+	} else {
+		rep, err := billing.NewReporter(billing.ReporterConfig{
+			Store:               w.Store,
+			Due:                 dueRecords(w.Pool, cfg.Billing.ReportDelay.D()),
+			Stripe:              billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0),
+			EventName:           cfg.Env.StripeMeterEventName,
+			Interval:            firstNonZero(w.opts.BillingInterval, cfg.Billing.ReportInterval.D()),
+			RateLimit:           cfg.Billing.StripeRateLimit,
+			Logger:              w.logger,
+			Registerer:          w.reg,
+			AfterStripeAccepted: w.opts.BillingAfterStripeAccepted,
+		})
+		if err != nil {
+			return err
+		}
+		w.goRun("billing reporter", w.leader(w.run, "tollgate:billing-reporter", rep.Run))
+	}
+	dunning, err := billing.NewDunning(billing.DunningConfig{
+		Service: w.svc, Events: w.Pool, FallbackPlan: cfg.Billing.FallbackPlan,
+		Interval: cfg.Billing.DunningInterval.D(), Logger: w.logger, Registerer: w.reg,
+	})
+	if err != nil {
+		return err
+	}
+	w.goRun("billing dunning", w.leader(w.run, "tollgate:billing-dunning", dunning.Run))
+	return nil
+}
+
+// dueRecords adapts the billing read model to the reporter.
+func dueRecords(pool *pgxpool.Pool, delay time.Duration) billing.DueRecords {
+	return func(ctx context.Context, now time.Time, limit int) ([]billing.Record, error) {
+		recs, err := projections.DueBillingRecords(ctx, pool, projections.LiveSchema, now, delay, limit)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]billing.Record, len(recs))
+		for i, r := range recs {
+			out[i] = billing.Record{RecordID: r.RecordID, AccountID: r.AccountID, WindowStart: r.WindowStart,
+				WindowEnd: r.WindowEnd, Unit: r.Unit, Quantity: r.Quantity, Status: r.Status}
+		}
+		return out, nil
+	}
+}
+
+func firstNonZero(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
+}

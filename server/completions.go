@@ -1,0 +1,33 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/execution"
+	"github.com/tollgate/tollgate/handlers"
+	"github.com/tollgate/tollgate/llm"
+)
+
+// startCompletions builds what the API and worker roles share to run
+// completions: the quota limiter and its settlement, the plan budget
+// metrics, the LLM router and the executor.
+func (w *wiring) startCompletions(ctx context.Context) (err error) {
+	cfg, logger := w.cfg, w.logger
+	if w.limiter, err = w.quotaLimiter(ctx, cfg, w.reg); err != nil {
+		return err
+	}
+	w.settle = handlers.QuotaSettler(cfg, w.svc, w.limiter, logger, time.Now)
+	if err := w.watchPlanBudgets(w.run, cfg, w.reg, 30*time.Second); err != nil {
+		return err
+	}
+	router, err := llm.NewRouter(cfg, w.opts.ProviderClient, w.getenv, logger, llm.WithRegisterer(w.reg))
+	if err != nil {
+		return err
+	}
+	w.exec, err = execution.New(execution.Config{Service: w.svc, LLM: router, Streams: router, Models: cfg.Model, Logger: logger, Registry: w.reg, Lease: cfg.Jobs.Lease.D(),
+		Settled: w.settle, Renewed: handlers.QuotaExtender(w.limiter, logger, time.Now), ReservationMargin: handlers.ReservationMargin(cfg),
+		Transient: pgstore.Transient})
+	return err
+}
