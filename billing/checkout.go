@@ -10,8 +10,10 @@ import (
 	stripe "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -65,10 +67,10 @@ func (c *Checkout) Checkout(ctx context.Context, md events.Metadata, accountID, 
 	}
 	plan, ok := c.cfg.Plan(planName)
 	if !ok {
-		return Session{}, &commands.ValidationError{Field: "plan", Message: fmt.Sprintf("%q is not a plan", planName)}
+		return Session{}, &domainerr.ValidationError{Field: "plan", Message: fmt.Sprintf("%q is not a plan", planName)}
 	}
 	if plan.StripePrice == "" {
-		return Session{}, &commands.ValidationError{Field: "plan", Message: fmt.Sprintf("plan %q has no Stripe price and cannot be bought", planName)}
+		return Session{}, &domainerr.ValidationError{Field: "plan", Message: fmt.Sprintf("plan %q has no Stripe price and cannot be bought", planName)}
 	}
 	a, err := c.svc.Account(ctx, accountID)
 	if err != nil {
@@ -108,7 +110,7 @@ func (c *Checkout) Checkout(ctx context.Context, md events.Metadata, accountID, 
 
 // customer returns the account's Stripe customer, creating and linking it
 // the first time.
-func (c *Checkout) customer(ctx context.Context, md events.Metadata, a commands.Account) (string, error) {
+func (c *Checkout) customer(ctx context.Context, md events.Metadata, a account.Account) (string, error) {
 	if a.StripeCustomerID != "" {
 		return a.StripeCustomerID, nil
 	}

@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
@@ -91,12 +93,12 @@ func newLife(t *testing.T) *life {
 func (l *life) account(id string) {
 	l.t.Helper()
 	if _, err := l.svc.CreateAccount(context.Background(), events.Metadata{Actor: "admin"},
-		commands.CreateAccount{AccountID: id, Name: "Test " + id, Email: id + "@example.com", Plan: "free"}); err != nil {
+		account.CreateAccount{AccountID: id, Name: "Test " + id, Email: id + "@example.com", Plan: "free"}); err != nil {
 		l.t.Fatal(err)
 	}
 }
 
-func (l *life) get(id string) commands.Account {
+func (l *life) get(id string) account.Account {
 	l.t.Helper()
 	a, err := l.svc.Account(context.Background(), id)
 	if err != nil {
@@ -141,7 +143,7 @@ func (l *life) eventCount() int {
 
 func (l *life) types(accountID string) []string {
 	l.t.Helper()
-	evs, err := l.store.Load(context.Background(), commands.AccountStream(accountID))
+	evs, err := l.store.Load(context.Background(), account.AccountStream(accountID))
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -210,10 +212,10 @@ func TestBillingLifecycle(t *testing.T) {
 	if n := len(l.rec.RequestsTo(http.MethodPost, "/v1/customers")); n != 1 {
 		t.Errorf("%d customers created, want 1", n)
 	}
-	if _, err := l.co.Checkout(ctx, md, "acc_life", "platinum"); !errors.Is(err, commands.ErrInvalid) {
+	if _, err := l.co.Checkout(ctx, md, "acc_life", "platinum"); !errors.Is(err, domainerr.ErrInvalid) {
 		t.Errorf("unknown plan: %v", err)
 	}
-	if _, err := l.co.Checkout(ctx, md, "acc_life", "free"); !errors.Is(err, commands.ErrInvalid) {
+	if _, err := l.co.Checkout(ctx, md, "acc_life", "free"); !errors.Is(err, domainerr.ErrInvalid) {
 		t.Errorf("plan without price: %v", err)
 	}
 

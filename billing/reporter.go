@@ -26,6 +26,7 @@ import (
 	stripe "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 )
@@ -460,11 +461,11 @@ func (r *Reporter) report(ctx context.Context, rec Record, now time.Time) (outco
 
 // customer returns the account's Stripe customer, "" when none is linked.
 func (r *Reporter) customer(ctx context.Context, accountID string) (string, error) {
-	evs, err := r.cfg.Store.Load(ctx, commands.AccountStream(accountID))
+	evs, err := r.cfg.Store.Load(ctx, account.AccountStream(accountID))
 	if err != nil {
 		return "", err
 	}
-	a, err := commands.FoldAccount(evs)
+	a, err := account.FoldAccount(evs)
 	if err != nil {
 		return "", err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
@@ -84,7 +85,7 @@ func (e *env) account(id, customer string) {
 	e.t.Helper()
 	svc := commands.NewService(e.store, func(string) bool { return true }, time.Now)
 	_, err := svc.CreateAccount(context.Background(), events.Metadata{Actor: "admin"},
-		commands.CreateAccount{AccountID: id, Name: "Test " + id, Plan: "pro", StripeCustomerID: customer})
+		account.CreateAccount{AccountID: id, Name: "Test " + id, Plan: "pro", StripeCustomerID: customer})
 	if err != nil {
 		e.t.Fatalf("create account %s: %v", id, err)
 	}
@@ -93,12 +94,12 @@ func (e *env) account(id, customer string) {
 // link links a Stripe customer to an existing account.
 func (e *env) link(accountID, customer string) {
 	e.t.Helper()
-	ev, err := events.New(commands.AccountStream(accountID), events.BillingCustomerLinked{AccountID: accountID, StripeCustomerID: customer},
+	ev, err := events.New(account.AccountStream(accountID), events.BillingCustomerLinked{AccountID: accountID, StripeCustomerID: customer},
 		events.Metadata{AccountID: accountID, Actor: "stripe"}, time.Now(), "")
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.store.Append(context.Background(), commands.AccountStream(accountID), pgstore.AnyVersion, ev); err != nil {
+	if _, err := e.store.Append(context.Background(), account.AccountStream(accountID), pgstore.AnyVersion, ev); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -288,10 +289,10 @@ func (w *Webhooks) apply(ctx context.Context, ev commands.StripeEvent, meta map[
 		GracePeriod:  w.cfg.Config.Billing.GracePeriod.D(),
 	}
 	outcome, dup, err := w.cfg.Service.ApplyStripeEvent(ctx, md, accountID, ev, pol)
-	if errors.Is(err, commands.ErrNotFound) {
+	if errors.Is(err, domainerr.ErrNotFound) {
 		return record(events.WebhookNoAccount)
 	}
-	if errors.Is(err, commands.ErrInvalid) {
+	if errors.Is(err, domainerr.ErrInvalid) {
 		return res, fmt.Errorf("%w: %w", ErrWebhookPayload, err)
 	}
 	res.Outcome, res.Duplicate = outcome, dup

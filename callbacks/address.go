@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 )
 
 // ErrForbiddenAddress: a callback would reach an address callbacks may not
@@ -176,12 +176,12 @@ func CheckAddress(a netip.Addr) error {
 
 // CheckURL is the one rule for a callback URL, applied when a request
 // names it (handlers) and again before it is sent: the syntax of
-// commands.ValidateCallbackURL, and, unless allowPrivate, a host written
+// completion.ValidateCallbackURL, and, unless allowPrivate, a host written
 // as an address must pass CheckAddress. A host name is checked on every
 // address it is dialled at (NewClient), since what it resolves to can
 // change between the request and the callback.
 func CheckURL(raw string, allowPrivate bool) error {
-	if err := commands.ValidateCallbackURL(raw); err != nil {
+	if err := completion.ValidateCallbackURL(raw); err != nil {
 		return err
 	}
 	if allowPrivate {

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/projections"
 )
@@ -31,7 +33,7 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// Render returns the body sent for a finished job: the job JSON as
 	// GET /v1/jobs/{id} shows it.
-	Render func(commands.Completion) ([]byte, error)
+	Render func(completion.Completion) ([]byte, error)
 	// Secret keys the HMAC signature (TOLLGATE_CALLBACK_SECRET).
 	Secret []byte
 	// Instance names this dispatcher in leases and events' actor.
@@ -301,7 +303,7 @@ func (d *Dispatcher) Send(ctx context.Context, completionID string) (Outcome, er
 		return Skipped, nil
 	}
 	md := events.Metadata{CorrelationID: "callback_" + completionID, Actor: "callbacks:" + d.cfg.Instance}
-	var cmd commands.RecordCallback
+	var cmd completion.RecordCallback
 	if err := CheckURL(c.CallbackURL, d.cfg.AllowPrivateNetworks); err != nil {
 		// Validated at the edge; this guards older or foreign events.
 		cmd.Failed = &events.CompletionCallbackFailed{Attempts: 1, Error: err.Error()}
@@ -317,7 +319,7 @@ func (d *Dispatcher) Send(ctx context.Context, completionID string) (Outcome, er
 		}
 	}
 	_, err = d.cfg.Service.RecordCallback(context.WithoutCancel(ctx), md, completionID, cmd)
-	if errors.Is(err, commands.ErrAlreadyExists) || errors.Is(err, events.ErrConflict) {
+	if errors.Is(err, domainerr.ErrAlreadyExists) || errors.Is(err, events.ErrConflict) {
 		return Skipped, nil
 	}
 	if err != nil {
@@ -334,7 +336,7 @@ func (d *Dispatcher) Send(ctx context.Context, completionID string) (Outcome, er
 }
 
 // deliver makes the attempts and returns the outcome to record.
-func (d *Dispatcher) deliver(ctx context.Context, c commands.Completion, body []byte) commands.RecordCallback {
+func (d *Dispatcher) deliver(ctx context.Context, c completion.Completion, body []byte) completion.RecordCallback {
 	var status int
 	var lastErr string
 	backoff := d.cfg.InitialBackoff
@@ -342,13 +344,13 @@ func (d *Dispatcher) deliver(ctx context.Context, c commands.Completion, body []
 		var retry bool
 		status, retry, lastErr = d.attempt(ctx, c, body)
 		if lastErr == "" {
-			return commands.RecordCallback{Delivered: &events.CompletionCallbackDelivered{Status: status, Attempts: attempt}}
+			return completion.RecordCallback{Delivered: &events.CompletionCallbackDelivered{Status: status, Attempts: attempt}}
 		}
 		if !retry || attempt >= d.cfg.MaxAttempts || ctx.Err() != nil {
-			return commands.RecordCallback{Failed: &events.CompletionCallbackFailed{Status: status, Attempts: attempt, Error: lastErr}}
+			return completion.RecordCallback{Failed: &events.CompletionCallbackFailed{Status: status, Attempts: attempt, Error: lastErr}}
 		}
 		if err := d.cfg.Sleep(ctx, backoff); err != nil {
-			return commands.RecordCallback{Failed: &events.CompletionCallbackFailed{Status: status, Attempts: attempt, Error: lastErr}}
+			return completion.RecordCallback{Failed: &events.CompletionCallbackFailed{Status: status, Attempts: attempt, Error: lastErr}}
 		}
 		d.retries.Inc()
 		backoff = min(2*backoff, d.cfg.MaxBackoff)
@@ -359,7 +361,7 @@ func (d *Dispatcher) deliver(ctx context.Context, c commands.Completion, body []
 // whether a failure is worth retrying, and "" on success or the error.
 // A 4xx other than 408 and 429 is the receiver refusing this body, so it
 // is final; everything else (5xx, 408, 429, 3xx, no answer) is retried.
-func (d *Dispatcher) attempt(ctx context.Context, c commands.Completion, body []byte) (int, bool, string) {
+func (d *Dispatcher) attempt(ctx context.Context, c completion.Completion, body []byte) (int, bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.CallbackURL, bytes.NewReader(body))

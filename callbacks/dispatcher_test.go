@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
@@ -87,13 +88,13 @@ func (f *fixture) finished(id, url string) {
 	f.t.Helper()
 	ctx := context.Background()
 	req := `{"model":"m","callback_url":` + string(must(json.Marshal(url))) + `,"messages":[{"role":"user","content":"hi"}]}`
-	c, err := f.svc.RequestCompletion(ctx, events.Metadata{}, commands.RequestCompletion{
+	c, err := f.svc.RequestCompletion(ctx, events.Metadata{}, completion.RequestCompletion{
 		CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeAsync, Request: json.RawMessage(req),
-	}, &commands.StartCompletion{Executor: "worker:w", Now: time.Now(), Lease: time.Minute})
+	}, &completion.StartCompletion{Executor: "worker:w", Now: time.Now(), Lease: time.Minute})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, err := f.svc.FinishClaimed(ctx, events.Metadata{}, c, commands.FinishCompletion{Executor: "worker:w",
+	if _, err := f.svc.FinishClaimed(ctx, events.Metadata{}, c, completion.FinishCompletion{Executor: "worker:w",
 		Succeeded: &events.CompletionSucceeded{Provider: "p", UpstreamModel: "u", Usage: events.Usage{PromptTokens: 1, CompletionTokens: 1}, Response: json.RawMessage(`{"id":"x"}`)}}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func must(b []byte, err error) []byte {
 	return b
 }
 
-func render(c commands.Completion) ([]byte, error) {
+func render(c completion.Completion) ([]byte, error) {
 	return json.Marshal(map[string]any{"id": c.ID, "object": "job", "status": c.Status})
 }
 
@@ -133,7 +134,7 @@ func (f *fixture) dispatcher(svc *commands.Service, instance string, allowPrivat
 
 func (f *fixture) tail(id string) []string {
 	f.t.Helper()
-	evs, err := f.store.Load(context.Background(), commands.CompletionStream(id))
+	evs, err := f.store.Load(context.Background(), completion.CompletionStream(id))
 	if err != nil {
 		f.t.Fatal(err)
 	}

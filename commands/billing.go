@@ -8,58 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/account"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
 // ErrNoBillingCustomer: the account has no Stripe customer yet (it never
 // went through checkout), so there is no billing portal to open.
 var ErrNoBillingCustomer = errors.New("no billing customer")
-
-// BillingState is an account's subscription and dunning state, folded from
-// the billing events of its stream.
-type BillingState struct {
-	SubscriptionID     string
-	SubscriptionStatus string
-	// SubscriptionAt is the Stripe creation time of the last applied
-	// subscription event; an older one arriving later is stale.
-	SubscriptionAt time.Time
-	// PaymentAt is the Stripe creation time of the last applied invoice
-	// payment event; an older one arriving later is stale.
-	PaymentAt time.Time
-	// GraceUntil is set while a failed payment is unresolved: the account
-	// keeps its plan until then and is downgraded after.
-	GraceUntil time.Time
-	// DowngradedTo is the fallback plan while the account is downgraded.
-	DowngradedTo string
-}
-
-// EffectivePlan is the plan whose limits and models apply now: the
-// fallback plan while the account is downgraded, its plan otherwise.
-func (a Account) EffectivePlan() string {
-	if a.Billing.DowngradedTo != "" {
-		return a.Billing.DowngradedTo
-	}
-	return a.Plan
-}
-
-// applyBilling folds one billing event into the account.
-func (a *Account) applyBilling(d events.Data) {
-	b := &a.Billing
-	switch d := d.(type) {
-	case events.BillingSubscriptionChanged:
-		b.SubscriptionID, b.SubscriptionStatus, b.SubscriptionAt = d.SubscriptionID, d.Status, d.StripeCreated
-		a.Plan = d.Plan
-	case events.BillingPaymentFailed:
-		b.PaymentAt = d.StripeCreated
-		if b.GraceUntil.IsZero() {
-			b.GraceUntil = d.GraceUntil
-		}
-	case events.BillingPaymentSucceeded:
-		b.PaymentAt, b.GraceUntil, b.DowngradedTo = d.StripeCreated, time.Time{}, ""
-	case events.AccountDowngraded:
-		b.DowngradedTo = d.ToPlan
-	}
-}
 
 // StripeEvent is the part of a verified Stripe webhook event the decisions
 // need, whatever API version Stripe rendered it with.
@@ -129,9 +85,9 @@ func HandlesStripeEvent(typ string) bool {
 // An event older than the last one applied of its kind (subscription or
 // payment) is stale: recorded, never applied, so a reordered delivery
 // cannot roll state back.
-func DecideStripeEvent(a Account, ev StripeEvent, p BillingPolicy) ([]events.Data, error) {
+func DecideStripeEvent(a account.Account, ev StripeEvent, p BillingPolicy) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account for stripe event %s: %w", ev.ID, ErrNotFound)
+		return nil, fmt.Errorf("account for stripe event %s: %w", ev.ID, domainerr.ErrNotFound)
 	}
 	receipt := events.BillingWebhookReceived{
 		StripeEventID: ev.ID, StripeEventType: ev.Type, StripeCreated: ev.Created.UTC(), APIVersion: ev.APIVersion,
@@ -142,7 +98,7 @@ func DecideStripeEvent(a Account, ev StripeEvent, p BillingPolicy) ([]events.Dat
 		return append([]events.Data{receipt}, more...), nil
 	}
 	if ev.CustomerID != "" && !strings.HasPrefix(ev.CustomerID, "cus_") {
-		return nil, invalid("customer", "%q is not a Stripe customer id", ev.CustomerID)
+		return nil, domainerr.Invalid("customer", "%q is not a Stripe customer id", ev.CustomerID)
 	}
 	if a.StripeCustomerID != "" && ev.CustomerID != "" && ev.CustomerID != a.StripeCustomerID {
 		return only(events.WebhookIgnored) // another customer's object
@@ -183,7 +139,7 @@ func DecideStripeEvent(a Account, ev StripeEvent, p BillingPolicy) ([]events.Dat
 			status = subscriptionStatusCancelled
 		}
 		if status == "" {
-			return nil, invalid("status", "subscription %s has no status", ev.SubscriptionID)
+			return nil, domainerr.Invalid("status", "subscription %s has no status", ev.SubscriptionID)
 		}
 		plan := p.FallbackPlan
 		if slices.Contains(entitled, status) {
@@ -232,16 +188,16 @@ func DecideStripeEvent(a Account, ev StripeEvent, p BillingPolicy) ([]events.Dat
 // DecideDowngrade decides whether an account whose payment failed is
 // downgraded to the fallback plan at now: only once its grace period ended,
 // once, and never after the payment was made. No events means nothing to do.
-func DecideDowngrade(a Account, now time.Time, fallbackPlan string) ([]events.Data, error) {
+func DecideDowngrade(a account.Account, now time.Time, fallbackPlan string) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account: %w", ErrNotFound)
+		return nil, fmt.Errorf("account: %w", domainerr.ErrNotFound)
 	}
 	b := a.Billing
 	if b.GraceUntil.IsZero() || b.DowngradedTo != "" || now.Before(b.GraceUntil) {
 		return nil, nil
 	}
 	if fallbackPlan == "" {
-		return nil, invalid("fallback_plan", "is required")
+		return nil, domainerr.Invalid("fallback_plan", "is required")
 	}
 	return []events.Data{events.AccountDowngraded{AccountID: a.ID, FromPlan: a.Plan, ToPlan: fallbackPlan, GraceUntil: b.GraceUntil}}, nil
 }
@@ -249,12 +205,12 @@ func DecideDowngrade(a Account, now time.Time, fallbackPlan string) ([]events.Da
 // DecideLinkCustomer decides on tying a Stripe customer to an account (at
 // its first checkout). Linking the same customer again is a no-op; an
 // account never changes customer, since its reported usage went there.
-func DecideLinkCustomer(a Account, customerID string) ([]events.Data, error) {
+func DecideLinkCustomer(a account.Account, customerID string) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account: %w", ErrNotFound)
+		return nil, fmt.Errorf("account: %w", domainerr.ErrNotFound)
 	}
 	if !strings.HasPrefix(customerID, "cus_") {
-		return nil, invalid("stripe_customer_id", "must start with cus_")
+		return nil, domainerr.Invalid("stripe_customer_id", "must start with cus_")
 	}
 	switch a.StripeCustomerID {
 	case customerID:
@@ -262,7 +218,7 @@ func DecideLinkCustomer(a Account, customerID string) ([]events.Data, error) {
 	case "":
 		return []events.Data{events.BillingCustomerLinked{AccountID: a.ID, StripeCustomerID: customerID}}, nil
 	default:
-		return nil, fmt.Errorf("account %s is linked to %s: %w", a.ID, a.StripeCustomerID, ErrWrongState)
+		return nil, fmt.Errorf("account %s is linked to %s: %w", a.ID, a.StripeCustomerID, domainerr.ErrWrongState)
 	}
 }
 
@@ -283,25 +239,25 @@ func StripeEventRecorded(evs []events.Envelope, stripeEventID string) bool {
 const maxBillingAttempts = 5
 
 // LinkCustomer ties a Stripe customer to an account.
-func (s *Service) LinkCustomer(ctx context.Context, md events.Metadata, accountID, customerID string) (Account, error) {
-	return s.decideAccount(ctx, md, accountID, "|"+customerID, func(a Account) ([]events.Data, error) {
+func (s *Service) LinkCustomer(ctx context.Context, md events.Metadata, accountID, customerID string) (account.Account, error) {
+	return s.decideAccount(ctx, md, accountID, "|"+customerID, func(a account.Account) ([]events.Data, error) {
 		return DecideLinkCustomer(a, customerID)
 	})
 }
 
 // Downgrade downgrades an account whose grace period ended at now; it
 // appends nothing when there is nothing to do.
-func (s *Service) Downgrade(ctx context.Context, md events.Metadata, accountID string, now time.Time, fallbackPlan string) (Account, error) {
-	return s.decideAccount(ctx, md, accountID, "|"+fmt.Sprint(now.Unix()), func(a Account) ([]events.Data, error) {
+func (s *Service) Downgrade(ctx context.Context, md events.Metadata, accountID string, now time.Time, fallbackPlan string) (account.Account, error) {
+	return s.decideAccount(ctx, md, accountID, "|"+fmt.Sprint(now.Unix()), func(a account.Account) ([]events.Data, error) {
 		return DecideDowngrade(a, now, fallbackPlan)
 	})
 }
 
 // decideAccount loads an account, decides and appends, reloading after a
 // concurrent append.
-func (s *Service) decideAccount(ctx context.Context, md events.Metadata, accountID, suffix string, decide func(Account) ([]events.Data, error)) (Account, error) {
+func (s *Service) decideAccount(ctx context.Context, md events.Metadata, accountID, suffix string, decide func(account.Account) ([]events.Data, error)) (account.Account, error) {
 	md.AccountID = accountID
-	a, _, err := update(ctx, s, AccountStream(accountID), md, FoldAccount, func(Account) string { return suffix }, maxBillingAttempts, decide)
+	a, _, err := update(ctx, s, account.AccountStream(accountID), md, account.FoldAccount, func(account.Account) string { return suffix }, maxBillingAttempts, decide)
 	return a, err
 }
 
@@ -310,7 +266,7 @@ func (s *Service) decideAccount(ctx context.Context, md events.Metadata, account
 // event id: a redelivery finds the receipt and changes nothing. It returns
 // the outcome recorded and whether the event had been recorded before.
 func (s *Service) ApplyStripeEvent(ctx context.Context, md events.Metadata, accountID string, ev StripeEvent, p BillingPolicy) (outcome string, duplicate bool, err error) {
-	stream := AccountStream(accountID)
+	stream := account.AccountStream(accountID)
 	for attempt := 0; ; attempt++ {
 		evs, err := s.store.Load(ctx, stream)
 		if err != nil {
@@ -319,7 +275,7 @@ func (s *Service) ApplyStripeEvent(ctx context.Context, md events.Metadata, acco
 		if StripeEventRecorded(evs, ev.ID) {
 			return "", true, nil
 		}
-		a, err := FoldAccount(evs)
+		a, err := account.FoldAccount(evs)
 		if err != nil {
 			return "", false, err
 		}

@@ -4,7 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/decidetest"
+
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -49,8 +53,8 @@ func subChanged(ev commands.StripeEvent, status, plan string) events.BillingSubs
 }
 
 func TestDecideStripeEvent(t *testing.T) {
-	decide := func(ev commands.StripeEvent) func(commands.Account) ([]events.Data, error) {
-		return func(a commands.Account) ([]events.Data, error) { return commands.DecideStripeEvent(a, ev, policy) }
+	decide := func(ev commands.StripeEvent) func(account.Account) ([]events.Data, error) {
+		return func(a account.Account) ([]events.Data, error) { return commands.DecideStripeEvent(a, ev, policy) }
 	}
 	checkout := stripeEv("evt_checkout", commands.StripeCheckoutCompleted, b0, func(e *commands.StripeEvent) {
 		e.SubscriptionID, e.Plan = "sub_1", "pro"
@@ -81,67 +85,67 @@ func TestDecideStripeEvent(t *testing.T) {
 	firstFailure := events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1",
 		GraceUntil: failed.Created.Add(72 * time.Hour), StripeEventID: failed.ID, StripeCreated: failed.Created}
 
-	run(t, commands.AccountStream("acc_1"), commands.FoldAccount, []gwt[commands.Account]{
+	decidetest.Run(t, account.AccountStream("acc_1"), account.FoldAccount, []decidetest.Case[account.Account]{
 		{
-			name: "checkout completed links the customer and activates the plan", given: []events.Data{freeAccount},
-			when: decide(checkout),
-			then: []events.Data{receipt(checkout, events.WebhookApplied), linked, subChanged(checkout, "active", "pro")},
+			Name: "checkout completed links the customer and activates the plan", Given: []events.Data{freeAccount},
+			When: decide(checkout),
+			Then: []events.Data{receipt(checkout, events.WebhookApplied), linked, subChanged(checkout, "active", "pro")},
 		},
 		{
-			name: "subscription updated changes plan by price", given: afterCheckout, when: decide(toTeam),
-			then: []events.Data{receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")},
+			Name: "subscription updated changes plan by price", Given: afterCheckout, When: decide(toTeam),
+			Then: []events.Data{receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")},
 		},
 		{
-			name:  "stale subscription update is recorded and ignored",
-			given: append(append([]events.Data{}, afterCheckout...), receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")),
-			when:  decide(toPro), then: []events.Data{receipt(toPro, events.WebhookStale)},
+			Name:  "stale subscription update is recorded and ignored",
+			Given: append(append([]events.Data{}, afterCheckout...), receipt(toTeam, events.WebhookApplied), subChanged(toTeam, "active", "team")),
+			When:  decide(toPro), Then: []events.Data{receipt(toPro, events.WebhookStale)},
 		},
 		{
-			name: "subscription deleted falls back", given: afterCheckout, when: decide(deleted),
-			then: []events.Data{receipt(deleted, events.WebhookApplied), subChanged(deleted, "canceled", "free")},
+			Name: "subscription deleted falls back", Given: afterCheckout, When: decide(deleted),
+			Then: []events.Data{receipt(deleted, events.WebhookApplied), subChanged(deleted, "canceled", "free")},
 		},
 		{
-			name: "deletion of an older subscription is ignored", given: afterCheckout, when: decide(deletedOther),
-			then: []events.Data{receipt(deletedOther, events.WebhookIgnored)},
+			Name: "deletion of an older subscription is ignored", Given: afterCheckout, When: decide(deletedOther),
+			Then: []events.Data{receipt(deletedOther, events.WebhookIgnored)},
 		},
 		{
-			name: "another customer's object is ignored", given: afterCheckout, when: decide(other),
-			then: []events.Data{func() events.BillingWebhookReceived { r := receipt(other, events.WebhookIgnored); return r }()},
+			Name: "another customer's object is ignored", Given: afterCheckout, When: decide(other),
+			Then: []events.Data{func() events.BillingWebhookReceived { r := receipt(other, events.WebhookIgnored); return r }()},
 		},
 		{
-			name: "an unconfigured price is ignored", given: afterCheckout, when: decide(unknownPrice),
-			then: []events.Data{receipt(unknownPrice, events.WebhookIgnored)},
+			Name: "an unconfigured price is ignored", Given: afterCheckout, When: decide(unknownPrice),
+			Then: []events.Data{receipt(unknownPrice, events.WebhookIgnored)},
 		},
 		{
-			name: "payment failed starts the grace period", given: afterCheckout, when: decide(failed),
-			then: []events.Data{receipt(failed, events.WebhookApplied), firstFailure},
+			Name: "payment failed starts the grace period", Given: afterCheckout, When: decide(failed),
+			Then: []events.Data{receipt(failed, events.WebhookApplied), firstFailure},
 		},
 		{
-			name: "a retried failure keeps the first grace period", given: append(append([]events.Data{}, afterCheckout...), firstFailure),
-			when: decide(failedAgain),
-			then: []events.Data{receipt(failedAgain, events.WebhookApplied), events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus,
+			Name: "a retried failure keeps the first grace period", Given: append(append([]events.Data{}, afterCheckout...), firstFailure),
+			When: decide(failedAgain),
+			Then: []events.Data{receipt(failedAgain, events.WebhookApplied), events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus,
 				InvoiceID: "in_1", GraceUntil: firstFailure.GraceUntil, StripeEventID: failedAgain.ID, StripeCreated: failedAgain.Created}},
 		},
 		{
-			name: "invoice paid restores", given: append(append([]events.Data{}, afterCheckout...), firstFailure), when: decide(paid),
-			then: []events.Data{receipt(paid, events.WebhookApplied), events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus,
+			Name: "invoice paid restores", Given: append(append([]events.Data{}, afterCheckout...), firstFailure), When: decide(paid),
+			Then: []events.Data{receipt(paid, events.WebhookApplied), events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus,
 				InvoiceID: "in_1", StripeEventID: paid.ID, StripeCreated: paid.Created}},
 		},
 		{
-			name: "a failure older than the payment is stale",
-			given: append(append([]events.Data{}, afterCheckout...), events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus,
+			Name: "a failure older than the payment is stale",
+			Given: append(append([]events.Data{}, afterCheckout...), events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus,
 				InvoiceID: "in_1", StripeEventID: paid.ID, StripeCreated: paid.Created}),
-			when: decide(failed), then: []events.Data{receipt(failed, events.WebhookStale)},
+			When: decide(failed), Then: []events.Data{receipt(failed, events.WebhookStale)},
 		},
 		{
-			name: "unknown types are recorded", given: afterCheckout, when: decide(unknown),
-			then: []events.Data{receipt(unknown, events.WebhookUnhandled)},
+			Name: "unknown types are recorded", Given: afterCheckout, When: decide(unknown),
+			Then: []events.Data{receipt(unknown, events.WebhookUnhandled)},
 		},
-		{name: "no account", when: decide(checkout), err: commands.ErrNotFound},
+		{Name: "no account", When: decide(checkout), Err: domainerr.ErrNotFound},
 		{
-			name: "bad customer id", given: []events.Data{freeAccount},
-			when: decide(stripeEv("evt_bad", commands.StripeInvoicePaid, b0, func(e *commands.StripeEvent) { e.CustomerID = "acct_1" })),
-			err:  commands.ErrInvalid, field: "customer",
+			Name: "bad customer id", Given: []events.Data{freeAccount},
+			When: decide(stripeEv("evt_bad", commands.StripeInvoicePaid, b0, func(e *commands.StripeEvent) { e.CustomerID = "acct_1" })),
+			Err:  domainerr.ErrInvalid, Field: "customer",
 		},
 	})
 }
@@ -151,32 +155,32 @@ func TestDecideDowngrade(t *testing.T) {
 	failure := events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1", GraceUntil: grace, StripeEventID: "evt_f", StripeCreated: b0}
 	pro := events.BillingSubscriptionChanged{AccountID: "acc_1", StripeCustomerID: cus, SubscriptionID: "sub_1", Status: "active", Plan: "pro", StripeEventID: "evt_c", StripeCreated: b0}
 	down := events.AccountDowngraded{AccountID: "acc_1", FromPlan: "pro", ToPlan: "free", GraceUntil: grace}
-	at := func(now time.Time) func(commands.Account) ([]events.Data, error) {
-		return func(a commands.Account) ([]events.Data, error) { return commands.DecideDowngrade(a, now, "free") }
+	at := func(now time.Time) func(account.Account) ([]events.Data, error) {
+		return func(a account.Account) ([]events.Data, error) { return commands.DecideDowngrade(a, now, "free") }
 	}
-	run(t, commands.AccountStream("acc_1"), commands.FoldAccount, []gwt[commands.Account]{
-		{name: "within grace nothing happens", given: []events.Data{freeAccount, linked, pro, failure}, when: at(grace.Add(-time.Second))},
-		{name: "grace ended downgrades", given: []events.Data{freeAccount, linked, pro, failure}, when: at(grace), then: []events.Data{down}},
-		{name: "downgraded once", given: []events.Data{freeAccount, linked, pro, failure, down}, when: at(grace.Add(time.Hour))},
+	decidetest.Run(t, account.AccountStream("acc_1"), account.FoldAccount, []decidetest.Case[account.Account]{
+		{Name: "within grace nothing happens", Given: []events.Data{freeAccount, linked, pro, failure}, When: at(grace.Add(-time.Second))},
+		{Name: "grace ended downgrades", Given: []events.Data{freeAccount, linked, pro, failure}, When: at(grace), Then: []events.Data{down}},
+		{Name: "downgraded once", Given: []events.Data{freeAccount, linked, pro, failure, down}, When: at(grace.Add(time.Hour))},
 		{
-			name: "paid before the end: nothing", when: at(grace.Add(time.Hour)),
-			given: []events.Data{freeAccount, linked, pro, failure, events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1", StripeEventID: "evt_p", StripeCreated: b0.Add(time.Hour)}},
+			Name: "paid before the end: nothing", When: at(grace.Add(time.Hour)),
+			Given: []events.Data{freeAccount, linked, pro, failure, events.BillingPaymentSucceeded{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1", StripeEventID: "evt_p", StripeCreated: b0.Add(time.Hour)}},
 		},
-		{name: "no failure: nothing", given: []events.Data{freeAccount, linked, pro}, when: at(grace.Add(time.Hour))},
-		{name: "no account", when: at(grace), err: commands.ErrNotFound},
+		{Name: "no failure: nothing", Given: []events.Data{freeAccount, linked, pro}, When: at(grace.Add(time.Hour))},
+		{Name: "no account", When: at(grace), Err: domainerr.ErrNotFound},
 	})
 }
 
 func TestDecideLinkCustomer(t *testing.T) {
-	link := func(c string) func(commands.Account) ([]events.Data, error) {
-		return func(a commands.Account) ([]events.Data, error) { return commands.DecideLinkCustomer(a, c) }
+	link := func(c string) func(account.Account) ([]events.Data, error) {
+		return func(a account.Account) ([]events.Data, error) { return commands.DecideLinkCustomer(a, c) }
 	}
-	run(t, commands.AccountStream("acc_1"), commands.FoldAccount, []gwt[commands.Account]{
-		{name: "first link", given: []events.Data{freeAccount}, when: link(cus), then: []events.Data{linked}},
-		{name: "same customer again is a no-op", given: []events.Data{freeAccount, linked}, when: link(cus)},
-		{name: "another customer is refused", given: []events.Data{freeAccount, linked}, when: link("cus_Other"), err: commands.ErrWrongState},
-		{name: "not a customer id", given: []events.Data{freeAccount}, when: link("acct_1"), err: commands.ErrInvalid, field: "stripe_customer_id"},
-		{name: "no account", when: link(cus), err: commands.ErrNotFound},
+	decidetest.Run(t, account.AccountStream("acc_1"), account.FoldAccount, []decidetest.Case[account.Account]{
+		{Name: "first link", Given: []events.Data{freeAccount}, When: link(cus), Then: []events.Data{linked}},
+		{Name: "same customer again is a no-op", Given: []events.Data{freeAccount, linked}, When: link(cus)},
+		{Name: "another customer is refused", Given: []events.Data{freeAccount, linked}, When: link("cus_Other"), Err: domainerr.ErrWrongState},
+		{Name: "not a customer id", Given: []events.Data{freeAccount}, When: link("acct_1"), Err: domainerr.ErrInvalid, Field: "stripe_customer_id"},
+		{Name: "no account", When: link(cus), Err: domainerr.ErrNotFound},
 	})
 }
 
@@ -196,7 +200,7 @@ func TestFoldAccountBillingLifecycle(t *testing.T) {
 		{[]events.Data{freeAccount, linked, pro, failure, down}, "free"},
 		{[]events.Data{freeAccount, linked, pro, failure, down, paid}, "pro"},
 	} {
-		a, err := commands.FoldAccount(history(t, "account-acc_1", tc.given...))
+		a, err := account.FoldAccount(decidetest.History(t, "account-acc_1", tc.given...))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,482 +1,180 @@
 package commands
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"time"
+	"strconv"
 
+	"github.com/google/uuid"
+
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
-// CompletionStatus is where a completion request stands.
-type CompletionStatus string
-
-// Completion statuses.
-const (
-	StatusNone      CompletionStatus = ""
-	StatusQueued    CompletionStatus = "queued"
-	StatusRunning   CompletionStatus = "running"
-	StatusSucceeded CompletionStatus = "succeeded"
-	StatusFailed    CompletionStatus = "failed"
-	// StatusAbandoned: the executor's claim expired without an outcome.
-	StatusAbandoned CompletionStatus = "abandoned"
-)
-
-// Completion is a completion request's state, folded from its stream.
-type Completion struct {
-	ID             string
-	AccountID      string
-	KeyID          string
-	Model          string
-	Mode           string
-	Request        json.RawMessage
-	Status         CompletionStatus
-	Executor       string
-	LeaseExpiresAt time.Time
-	RequestedAt    time.Time
-	StartedAt      time.Time
-	FinishedAt     time.Time
-	Succeeded      *events.CompletionSucceeded
-	Failed         *events.CompletionFailed
-	Abandoned      *events.CompletionAbandoned
-	// Retries counts the times an expired claim sent the job back to the
-	// queue (completion.requeued).
-	Retries int
-	// Renewals counts the current claim's lease renewals
-	// (completion.lease_renewed); LeaseExpiresAt is the latest one's.
-	Renewals int
-	// CallbackURL is where the result is to be sent ("" for none); it was
-	// taken out of Request, which is what the provider gets.
-	CallbackURL string
-	// CallbackDelivered and CallbackFailed are the callback's outcome.
-	CallbackDelivered *events.CompletionCallbackDelivered
-	CallbackFailed    *events.CompletionCallbackFailed
-	// Reservation is the budget reservation admission made, if any; its
-	// settlement is decided with the outcome.
-	Reservation *events.QuotaReserved
-	Version     int64
+// Completion returns a completion, or ErrNotFound.
+func (s *Service) Completion(ctx context.Context, completionID string) (completion.Completion, error) {
+	return get(ctx, s, completion.CompletionStream(completionID), "completion "+completionID, completion.FoldCompletion)
 }
 
-// Finished reports whether the completion has its final outcome.
-func (c Completion) Finished() bool {
-	return c.Status == StatusSucceeded || c.Status == StatusFailed || c.Status == StatusAbandoned
-}
-
-// CompletionStream returns the stream id of a completion.
-func CompletionStream(completionID string) string { return events.StreamCompletion + completionID }
-
-// FoldCompletion rebuilds a completion from its events.
-func FoldCompletion(evs []events.Envelope) (Completion, error) {
-	var c Completion
-	return c.Apply(evs...)
-}
-
-// Apply returns the state after evs, which continue c's stream.
-func (c Completion) Apply(evs ...events.Envelope) (Completion, error) {
-	for _, e := range evs {
-		d, err := events.Decode(e)
+// RequestCompletion records a request. With claim set (the inline path),
+// the claim is appended in the same transaction, so a synchronous request
+// costs one write before the provider is called.
+func (s *Service) RequestCompletion(ctx context.Context, md events.Metadata, cmd completion.RequestCompletion, claim *completion.StartCompletion) (completion.Completion, error) {
+	var c completion.Completion
+	data, err := completion.DecideRequestCompletion(c, cmd)
+	if err != nil {
+		return completion.Completion{}, err
+	}
+	if claim != nil {
+		// Decide the claim on the state the request leads to.
+		c = completion.Completion{ID: cmd.CompletionID, AccountID: cmd.AccountID, KeyID: cmd.KeyID, Model: cmd.Model, Mode: cmd.Mode, Status: completion.StatusQueued, Version: 1}
+		more, err := completion.DecideStartCompletion(c, *claim)
 		if err != nil {
-			return c, err
+			return completion.Completion{}, err
 		}
-		switch d := d.(type) {
-		case events.CompletionRequested:
-			c.ID, c.AccountID, c.KeyID, c.Model, c.Mode, c.Request = d.CompletionID, d.AccountID, d.KeyID, d.Model, d.Mode, d.Request
-			c.Request, c.CallbackURL = SplitCallbackURL(d.Request)
-			c.Status, c.RequestedAt = StatusQueued, e.OccurredAt
-		case events.CompletionStarted:
-			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusRunning, d.Executor, d.LeaseExpiresAt, e.OccurredAt
-			c.Renewals = 0
-		case events.CompletionLeaseRenewed:
-			c.LeaseExpiresAt, c.Renewals = d.LeaseExpiresAt, d.Renewal
-			if c.Reservation != nil && !d.ReservationExpiresAt.IsZero() {
-				r := *c.Reservation
-				r.ExpiresAt = d.ReservationExpiresAt.UTC()
-				c.Reservation = &r
-			}
-		case events.CompletionSucceeded:
-			c.Status, c.FinishedAt = StatusSucceeded, e.OccurredAt
-			c.Succeeded = &d
-		case events.CompletionFailed:
-			c.Status, c.FinishedAt = StatusFailed, e.OccurredAt
-			c.Failed = &d
-		case events.QuotaReserved:
-			c.Reservation = &d
-		case events.CompletionAbandoned:
-			c.Status, c.FinishedAt = StatusAbandoned, e.OccurredAt
-			c.Abandoned = &d
-		case events.CompletionRequeued:
-			// Back in the queue: the dead claim is forgotten, the
-			// reservation stays for the retry to settle.
-			c.Status, c.Executor, c.LeaseExpiresAt, c.StartedAt = StatusQueued, "", time.Time{}, time.Time{}
-			c.Retries, c.Renewals = d.Retry, 0
-		case events.CompletionCallbackDelivered:
-			c.CallbackDelivered = &d
-		case events.CompletionCallbackFailed:
-			c.CallbackFailed = &d
-		}
-		c.Version = e.StreamVersion
+		data = append(data, more...)
 	}
-	return c, nil
+	md.AccountID = cmd.AccountID
+	suffix := ""
+	if claim != nil {
+		suffix = claim.Executor
+	}
+	stored, err := s.appendSeeded(ctx, completion.CompletionStream(cmd.CompletionID), 0, md, data, suffix)
+	if err != nil {
+		return completion.Completion{}, err
+	}
+	return completion.FoldCompletion(stored)
 }
 
-// RequestCompletion records a client's request.
-type RequestCompletion struct {
-	CompletionID string
-	AccountID    string
-	KeyID        string
-	Model        string
-	Mode         string
-	Request      json.RawMessage
-	// Reservation, when admission reserved budget, is recorded in the
-	// same append as the request (quota.reserved).
-	Reservation *events.QuotaReserved
+// StartCompletion claims a queued completion. It returns ErrAlreadyClaimed
+// when another executor was first, also when both raced to the append.
+func (s *Service) StartCompletion(ctx context.Context, md events.Metadata, completionID string, cmd completion.StartCompletion) (completion.Completion, error) {
+	// The claim's id is random, never derived: two deliveries of one
+	// message to the same executor must not both see an "idempotent"
+	// success and both call the provider. The loser gets a conflict.
+	claimID := func(completion.Completion) string { return cmd.Executor + "|" + uuid.NewString() }
+	c, _, err := update(ctx, s, completion.CompletionStream(completionID), md, completion.FoldCompletion, claimID, 0, func(c completion.Completion) ([]events.Data, error) {
+		return completion.DecideStartCompletion(c, cmd)
+	})
+	if errors.Is(err, events.ErrConflict) {
+		return c, fmt.Errorf("completion %s: %w", completionID, domainerr.ErrAlreadyClaimed)
+	}
+	return c, err
 }
 
-// DecideRequestCompletion decides on RequestCompletion.
-func DecideRequestCompletion(c Completion, cmd RequestCompletion) ([]events.Data, error) {
-	if c.Version > 0 {
-		return nil, fmt.Errorf("completion %s: %w", cmd.CompletionID, ErrAlreadyExists)
+// FinishCompletion records the outcome of a running completion.
+func (s *Service) FinishCompletion(ctx context.Context, md events.Metadata, completionID string, cmd completion.FinishCompletion) (completion.Completion, error) {
+	c, _, err := load(ctx, s, completion.CompletionStream(completionID), completion.FoldCompletion)
+	if err != nil {
+		return completion.Completion{}, err
 	}
-	if cmd.Mode != events.ModeSync && cmd.Mode != events.ModeAsync {
-		return nil, invalid("mode", "must be %q or %q", events.ModeSync, events.ModeAsync)
-	}
-	if cmd.Model == "" {
-		return nil, invalid("model", "is required")
-	}
-	if !json.Valid(cmd.Request) {
-		return nil, invalid("request", "is not JSON")
-	}
-	out := []events.Data{events.CompletionRequested{
-		CompletionID: cmd.CompletionID, AccountID: cmd.AccountID, KeyID: cmd.KeyID,
-		Model: cmd.Model, Mode: cmd.Mode, Request: cmd.Request,
-	}}
-	if r := cmd.Reservation; r != nil {
-		res, err := decideReservation(cmd, *r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	return out, nil
+	return s.FinishClaimed(ctx, md, c, cmd)
 }
 
-// StartCompletion claims a queued completion for one executor.
-type StartCompletion struct {
-	Executor string
-	Now      time.Time
-	Lease    time.Duration
+// FinishClaimed records the outcome of a completion the caller claimed,
+// deciding on the state c the caller holds instead of reloading it: an
+// executor is the only writer of a claimed stream, and if anyone else did
+// write (a reaper ending an expired claim) the append at c.Version fails
+// with a conflict, so the shortcut can never record over a newer state.
+func (s *Service) FinishClaimed(ctx context.Context, md events.Metadata, c completion.Completion, cmd completion.FinishCompletion) (completion.Completion, error) {
+	data, err := completion.DecideFinishCompletion(c, cmd)
+	if err != nil {
+		return c, err
+	}
+	md.AccountID = c.AccountID
+	// Each run of a requeued job has its own outcome ids: a run whose
+	// claim expired (a slow executor, not a dead one) finishing after the
+	// retry recorded its outcome must conflict, not find the retry's
+	// events and take them for its own (it would then settle again). The
+	// first run keeps the stream-derived ids, so a retried append of the
+	// same outcome stays idempotent.
+	suffix := ""
+	if c.Retries > 0 {
+		suffix = "run|" + strconv.Itoa(c.Retries)
+	}
+	stored, err := s.appendSeeded(ctx, completion.CompletionStream(c.ID), c.Version, md, data, suffix)
+	if err != nil {
+		return c, err
+	}
+	return c.Apply(stored...)
 }
 
-// DecideStartCompletion decides on a claim: only a queued completion can be
-// claimed, so a redelivered message finds it running or finished and gets
-// ErrAlreadyClaimed.
-func DecideStartCompletion(c Completion, cmd StartCompletion) ([]events.Data, error) {
-	switch c.Status {
-	case StatusNone:
-		return nil, fmt.Errorf("completion: %w", ErrNotFound)
-	case StatusQueued:
-	default:
-		return nil, fmt.Errorf("completion %s is %s: %w", c.ID, c.Status, ErrAlreadyClaimed)
-	}
-	if cmd.Executor == "" {
-		return nil, invalid("executor", "is required")
-	}
-	if cmd.Lease <= 0 {
-		return nil, invalid("lease", "must be positive")
-	}
-	return []events.Data{events.CompletionStarted{
-		CompletionID: c.ID, Executor: cmd.Executor, LeaseExpiresAt: cmd.Now.Add(cmd.Lease).UTC(),
-	}}, nil
+// AbandonExpired ends a running completion whose claim expired at cmd.Now
+// (its executor died or hung) with completion.abandoned. The event's id
+// derives from the stream, so however many reapers try, the stream gets
+// one such event. mine reports whether this call stored it: false when
+// another reaper was first (the stored event then carries the other
+// reaper's metadata; callers give each attempt its own correlation id).
+// A completion that is not running, or whose lease is still valid, gets
+// ErrWrongState; one that changed while deciding gets events.ErrConflict.
+func (s *Service) AbandonExpired(ctx context.Context, md events.Metadata, completionID string, cmd completion.AbandonCompletion) (c completion.Completion, mine bool, err error) {
+	c, stored, err := update(ctx, s, completion.CompletionStream(completionID), md, completion.FoldCompletion, once, 0, func(c completion.Completion) ([]events.Data, error) {
+		return completion.DecideAbandonCompletion(c, cmd)
+	})
+	return c, storedBy(stored, md, c), err
 }
 
-// FinishCompletion records the outcome of a running completion: exactly
-// one of Succeeded and Failed is set.
-type FinishCompletion struct {
-	Executor  string
-	Succeeded *events.CompletionSucceeded
-	Failed    *events.CompletionFailed
-	// Attempts are the attempts that failed before the outcome (retries,
-	// fallbacks); each becomes a completion.attempt_failed event, appended
-	// with the outcome.
-	Attempts []events.CompletionAttemptFailed
+// storedBy reports whether the first of stored is this caller's (its
+// metadata is md completed with the stream's account), not another
+// writer's found by an idempotent append.
+func storedBy(stored []events.Envelope, md events.Metadata, st aggregate) bool {
+	if o := st.Owner(); o != "" {
+		md.AccountID = o
+	}
+	return len(stored) > 0 && stored[0].Metadata == md
 }
 
-// DecideFinishCompletion decides on an outcome. Only the executor holding
-// the claim may finish a completion, and only once.
-func DecideFinishCompletion(c Completion, cmd FinishCompletion) ([]events.Data, error) {
-	if c.Status != StatusRunning {
-		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, ErrWrongState)
-	}
-	if cmd.Executor != c.Executor {
-		return nil, fmt.Errorf("completion %s is claimed by %s, not %s: %w", c.ID, c.Executor, cmd.Executor, ErrAlreadyClaimed)
-	}
-	out := make([]events.Data, 0, len(cmd.Attempts)+2)
-	for i, at := range cmd.Attempts {
-		at.CompletionID, at.Attempt = c.ID, i+1
-		out = append(out, at)
-	}
-	switch {
-	case cmd.Succeeded != nil && cmd.Failed == nil:
-		s := *cmd.Succeeded
-		s.CompletionID, s.AccountID, s.KeyID, s.Model = c.ID, c.AccountID, c.KeyID, c.Model
-		if s.Usage.PromptTokens < 0 || s.Usage.CompletionTokens < 0 || s.CostNanoUSD < 0 {
-			return nil, invalid("usage", "tokens and cost cannot be negative")
-		}
-		s.Usage.TotalTokens = s.Usage.PromptTokens + s.Usage.CompletionTokens
-		return append(append(out, s), settlement(c, &s)...), nil
-	case cmd.Failed != nil && cmd.Succeeded == nil:
-		f := *cmd.Failed
-		f.CompletionID, f.AccountID, f.KeyID, f.Model = c.ID, c.AccountID, c.KeyID, c.Model
-		return append(append(out, f), settlement(c, nil)...), nil
-	default:
-		return nil, invalid("outcome", "exactly one of succeeded and failed is required")
-	}
-}
-
-// CallbackURLField is the body field of a chat request that names the
-// URL the job's result is sent to. Tollgate takes it out of the request
-// before the provider sees it.
-const CallbackURLField = "callback_url"
-
-// maxCallbackURL bounds a callback URL's length.
-const maxCallbackURL = 2048
-
-// SplitCallbackURL returns the request without its top-level callback_url
-// field, and that field's value ("" when absent or not a string). The
-// other fields keep their bytes and order, so what the provider gets is
-// the client's body minus one field. A body that is not a JSON object is
-// returned as it is.
-func SplitCallbackURL(req json.RawMessage) (json.RawMessage, string) {
-	// Most requests have no callback: skip the walk for them.
-	if !bytes.Contains(req, []byte(`"`+CallbackURLField+`"`)) {
-		return req, ""
-	}
-	out, cb := req, ""
-	// A duplicated key is removed every time; the last value wins, as in
-	// encoding/json. The bound only guards against a pathological body.
-	for range 16 {
-		start, end, val, ok := findTopLevelKey(out, CallbackURLField)
-		if !ok {
-			break
-		}
-		var s string
-		if json.Unmarshal(val, &s) == nil {
-			cb = s
-		}
-		out = append(append(make(json.RawMessage, 0, len(out)-(end-start)), out[:start]...), out[end:]...)
-	}
-	return out, cb
-}
-
-// findTopLevelKey finds key among obj's top-level members and returns the
-// byte range to cut to remove the member (with one separating comma) and
-// the member's raw value.
-func findTopLevelKey(obj []byte, key string) (start, end int, val json.RawMessage, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return 0, 0, nil, false
-	}
-	first := true
-	prev := int(dec.InputOffset())
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return 0, 0, nil, false
-		}
-		k, _ := tok.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return 0, 0, nil, false
-		}
-		cur := int(dec.InputOffset())
-		if k == key {
-			// A member after the first one starts with its comma. The
-			// first one has none before it: cut the comma after it.
-			if first {
-				i := cur
-				for i < len(obj) && (obj[i] == ' ' || obj[i] == '\t' || obj[i] == '\n' || obj[i] == '\r') {
-					i++
-				}
-				if i < len(obj) && obj[i] == ',' {
-					cur = i + 1
-				}
-			}
-			return prev, cur, raw, true
-		}
-		first, prev = false, cur
-	}
-	return 0, 0, nil, false
-}
-
-// ValidateCallbackURL checks a callback URL as given by a client: an
-// absolute http or https URL with a host and no credentials. Whether its
-// address may be reached (private networks) is the dispatcher's call, at
-// connection time.
-func ValidateCallbackURL(raw string) error {
-	if raw == "" || len(raw) > maxCallbackURL {
-		return invalid(CallbackURLField, "must be an http or https URL of at most %d characters", maxCallbackURL)
-	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return invalid(CallbackURLField, "is not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return invalid(CallbackURLField, "must use http or https, not %q", u.Scheme)
-	case u.Host == "" || u.Hostname() == "":
-		return invalid(CallbackURLField, "must name a host")
-	case u.User != nil:
-		return invalid(CallbackURLField, "must not carry credentials")
-	}
-	return nil
-}
-
-// AbandonCompletion ends a running completion whose claim expired.
-type AbandonCompletion struct {
-	// Now is the reaper's clock reading.
-	Now time.Time
-	// Reason is recorded in the event; "lease_expired" when empty.
-	Reason string
-}
-
-// DecideAbandonCompletion decides on ending a completion whose executor
-// died or hung: only a running completion whose lease has expired at Now
-// can be abandoned. A finished, queued or still-leased completion gets
-// ErrWrongState, so a second reaper (or a second pass) decides nothing.
-func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data, error) {
-	switch {
-	case c.Status == StatusNone:
-		return nil, fmt.Errorf("completion: %w", ErrNotFound)
-	case c.Status != StatusRunning:
-		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, ErrWrongState)
-	case cmd.Now.Before(c.LeaseExpiresAt):
-		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), ErrWrongState)
-	}
-	reason := cmd.Reason
-	if reason == "" {
-		reason = "lease_expired"
-	}
-	out := []events.Data{events.CompletionAbandoned{
-		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Model: c.Model,
-		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Reason: reason,
-	}}
-	// Whatever the dead executor reserved is released in the same append.
-	for _, d := range settlement(c, nil) {
-		if r, ok := d.(events.QuotaReleased); ok {
-			r.Reason = events.ReleaseAbandoned
-			d = r
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-// ErrNoRetry: an expired claim's completion may not go back to the queue
-// (a synchronous request, retries used up, or a reservation that would
-// expire before a retry could finish); the caller abandons it instead.
-var ErrNoRetry = errors.New("no retry")
-
-// RequeueCompletion sends a queued job whose claim expired back to the
-// queue, for another executor to run.
-type RequeueCompletion struct {
-	// Now is the reaper's clock reading.
-	Now time.Time
-	// MaxRetries is how many requeues a completion may have; the expiry
-	// after the last one abandons.
-	MaxRetries int
-	// Lease is the lease a retry's claim will get: a retry is only worth
-	// starting if the budget reservation outlives it.
-	Lease time.Duration
-	// Reason is recorded in the event; "lease_expired" when empty.
-	Reason string
-}
-
-// DecideRequeueCompletion decides on requeueing a running completion whose
-// lease has expired at Now. Like DecideAbandonCompletion, a finished,
-// queued or still-leased completion gets ErrWrongState. It gets ErrNoRetry
-// (the caller abandons instead) when:
-//   - the request is synchronous: the API instance that held the client's
-//     connection died with it, so nobody waits for a retry's answer (the
-//     job id the client may have got at the response deadline shows the
-//     abandonment);
-//   - it was requeued MaxRetries times already;
-//   - its budget reservation expires before a retry claimed now could end:
-//     the limiter would free the budget while the retry may still spend it.
+// ReapExpired ends the claim of a running completion that expired at
+// cmd.Now, by the retry policy: a queued job with retries left goes back
+// to the queue (completion.requeued, its reservation kept for the retry);
+// any other gets completion.abandoned, which releases its reservation (see
+// DecideRequeueCompletion for when a retry is refused). The returned
+// state's Status says which: StatusQueued or StatusAbandoned. With
+// cmd.MaxRetries 0 it is AbandonExpired.
 //
-// The reservation is neither settled nor released: it stays held for the
-// retry, which settles it with its outcome.
-func DecideRequeueCompletion(c Completion, cmd RequeueCompletion) ([]events.Data, error) {
-	switch {
-	case c.Status == StatusNone:
-		return nil, fmt.Errorf("completion: %w", ErrNotFound)
-	case c.Status != StatusRunning:
-		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, ErrWrongState)
-	case cmd.Now.Before(c.LeaseExpiresAt):
-		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), ErrWrongState)
-	case cmd.MaxRetries < 0:
-		return nil, invalid("max_retries", "must not be negative")
-	case cmd.Lease <= 0:
-		return nil, invalid("lease", "must be positive")
-	case c.Mode != events.ModeAsync:
-		return nil, fmt.Errorf("completion %s is %s, its client is gone: %w", c.ID, c.Mode, ErrNoRetry)
-	case c.Retries >= cmd.MaxRetries:
-		return nil, fmt.Errorf("completion %s was requeued %d times: %w", c.ID, c.Retries, ErrNoRetry)
-	case c.Reservation != nil && cmd.Now.Add(cmd.Lease).After(c.Reservation.ExpiresAt):
-		return nil, fmt.Errorf("completion %s: its reservation expires at %s, before a retry's lease would end: %w",
-			c.ID, c.Reservation.ExpiresAt.Format(time.RFC3339), ErrNoRetry)
-	}
-	reason := cmd.Reason
-	if reason == "" {
-		reason = "lease_expired"
-	}
-	return []events.Data{events.CompletionRequeued{
-		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Model: c.Model,
-		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Retry: c.Retries + 1, Reason: reason,
-	}}, nil
+// Both are appended at the version loaded, with ids derived from the
+// stream (and the retry number, for a requeue), so however many reapers
+// try, a claim is ended once; mine reports whether this call stored the
+// event, as for AbandonExpired. A completion that is not running, or whose
+// lease is still valid, gets ErrWrongState; one that changed while
+// deciding gets events.ErrConflict.
+func (s *Service) ReapExpired(ctx context.Context, md events.Metadata, completionID string, cmd completion.RequeueCompletion) (c completion.Completion, mine bool, err error) {
+	suffix := ""
+	c, stored, err := update(ctx, s, completion.CompletionStream(completionID), md, completion.FoldCompletion, func(completion.Completion) string { return suffix },
+		0, func(c completion.Completion) ([]events.Data, error) {
+			data, err := completion.DecideRequeueCompletion(c, cmd)
+			if errors.Is(err, completion.ErrNoRetry) {
+				return completion.DecideAbandonCompletion(c, completion.AbandonCompletion{Now: cmd.Now, Reason: cmd.Reason})
+			}
+			// The n-th requeue has its own id: a stale reaper repeating an
+			// earlier one finds it stored, a requeue after a later claim is
+			// a new event.
+			suffix = "retry|" + strconv.Itoa(c.Retries+1)
+			return data, err
+		})
+	return c, storedBy(stored, md, c), err
 }
 
-// RecordCallback records the outcome of sending a finished job's result
-// to its callback URL: exactly one of Delivered and Failed is set.
-type RecordCallback struct {
-	Delivered *events.CompletionCallbackDelivered
-	Failed    *events.CompletionCallbackFailed
+// RecordCallback records the outcome of a job's callback. Its event id
+// derives from the stream and type, and the decision admits one outcome
+// per completion, so a retried or concurrent record appends nothing more
+// (ErrAlreadyExists, or events.ErrConflict when two raced).
+func (s *Service) RecordCallback(ctx context.Context, md events.Metadata, completionID string, cmd completion.RecordCallback) (completion.Completion, error) {
+	c, _, err := update(ctx, s, completion.CompletionStream(completionID), md, completion.FoldCompletion, once, 0, func(c completion.Completion) ([]events.Data, error) {
+		return completion.DecideRecordCallback(c, cmd)
+	})
+	return c, err
 }
 
-// DecideRecordCallback decides on a callback outcome. A completion has at
-// most one: a second dispatcher (or a retry after a crash) that delivered
-// again gets ErrAlreadyExists and records nothing more.
-func DecideRecordCallback(c Completion, cmd RecordCallback) ([]events.Data, error) {
-	switch {
-	case c.Status == StatusNone:
-		return nil, fmt.Errorf("completion: %w", ErrNotFound)
-	case !c.Finished():
-		return nil, fmt.Errorf("completion %s is %q, not finished: %w", c.ID, c.Status, ErrWrongState)
-	case c.CallbackURL == "":
-		return nil, fmt.Errorf("completion %s has no callback: %w", c.ID, ErrWrongState)
-	case c.CallbackDelivered != nil || c.CallbackFailed != nil:
-		return nil, fmt.Errorf("callback of %s: %w", c.ID, ErrAlreadyExists)
+// CompletionHistory returns a completion and the events it was folded
+// from, in stream order: the request's whole timeline. ErrNotFound when
+// there is no such completion.
+func (s *Service) CompletionHistory(ctx context.Context, completionID string) (completion.Completion, []events.Envelope, error) {
+	c, evs, err := load(ctx, s, completion.CompletionStream(completionID), completion.FoldCompletion)
+	if err == nil && c.Version == 0 {
+		err = fmt.Errorf("completion %s: %w", completionID, domainerr.ErrNotFound)
 	}
-	switch {
-	case cmd.Delivered != nil && cmd.Failed == nil:
-		d := *cmd.Delivered
-		d.CompletionID, d.URL = c.ID, c.CallbackURL
-		if d.Status < 200 || d.Status > 299 {
-			return nil, invalid("status", "a delivery is a 2xx answer, got %d", d.Status)
-		}
-		if d.Attempts < 1 {
-			return nil, invalid("attempts", "must be at least 1")
-		}
-		return []events.Data{d}, nil
-	case cmd.Failed != nil && cmd.Delivered == nil:
-		f := *cmd.Failed
-		f.CompletionID, f.URL = c.ID, c.CallbackURL
-		if f.Attempts < 1 {
-			return nil, invalid("attempts", "must be at least 1")
-		}
-		return []events.Data{f}, nil
-	default:
-		return nil, invalid("outcome", "exactly one of delivered and failed is required")
-	}
+	return c, evs, err
 }

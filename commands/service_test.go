@@ -8,7 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/decidetest"
+
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
@@ -21,7 +26,7 @@ func newService(t *testing.T) (*commands.Service, *pgstore.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return commands.NewService(store, plans, func() time.Time { return t0 }), store
+	return commands.NewService(store, plans, func() time.Time { return decidetest.T0 }), store
 }
 
 func types(evs []events.Envelope) []string {
@@ -37,19 +42,19 @@ func TestServiceAccountAndKeys(t *testing.T) {
 	svc, store := newService(t)
 	md := events.Metadata{Actor: "admin", CorrelationID: "req_1"}
 
-	a, err := svc.CreateAccount(ctx, md, commands.CreateAccount{AccountID: "acc_1", Name: "Acme", Email: "ops@acme.example", Plan: "pro", StripeCustomerID: "cus_X"})
+	a, err := svc.CreateAccount(ctx, md, account.CreateAccount{AccountID: "acc_1", Name: "Acme", Email: "ops@acme.example", Plan: "pro", StripeCustomerID: "cus_X"})
 	if err != nil {
 		t.Fatalf("CreateAccount: %v", err)
 	}
-	want := commands.Account{ID: "acc_1", Name: "Acme", Email: "ops@acme.example", Plan: "pro", StripeCustomerID: "cus_X", Version: 2}
+	want := account.Account{ID: "acc_1", Name: "Acme", Email: "ops@acme.example", Plan: "pro", StripeCustomerID: "cus_X", Version: 2}
 	if a != want {
 		t.Errorf("CreateAccount = %+v, want %+v", a, want)
 	}
 	// A retried create is refused and appends nothing.
-	if _, err := svc.CreateAccount(ctx, md, commands.CreateAccount{AccountID: "acc_1", Name: "Acme", Plan: "pro"}); !errors.Is(err, commands.ErrAlreadyExists) {
-		t.Errorf("second CreateAccount: err = %v, want ErrAlreadyExists", err)
+	if _, err := svc.CreateAccount(ctx, md, account.CreateAccount{AccountID: "acc_1", Name: "Acme", Plan: "pro"}); !errors.Is(err, domainerr.ErrAlreadyExists) {
+		t.Errorf("second CreateAccount: err = %v, want domainerr.ErrAlreadyExists", err)
 	}
-	evs, err := store.Load(ctx, commands.AccountStream("acc_1"))
+	evs, err := store.Load(ctx, account.AccountStream("acc_1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,24 +69,24 @@ func TestServiceAccountAndKeys(t *testing.T) {
 	if got, err := svc.Account(ctx, "acc_1"); err != nil || got != want {
 		t.Errorf("Account = %+v, %v", got, err)
 	}
-	if _, err := svc.Account(ctx, "acc_nope"); !errors.Is(err, commands.ErrNotFound) {
-		t.Errorf("Account(unknown): err = %v, want ErrNotFound", err)
+	if _, err := svc.Account(ctx, "acc_nope"); !errors.Is(err, domainerr.ErrNotFound) {
+		t.Errorf("Account(unknown): err = %v, want domainerr.ErrNotFound", err)
 	}
 
 	// Keys.
-	if _, err := svc.IssueAPIKey(ctx, md, commands.IssueAPIKey{KeyID: "key_9", AccountID: "acc_nope", Hash: keyHash, Prefix: "tg"}); !errors.Is(err, commands.ErrNotFound) {
-		t.Errorf("IssueAPIKey for unknown account: err = %v, want ErrNotFound", err)
+	if _, err := svc.IssueAPIKey(ctx, md, account.IssueAPIKey{KeyID: "key_9", AccountID: "acc_nope", Hash: keyHash, Prefix: "tg"}); !errors.Is(err, domainerr.ErrNotFound) {
+		t.Errorf("IssueAPIKey for unknown account: err = %v, want domainerr.ErrNotFound", err)
 	}
-	k, err := svc.IssueAPIKey(ctx, md, commands.IssueAPIKey{KeyID: "key_2", AccountID: "acc_1", Name: "prod", Hash: keyHash, Prefix: "tg_live_ab"})
+	k, err := svc.IssueAPIKey(ctx, md, account.IssueAPIKey{KeyID: "key_2", AccountID: "acc_1", Name: "prod", Hash: keyHash, Prefix: "tg_live_ab"})
 	if err != nil {
 		t.Fatalf("IssueAPIKey: %v", err)
 	}
-	wantKey := commands.APIKey{ID: "key_2", AccountID: "acc_1", Name: "prod", Hash: keyHash, Prefix: "tg_live_ab", Version: 1}
+	wantKey := account.APIKey{ID: "key_2", AccountID: "acc_1", Name: "prod", Hash: keyHash, Prefix: "tg_live_ab", Version: 1}
 	if k != wantKey {
 		t.Errorf("IssueAPIKey = %+v, want %+v", k, wantKey)
 	}
-	if _, err := svc.IssueAPIKey(ctx, md, commands.IssueAPIKey{KeyID: "key_2", AccountID: "acc_1", Hash: keyHash, Prefix: "tg"}); !errors.Is(err, commands.ErrAlreadyExists) {
-		t.Errorf("IssueAPIKey again: err = %v, want ErrAlreadyExists", err)
+	if _, err := svc.IssueAPIKey(ctx, md, account.IssueAPIKey{KeyID: "key_2", AccountID: "acc_1", Hash: keyHash, Prefix: "tg"}); !errors.Is(err, domainerr.ErrAlreadyExists) {
+		t.Errorf("IssueAPIKey again: err = %v, want domainerr.ErrAlreadyExists", err)
 	}
 	if id, err := store.FindAPIKey(ctx, keyHash); err != nil || id != "key_2" {
 		t.Errorf("FindAPIKey = %q, %v", id, err)
@@ -96,7 +101,7 @@ func TestServiceAccountAndKeys(t *testing.T) {
 			t.Errorf("RevokeAPIKey #%d = %+v, want revoked at version 2", i+1, k)
 		}
 	}
-	evs, err = store.Load(ctx, commands.APIKeyStream("key_2"))
+	evs, err = store.Load(ctx, account.APIKeyStream("key_2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,16 +111,16 @@ func TestServiceAccountAndKeys(t *testing.T) {
 	if evs[1].Metadata.AccountID != "acc_1" {
 		t.Errorf("revoked metadata = %+v, want account acc_1", evs[1].Metadata)
 	}
-	if _, err := svc.RevokeAPIKey(ctx, md, "key_nope"); !errors.Is(err, commands.ErrNotFound) {
-		t.Errorf("RevokeAPIKey(unknown): err = %v, want ErrNotFound", err)
+	if _, err := svc.RevokeAPIKey(ctx, md, "key_nope"); !errors.Is(err, domainerr.ErrNotFound) {
+		t.Errorf("RevokeAPIKey(unknown): err = %v, want domainerr.ErrNotFound", err)
 	}
-	if _, err := svc.APIKey(ctx, "key_nope"); !errors.Is(err, commands.ErrNotFound) {
-		t.Errorf("APIKey(unknown): err = %v, want ErrNotFound", err)
+	if _, err := svc.APIKey(ctx, "key_nope"); !errors.Is(err, domainerr.ErrNotFound) {
+		t.Errorf("APIKey(unknown): err = %v, want domainerr.ErrNotFound", err)
 	}
 }
 
-func requestCmd(id string, mode string) commands.RequestCompletion {
-	return commands.RequestCompletion{
+func requestCmd(id string, mode string) completion.RequestCompletion {
+	return completion.RequestCompletion{
 		CompletionID: id, AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Mode: mode, Request: requested.Request,
 	}
@@ -124,15 +129,15 @@ func requestCmd(id string, mode string) commands.RequestCompletion {
 func TestServiceRequestWithClaimIsOneAppend(t *testing.T) {
 	ctx := context.Background()
 	svc, store := newService(t)
-	claim := &commands.StartCompletion{Executor: "api:i1", Now: t0, Lease: time.Minute}
+	claim := &completion.StartCompletion{Executor: "api:i1", Now: decidetest.T0, Lease: time.Minute}
 	c, err := svc.RequestCompletion(ctx, events.Metadata{Actor: "key:key_2"}, requestCmd("chatcmpl-sync1", events.ModeSync), claim)
 	if err != nil {
 		t.Fatalf("RequestCompletion: %v", err)
 	}
-	if c.Status != commands.StatusRunning || c.Executor != "api:i1" || c.Version != 2 || !c.LeaseExpiresAt.Equal(t0.Add(time.Minute)) {
+	if c.Status != completion.StatusRunning || c.Executor != "api:i1" || c.Version != 2 || !c.LeaseExpiresAt.Equal(decidetest.T0.Add(time.Minute)) {
 		t.Errorf("completion = %+v, want running by api:i1 at version 2", c)
 	}
-	evs, err := store.Load(ctx, commands.CompletionStream("chatcmpl-sync1"))
+	evs, err := store.Load(ctx, completion.CompletionStream("chatcmpl-sync1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,25 +157,25 @@ func TestServiceRequestWithClaimIsOneAppend(t *testing.T) {
 		t.Errorf("requested and started in transactions %d and %d, want one", c1.TransactionID, c2.TransactionID)
 	}
 	// The claimed completion cannot be claimed again.
-	if _, err := svc.StartCompletion(ctx, events.Metadata{}, "chatcmpl-sync1", commands.StartCompletion{Executor: "worker:w1", Now: t0, Lease: time.Minute}); !errors.Is(err, commands.ErrAlreadyClaimed) {
-		t.Errorf("StartCompletion on a running completion: err = %v, want ErrAlreadyClaimed", err)
+	if _, err := svc.StartCompletion(ctx, events.Metadata{}, "chatcmpl-sync1", completion.StartCompletion{Executor: "worker:w1", Now: decidetest.T0, Lease: time.Minute}); !errors.Is(err, domainerr.ErrAlreadyClaimed) {
+		t.Errorf("StartCompletion on a running completion: err = %v, want domainerr.ErrAlreadyClaimed", err)
 	}
 	// A retry of the same request by the same instance appends nothing.
 	again, err := svc.RequestCompletion(ctx, events.Metadata{Actor: "key:key_2"}, requestCmd("chatcmpl-sync1", events.ModeSync), claim)
 	if err != nil {
 		t.Fatalf("retried RequestCompletion: %v", err)
 	}
-	if again.Version != 2 || again.Status != commands.StatusRunning {
-		t.Errorf("retried RequestCompletion = %+v", again)
+	if again.Version != 2 || again.Status != completion.StatusRunning {
+		t.Errorf("retried completion.RequestCompletion = %+v", again)
 	}
-	if v, err := store.Version(ctx, commands.CompletionStream("chatcmpl-sync1")); err != nil || v != 2 {
+	if v, err := store.Version(ctx, completion.CompletionStream("chatcmpl-sync1")); err != nil || v != 2 {
 		t.Errorf("version after retry = %d, %v; want 2", v, err)
 	}
 	// A bad claim rejects the whole request.
-	if _, err := svc.RequestCompletion(ctx, events.Metadata{}, requestCmd("chatcmpl-sync2", events.ModeSync), &commands.StartCompletion{Executor: "api:i1", Now: t0}); !errors.Is(err, commands.ErrInvalid) {
-		t.Errorf("RequestCompletion with zero lease: err = %v, want ErrInvalid", err)
+	if _, err := svc.RequestCompletion(ctx, events.Metadata{}, requestCmd("chatcmpl-sync2", events.ModeSync), &completion.StartCompletion{Executor: "api:i1", Now: decidetest.T0}); !errors.Is(err, domainerr.ErrInvalid) {
+		t.Errorf("RequestCompletion with zero lease: err = %v, want domainerr.ErrInvalid", err)
 	}
-	if v, _ := store.Version(ctx, commands.CompletionStream("chatcmpl-sync2")); v != 0 {
+	if v, _ := store.Version(ctx, completion.CompletionStream("chatcmpl-sync2")); v != 0 {
 		t.Errorf("rejected request left version %d", v)
 	}
 }
@@ -183,38 +188,38 @@ func TestServiceCompletionLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RequestCompletion: %v", err)
 	}
-	if c.Status != commands.StatusQueued || c.Version != 1 {
+	if c.Status != completion.StatusQueued || c.Version != 1 {
 		t.Errorf("requested = %+v", c)
 	}
-	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, commands.FinishCompletion{Executor: "worker:w1", Succeeded: &succeeded}); !errors.Is(err, commands.ErrWrongState) {
-		t.Errorf("finish before claim: err = %v, want ErrWrongState", err)
+	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, completion.FinishCompletion{Executor: "worker:w1", Succeeded: &succeeded}); !errors.Is(err, domainerr.ErrWrongState) {
+		t.Errorf("finish before claim: err = %v, want domainerr.ErrWrongState", err)
 	}
-	if _, err := svc.StartCompletion(ctx, events.Metadata{}, id, commands.StartCompletion{Executor: "worker:w1", Now: t0, Lease: time.Minute}); err != nil {
+	if _, err := svc.StartCompletion(ctx, events.Metadata{}, id, completion.StartCompletion{Executor: "worker:w1", Now: decidetest.T0, Lease: time.Minute}); err != nil {
 		t.Fatalf("StartCompletion: %v", err)
 	}
-	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, commands.FinishCompletion{Executor: "worker:w2", Succeeded: &succeeded}); !errors.Is(err, commands.ErrAlreadyClaimed) {
-		t.Errorf("finish by another executor: err = %v, want ErrAlreadyClaimed", err)
+	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, completion.FinishCompletion{Executor: "worker:w2", Succeeded: &succeeded}); !errors.Is(err, domainerr.ErrAlreadyClaimed) {
+		t.Errorf("finish by another executor: err = %v, want domainerr.ErrAlreadyClaimed", err)
 	}
 	report := succeeded
 	report.Usage.TotalTokens = 0
-	c, err = svc.FinishCompletion(ctx, events.Metadata{}, id, commands.FinishCompletion{Executor: "worker:w1", Succeeded: &report})
+	c, err = svc.FinishCompletion(ctx, events.Metadata{}, id, completion.FinishCompletion{Executor: "worker:w1", Succeeded: &report})
 	if err != nil {
 		t.Fatalf("FinishCompletion: %v", err)
 	}
-	if c.Status != commands.StatusSucceeded || c.Version != 3 || c.Succeeded == nil || c.Succeeded.Usage.TotalTokens != 21 || c.Succeeded.CompletionID != id {
+	if c.Status != completion.StatusSucceeded || c.Version != 3 || c.Succeeded == nil || c.Succeeded.Usage.TotalTokens != 21 || c.Succeeded.CompletionID != id {
 		t.Errorf("finished = %+v / %+v", c, c.Succeeded)
 	}
-	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, commands.FinishCompletion{Executor: "worker:w1", Succeeded: &report}); !errors.Is(err, commands.ErrWrongState) {
-		t.Errorf("finish twice: err = %v, want ErrWrongState", err)
+	if _, err := svc.FinishCompletion(ctx, events.Metadata{}, id, completion.FinishCompletion{Executor: "worker:w1", Succeeded: &report}); !errors.Is(err, domainerr.ErrWrongState) {
+		t.Errorf("finish twice: err = %v, want domainerr.ErrWrongState", err)
 	}
 	got, err := svc.Completion(ctx, id)
-	if err != nil || got.Status != commands.StatusSucceeded || got.Version != 3 {
+	if err != nil || got.Status != completion.StatusSucceeded || got.Version != 3 {
 		t.Errorf("Completion = %+v, %v", got, err)
 	}
-	if _, err := svc.Completion(ctx, "chatcmpl-nope"); !errors.Is(err, commands.ErrNotFound) {
-		t.Errorf("Completion(unknown): err = %v, want ErrNotFound", err)
+	if _, err := svc.Completion(ctx, "chatcmpl-nope"); !errors.Is(err, domainerr.ErrNotFound) {
+		t.Errorf("Completion(unknown): err = %v, want domainerr.ErrNotFound", err)
 	}
-	evs, _ := store.Load(ctx, commands.CompletionStream(id))
+	evs, _ := store.Load(ctx, completion.CompletionStream(id))
 	if got := fmt.Sprint(types(evs)); got != "[1:completion.requested 2:completion.started 3:completion.succeeded]" {
 		t.Errorf("stream = %s", got)
 	}
@@ -232,13 +237,13 @@ func TestServiceStartCompletionRace(t *testing.T) {
 		wg      sync.WaitGroup
 		start   = make(chan struct{})
 		errs    = make([]error, n)
-		results = make([]commands.Completion, n)
+		results = make([]completion.Completion, n)
 	)
 	for i := range n {
 		wg.Go(func() {
 			<-start
 			results[i], errs[i] = svc.StartCompletion(ctx, events.Metadata{Actor: "worker"}, id,
-				commands.StartCompletion{Executor: fmt.Sprintf("worker:w%d", i), Now: t0, Lease: time.Minute})
+				completion.StartCompletion{Executor: fmt.Sprintf("worker:w%d", i), Now: decidetest.T0, Lease: time.Minute})
 		})
 	}
 	close(start)
@@ -251,17 +256,17 @@ func TestServiceStartCompletionRace(t *testing.T) {
 				t.Errorf("executors %d and %d both claimed the completion", winner, i)
 			}
 			winner = i
-		case !errors.Is(err, commands.ErrAlreadyClaimed):
-			t.Errorf("executor %d: err = %v, want nil or ErrAlreadyClaimed", i, err)
+		case !errors.Is(err, domainerr.ErrAlreadyClaimed):
+			t.Errorf("executor %d: err = %v, want nil or domainerr.ErrAlreadyClaimed", i, err)
 		}
 	}
 	if winner < 0 {
 		t.Fatal("no executor claimed the completion")
 	}
-	if r := results[winner]; r.Executor != fmt.Sprintf("worker:w%d", winner) || r.Status != commands.StatusRunning || r.Version != 2 {
+	if r := results[winner]; r.Executor != fmt.Sprintf("worker:w%d", winner) || r.Status != completion.StatusRunning || r.Version != 2 {
 		t.Errorf("winner's completion = %+v", r)
 	}
-	evs, err := store.Load(ctx, commands.CompletionStream(id))
+	evs, err := store.Load(ctx, completion.CompletionStream(id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llmtest"
@@ -37,7 +37,7 @@ func messageContent(t *testing.T, body json.RawMessage) string {
 // storedSuccess returns the completion.succeeded the store holds for id.
 func (r *leaseRig) storedSuccess(id string) events.CompletionSucceeded {
 	r.t.Helper()
-	evs, err := r.store.Load(r.ctx, commands.CompletionStream(id))
+	evs, err := r.store.Load(r.ctx, completion.CompletionStream(id))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -160,13 +160,13 @@ plans: [{name: free}]
 	const prompt = `{"model":"m","messages":[{"role":"user","content":"nul \u0000 here"}]}`
 	for _, stream := range []bool{false, true} {
 		id := fmt.Sprintf("chatcmpl-echonul%v", stream)
-		c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1"}, commands.RequestCompletion{
+		c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1"}, completion.RequestCompletion{
 			CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeSync, Request: json.RawMessage(prompt),
 		}, r.exec.StartCommand("api:a"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var done commands.Completion
+		var done completion.Completion
 		if stream {
 			done, err = r.exec.RunStream(r.ctx, events.Metadata{}, c, func(json.RawMessage) error { return nil })
 		} else {

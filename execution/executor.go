@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 )
@@ -46,11 +48,11 @@ type Config struct {
 	Now               func() time.Time
 	// Settled, when set, is called once an outcome is recorded, to settle
 	// the completion's budget reservation (quota); nil: nothing to settle.
-	Settled func(ctx context.Context, c commands.Completion)
+	Settled func(ctx context.Context, c completion.Completion)
 	// Renewed, when set, is called after each renewal of a claim's lease
 	// (from the renewing goroutine; keep it short), e.g. so the quota
 	// limiter holds a long run's reservation as long as its lease.
-	Renewed func(ctx context.Context, c commands.Completion)
+	Renewed func(ctx context.Context, c completion.Completion)
 	// Transient reports whether an error of the event store says it could
 	// not be reached or did not answer (a write's effect unknown), so the
 	// outcome's append is resolved and retried rather than given up (see
@@ -145,25 +147,25 @@ func New(cfg Config) (*Executor, error) {
 }
 
 // Claim claims a queued completion for executor. It returns
-// commands.ErrAlreadyClaimed when someone else was first: the caller drops
+// domainerr.ErrAlreadyClaimed when someone else was first: the caller drops
 // its copy of the work.
 //
 // A claim whose append failed without an answer (the store hung or went
 // away) is resolved like an outcome (see resolveClaim): had it landed
 // unseen, nobody would run the job, and the reaper would end it.
-func (x *Executor) Claim(ctx context.Context, md events.Metadata, completionID, executor string) (commands.Completion, error) {
+func (x *Executor) Claim(ctx context.Context, md events.Metadata, completionID, executor string) (completion.Completion, error) {
 	md.Actor = executor
-	cmd := commands.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
+	cmd := completion.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
 	c, err := x.cfg.Service.StartCompletion(ctx, md, completionID, cmd)
-	if err != nil && !errors.Is(err, commands.ErrAlreadyClaimed) && x.cfg.Transient(err) {
+	if err != nil && !errors.Is(err, domainerr.ErrAlreadyClaimed) && x.cfg.Transient(err) {
 		return x.resolveClaim(ctx, md, completionID, cmd, err)
 	}
 	return c, err
 }
 
 // StartCommand is the claim an inline executor appends with the request.
-func (x *Executor) StartCommand(executor string) *commands.StartCompletion {
-	return &commands.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
+func (x *Executor) StartCommand(executor string) *completion.StartCompletion {
+	return &completion.StartCompletion{Executor: executor, Now: x.cfg.Now(), Lease: x.cfg.Lease}
 }
 
 // Run executes a completion that c.Executor has claimed and records its
@@ -173,12 +175,12 @@ func (x *Executor) StartCommand(executor string) *commands.StartCompletion {
 // The outcome is recorded even when ctx ends (a client that went away
 // still used what the provider produced), so the append runs without ctx's
 // cancellation.
-func (x *Executor) Run(ctx context.Context, md events.Metadata, c commands.Completion) (commands.Completion, error) {
-	if c.Status != commands.StatusRunning {
-		return c, fmt.Errorf("run %s: %w", c.ID, commands.ErrWrongState)
+func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Completion) (completion.Completion, error) {
+	if c.Status != completion.StatusRunning {
+		return c, fmt.Errorf("run %s: %w", c.ID, domainerr.ErrWrongState)
 	}
 	md.Actor = c.Executor
-	finish := commands.FinishCompletion{Executor: c.Executor}
+	finish := completion.FinishCompletion{Executor: c.Executor}
 	start := x.cfg.Now()
 	model, ok := x.cfg.Models(c.Model)
 	var resp *llm.Response
@@ -230,7 +232,7 @@ func attempts(errs []*llm.Error) []events.CompletionAttemptFailed {
 // resolved (see resolve): the outcome is learned from the stream or
 // appended again while the claim's lease lasts; a first append that
 // succeeds costs nothing more.
-func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
+func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, elapsed time.Duration) (completion.Completion, error) {
 	ctx = context.WithoutCancel(ctx)
 	done, appendErr := x.cfg.Service.FinishClaimed(ctx, md, c, finish)
 	if appendErr != nil && (errors.Is(appendErr, events.ErrConflict) || x.cfg.Transient(appendErr)) {
@@ -244,16 +246,16 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 		case errors.Is(appendErr, errUnresolved):
 			// The store stayed away: whether the outcome landed is
 			// unknown (the reaper will end the run if it did not).
-		case errors.Is(appendErr, commands.ErrClaimLost) && x.cfg.Transient(appendErr):
+		case errors.Is(appendErr, domainerr.ErrClaimLost) && x.cfg.Transient(appendErr):
 			// The store stayed away until the lease ran out and a reaper
 			// ended the run (nothing billed): the client's answer is the
 			// outage's (503 with Retry-After), not a stalled executor's.
-		case errors.Is(appendErr, commands.ErrClaimLost):
+		case errors.Is(appendErr, domainerr.ErrClaimLost):
 			return c, claimLost(c.ID, appendErr)
-		case errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, commands.ErrWrongState):
+		case errors.Is(appendErr, events.ErrConflict) || errors.Is(appendErr, domainerr.ErrWrongState):
 			// The claim holder is the stream's only writer: someone else
 			// wrote, so a reaper ended the claim.
-			return c, claimLost(c.ID, fmt.Errorf("%w: %w", commands.ErrClaimLost, appendErr))
+			return c, claimLost(c.ID, fmt.Errorf("%w: %w", domainerr.ErrClaimLost, appendErr))
 		}
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
 	}
@@ -277,7 +279,7 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c commands.Co
 	return done, nil
 }
 
-func (x *Executor) success(c commands.Completion, model config.Model, resp *llm.Response, elapsed time.Duration) (*events.CompletionSucceeded, error) {
+func (x *Executor) success(c completion.Completion, model config.Model, resp *llm.Response, elapsed time.Duration) (*events.CompletionSucceeded, error) {
 	cost, err := model.ParsedPrice().Cost(resp.Usage.PromptTokens, resp.Usage.CompletionTokens)
 	if err != nil {
 		return nil, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: resp.Provider,

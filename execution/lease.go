@@ -10,7 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 )
@@ -49,7 +50,7 @@ type keeper struct {
 	timer   *time.Timer
 
 	mu   sync.Mutex
-	c    commands.Completion
+	c    completion.Completion
 	lost error
 
 	// gated: renew only after progress (an open stream); progress counts
@@ -60,7 +61,7 @@ type keeper struct {
 
 // keep starts renewing c's lease and returns the keeper and the run's
 // context, which ends when the claim is lost.
-func (x *Executor) keep(ctx context.Context, md events.Metadata, c commands.Completion) (*keeper, context.Context) {
+func (x *Executor) keep(ctx context.Context, md events.Metadata, c completion.Completion) (*keeper, context.Context) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	k := &keeper{x: x, md: md, cancel: cancel, c: c, stopped: make(chan struct{}), done: make(chan struct{})}
 	// No goroutine until the first renewal is due: a short request costs
@@ -91,7 +92,7 @@ func (k *keeper) gate() {
 
 // stop ends the renewals and returns the claim as last renewed, or the
 // error that lost it. It waits for a renewal in flight.
-func (k *keeper) stop() (commands.Completion, error) {
+func (k *keeper) stop() (completion.Completion, error) {
 	close(k.stopped)
 	if !k.timer.Stop() {
 		<-k.done // the renewals had started: wait for the one in flight
@@ -124,7 +125,7 @@ func (k *keeper) loop(ctx context.Context) {
 		switch {
 		case err == nil:
 			seen = p
-		case errors.Is(err, commands.ErrClaimLost):
+		case errors.Is(err, domainerr.ErrClaimLost):
 			k.cancel(errClaimLost)
 			return
 		default:
@@ -165,7 +166,7 @@ func (k *keeper) renew(ctx context.Context) error {
 	defer cancel()
 	next, err := k.x.renewClaim(actx, k.md, c)
 	if err != nil {
-		if errors.Is(err, commands.ErrClaimLost) {
+		if errors.Is(err, domainerr.ErrClaimLost) {
 			k.mu.Lock()
 			k.lost = err
 			k.mu.Unlock()
@@ -179,10 +180,10 @@ func (k *keeper) renew(ctx context.Context) error {
 }
 
 // renewClaim renews c's lease (ctx bounds it) and returns the claim as
-// renewed, or an error wrapping commands.ErrClaimLost when a reaper ended
+// renewed, or an error wrapping domainerr.ErrClaimLost when a reaper ended
 // it. It counts the renewal and calls the Renewed hook.
-func (x *Executor) renewClaim(ctx context.Context, md events.Metadata, c commands.Completion) (commands.Completion, error) {
-	next, err := x.cfg.Service.RenewClaim(ctx, md, c, commands.RenewLease{Executor: c.Executor, Now: x.cfg.Now(), Lease: x.cfg.Lease,
+func (x *Executor) renewClaim(ctx context.Context, md events.Metadata, c completion.Completion) (completion.Completion, error) {
+	next, err := x.cfg.Service.RenewClaim(ctx, md, c, completion.RenewLease{Executor: c.Executor, Now: x.cfg.Now(), Lease: x.cfg.Lease,
 		ReservationMargin: x.cfg.ReservationMargin})
 	if errors.Is(err, events.ErrConflict) {
 		// Either a reaper ended the claim or an earlier renewal of ours
@@ -208,9 +209,9 @@ func (x *Executor) renewClaim(ctx context.Context, md events.Metadata, c command
 // run (no requeue since), still running, by the same executor. Then the
 // conflicting writer was the holder itself (a renewal that committed
 // after its call timed out), and the fresh state is the one to append on.
-func (x *Executor) stillHeld(ctx context.Context, c commands.Completion) (commands.Completion, bool) {
+func (x *Executor) stillHeld(ctx context.Context, c completion.Completion) (completion.Completion, bool) {
 	fresh, err := x.cfg.Service.Completion(ctx, c.ID)
-	if err != nil || fresh.Status != commands.StatusRunning || fresh.Executor != c.Executor || fresh.Retries != c.Retries {
+	if err != nil || fresh.Status != completion.StatusRunning || fresh.Executor != c.Executor || fresh.Retries != c.Retries {
 		return c, false
 	}
 	return fresh, true

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -17,7 +17,7 @@ import (
 //	go test -run '^$' -bench KeeperShortRun -benchmem ./execution/
 func BenchmarkKeeperShortRun(b *testing.B) {
 	x := &Executor{cfg: Config{Lease: 10 * time.Minute, Now: time.Now, Logger: slog.New(slog.DiscardHandler)}}
-	c := commands.Completion{ID: "chatcmpl-bench", Status: commands.StatusRunning, Executor: "api:b"}
+	c := completion.Completion{ID: "chatcmpl-bench", Status: completion.StatusRunning, Executor: "api:b"}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

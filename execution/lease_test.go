@@ -16,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -70,7 +72,7 @@ type rigOptions struct {
 	// wrap gives the executor's Service its store (nil: the real one).
 	wrap func(*pgstore.Store) commands.EventStore
 	// settled is the executor's Settled hook.
-	settled func(context.Context, commands.Completion)
+	settled func(context.Context, completion.Completion)
 }
 
 // newLeaseRigWith is newLeaseRigFor varied by opts.
@@ -96,7 +98,7 @@ func newLeaseRigWith(t *testing.T, cfg *config.Config, opts rigOptions) *leaseRi
 	}
 	r.svc = commands.NewService(store, func(string) bool { return true }, time.Now)
 	if r.exec, err = execution.New(execution.Config{Service: r.svc, LLM: router, Streams: router, Models: cfg.Model, Lease: lease,
-		Renewed: func(context.Context, commands.Completion) { r.renewed.Add(1) }, Settled: opts.settled, Transient: pgstore.Transient}); err != nil {
+		Renewed: func(context.Context, completion.Completion) { r.renewed.Add(1) }, Settled: opts.settled, Transient: pgstore.Transient}); err != nil {
 		t.Fatal(err)
 	}
 	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema),
@@ -136,7 +138,7 @@ func (r *leaseRig) projectLoop(set *projections.Set) {
 		ids := slices.Clone(r.ids)
 		r.mu.Unlock()
 		for _, id := range ids {
-			evs, err := r.store.Load(r.ctx, commands.CompletionStream(id))
+			evs, err := r.store.Load(r.ctx, completion.CompletionStream(id))
 			if err != nil {
 				continue // the test is ending
 			}
@@ -147,13 +149,13 @@ func (r *leaseRig) projectLoop(set *projections.Set) {
 
 // request records a request (claimed by executor when it is not empty,
 // as the API's inline path does) and has the projector follow it.
-func (r *leaseRig) request(id, mode, executor string) commands.Completion {
+func (r *leaseRig) request(id, mode, executor string) completion.Completion {
 	r.t.Helper()
-	var claim *commands.StartCompletion
+	var claim *completion.StartCompletion
 	if executor != "" {
 		claim = r.exec.StartCommand(executor)
 	}
-	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1", CorrelationID: "req_" + id}, commands.RequestCompletion{
+	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: "acc_1", CorrelationID: "req_" + id}, completion.RequestCompletion{
 		CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: mode,
 		Request: json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 	}, claim)
@@ -169,7 +171,7 @@ func (r *leaseRig) request(id, mode, executor string) commands.Completion {
 // types returns the completion's event types in stream order.
 func (r *leaseRig) types(id string) []string {
 	r.t.Helper()
-	evs, err := r.store.Load(context.Background(), commands.CompletionStream(id))
+	evs, err := r.store.Load(context.Background(), completion.CompletionStream(id))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestSyncCallOutlivingTheLeaseSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v (stream %v)", err, r.types(c.ID))
 	}
-	if done.Succeeded == nil || done.Status != commands.StatusSucceeded {
+	if done.Succeeded == nil || done.Status != completion.StatusSucceeded {
 		t.Fatalf("outcome %+v", done)
 	}
 	if up.Calls() != 1 {
@@ -283,7 +285,7 @@ func TestSilentClaimIsStillReaped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cur.Status == commands.StatusAbandoned {
+		if cur.Status == completion.StatusAbandoned {
 			// A figure, not an assertion: lease + interval + read-model lag.
 			t.Logf("reaped %s after the claim (lease %s, reaper every %s)", time.Since(claimed).Round(10*time.Millisecond), shortLease, reaperInterval)
 			break
@@ -296,7 +298,7 @@ func TestSilentClaimIsStillReaped(t *testing.T) {
 	// The executor, had it only been slow, finds its outcome refused, and
 	// says its claim was lost.
 	_, err := r.exec.Run(r.ctx, events.Metadata{}, c)
-	if !errors.Is(err, commands.ErrClaimLost) {
+	if !errors.Is(err, domainerr.ErrClaimLost) {
 		t.Fatalf("late Run: %v, want ErrClaimLost", err)
 	}
 	if typs := r.types(c.ID); slices.Contains(typs, events.TypeCompletionSucceeded) {
@@ -320,7 +322,7 @@ func TestStalledStreamIsReaped(t *testing.T) {
 			// The client is stuck until the reaper has ended the claim.
 			deadline := time.Now().Add(30 * time.Second)
 			for time.Now().Before(deadline) {
-				if cur, err := r.svc.Completion(r.ctx, c.ID); err == nil && cur.Status == commands.StatusAbandoned {
+				if cur, err := r.svc.Completion(r.ctx, c.ID); err == nil && cur.Status == completion.StatusAbandoned {
 					break
 				}
 				time.Sleep(50 * time.Millisecond)
@@ -328,7 +330,7 @@ func TestStalledStreamIsReaped(t *testing.T) {
 		}
 		return nil
 	})
-	if !errors.Is(err, commands.ErrClaimLost) {
+	if !errors.Is(err, domainerr.ErrClaimLost) {
 		t.Fatalf("RunStream: %+v, %v; want ErrClaimLost", done, err)
 	}
 	typs := r.types(c.ID)
@@ -345,7 +347,7 @@ func TestOwnLateRenewalIsNotALostClaim(t *testing.T) {
 	t.Parallel()
 	r, _ := newLeaseRig(t, llmtest.Script{})
 	c := r.request("chatcmpl-ownrenewal", events.ModeSync, "api:a")
-	if _, err := r.svc.RenewClaim(r.ctx, events.Metadata{}, c, commands.RenewLease{Executor: "api:a", Now: time.Now(), Lease: shortLease}); err != nil {
+	if _, err := r.svc.RenewClaim(r.ctx, events.Metadata{}, c, completion.RenewLease{Executor: "api:a", Now: time.Now(), Lease: shortLease}); err != nil {
 		t.Fatal(err)
 	}
 	r.renewed.Add(1) // it stands for the executor's own

@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -57,10 +58,10 @@ const (
 // resolve settles an outcome append that failed with err, ambiguous or
 // unavailable (x.cfg.Transient) or a version conflict: it returns the
 // completion with its outcome once the stream has it (done), an error
-// wrapping commands.ErrClaimLost when a reaper ended the run, or an error
+// wrapping domainerr.ErrClaimLost when a reaper ended the run, or an error
 // wrapping err when neither could be learned in time. Only this path,
 // never a first append that succeeded, costs extra statements.
-func (x *Executor) resolve(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, err error) (commands.Completion, error) {
+func (x *Executor) resolve(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, err error) (completion.Completion, error) {
 	attempt := min(x.cfg.Lease/renewAfter, renewTimeout)
 	// Real time, not x.cfg.Now: the waits are real, and a clock a test
 	// holds still must not make them endless.
@@ -92,7 +93,7 @@ func (x *Executor) resolve(ctx context.Context, md events.Metadata, c commands.C
 			return fresh, nil
 		case state == runLost:
 			x.resolved.WithLabelValues(c.Mode, resolvedLost).Inc()
-			return c, fmt.Errorf("%w: the stream was ended meanwhile (%s) after the outcome's append failed: %w", commands.ErrClaimLost, fresh.Status, err)
+			return c, fmt.Errorf("%w: the stream was ended meanwhile (%s) after the outcome's append failed: %w", domainerr.ErrClaimLost, fresh.Status, err)
 		case !time.Now().Before(appendUntil):
 			// The lease is over: a reaper may end the run, and
 			// will once the store answers; only read on.
@@ -127,9 +128,9 @@ func (x *Executor) resolve(ctx context.Context, md events.Metadata, c commands.C
 // bounded backoff, for as long as the claim's lease and learnAfterLease),
 // returns the claim when it landed (its lease's end is the one cmd set:
 // no other claim has it), claims again when the job is still queued, and
-// returns commands.ErrAlreadyClaimed when someone else holds or finished
+// returns domainerr.ErrAlreadyClaimed when someone else holds or finished
 // it. ctx ending (the message given up) ends it.
-func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id string, cmd commands.StartCompletion, err error) (commands.Completion, error) {
+func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id string, cmd completion.StartCompletion, err error) (completion.Completion, error) {
 	attempt := min(x.cfg.Lease/renewAfter, renewTimeout)
 	until := time.Now().Add(x.cfg.Lease + learnAfterLease)
 	wait := min(resolveFirstWait, x.cfg.Lease/10)
@@ -142,29 +143,29 @@ func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id stri
 			continue
 		case rerr != nil:
 			return fresh, fmt.Errorf("read %s after its claim's append failed (%w): %w", id, err, rerr)
-		case fresh.Status == commands.StatusRunning && fresh.Executor == cmd.Executor && fresh.Renewals == 0 && fresh.LeaseExpiresAt.Equal(mine):
+		case fresh.Status == completion.StatusRunning && fresh.Executor == cmd.Executor && fresh.Renewals == 0 && fresh.LeaseExpiresAt.Equal(mine):
 			x.resolved.WithLabelValues(fresh.Mode, "claim_"+resolvedLanded).Inc()
 			return fresh, nil
-		case fresh.Status == commands.StatusQueued:
+		case fresh.Status == completion.StatusQueued:
 			cmd.Now = x.cfg.Now()
 			return x.cfg.Service.StartCompletion(ctx, md, id, cmd)
 		default:
-			return fresh, fmt.Errorf("completion %s is %s by %s after the claim's append failed (%w): %w", id, fresh.Status, fresh.Executor, err, commands.ErrAlreadyClaimed)
+			return fresh, fmt.Errorf("completion %s is %s by %s after the claim's append failed (%w): %w", id, fresh.Status, fresh.Executor, err, domainerr.ErrAlreadyClaimed)
 		}
 	}
 	x.resolved.WithLabelValues("async", "claim_"+resolvedNot).Inc()
-	return commands.Completion{}, fmt.Errorf("%w: claim %s: %w", errUnresolved, id, err)
+	return completion.Completion{}, fmt.Errorf("%w: claim %s: %w", errUnresolved, id, err)
 }
 
 // read loads a completion, bounded by d.
-func (x *Executor) read(ctx context.Context, id string, d time.Duration) (commands.Completion, error) {
+func (x *Executor) read(ctx context.Context, id string, d time.Duration) (completion.Completion, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return x.cfg.Service.Completion(ctx, id)
 }
 
 // appendOutcome appends finish on c, bounded by d.
-func (x *Executor) appendOutcome(ctx context.Context, md events.Metadata, c commands.Completion, finish commands.FinishCompletion, d time.Duration) (commands.Completion, error) {
+func (x *Executor) appendOutcome(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, d time.Duration) (completion.Completion, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return x.cfg.Service.FinishClaimed(ctx, md, c, finish)
@@ -173,7 +174,7 @@ func (x *Executor) appendOutcome(ctx context.Context, md events.Metadata, c comm
 // renewDue renews c's lease when a third of it has passed (as the keeper
 // would), so that an outcome the store keeps refusing while it answers
 // reads is tried for another lease. ok: renewed.
-func (x *Executor) renewDue(ctx context.Context, md events.Metadata, c commands.Completion, d time.Duration) (commands.Completion, bool) {
+func (x *Executor) renewDue(ctx context.Context, md events.Metadata, c completion.Completion, d time.Duration) (completion.Completion, bool) {
 	if c.LeaseExpiresAt.Sub(x.cfg.Now()) > x.cfg.Lease*(renewAfter-1)/renewAfter {
 		return c, false
 	}
@@ -203,13 +204,13 @@ const (
 // runState says what fresh, c's stream read again, holds of c's run.
 // Only the claim holder writes a run's outcome and a requeue starts a new
 // run (Retries), so an outcome of the same run is the one c appended.
-func runState(c, fresh commands.Completion) runStatus {
+func runState(c, fresh completion.Completion) runStatus {
 	switch {
 	case fresh.Retries != c.Retries:
 		return runLost
-	case fresh.Status == commands.StatusSucceeded || fresh.Status == commands.StatusFailed:
+	case fresh.Status == completion.StatusSucceeded || fresh.Status == completion.StatusFailed:
 		return runLanded
-	case fresh.Status == commands.StatusRunning && fresh.Executor == c.Executor:
+	case fresh.Status == completion.StatusRunning && fresh.Executor == c.Executor:
 		return runHeld
 	}
 	return runLost

@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -103,21 +105,21 @@ func newOutcomeRig(t *testing.T, pool *pgxpool.Pool, lease time.Duration, inject
 			o.flaky = &outageStore{Store: s, bound: 500 * time.Millisecond, inject: inject}
 			return o.flaky
 		},
-		settled: func(context.Context, commands.Completion) { o.settled.Add(1) },
+		settled: func(context.Context, completion.Completion) { o.settled.Add(1) },
 	})
 	return o
 }
 
 // requestReserved is request with a budget reservation, so the outcome
 // carries its settlement.
-func (o *outcomeRig) requestReserved(id, mode, executor string) commands.Completion {
+func (o *outcomeRig) requestReserved(id, mode, executor string) completion.Completion {
 	o.t.Helper()
-	var claim *commands.StartCompletion
+	var claim *completion.StartCompletion
 	if executor != "" {
 		claim = o.exec.StartCommand(executor)
 	}
 	now := time.Now().UTC()
-	c, err := o.svc.RequestCompletion(o.ctx, events.Metadata{AccountID: "acc_1", CorrelationID: "req_" + id}, commands.RequestCompletion{
+	c, err := o.svc.RequestCompletion(o.ctx, events.Metadata{AccountID: "acc_1", CorrelationID: "req_" + id}, completion.RequestCompletion{
 		CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: mode,
 		Request:     json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 		Reservation: &events.QuotaReserved{CostNanoUSD: 50_000_000, Tokens: 100, Day: now.Format("2006-01-02"), Month: now.Format("2006-01"), ExpiresAt: now.Add(time.Hour)},
@@ -183,7 +185,7 @@ func TestOutcomeCommittedThenTimedOutIsAnswered(t *testing.T) {
 	})
 	c := o.requestReserved("chatcmpl-cutoff-sync", events.ModeSync, "api:a")
 	done, err := o.exec.Run(o.ctx, events.Metadata{}, c)
-	if err != nil || done.Succeeded == nil || done.Status != commands.StatusSucceeded {
+	if err != nil || done.Succeeded == nil || done.Status != completion.StatusSucceeded {
 		t.Fatalf("Run: %+v, %v (stream %v); want the result", done, err, o.types(c.ID))
 	}
 	o.checkBilledOnce(c.ID)
@@ -250,7 +252,7 @@ func TestClaimThroughATimeoutIsKept(t *testing.T) {
 		id := fmt.Sprintf("chatcmpl-claim-%d", inj)
 		o.requestReserved(id, events.ModeAsync, "")
 		c, err := o.exec.Claim(o.ctx, events.Metadata{}, id, "worker:w1")
-		if err != nil || c.Status != commands.StatusRunning || c.Executor != "worker:w1" {
+		if err != nil || c.Status != completion.StatusRunning || c.Executor != "worker:w1" {
 			t.Fatalf("%d: Claim: %+v, %v (stream %v)", inj, c, err, o.types(id))
 		}
 		if n := o.count(id, events.TypeCompletionStarted); n != 1 {
@@ -285,7 +287,7 @@ func privatePool(t *testing.T) (*pgtest.Cluster, *pgxpool.Pool) {
 // claimAsync records a queued job and claims it for a worker, as the
 // worker pool does, once the jobs read model has it running (so that a
 // reaper could find it).
-func (o *outcomeRig) claimAsync(id string) commands.Completion {
+func (o *outcomeRig) claimAsync(id string) completion.Completion {
 	o.t.Helper()
 	o.requestReserved(id, events.ModeAsync, "")
 	c, err := o.exec.Claim(o.ctx, events.Metadata{}, id, "worker:w1")
@@ -368,7 +370,7 @@ func TestAsyncOutcomeAfterTheLeaseIsAbandoned(t *testing.T) {
 	})
 	c := o.claimAsync("chatcmpl-toolate")
 	done, err := o.exec.Run(o.ctx, events.Metadata{}, c)
-	if !errors.Is(err, commands.ErrClaimLost) {
+	if !errors.Is(err, domainerr.ErrClaimLost) {
 		t.Fatalf("Run: %+v, %v (stream %v); want ErrClaimLost", done, err, o.types(c.ID))
 	}
 	// The client's answer is the outage's (503 database_unavailable with

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -37,7 +39,7 @@ type ReaperConfig struct {
 	// abandoned, so the limiter frees what it had reserved at once instead
 	// of when the reservation expires. A requeued completion keeps its
 	// reservation: the retry settles it.
-	Released func(ctx context.Context, c commands.Completion)
+	Released func(ctx context.Context, c completion.Completion)
 	// Retry sends queued (async) jobs whose claim expired back to the
 	// queue, up to MaxRetries times (jobs.on_expired_lease: retry);
 	// otherwise, and for synchronous requests, the reaper abandons.
@@ -159,16 +161,16 @@ func (r *Reaper) RunOnce(ctx context.Context) ([]string, error) {
 		// Each attempt has its own correlation id: it is how the Service
 		// tells this reaper's event from another's.
 		md := events.Metadata{CorrelationID: "reap_" + uuid.NewString(), Actor: "reaper:" + r.cfg.Instance}
-		var c commands.Completion
+		var c completion.Completion
 		var mine bool
 		if r.cfg.Retry {
-			c, mine, err = r.cfg.Service.ReapExpired(ctx, md, id, commands.RequeueCompletion{
+			c, mine, err = r.cfg.Service.ReapExpired(ctx, md, id, completion.RequeueCompletion{
 				Now: now, MaxRetries: r.cfg.MaxRetries, Lease: r.cfg.Lease, Reason: "lease_expired"})
 		} else {
-			c, mine, err = r.cfg.Service.AbandonExpired(ctx, md, id, commands.AbandonCompletion{Now: now, Reason: "lease_expired"})
+			c, mine, err = r.cfg.Service.AbandonExpired(ctx, md, id, completion.AbandonCompletion{Now: now, Reason: "lease_expired"})
 		}
 		switch {
-		case errors.Is(err, commands.ErrWrongState), errors.Is(err, commands.ErrNotFound), errors.Is(err, events.ErrConflict):
+		case errors.Is(err, domainerr.ErrWrongState), errors.Is(err, domainerr.ErrNotFound), errors.Is(err, events.ErrConflict):
 			// Finished meanwhile, still leased (the read model lags), or
 			// another writer was first: nothing to do.
 			continue
@@ -176,7 +178,7 @@ func (r *Reaper) RunOnce(ctx context.Context) ([]string, error) {
 			errs = append(errs, fmt.Errorf("reap %s: %w", id, err))
 			continue
 		}
-		if mine && c.Status == commands.StatusQueued {
+		if mine && c.Status == completion.StatusQueued {
 			done = append(done, id)
 			r.requeued.WithLabelValues(c.Model).Inc()
 			r.cfg.Logger.Warn("completion requeued: its claim expired", "completion_id", id, "retry", c.Retries,

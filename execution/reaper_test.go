@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -47,7 +48,7 @@ func project(t *testing.T, pool *pgxpool.Pool, store *pgstore.Store, ids ...stri
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		evs, err := store.Load(context.Background(), commands.CompletionStream(id))
+		evs, err := store.Load(context.Background(), completion.CompletionStream(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +99,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 	}
 	request := func(id string) {
 		t.Helper()
-		if _, err := svc.RequestCompletion(ctx, events.Metadata{AccountID: "acc_1"}, commands.RequestCompletion{
+		if _, err := svc.RequestCompletion(ctx, events.Metadata{AccountID: "acc_1"}, completion.RequestCompletion{
 			CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeAsync,
 			Request: json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 		}, nil); err != nil {
@@ -139,7 +140,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 	if got, err := reaper.RunOnce(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("third pass: %v, %v; want nothing", got, err)
 	}
-	evs, err := store.Load(ctx, commands.CompletionStream("chatcmpl-dead"))
+	evs, err := store.Load(ctx, completion.CompletionStream("chatcmpl-dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 		t.Errorf("job status = %q (%v), want abandoned", status, err)
 	}
 	// The dead worker's outcome, were it to come back, is refused.
-	if _, err := svc.FinishClaimed(ctx, events.Metadata{}, c, commands.FinishCompletion{Executor: "worker:dead",
+	if _, err := svc.FinishClaimed(ctx, events.Metadata{}, c, completion.FinishCompletion{Executor: "worker:dead",
 		Succeeded: &events.CompletionSucceeded{Provider: "up", UpstreamModel: "m", Response: json.RawMessage(`{}`)}}); !errors.Is(err, events.ErrConflict) {
 		t.Errorf("late outcome: err = %v, want a conflict", err)
 	}
@@ -196,7 +197,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 	if total.Load() != 1 {
 		t.Errorf("reapers abandoned %d times, want 1", total.Load())
 	}
-	if evs, _ := store.Load(ctx, commands.CompletionStream("chatcmpl-dead2")); len(evs) != 3 || evs[2].Type != events.TypeCompletionAbandoned {
+	if evs, _ := store.Load(ctx, completion.CompletionStream("chatcmpl-dead2")); len(evs) != 3 || evs[2].Type != events.TypeCompletionAbandoned {
 		t.Errorf("stream of dead2 has %d events", len(evs))
 	}
 }

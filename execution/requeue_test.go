@@ -14,8 +14,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -41,7 +44,7 @@ type retryRig struct {
 	dead    *execution.Executor
 	healthy *execution.Executor
 	limiter *quota.Memory
-	settle  func(context.Context, commands.Completion)
+	settle  func(context.Context, completion.Completion)
 	set     *projections.Set
 	up      *llmtest.Upstream
 	nowNS   atomic.Int64
@@ -88,7 +91,7 @@ func newRetryRig(t *testing.T) *retryRig {
 		projections.NewUsageLedger(projections.LiveSchema), projections.NewQuotaState(projections.LiveSchema)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.svc.CreateAccount(r.ctx, events.Metadata{}, commands.CreateAccount{AccountID: rigAccount, Name: "Acme", Email: "ops@acme.example", Plan: "free"}); err != nil {
+	if _, err := r.svc.CreateAccount(r.ctx, events.Metadata{}, account.CreateAccount{AccountID: rigAccount, Name: "Acme", Email: "ops@acme.example", Plan: "free"}); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -100,7 +103,7 @@ func (r *retryRig) at(d time.Duration) { r.nowNS.Store(r.t0.Add(d).UnixNano()) }
 
 // request admits a request in the limiter, as the API does, and records
 // it with its reservation.
-func (r *retryRig) request(id, mode string, claim *commands.StartCompletion) commands.Completion {
+func (r *retryRig) request(id, mode string, claim *completion.StartCompletion) completion.Completion {
 	r.t.Helper()
 	now := r.now()
 	ttl := 30 * time.Minute
@@ -109,7 +112,7 @@ func (r *retryRig) request(id, mode string, claim *commands.StartCompletion) com
 	if err != nil || !d.Allowed {
 		r.t.Fatalf("admit %s: %+v, %v", id, d, err)
 	}
-	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: rigAccount, CorrelationID: "req_" + id}, commands.RequestCompletion{
+	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: rigAccount, CorrelationID: "req_" + id}, completion.RequestCompletion{
 		CompletionID: id, AccountID: rigAccount, KeyID: rigKey, Model: "m", Mode: mode,
 		Request:     json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 		Reservation: &events.QuotaReserved{CostNanoUSD: reservedCost, Tokens: 100, Day: d.Day, Month: d.Month, ExpiresAt: now.Add(ttl)},
@@ -122,7 +125,7 @@ func (r *retryRig) request(id, mode string, claim *commands.StartCompletion) com
 
 // die claims id for a worker that calls the provider and dies before
 // recording the outcome, and returns the state that worker held.
-func (r *retryRig) die(id, executor string) commands.Completion {
+func (r *retryRig) die(id, executor string) completion.Completion {
 	r.t.Helper()
 	c, err := r.dead.Claim(r.ctx, events.Metadata{}, id, executor)
 	if err != nil {
@@ -138,7 +141,7 @@ func (r *retryRig) die(id, executor string) commands.Completion {
 func (r *retryRig) project(ids ...string) {
 	r.t.Helper()
 	for _, id := range ids {
-		evs, err := r.store.Load(r.ctx, commands.CompletionStream(id))
+		evs, err := r.store.Load(r.ctx, completion.CompletionStream(id))
 		if err != nil {
 			r.t.Fatal(err)
 		}
@@ -166,7 +169,7 @@ func (r *retryRig) reaper(instance string) *execution.Reaper {
 
 func (r *retryRig) stream(id string) ([]events.Envelope, []string) {
 	r.t.Helper()
-	evs, err := r.store.Load(r.ctx, commands.CompletionStream(id))
+	evs, err := r.store.Load(r.ctx, completion.CompletionStream(id))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -300,11 +303,11 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 	if !slices.Equal(typs, want) {
 		t.Fatalf("timeline = %v\nwant       %v", typs, want)
 	}
-	c, err := commands.FoldCompletion(evs)
+	c, err := completion.FoldCompletion(evs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Status != commands.StatusSucceeded || c.Retries != 1 || (c.Executor != "worker:w1" && c.Executor != "worker:w2") {
+	if c.Status != completion.StatusSucceeded || c.Retries != 1 || (c.Executor != "worker:w1" && c.Executor != "worker:w2") {
 		t.Errorf("completion: status %s retries %d executor %s", c.Status, c.Retries, c.Executor)
 	}
 	cost := c.Succeeded.CostNanoUSD
@@ -313,7 +316,7 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 	}
 	// The dead worker's outcome, were it to come back, is refused: the
 	// stream moved on from the state its claim left.
-	if _, err := r.svc.FinishClaimed(r.ctx, events.Metadata{}, deadClaim, commands.FinishCompletion{Executor: "worker:dead",
+	if _, err := r.svc.FinishClaimed(r.ctx, events.Metadata{}, deadClaim, completion.FinishCompletion{Executor: "worker:dead",
 		Succeeded: &events.CompletionSucceeded{Provider: "up", UpstreamModel: "m", Response: json.RawMessage(`{}`)}}); !errors.Is(err, events.ErrConflict) {
 		t.Errorf("late outcome of the dead worker: err = %v, want a conflict", err)
 	}
@@ -360,9 +363,9 @@ func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantStatus := commands.StatusQueued
+		wantStatus := completion.StatusQueued
 		if run == 2 {
-			wantStatus = commands.StatusAbandoned
+			wantStatus = completion.StatusAbandoned
 		}
 		if c.Status != wantStatus || c.Retries != min(run+1, 2) {
 			t.Fatalf("after pass %d: status %s retries %d", run, c.Status, c.Retries)
@@ -400,7 +403,7 @@ func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
 	// requeued: its client is gone.
 	const syncID = "chatcmpl-sync"
 	c := r.request(syncID, events.ModeSync, r.healthy.StartCommand("api:dead"))
-	if c.Status != commands.StatusRunning {
+	if c.Status != completion.StatusRunning {
 		t.Fatalf("sync request: %+v", c)
 	}
 	r.project(syncID)
@@ -449,7 +452,7 @@ func TestConcurrentReapersRequeueOnce(t *testing.T) {
 	if got, err := r.reaper("late").RunOnce(r.ctx); err != nil || len(got) != 0 {
 		t.Errorf("late reaper: %v, %v", got, err)
 	}
-	if _, _, err := r.svc.ReapExpired(r.ctx, events.Metadata{CorrelationID: "x"}, id, commands.RequeueCompletion{Now: r.now(), MaxRetries: 2, Lease: time.Minute}); !errors.Is(err, commands.ErrWrongState) {
+	if _, _, err := r.svc.ReapExpired(r.ctx, events.Metadata{CorrelationID: "x"}, id, completion.RequeueCompletion{Now: r.now(), MaxRetries: 2, Lease: time.Minute}); !errors.Is(err, domainerr.ErrWrongState) {
 		t.Errorf("requeue of a queued job: err = %v", err)
 	}
 	if _, typs := r.stream(id); len(typs) != 4 {

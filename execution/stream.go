@@ -13,8 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 )
@@ -38,15 +39,15 @@ const (
 // it reported it, counted by Tollgate otherwise (and marked estimated), so
 // no streamed request is ever recorded at zero cost. A failure before the
 // first chunk records completion.failed, like Run.
-func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands.Completion, emit func(chunk json.RawMessage) error) (commands.Completion, error) {
-	if c.Status != commands.StatusRunning {
-		return c, fmt.Errorf("run %s: %w", c.ID, commands.ErrWrongState)
+func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completion.Completion, emit func(chunk json.RawMessage) error) (completion.Completion, error) {
+	if c.Status != completion.StatusRunning {
+		return c, fmt.Errorf("run %s: %w", c.ID, domainerr.ErrWrongState)
 	}
 	if x.cfg.Streams == nil {
 		return c, errors.New("execution: streaming is not configured")
 	}
 	md.Actor = c.Executor
-	finish := commands.FinishCompletion{Executor: c.Executor}
+	finish := completion.FinishCompletion{Executor: c.Executor}
 	start := x.cfg.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -63,7 +64,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c commands
 	k, kctx := x.keep(ctx, md, c)
 	// recordKept stops the renewals and records the outcome on the claim
 	// as last renewed, unless the claim was lost.
-	recordKept := func(finish commands.FinishCompletion, elapsed time.Duration) (commands.Completion, error) {
+	recordKept := func(finish completion.FinishCompletion, elapsed time.Duration) (completion.Completion, error) {
 		held, lost := k.stop()
 		if lost != nil {
 			x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()

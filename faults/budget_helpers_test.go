@@ -20,6 +20,7 @@ import (
 	"github.com/tiktoken-go/tokenizer"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -248,7 +249,7 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 		lim := quota.NewRedis(rdb, "tollgate:quota:", nil)
 		settle := handlers.QuotaSettler(cfg, svc, lim, logger, e.clk.Now)
 		exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Now: e.clk.Now,
-			Settled: func(ctx context.Context, c commands.Completion) {
+			Settled: func(ctx context.Context, c completion.Completion) {
 				if c.Reservation != nil {
 					e.settled.Add(1)
 					for old := e.maxReserved.Load(); c.Reservation.CostNanoUSD > old && !e.maxReserved.CompareAndSwap(old, c.Reservation.CostNanoUSD); old = e.maxReserved.Load() {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -74,7 +74,7 @@ type accountJSON struct {
 	StripeCustomerID string `json:"stripe_customer_id,omitempty"`
 }
 
-func toAccountJSON(a commands.Account) accountJSON {
+func toAccountJSON(a account.Account) accountJSON {
 	return accountJSON{ID: a.ID, Object: "account", Name: a.Name, Email: a.Email, Plan: a.Plan, StripeCustomerID: a.StripeCustomerID}
 }
 
@@ -96,7 +96,7 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request) {
 	if req.Plan == "" {
 		req.Plan = "free"
 	}
-	acc, err := a.cfg.Service.CreateAccount(r.Context(), a.adminMetadata(r), commands.CreateAccount{
+	acc, err := a.cfg.Service.CreateAccount(r.Context(), a.adminMetadata(r), account.CreateAccount{
 		AccountID: "acc_" + randomID(24), Name: req.Name, Email: req.Email, Plan: req.Plan, StripeCustomerID: req.StripeCustomerID,
 	})
 	if err != nil {
@@ -128,7 +128,7 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret := keyPrefix + randomID(43)
-	k, err := a.cfg.Service.IssueAPIKey(r.Context(), a.adminMetadata(r), commands.IssueAPIKey{
+	k, err := a.cfg.Service.IssueAPIKey(r.Context(), a.adminMetadata(r), account.IssueAPIKey{
 		KeyID: "key_" + randomID(24), AccountID: mux.Vars(r)["id"], Name: req.Name,
 		Hash: hashKey(secret), Prefix: secret[:len(keyPrefix)+6],
 	})

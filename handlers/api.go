@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/quota"
 )
@@ -348,7 +349,7 @@ var errUnknownKey = errors.New("unknown or revoked api key")
 
 func (a *API) authenticate(ctx context.Context, secret string) (principal, error) {
 	if !strings.HasPrefix(secret, keyPrefix) || len(secret) > 200 {
-		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, domainerr.ErrNotFound)
 	}
 	hash := hashKey(secret)
 	now := a.cfg.Now()
@@ -361,7 +362,7 @@ func (a *API) authenticate(ctx context.Context, secret string) (principal, error
 	// queries on the small pool ahead of their appends.
 	return a.keys.load(ctx, hash, func(ctx context.Context) (principal, error) {
 		p, err := a.lookupKey(ctx, hash)
-		if err != nil && !errors.Is(err, commands.ErrNotFound) {
+		if err != nil && !errors.Is(err, domainerr.ErrNotFound) {
 			return principal{}, err // a database error is not cached
 		}
 		a.keys.put(hash, p, err, now)
@@ -375,14 +376,14 @@ func (a *API) lookupKey(ctx context.Context, hash string) (principal, error) {
 		return principal{}, err
 	}
 	if id == "" {
-		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, domainerr.ErrNotFound)
 	}
 	k, err := a.cfg.Service.APIKey(ctx, id)
 	if err != nil {
 		return principal{}, err
 	}
 	if k.Revoked {
-		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, commands.ErrNotFound)
+		return principal{}, fmt.Errorf("%w: %w", errUnknownKey, domainerr.ErrNotFound)
 	}
 	acc, err := a.cfg.Service.Account(ctx, k.AccountID)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 )
@@ -116,7 +116,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		ae = badRequest("unsupported_parameter", "stream", "A streamed request cannot be queued: drop Prefer: respond-async or stream.")
 	}
 	if ae == nil {
-		// callback_url stays in the stored request; commands.SplitCallbackURL
+		// callback_url stays in the stored request; completion.SplitCallbackURL
 		// takes it out of what the provider gets.
 		ae = a.validateCallback(body)
 	}
@@ -130,7 +130,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	cid := correlationID(r.Context())
 	md := events.Metadata{AccountID: p.AccountID, CorrelationID: cid, CausationID: cid, Actor: "key:" + p.KeyID}
-	cmd := commands.RequestCompletion{
+	cmd := completion.RequestCompletion{
 		CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
 		Model: req.Model, Mode: events.ModeSync, Request: body,
 	}
@@ -170,10 +170,10 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 // connection. Until the response deadline a client that goes away cancels
 // the provider call; past the deadline the client gets 202 with its job
 // and the work goes on without it. The outcome is recorded either way.
-func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c commands.Completion) {
+func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c completion.Completion) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	type outcome struct {
-		done commands.Completion
+		done completion.Completion
 		err  error
 	}
 	result := make(chan outcome, 1)

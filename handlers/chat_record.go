@@ -7,7 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 )
@@ -35,7 +36,7 @@ var errUnresolved = errors.New("request append unresolved")
 // caller must then not release the budget reservation, which expires and
 // is re-derived from the event log (the job may still run, and settles
 // itself), so the limiter never forgets spend it would have released.
-func (a *API) recordRequest(ctx context.Context, md events.Metadata, cmd commands.RequestCompletion, claim *commands.StartCompletion) (commands.Completion, error) {
+func (a *API) recordRequest(ctx context.Context, md events.Metadata, cmd completion.RequestCompletion, claim *completion.StartCompletion) (completion.Completion, error) {
 	c, err := a.cfg.Service.RequestCompletion(ctx, md, cmd, claim)
 	if err == nil || !pgstore.Ambiguous(err) {
 		return c, err
@@ -55,13 +56,13 @@ func (a *API) recordRequest(ctx context.Context, md events.Metadata, cmd command
 		switch {
 		case rerr == nil && claim == nil:
 			return found, nil
-		case rerr == nil && found.Status == commands.StatusRunning && found.Executor == claim.Executor && found.Renewals == 0:
+		case rerr == nil && found.Status == completion.StatusRunning && found.Executor == claim.Executor && found.Renewals == 0:
 			return found, nil
 		case rerr == nil:
 			// Landed, and no longer as this request left it (a reaper
 			// acted): what happens to it is in its stream.
 			return c, errors.Join(err, errUnresolved)
-		case errors.Is(rerr, commands.ErrNotFound):
+		case errors.Is(rerr, domainerr.ErrNotFound):
 			// Not (yet) applied: a paused server may still apply it.
 		case !pgstore.Ambiguous(rerr):
 			// The server refuses connections (it went down): it cannot

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 )
@@ -15,7 +15,7 @@ import (
 // Headers go out with the first chunk, so a failure before it is still an
 // ordinary JSON error with its status. A client that disconnects cancels
 // the provider call; what was generated is recorded and billed.
-func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c commands.Completion, body []byte) {
+func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c completion.Completion, body []byte) {
 	wantUsage := llm.ClientWantsUsage(body)
 	rc := http.NewResponseController(w)
 	started := false

@@ -10,7 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/tollgate/tollgate/bus"
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/execution"
 )
@@ -79,7 +79,7 @@ func (w *Worker) Handle(msg *message.Message) error {
 	md := e.Metadata
 	md.CausationID = e.EventID.String()
 	c, err := w.exec.Claim(msg.Context(), md, id, w.executor)
-	if errors.Is(err, commands.ErrAlreadyClaimed) {
+	if errors.Is(err, domainerr.ErrAlreadyClaimed) {
 		<-w.slots
 		w.logger.Debug("completion already claimed", "completion_id", id)
 		return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
@@ -39,14 +40,14 @@ func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c, err := svc.RequestCompletion(ctx, events.Metadata{AccountID: "acc_1"}, commands.RequestCompletion{
+	c, err := svc.RequestCompletion(ctx, events.Metadata{AccountID: "acc_1"}, completion.RequestCompletion{
 		CompletionID: "chatcmpl-redelivered", AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeAsync,
 		Request: json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored, err := store.Load(ctx, commands.CompletionStream(c.ID))
+	stored, err := store.Load(ctx, completion.CompletionStream(c.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done.Status != commands.StatusSucceeded || done.Version != 3 || done.Succeeded.CostNanoUSD != 3*1000+2*2000 {
+	if done.Status != completion.StatusSucceeded || done.Version != 3 || done.Succeeded.CostNanoUSD != 3*1000+2*2000 {
 		t.Fatalf("completion %+v", done)
 	}
 }
@@ -99,21 +100,21 @@ func TestWorkerIgnoresSyncRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c, err := svc.RequestCompletion(ctx, events.Metadata{}, commands.RequestCompletion{
+	c, err := svc.RequestCompletion(ctx, events.Metadata{}, completion.RequestCompletion{
 		CompletionID: "chatcmpl-sync", AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeSync,
 		Request: json.RawMessage(`{}`),
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored, _ := store.Load(ctx, commands.CompletionStream(c.ID))
+	stored, _ := store.Load(ctx, completion.CompletionStream(c.ID))
 	msg, _ := bus.ToMessage(stored[0])
 	w := handlers.NewWorker(ctx, exec, "a", 1, nil)
 	if err := w.Handle(msg); err != nil {
 		t.Fatal(err)
 	}
 	w.Wait()
-	if got, _ := svc.Completion(ctx, c.ID); got.Status != commands.StatusQueued {
+	if got, _ := svc.Completion(ctx, c.ID); got.Status != completion.StatusQueued {
 		t.Fatalf("a worker touched a synchronous request: %s", got.Status)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/quota"
@@ -55,7 +56,7 @@ type errorBody struct {
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	var le *llm.Error
-	var ve *commands.ValidationError
+	var ve *domainerr.ValidationError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -71,17 +72,17 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
 	case errors.Is(err, commands.ErrNoBillingCustomer):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
-	case errors.Is(err, commands.ErrRevoked):
+	case errors.Is(err, domainerr.ErrRevoked):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}
 	case errors.As(err, &le):
 		return &apiError{Status: le.Status, Type: le.Type, Code: le.Code, Message: le.Message}
 	case errors.As(err, &ve):
 		return badRequest("invalid_value", ve.Field, "%s", ve.Error())
-	case errors.Is(err, commands.ErrNotFound):
+	case errors.Is(err, domainerr.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Message: "No such object."}
-	case errors.Is(err, commands.ErrAlreadyExists), errors.Is(err, events.ErrConflict), errors.Is(err, commands.ErrAlreadyClaimed), errors.Is(err, commands.ErrWrongState):
+	case errors.Is(err, domainerr.ErrAlreadyExists), errors.Is(err, events.ErrConflict), errors.Is(err, domainerr.ErrAlreadyClaimed), errors.Is(err, domainerr.ErrWrongState):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "conflict", Message: "The object changed concurrently or is in a state that does not allow this; retry."}
-	case errors.Is(err, commands.ErrInvalid):
+	case errors.Is(err, domainerr.ErrInvalid):
 		return badRequest("invalid_value", "", "%s", err.Error())
 	case isUnavailable(err):
 		// After every domain verdict: an outage is what is left.

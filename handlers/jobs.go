@@ -14,7 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/callbacks"
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/projections"
@@ -63,13 +64,13 @@ func unixPtr(t time.Time) *int64 {
 	return &u
 }
 
-func toJobJSON(c commands.Completion) jobJSON {
+func toJobJSON(c completion.Completion) jobJSON {
 	j := jobJSON{
 		ID: c.ID, Object: "job", Status: string(c.Status), Model: c.Model, Mode: c.Mode,
 		CreatedAt: c.RequestedAt.Unix(), StartedAt: unixPtr(c.StartedAt), FinishedAt: unixPtr(c.FinishedAt),
 		URL: "/v1/jobs/" + c.ID,
 	}
-	if c.Status == commands.StatusRunning {
+	if c.Status == completion.StatusRunning {
 		j.LeaseExpiresAt = unixPtr(c.LeaseExpiresAt)
 	}
 	if c.Succeeded != nil {
@@ -96,7 +97,7 @@ func toJobJSON(c commands.Completion) jobJSON {
 
 // JobBody is the JSON of a job as GET /v1/jobs/{id} shows it: the body a
 // result callback carries.
-func JobBody(c commands.Completion) ([]byte, error) {
+func JobBody(c completion.Completion) ([]byte, error) {
 	return json.Marshal(toJobJSON(c))
 }
 
@@ -177,20 +178,20 @@ func (a *API) validateCallback(body []byte) *apiError {
 	var v struct {
 		CallbackURL *json.RawMessage `json:"callback_url"`
 	}
-	if !bytes.Contains(body, []byte(`"`+commands.CallbackURLField+`"`)) || json.Unmarshal(body, &v) != nil || v.CallbackURL == nil {
+	if !bytes.Contains(body, []byte(`"`+completion.CallbackURLField+`"`)) || json.Unmarshal(body, &v) != nil || v.CallbackURL == nil {
 		return nil
 	}
 	if a.cfg.Config.Env.CallbackSecret == "" {
-		return badRequest("callbacks_disabled", commands.CallbackURLField, "Callbacks are not enabled on this server (TOLLGATE_CALLBACK_SECRET is not set): poll GET /v1/jobs/{id}?wait=60s instead.")
+		return badRequest("callbacks_disabled", completion.CallbackURLField, "Callbacks are not enabled on this server (TOLLGATE_CALLBACK_SECRET is not set): poll GET /v1/jobs/{id}?wait=60s instead.")
 	}
 	var u string
 	if err := json.Unmarshal(*v.CallbackURL, &u); err != nil {
-		return badRequest("invalid_type", commands.CallbackURLField, "callback_url must be a string.")
+		return badRequest("invalid_type", completion.CallbackURLField, "callback_url must be a string.")
 	}
 	// The dispatcher's rule (callbacks.CheckURL), so a URL refused when
 	// sent is refused here first.
 	if err := callbacks.CheckURL(u, a.cfg.Config.Jobs.Callbacks.AllowPrivateNetworks); err != nil {
-		return badRequest("invalid_value", commands.CallbackURLField, "%s", err.Error())
+		return badRequest("invalid_value", completion.CallbackURLField, "%s", err.Error())
 	}
 	return nil
 }
@@ -211,7 +212,7 @@ func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	c, err := a.cfg.Service.Completion(r.Context(), id)
 	if err == nil && c.AccountID != p.AccountID {
-		err = commands.ErrNotFound // another account's job does not exist for this caller
+		err = domainerr.ErrNotFound // another account's job does not exist for this caller
 	}
 	if err == nil && wait > 0 && !c.Finished() {
 		c, err = a.waitJob(r.Context(), c, wait)
@@ -220,7 +221,7 @@ func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, commands.ErrNotFound) {
+		if errors.Is(err, domainerr.ErrNotFound) {
 			writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "job_not_found", Message: "No such job."})
 			return
 		}
@@ -231,7 +232,7 @@ func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // waitJob re-reads c's stream until it is finished, wait is over or ctx ends.
-func (a *API) waitJob(ctx context.Context, c commands.Completion, wait time.Duration) (commands.Completion, error) {
+func (a *API) waitJob(ctx context.Context, c completion.Completion, wait time.Duration) (completion.Completion, error) {
 	if g := a.cfg.Jobs.Waiters; g != nil {
 		g.Inc()
 		defer g.Dec()
@@ -278,10 +279,10 @@ func (a *API) jobEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	c, evs, err := a.cfg.Service.CompletionHistory(r.Context(), mux.Vars(r)["id"])
 	if err == nil && c.AccountID != p.AccountID {
-		err = commands.ErrNotFound
+		err = domainerr.ErrNotFound
 	}
 	if err != nil {
-		if errors.Is(err, commands.ErrNotFound) {
+		if errors.Is(err, domainerr.ErrNotFound) {
 			writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "job_not_found", Message: "No such job."})
 			return
 		}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
@@ -433,7 +433,7 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request) {
 	id, md := mux.Vars(r)["id"], a.adminMetadata(r)
 	acc, err := a.cfg.Service.Account(r.Context(), id)
 	if req.Plan != nil && err == nil {
-		acc, err = a.cfg.Service.ChangePlan(r.Context(), md, id, commands.ChangePlan{Plan: *req.Plan})
+		acc, err = a.cfg.Service.ChangePlan(r.Context(), md, id, account.ChangePlan{Plan: *req.Plan})
 	}
 	if req.Limits != nil && err == nil {
 		acc, err = a.cfg.Service.ChangeAccountLimits(r.Context(), md, id, o)

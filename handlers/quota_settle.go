@@ -8,8 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/quota"
@@ -18,12 +21,12 @@ import (
 // QuotaSettler returns what the executor calls once an outcome is
 // recorded: the reservation is settled (or released) in the limiter, and
 // the runaway guard looks at the key's recent spend.
-func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
+func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	plans := &planCache{svc: svc, now: now, plans: map[string]cachedPlan{}, loading: map[string]chan struct{}{}}
-	return func(ctx context.Context, c commands.Completion) {
+	return func(ctx context.Context, c completion.Completion) {
 		r := c.Reservation
 		if r == nil {
 			return
@@ -115,9 +118,9 @@ func (pc *planCache) planOf(ctx context.Context, accountID string) (string, erro
 
 // runawayGuard suspends a key whose spend within the window passed the
 // plan's ceiling.
-func runawayGuard(ctx context.Context, svc *commands.Service, logger *slog.Logger, c commands.Completion, res quota.SettleResult, ceiling money.NanoUSD, window time.Duration) {
+func runawayGuard(ctx context.Context, svc *commands.Service, logger *slog.Logger, c completion.Completion, res quota.SettleResult, ceiling money.NanoUSD, window time.Duration) {
 	md := events.Metadata{AccountID: c.AccountID, CorrelationID: c.ID, CausationID: c.ID, Actor: "system:runaway_guard"}
-	k, err := svc.GuardAPIKey(ctx, md, c.KeyID, commands.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
+	k, err := svc.GuardAPIKey(ctx, md, c.KeyID, account.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
 		WindowSeconds: int64(window / time.Second)})
 	if err != nil {
 		logger.ErrorContext(ctx, "runaway guard", slog.String("key_id", c.KeyID), slog.Any("error", err))
@@ -221,7 +224,7 @@ func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.R
 	for _, r := range expired {
 		c, err := a.cfg.Service.Completion(ctx, r.ID)
 		if err != nil {
-			if !errors.Is(err, commands.ErrNotFound) {
+			if !errors.Is(err, domainerr.ErrNotFound) {
 				a.cfg.Logger.WarnContext(ctx, "reconcile expired reservation", slog.String("completion_id", r.ID), slog.Any("error", err))
 			}
 			continue
@@ -252,8 +255,8 @@ func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.R
 // model the limiter is seeded from agrees). A failure is logged and left:
 // the next renewal, a third of a lease later, carries a later end, and the
 // reservation held meanwhile is still counted.
-func QuotaExtender(lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c commands.Completion) {
-	return func(ctx context.Context, c commands.Completion) {
+func QuotaExtender(lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
+	return func(ctx context.Context, c completion.Completion) {
 		r := c.Reservation
 		if r == nil {
 			return

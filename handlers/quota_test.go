@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -98,7 +99,7 @@ func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.
 		// Each instance has its own executor and limiter client, as two
 		// replicas would; the settler also counts what was really spent.
 		exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Now: e.clk.Now,
-			Settled: func(ctx context.Context, c commands.Completion) {
+			Settled: func(ctx context.Context, c completion.Completion) {
 				if c.Succeeded != nil {
 					e.spent.Add(c.Succeeded.CostNanoUSD)
 				}

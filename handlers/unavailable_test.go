@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/quota"
 )
 
@@ -76,8 +76,8 @@ func TestUnavailableClassifiesRealErrors(t *testing.T) {
 		}
 	}
 	for _, err := range []error{
-		nil, errors.New("boom"), commands.ErrNotFound, &pgconn.PgError{Code: "23505"}, &pgconn.PgError{Code: "22P05"},
-		context.Canceled, fmt.Errorf("x: %w", commands.ErrInvalid),
+		nil, errors.New("boom"), domainerr.ErrNotFound, &pgconn.PgError{Code: "23505"}, &pgconn.PgError{Code: "22P05"},
+		context.Canceled, fmt.Errorf("x: %w", domainerr.ErrInvalid),
 	} {
 		if dep, ok := Unavailable(err); ok {
 			t.Errorf("%v: classified %q, want not an outage", err, dep)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -116,7 +116,7 @@ func (c *jobChanges) Add(e events.Envelope, d events.Data) error {
 		j := c.get(d.CompletionID)
 		j.requested, j.account, j.key, j.model, j.mode = true, d.AccountID, d.KeyID, d.Model, d.Mode
 		j.status, j.requestedAt = JobQueued, at
-		if _, cb := commands.SplitCallbackURL(d.Request); cb != "" {
+		if _, cb := completion.SplitCallbackURL(d.Request); cb != "" {
 			j.callbackURL = &cb
 		}
 	case events.CompletionStarted:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
@@ -18,7 +19,7 @@ import (
 // startJobs runs the worker role's background duties: the reaper, which
 // ends requests whose executor died, and the callback dispatcher. Both are
 // safe to run on every worker at once, so they need no leader.
-func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, released func(context.Context, commands.Completion), reg prometheus.Registerer, logger *slog.Logger) error {
+func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, released func(context.Context, completion.Completion), reg prometheus.Registerer, logger *slog.Logger) error {
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
 		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: released,
 		Retry: cfg.Jobs.Retry(), MaxRetries: cfg.Jobs.MaxRetries, Lease: cfg.Jobs.Lease.D(),

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/execution"
@@ -171,7 +172,7 @@ type wiring struct {
 	// On the API and worker roles (startCompletions):
 	exec    *execution.Executor
 	limiter quota.Limiter
-	settle  func(context.Context, commands.Completion)
+	settle  func(context.Context, completion.Completion)
 	// On the relay and worker roles (openPublisher).
 	pub message.Publisher
 }

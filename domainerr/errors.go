@@ -1,11 +1,9 @@
-// Package commands holds Tollgate's decisions: the state of each aggregate
-// (account, API key, completion) folded from its events, the decide
-// functions that turn a command and that state into new events (or a typed
-// error), and the Service that loads, decides and appends.
-//
-// Decide functions are pure: no clock, no randomness, no I/O. The package
-// imports no driver; the event store is an interface defined here.
-package commands
+// Package domainerr holds the typed outcomes of Tollgate's decisions: the
+// errors every domain's decide functions return (not found, already
+// exists, invalid with the field named, wrong state, …). They are defined
+// below every domain so each can use them, and handlers map them to HTTP
+// statuses in one place.
+package domainerr
 
 import (
 	"errors"
@@ -40,6 +38,12 @@ func (e *ValidationError) Error() string { return fmt.Sprintf("%s: %s", e.Field,
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
-func invalid(field, format string, args ...any) error {
+func Invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
+
+// ErrClaimLost: the executor's claim was ended by someone else (a reaper
+// found its lease expired: it had stopped renewing it) before it recorded
+// an outcome. Its work is not recorded and not billed; the stream already
+// holds the run's one outcome (abandoned, or requeued for a retry).
+var ErrClaimLost = errors.New("claim lost")

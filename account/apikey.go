@@ -1,9 +1,10 @@
-package commands
+package account
 
 import (
 	"fmt"
 	"strings"
 
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -67,17 +68,17 @@ type IssueAPIKey struct {
 // DecideIssueAPIKey decides on IssueAPIKey for the given account.
 func DecideIssueAPIKey(a Account, k APIKey, c IssueAPIKey) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account %s: %w", c.AccountID, ErrNotFound)
+		return nil, fmt.Errorf("account %s: %w", c.AccountID, domainerr.ErrNotFound)
 	}
 	if k.Exists() {
-		return nil, fmt.Errorf("key %s: %w", c.KeyID, ErrAlreadyExists)
+		return nil, fmt.Errorf("key %s: %w", c.KeyID, domainerr.ErrAlreadyExists)
 	}
 	name := strings.TrimSpace(c.Name)
 	if len(name) > 200 {
-		return nil, invalid("name", "is longer than 200 characters")
+		return nil, domainerr.Invalid("name", "is longer than 200 characters")
 	}
 	if len(c.Hash) != 64 || strings.Trim(c.Hash, "0123456789abcdef") != "" {
-		return nil, invalid("key_hash", "must be a lower-case hex SHA-256")
+		return nil, domainerr.Invalid("key_hash", "must be a lower-case hex SHA-256")
 	}
 	return []events.Data{events.APIKeyIssued{
 		KeyID: c.KeyID, AccountID: c.AccountID, Name: name, KeyHash: c.Hash, KeyPrefix: c.Prefix,
@@ -88,10 +89,16 @@ func DecideIssueAPIKey(a Account, k APIKey, c IssueAPIKey) ([]events.Data, error
 // a no-op, so a retried request succeeds.
 func DecideRevokeAPIKey(k APIKey) ([]events.Data, error) {
 	if !k.Exists() {
-		return nil, fmt.Errorf("key: %w", ErrNotFound)
+		return nil, fmt.Errorf("key: %w", domainerr.ErrNotFound)
 	}
 	if k.Revoked {
 		return nil, nil
 	}
 	return []events.Data{events.APIKeyRevoked{KeyID: k.ID, AccountID: k.AccountID}}, nil
 }
+
+// AtVersion is the stream version the state was folded at.
+func (k APIKey) AtVersion() int64 { return k.Version }
+
+// Owner is the account the key belongs to; "" before it exists.
+func (k APIKey) Owner() string { return k.AccountID }

@@ -1,8 +1,9 @@
-package commands
+package account
 
 import (
 	"fmt"
 
+	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -15,10 +16,10 @@ type ChangePlan struct {
 // is on is a no-op, so a retried request succeeds.
 func DecideChangePlan(a Account, c ChangePlan, planExists func(string) bool) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account: %w", ErrNotFound)
+		return nil, fmt.Errorf("account: %w", domainerr.ErrNotFound)
 	}
 	if !planExists(c.Plan) {
-		return nil, invalid("plan", "%q is not a configured plan", c.Plan)
+		return nil, domainerr.Invalid("plan", "%q is not a configured plan", c.Plan)
 	}
 	if c.Plan == a.Plan {
 		return nil, nil
@@ -30,7 +31,7 @@ func DecideChangePlan(a Account, c ChangePlan, planExists func(string) bool) ([]
 // (the whole set). Setting the overrides it has is a no-op.
 func DecideChangeAccountLimits(a Account, l events.LimitOverrides) ([]events.Data, error) {
 	if !a.Exists() {
-		return nil, fmt.Errorf("account: %w", ErrNotFound)
+		return nil, fmt.Errorf("account: %w", domainerr.ErrNotFound)
 	}
 	if err := validateLimits(l); err != nil {
 		return nil, err
@@ -45,10 +46,10 @@ func DecideChangeAccountLimits(a Account, l events.LimitOverrides) ([]events.Dat
 // whole set). A revoked key cannot be changed.
 func DecideChangeAPIKeyLimits(k APIKey, l events.LimitOverrides) ([]events.Data, error) {
 	if !k.Exists() {
-		return nil, fmt.Errorf("key: %w", ErrNotFound)
+		return nil, fmt.Errorf("key: %w", domainerr.ErrNotFound)
 	}
 	if k.Revoked {
-		return nil, fmt.Errorf("key %s: %w", k.ID, ErrRevoked)
+		return nil, fmt.Errorf("key %s: %w", k.ID, domainerr.ErrRevoked)
 	}
 	if err := validateLimits(l); err != nil {
 		return nil, err
@@ -63,10 +64,10 @@ func DecideChangeAPIKeyLimits(k APIKey, l events.LimitOverrides) ([]events.Data,
 // suspended key is a no-op.
 func DecideSuspendAPIKey(k APIKey) ([]events.Data, error) {
 	if !k.Exists() {
-		return nil, fmt.Errorf("key: %w", ErrNotFound)
+		return nil, fmt.Errorf("key: %w", domainerr.ErrNotFound)
 	}
 	if k.Revoked {
-		return nil, fmt.Errorf("key %s: %w", k.ID, ErrRevoked)
+		return nil, fmt.Errorf("key %s: %w", k.ID, domainerr.ErrRevoked)
 	}
 	if k.Suspended != nil {
 		return nil, nil
@@ -78,10 +79,10 @@ func DecideSuspendAPIKey(k APIKey) ([]events.Data, error) {
 // Lifting a suspension that is not there is a no-op.
 func DecideUnsuspendAPIKey(k APIKey) ([]events.Data, error) {
 	if !k.Exists() {
-		return nil, fmt.Errorf("key: %w", ErrNotFound)
+		return nil, fmt.Errorf("key: %w", domainerr.ErrNotFound)
 	}
 	if k.Revoked {
-		return nil, fmt.Errorf("key %s: %w", k.ID, ErrRevoked)
+		return nil, fmt.Errorf("key %s: %w", k.ID, domainerr.ErrRevoked)
 	}
 	if k.Suspended == nil {
 		return nil, nil
@@ -104,10 +105,10 @@ type RunawayGuard struct {
 // (the guard then has nothing to add).
 func DecideRunawayGuard(k APIKey, g RunawayGuard) ([]events.Data, error) {
 	if !k.Exists() {
-		return nil, fmt.Errorf("key: %w", ErrNotFound)
+		return nil, fmt.Errorf("key: %w", domainerr.ErrNotFound)
 	}
 	if g.Ceiling <= 0 || g.WindowSeconds <= 0 {
-		return nil, invalid("ceiling", "the guard needs a positive ceiling and window")
+		return nil, domainerr.Invalid("ceiling", "the guard needs a positive ceiling and window")
 	}
 	if k.Revoked || k.Suspended != nil || g.Spent <= g.Ceiling {
 		return nil, nil
@@ -124,7 +125,7 @@ func validateLimits(l events.LimitOverrides) error {
 		"daily_budget": l.DailyBudgetNanoUSD, "monthly_budget": l.MonthlyBudgetNanoUSD,
 	} {
 		if v != nil && *v < 0 {
-			return invalid(name, "must not be negative, got %d", *v)
+			return domainerr.Invalid(name, "must not be negative, got %d", *v)
 		}
 	}
 	return nil
@@ -134,38 +135,4 @@ func sameLimits(a, b events.LimitOverrides) bool {
 	eq := func(x, y *int64) bool { return (x == nil && y == nil) || (x != nil && y != nil && *x == *y) }
 	return eq(a.RequestsPerMinute, b.RequestsPerMinute) && eq(a.TokensPerMinute, b.TokensPerMinute) &&
 		eq(a.DailyBudgetNanoUSD, b.DailyBudgetNanoUSD) && eq(a.MonthlyBudgetNanoUSD, b.MonthlyBudgetNanoUSD)
-}
-
-// decideReservation checks the reservation admission made for a request.
-func decideReservation(cmd RequestCompletion, r events.QuotaReserved) (events.Data, error) {
-	if r.CostNanoUSD < 0 || r.Tokens < 0 {
-		return nil, invalid("reservation", "cost and tokens cannot be negative")
-	}
-	if r.Day == "" || r.Month == "" {
-		return nil, invalid("reservation", "day and month are required")
-	}
-	r.CompletionID, r.AccountID, r.KeyID = cmd.CompletionID, cmd.AccountID, cmd.KeyID
-	r.ExpiresAt = r.ExpiresAt.UTC()
-	return r, nil
-}
-
-// settlement is the quota event that goes with a completion's outcome:
-// the real cost is spent and the rest released (succeeded), or all of it
-// released (failed). A completion without a reservation settles nothing.
-func settlement(c Completion, s *events.CompletionSucceeded) []events.Data {
-	r := c.Reservation
-	if r == nil {
-		return nil
-	}
-	if s != nil {
-		return []events.Data{events.QuotaSettled{
-			CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID,
-			ReservedNanoUSD: r.CostNanoUSD, CostNanoUSD: s.CostNanoUSD,
-			ReservedTokens: r.Tokens, Tokens: s.Usage.TotalTokens, Day: r.Day, Month: r.Month,
-		}}
-	}
-	return []events.Data{events.QuotaReleased{
-		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID,
-		ReservedNanoUSD: r.CostNanoUSD, ReservedTokens: r.Tokens, Reason: events.ReleaseFailed, Day: r.Day, Month: r.Month,
-	}}
 }
