@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
+	quotastate "github.com/tollgate/tollgate/quota/state"
 	"github.com/tollgate/tollgate/schemas"
 	"github.com/tollgate/tollgate/server"
 	"github.com/tollgate/tollgate/stripetest"
@@ -539,7 +540,7 @@ func scenario(t *testing.T, e *env) {
 	_, total, _ := e.do("GET", "/v1/usage?from="+time.Now().UTC().Format(time.DateOnly), secret, nil)
 	spent := total["total"].(map[string]any)["cost_nano_usd"].(float64)
 	eventually(t, "daily budget charged", func() error {
-		uses, err := projections.BudgetUseByPlan(ctx, e.srv.Pool, "day:"+time.Now().UTC().Format(time.DateOnly))
+		uses, err := quotastate.BudgetUseByPlan(ctx, e.srv.Pool, "day:"+time.Now().UTC().Format(time.DateOnly))
 		if err != nil {
 			return err
 		}

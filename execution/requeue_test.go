@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	quotastate "github.com/tollgate/tollgate/quota/state"
 )
 
 // retryRig is a whole worker side on a real database: a provider that
@@ -78,7 +79,7 @@ func newRetryRig(t *testing.T) *retryRig {
 	r.nowNS.Store(r.t0.UnixNano())
 	plans := func(string) bool { return true }
 	r.svc = commands.NewService(r.store, plans, r.now)
-	r.limiter = quota.NewMemory(projections.QuotaSeeder(r.pool))
+	r.limiter = quota.NewMemory(quotastate.Seeder(r.pool))
 	r.settle = handlers.QuotaSettler(cfg, r.svc, r.limiter, slog.New(slog.DiscardHandler), r.now)
 	if r.dead, err = execution.New(execution.Config{Service: commands.NewService(dyingStore{r.store}, plans, r.now), LLM: router,
 		Models: cfg.Model, Lease: r.lease, Now: r.now, Settled: r.settle}); err != nil {
@@ -88,7 +89,7 @@ func newRetryRig(t *testing.T) *retryRig {
 		t.Fatal(err)
 	}
 	if r.set, err = projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema),
-		projections.NewUsageLedger(projections.LiveSchema), projections.NewQuotaState(projections.LiveSchema)); err != nil {
+		projections.NewUsageLedger(projections.LiveSchema), quotastate.New(projections.LiveSchema)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.svc.CreateAccount(r.ctx, events.Metadata{}, account.CreateAccount{AccountID: rigAccount, Name: "Acme", Email: "ops@acme.example", Plan: "free"}); err != nil {
@@ -194,7 +195,7 @@ func (r *retryRig) limiterBudget() quota.Budget {
 // readModelBudget is the quota_state row of the account's day.
 func (r *retryRig) readModelBudget() (spent, reserved int64) {
 	r.t.Helper()
-	rows, err := projections.QuotaStateOf(r.ctx, r.pool, rigAccount)
+	rows, err := quotastate.Of(r.ctx, r.pool, rigAccount)
 	if err != nil {
 		r.t.Fatal(err)
 	}

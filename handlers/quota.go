@@ -16,8 +16,8 @@ import (
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
-	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	quotastate "github.com/tollgate/tollgate/quota/state"
 	"github.com/tollgate/tollgate/tokens"
 )
 
@@ -356,7 +356,7 @@ func (a *API) getAccountQuota(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	rows, err := projections.QuotaStateOf(r.Context(), a.cfg.ReadModels, acc.ID)
+	rows, err := quotastate.Of(r.Context(), a.cfg.ReadModels, acc.ID)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -49,11 +49,7 @@ func newSet(t testing.TB, pool *pgxpool.Pool, schema string) *Set {
 
 func handleAll(t testing.TB, s *Set, evs ...events.Envelope) {
 	t.Helper()
-	for _, e := range evs {
-		if err := s.Handle(context.Background(), e); err != nil {
-			t.Fatalf("handle %s %s v%d: %v", e.Type, e.StreamID, e.StreamVersion, err)
-		}
-	}
+	projectionstest.HandleAll(t, s, evs...)
 }
 
 // dump returns every read-model table of schema as sorted text rows.

@@ -27,11 +27,11 @@ const SetName = "read_models"
 // below the guard is a redelivery and is skipped, and an event more than
 // one above it arrived before its predecessor and is refused with ErrGap.
 //
-// The projectors of this package write a whole transaction's events in a
-// few pipelined statements; a Projector from elsewhere is applied in event
-// order too, but sees the usage ledger, jobs, billing records and quota
-// models of the transaction's events only after the last of them (they are
-// written set-based at the end).
+// An Accumulator (the usage ledger, jobs, billing records, the quota
+// state) writes a whole transaction's events in a few pipelined
+// statements; any other Projector is applied in event order too, but sees
+// the Accumulators' models of the transaction's events only after the last
+// of them (they are written set-based at the end).
 type Set struct {
 	pool   *pgxpool.Pool
 	schema string

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/projections"
+	quotastate "github.com/tollgate/tollgate/quota/state"
 )
 
 // startProjector runs the projector role: the read models follow the
@@ -30,7 +31,7 @@ func ReadModels(cfg *config.Config) func(schema string) []projections.Projector 
 		return []projections.Projector{
 			projections.NewUsageLedger(schema), projections.NewJobs(schema),
 			projections.NewBillingRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
-			projections.NewQuotaState(schema),
+			quotastate.New(schema),
 		}
 	}
 }

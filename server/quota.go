@@ -9,8 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/config"
-	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	quotastate "github.com/tollgate/tollgate/quota/state"
 )
 
 // RedisKeyPrefix starts every key Tollgate keeps in Redis.
@@ -21,7 +21,7 @@ const RedisKeyPrefix = "tollgate:quota:"
 // replica only). Either is seeded from the quota read models the first
 // time it meets an account, so a restart or a Redis flush resets nothing.
 func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (quota.Limiter, error) {
-	seed := projections.QuotaSeeder(s.Pool)
+	seed := quotastate.Seeder(s.Pool)
 	var lim quota.Limiter
 	if cfg.Env.RedisURL == "" {
 		lim = quota.NewMemory(seed)
@@ -76,7 +76,7 @@ func (s *Server) watchPlanBudgets(ctx context.Context, cfg *config.Config, reg p
 			{"day", "day:" + now.Format(time.DateOnly), func(p config.Plan) (int64, bool) { b, ok := p.DailyBudget(); return int64(b), ok }},
 			{"month", "month:" + now.Format("2006-01"), func(p config.Plan) (int64, bool) { b, ok := p.MonthlyBudget(); return int64(b), ok }},
 		} {
-			uses, err := projections.BudgetUseByPlan(ctx, s.Pool, p.period)
+			uses, err := quotastate.BudgetUseByPlan(ctx, s.Pool, p.period)
 			if err != nil {
 				s.logger.Warn("plan budget metric", "error", err)
 				return

@@ -123,3 +123,18 @@ func (l *Log) Stored() []events.Envelope {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Handler is what HandleAll delivers to: a projections.Set.
+type Handler interface {
+	Handle(ctx context.Context, e events.Envelope) error
+}
+
+// HandleAll delivers evs one at a time, failing the test on an error.
+func HandleAll(t testing.TB, h Handler, evs ...events.Envelope) {
+	t.Helper()
+	for _, e := range evs {
+		if err := h.Handle(context.Background(), e); err != nil {
+			t.Fatalf("handle %s %s v%d: %v", e.Type, e.StreamID, e.StreamVersion, err)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package projections
+package state_test
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/state"
 )
 
 // The quota read models follow reservations, settlements, releases and
@@ -15,7 +17,7 @@ import (
 func TestQuotaStateAndSeeder(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	set, err := NewSet(pool, LiveSchema, nil, nil, NewQuotaState(LiveSchema))
+	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, state.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +46,7 @@ func TestQuotaStateAndSeeder(t *testing.T) {
 	if err := set.HandleBatch(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := QuotaStateOf(ctx, pool, "acc_1")
+	rows, err := state.Of(ctx, pool, "acc_1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +58,7 @@ func TestQuotaStateAndSeeder(t *testing.T) {
 			t.Errorf("row %+v: want spent 300, reserved 4000 (c outstanding)", r)
 		}
 	}
-	snap, err := QuotaSeeder(pool)(ctx, "acc_1", at.Add(3*time.Second))
+	snap, err := state.Seeder(pool)(ctx, "acc_1", at.Add(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,7 @@ func TestQuotaStateAndSeeder(t *testing.T) {
 		t.Errorf("seed window %+v", w)
 	}
 	// A seeded limiter enforces what the read model says.
-	lim := quota.NewMemory(QuotaSeeder(pool))
+	lim := quota.NewMemory(state.Seeder(pool))
 	d, err := lim.Admit(ctx, quota.Admission{ID: "d", AccountID: "acc_1", KeyID: "key_1", Key: quota.Unlimited(),
 		Account: quota.Limits{RequestsPerMinute: 3, DailyBudget: 10_000, MonthlyBudget: quota.NoBudget}, Cost: 5000, Now: at.Add(3 * time.Second), TTL: time.Minute})
 	if err != nil {
@@ -84,7 +86,7 @@ func TestQuotaStateAndSeeder(t *testing.T) {
 		Model: "m", Executor: "worker:w", LeaseExpiresAt: at, Reason: "lease_expired"}, at.Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	if rows, _ = QuotaStateOf(ctx, pool, "acc_1"); rows[0].Reserved != 0 {
+	if rows, _ = state.Of(ctx, pool, "acc_1"); rows[0].Reserved != 0 {
 		t.Fatalf("after abandonment %+v", rows)
 	}
 }

@@ -1,4 +1,4 @@
-package projections
+package state_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/quota/state"
 )
 
 // The quota projector sums a transaction's writes per row; whatever the
@@ -23,14 +25,14 @@ import (
 func TestQuotaBatchesEqualOneByOne(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	if err := CreateReadModels(ctx, pool, "batched"); err != nil {
+	if err := projections.CreateReadModels(ctx, pool, "batched"); err != nil {
 		t.Fatal(err)
 	}
-	one, err := NewSet(pool, LiveSchema, nil, nil, NewQuotaState(LiveSchema))
+	one, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, state.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	batched, err := NewSet(pool, "batched", nil, nil, NewQuotaState("batched"))
+	batched, err := projections.NewSet(pool, "batched", nil, nil, state.New("batched"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func TestQuotaBatchesEqualOneByOne(t *testing.T) {
 			t.Fatal(err)
 		}
 		rest = rest[n:]
-		want, got := dump(t, pool, LiveSchema), dump(t, pool, "batched")
+		want, got := dump(t, pool, projections.LiveSchema), dump(t, pool, "batched")
 		for _, tb := range []string{"quota_state", "quota_reservations", "quota_windows", "quota_limits"} {
 			exercised[tb] = exercised[tb] || len(want[tb]) > 0
 			if !slices.Equal(want[tb], got[tb]) {
@@ -146,7 +148,7 @@ func TestQuotaBatchesEqualOneByOne(t *testing.T) {
 			t.Errorf("%s: never any rows: the test exercises nothing", tb)
 		}
 	}
-	if diffs, err := Compare(ctx, pool, LiveSchema, "batched"); err != nil || len(diffs) > 0 {
+	if diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "batched"); err != nil || len(diffs) > 0 {
 		t.Errorf("compare: %v %v", diffs, err)
 	}
 }

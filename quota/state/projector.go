@@ -1,21 +1,25 @@
-package projections
+// Package state is the quota read model: quota_state (spent and reserved
+// per scope and period), quota_reservations (outstanding), quota_windows
+// (admissions per second) and quota_limits (plans, overrides,
+// suspensions), kept from the event log by a projector the server wires
+// into the read models' Set, and the queries over it: what seeds a
+// limiter (Seeder), an account's rows (Of), and each plan's budget use.
+package state
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/money"
+	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
 )
 
-// quotaState keeps quota_state (spent and reserved per scope and period),
+// projector keeps quota_state (spent and reserved per scope and period),
 // quota_reservations (outstanding), quota_windows (admissions per second)
 // and quota_limits (plans, overrides, suspensions). Every value comes from
 // events: windows are pruned by the event's time, never the clock.
@@ -25,15 +29,16 @@ import (
 // reservations are folded per completion, so that a batch of many
 // completions of few accounts writes each budget row once instead of once
 // per event.
-type quotaState struct {
+type projector struct {
 	addBudget, insertRes, deleteRes, abandon, addWindow, pruneWindow, upsertLimits, setSuspension string
 	extendRes                                                                                     string
 }
 
-// NewQuotaState returns the projector of the quota read models in schema.
-func NewQuotaState(schema string) Projector {
-	st, res, win, lim := Table(schema, "quota_state"), Table(schema, "quota_reservations"), Table(schema, "quota_windows"), Table(schema, "quota_limits")
-	return &quotaState{
+// New returns the projector of the quota read models in schema.
+func New(schema string) projections.Projector {
+	table := projections.Table
+	st, res, win, lim := table(schema, "quota_state"), table(schema, "quota_reservations"), table(schema, "quota_windows"), table(schema, "quota_limits")
+	return &projector{
 		addBudget: fmt.Sprintf(`INSERT INTO %s AS q (scope, id, account_id, period, spent, reserved)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
 			ON CONFLICT (scope, id, period) DO UPDATE SET spent = q.spent + EXCLUDED.spent, reserved = q.reserved + EXCLUDED.reserved`, st),
@@ -75,15 +80,15 @@ func NewQuotaState(schema string) Projector {
 }
 
 // Name implements Projector.
-func (p *quotaState) Name() string { return "quota_state" }
+func (p *projector) Name() string { return "quota_state" }
 
 // Apply implements Projector.
-func (p *quotaState) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return ApplyPending(ctx, tx, p, p.Name(), e)
+func (p *projector) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
+	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *quotaState) Pending() Pending {
-	return &quotaChanges{p: p, budgets: map[budgetKey]*budgetDelta{}, winRows: map[windowKey]*windowDelta{}, windows: map[string]*accountWindows{},
+func (p *projector) Pending() projections.Pending {
+	return &changes{p: p, budgets: map[budgetKey]*budgetDelta{}, winRows: map[windowKey]*windowDelta{}, windows: map[string]*accountWindows{},
 		res: map[string]*resFold{}}
 }
 
@@ -160,9 +165,9 @@ type resFold struct {
 	deleted bool
 }
 
-// quotaChanges are one transaction's quota writes.
-type quotaChanges struct {
-	p       *quotaState
+// changes are one transaction's quota writes.
+type changes struct {
+	p       *projector
 	budgets map[budgetKey]*budgetDelta
 	winRows map[windowKey]*windowDelta
 	windows map[string]*accountWindows
@@ -181,7 +186,7 @@ type queued struct {
 	args []any
 }
 
-func (c *quotaChanges) budget(account, key, day, month string, spent, reserved int64) {
+func (c *changes) budget(account, key, day, month string, spent, reserved int64) {
 	for _, k := range [...]budgetKey{{"account", account, "day:" + day}, {"account", account, "month:" + month},
 		{"key", key, "day:" + day}, {"key", key, "month:" + month}} {
 		d := c.budgets[k]
@@ -196,7 +201,7 @@ func (c *quotaChanges) budget(account, key, day, month string, spent, reserved i
 
 // window adds one admission at second and then prunes the account's
 // windows up to prune, as the live statements did one event at a time.
-func (c *quotaChanges) window(account, key string, second, tokens, prune int64) {
+func (c *changes) window(account, key string, second, tokens, prune int64) {
 	w := c.windows[account]
 	if w == nil {
 		w = &accountWindows{rows: map[windowKey]struct{}{}, minSecond: second}
@@ -233,7 +238,7 @@ func (c *quotaChanges) window(account, key string, second, tokens, prune int64) 
 	}
 }
 
-func (c *quotaChanges) Add(e events.Envelope, d events.Data) error {
+func (c *changes) Add(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
 	switch d := d.(type) {
 	case events.QuotaReserved:
@@ -261,7 +266,7 @@ func (c *quotaChanges) Add(e events.Envelope, d events.Data) error {
 	return nil
 }
 
-func (c *quotaChanges) addLimits(e events.Envelope, d events.Data) error {
+func (c *changes) addLimits(e events.Envelope, d events.Data) error {
 	at := e.OccurredAt.UTC()
 	p := c.p
 	noLimits, err := json.Marshal(events.LimitOverrides{})
@@ -298,238 +303,4 @@ func (c *quotaChanges) addLimits(e events.Envelope, d events.Data) error {
 		q(p.setSuspension, d.KeyID, d.AccountID, nil, at)
 	}
 	return nil
-}
-
-// flush queues, in this order: the summed budget deltas (so that every
-// row a release frees exists), the releases that depend on the table's
-// earlier reservations, the other deletions, the transaction's remaining
-// reservations, the window prunes and increments, and the limits.
-func (c *quotaChanges) Flush(b *pgx.Batch) {
-	p := c.p
-	if len(c.budgets) > 0 {
-		keys := make([]budgetKey, 0, len(c.budgets))
-		for k := range c.budgets {
-			keys = append(keys, k)
-		}
-		// One order for every transaction: concurrent ones lock the rows
-		// they share alike.
-		slices.SortFunc(keys, func(a, b budgetKey) int {
-			return cmp.Or(cmp.Compare(a.scope, b.scope), cmp.Compare(a.id, b.id), cmp.Compare(a.period, b.period))
-		})
-		n := len(keys)
-		scope, id, account, period := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		spent, reserved := make([]int64, n), make([]int64, n)
-		for i, k := range keys {
-			d := c.budgets[k]
-			scope[i], id[i], account[i], period[i], spent[i], reserved[i] = k.scope, k.id, d.account, k.period, d.spent, d.reserved
-		}
-		b.Queue(p.addBudget, scope, id, account, period, spent, reserved)
-	}
-
-	var pre, final []reservation
-	var fromTable, deleted []string
-	for _, id := range c.resIDs {
-		f := c.res[id]
-		if f.preInsert != nil {
-			pre = append(pre, *f.preInsert)
-		}
-		if f.fromTable {
-			fromTable = append(fromTable, id)
-		} else if f.deleted {
-			deleted = append(deleted, id)
-		}
-		if f.state == resOwn || f.state == resEither {
-			final = append(final, f.row)
-		}
-	}
-	c.queueReservations(b, pre)
-	if len(fromTable) > 0 {
-		b.Queue(p.abandon, fromTable)
-	}
-	if len(deleted) > 0 {
-		b.Queue(p.deleteRes, deleted)
-	}
-	c.queueReservations(b, final)
-	c.queueExtensions(b)
-
-	var pruneAcc []string
-	var pruneUpto []int64
-	for acc, w := range c.windows {
-		if w.prunedSet {
-			pruneAcc, pruneUpto = append(pruneAcc, acc), append(pruneUpto, w.pruned)
-		}
-	}
-	wkeys := make([]windowKey, 0, len(c.winRows))
-	for k := range c.winRows {
-		wkeys = append(wkeys, k)
-	}
-	if len(pruneAcc) > 0 {
-		b.Queue(p.pruneWindow, pruneAcc, pruneUpto)
-	}
-	if len(wkeys) > 0 {
-		slices.SortFunc(wkeys, func(a, b windowKey) int {
-			return cmp.Or(cmp.Compare(a.scope, b.scope), cmp.Compare(a.id, b.id), cmp.Compare(a.second, b.second))
-		})
-		n := len(wkeys)
-		scope, id, account := make([]string, n), make([]string, n), make([]string, n)
-		second, requests, tokens := make([]int64, n), make([]int64, n), make([]int64, n)
-		for i, k := range wkeys {
-			d := c.winRows[k]
-			scope[i], id[i], account[i], second[i], requests[i], tokens[i] = k.scope, k.id, d.account, k.second, d.requests, d.tokens
-		}
-		b.Queue(p.addWindow, scope, id, account, second, requests, tokens)
-	}
-	for _, q := range c.limits {
-		b.Queue(q.sql, q.args...)
-	}
-}
-
-func (c *quotaChanges) queueReservations(b *pgx.Batch, rs []reservation) {
-	if len(rs) == 0 {
-		return
-	}
-	n := len(rs)
-	completion, account, key, day, month := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	cost, tokens := make([]int64, n), make([]int64, n)
-	reservedAt, expiresAt := make([]time.Time, n), make([]time.Time, n)
-	for i, r := range rs {
-		completion[i], account[i], key[i], day[i], month[i] = r.completion, r.account, r.key, r.day, r.month
-		cost[i], tokens[i], reservedAt[i], expiresAt[i] = r.cost, r.tokens, r.reservedAt, r.expiresAt
-	}
-	b.Queue(c.p.insertRes, completion, account, key, cost, tokens, day, month, reservedAt, expiresAt)
-}
-
-// QuotaStateRow is one scope's budget figures in one period.
-type QuotaStateRow struct {
-	Scope    string `json:"scope"`
-	ID       string `json:"id"`
-	Period   string `json:"period"`
-	Spent    int64  `json:"spent_nano_usd"`
-	Reserved int64  `json:"reserved_nano_usd"`
-}
-
-// QuotaStateOf returns an account's and its keys' rows of the live
-// quota_state, ordered by scope, id and period.
-func QuotaStateOf(ctx context.Context, q Querier, accountID string) ([]QuotaStateRow, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT scope, id, period, spent, reserved FROM %s WHERE account_id = $1
-		ORDER BY scope, id, period`, Table(LiveSchema, "quota_state")), accountID)
-	if err != nil {
-		return nil, fmt.Errorf("quota state of %s: %w", accountID, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (QuotaStateRow, error) {
-		var s QuotaStateRow
-		err := r.Scan(&s.Scope, &s.ID, &s.Period, &s.Spent, &s.Reserved)
-		return s, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("quota state of %s: %w", accountID, err)
-	}
-	return out, nil
-}
-
-// QuotaSeeder returns a quota.Seeder reading the live quota read models:
-// the current periods' budgets, the last minute's windows and the
-// outstanding reservations of an account.
-func QuotaSeeder(q Querier) quota.Seeder {
-	return func(ctx context.Context, accountID string, now time.Time) (quota.Snapshot, error) {
-		snap := quota.Snapshot{Budgets: map[string]map[string]quota.Budget{}, Windows: map[string]map[int64]quota.Bucket{}}
-		day, month, _, _ := quota.Periods(now)
-		scopeName := func(scope, id string) string {
-			if scope == "account" {
-				return "account"
-			}
-			return "key:" + id
-		}
-		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT scope, id, period, spent, reserved FROM %s
-			WHERE account_id = $1 AND period IN ($2, $3)`, Table(LiveSchema, "quota_state")), accountID, "day:"+day, "month:"+month)
-		if err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		for rows.Next() {
-			var scope, id, period string
-			var spent, reserved int64
-			if err := rows.Scan(&scope, &id, &period, &spent, &reserved); err != nil {
-				rows.Close()
-				return snap, fmt.Errorf("seed %s: %w", accountID, err)
-			}
-			s := scopeName(scope, id)
-			if snap.Budgets[s] == nil {
-				snap.Budgets[s] = map[string]quota.Budget{}
-			}
-			snap.Budgets[s][period] = quota.Budget{Spent: money.NanoUSD(spent), Reserved: money.NanoUSD(reserved)}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		rows, err = q.Query(ctx, fmt.Sprintf(`SELECT scope, id, second, requests, tokens FROM %s WHERE account_id = $1 AND second > $2`,
-			Table(LiveSchema, "quota_windows")), accountID, now.Unix()-int64(quota.Window/time.Second))
-		if err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		for rows.Next() {
-			var scope, id string
-			var sec int64
-			var b quota.Bucket
-			if err := rows.Scan(&scope, &id, &sec, &b.Requests, &b.Tokens); err != nil {
-				rows.Close()
-				return snap, fmt.Errorf("seed %s: %w", accountID, err)
-			}
-			s := scopeName(scope, id)
-			if snap.Windows[s] == nil {
-				snap.Windows[s] = map[int64]quota.Bucket{}
-			}
-			snap.Windows[s][sec] = b
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		rows, err = q.Query(ctx, fmt.Sprintf(`SELECT completion_id, key_id, cost, tokens, day, month, expires_at FROM %s WHERE account_id = $1`,
-			Table(LiveSchema, "quota_reservations")), accountID)
-		if err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		snap.Reservations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (quota.Reservation, error) {
-			var res quota.Reservation
-			var cost int64
-			err := r.Scan(&res.ID, &res.KeyID, &cost, &res.Tokens, &res.Day, &res.Month, &res.ExpiresAt)
-			res.Cost = money.NanoUSD(cost)
-			return res, err
-		})
-		if err != nil {
-			return snap, fmt.Errorf("seed %s: %w", accountID, err)
-		}
-		return snap, nil
-	}
-}
-
-// PlanBudgetUse is what the accounts of one plan have spent and reserved
-// in a budget period.
-type PlanBudgetUse struct {
-	Plan     string
-	Accounts int64
-	Used     int64 // nano-USD spent plus reserved
-}
-
-// BudgetUseByPlan sums, per plan, what its accounts used in period
-// ("day:YYYY-MM-DD" or "month:YYYY-MM").
-func BudgetUseByPlan(ctx context.Context, q Querier, period string) ([]PlanBudgetUse, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT l.plan, count(*), coalesce(sum(s.spent + s.reserved), 0)::bigint
-		FROM %s l LEFT JOIN %s s ON s.scope = 'account' AND s.id = l.id AND s.period = $1
-		WHERE l.scope = 'account' GROUP BY l.plan ORDER BY l.plan`,
-		Table(LiveSchema, "quota_limits"), Table(LiveSchema, "quota_state")), period)
-	if err != nil {
-		return nil, fmt.Errorf("budget use by plan: %w", err)
-	}
-	defer rows.Close()
-	var out []PlanBudgetUse
-	for rows.Next() {
-		var u PlanBudgetUse
-		if err := rows.Scan(&u.Plan, &u.Accounts, &u.Used); err != nil {
-			return nil, fmt.Errorf("budget use by plan: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
 }

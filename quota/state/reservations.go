@@ -1,4 +1,4 @@
-package projections
+package state
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func (c *quotaChanges) fold(id string) *resFold {
+func (c *changes) fold(id string) *resFold {
 	f := c.res[id]
 	if f == nil {
 		f = &resFold{}
@@ -19,7 +19,7 @@ func (c *quotaChanges) fold(id string) *resFold {
 	return f
 }
 
-func (c *quotaChanges) reserve(r reservation) {
+func (c *changes) reserve(r reservation) {
 	f := c.fold(r.completion)
 	switch f.state {
 	case resUntouched:
@@ -31,13 +31,13 @@ func (c *quotaChanges) reserve(r reservation) {
 	// do nothing.
 }
 
-func (c *quotaChanges) remove(id string) {
+func (c *changes) remove(id string) {
 	f := c.fold(id)
 	f.state, f.deleted = resAbsent, true
 }
 
 // release frees a completion's reservation if it is still outstanding.
-func (c *quotaChanges) release(id string) {
+func (c *changes) release(id string) {
 	f := c.fold(id)
 	switch f.state {
 	case resUntouched:
@@ -65,7 +65,7 @@ func extendReservationsSQL(res string) string {
 // extend records a renewal's new reservation end (zero: the completion
 // holds no reservation). A reservation this transaction reserves takes it
 // at once; the table's is updated at flush, after the inserts.
-func (c *quotaChanges) extend(id string, until time.Time) {
+func (c *changes) extend(id string, until time.Time) {
 	if until.IsZero() {
 		return
 	}
@@ -83,7 +83,7 @@ func (c *quotaChanges) extend(id string, until time.Time) {
 
 // queueExtensions updates the ends of reservations still held at the end
 // of the transaction.
-func (c *quotaChanges) queueExtensions(b *pgx.Batch) {
+func (c *changes) queueExtensions(b *pgx.Batch) {
 	var ids []string
 	var ts []time.Time
 	for _, id := range slices.Sorted(maps.Keys(c.extends)) {

@@ -1,4 +1,4 @@
-package projections
+package state_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/quota/state"
 )
 
 // A renewal's new reservation end reaches quota_reservations (and so the
@@ -16,7 +18,7 @@ func TestQuotaReservationFollowsRenewals(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	set, err := NewSet(pool, LiveSchema, nil, nil, NewQuotaState(LiveSchema))
+	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, state.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,7 @@ func TestQuotaReservationFollowsRenewals(t *testing.T) {
 	if err := set.HandleBatch(ctx, []events.Envelope{ev("completion-c", 3, renew("c", 2, at.Add(3*time.Hour)))}); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := QuotaSeeder(pool)(ctx, "acc_1", at.Add(time.Hour))
+	snap, err := state.Seeder(pool)(ctx, "acc_1", at.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
