@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/money"
 )
 
 // Defaults of Config.
@@ -252,7 +253,7 @@ func tollgateConfig(cfg stackConfig, upstreamURL, dbURL, adminToken string) (*co
 		Name:        Model,
 		Description: "the bench's fake upstream",
 		Deployments: []config.Deployment{{Provider: Provider, Model: upstreamModel}},
-		Price:       config.PriceConfig{InputPerMillion: "0.15", OutputPerMillion: "0.60"},
+		Price:       money.Price{InputPerMillion: 150_000_000, OutputPerMillion: 600_000_000}, // 0.15 and 0.60 USD per million tokens
 	})
 	c.Plans = append(c.Plans, config.Plan{Name: Plan})
 	suffix, err := randomHex(4)

@@ -1,9 +1,6 @@
 package config
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // Defaults of the jobs section.
 const (
@@ -92,18 +89,13 @@ type Callbacks struct {
 	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
 }
 
-func (j *Jobs) applyDefaults() {
-	setDur := func(d *Duration, def time.Duration) {
-		if *d == 0 {
-			*d = Duration(def)
-		}
-	}
-	setDur(&j.Lease, DefaultClaimLease)
-	setDur(&j.ReaperInterval, DefaultReaperInterval)
-	setDur(&j.LongPollMax, DefaultLongPollMax)
-	setDur(&j.Callbacks.InitialBackoff, DefaultCallbackInitialBackoff)
-	setDur(&j.Callbacks.MaxBackoff, DefaultCallbackMaxBackoff)
-	setDur(&j.Callbacks.Timeout, DefaultCallbackTimeout)
+func (j *Jobs) setDefaults() {
+	setDuration(&j.Lease, DefaultClaimLease)
+	setDuration(&j.ReaperInterval, DefaultReaperInterval)
+	setDuration(&j.LongPollMax, DefaultLongPollMax)
+	setDuration(&j.Callbacks.InitialBackoff, DefaultCallbackInitialBackoff)
+	setDuration(&j.Callbacks.MaxBackoff, DefaultCallbackMaxBackoff)
+	setDuration(&j.Callbacks.Timeout, DefaultCallbackTimeout)
 	if j.Callbacks.MaxAttempts == 0 {
 		j.Callbacks.MaxAttempts = DefaultCallbackMaxAttempts
 	}
@@ -115,52 +107,47 @@ func (j *Jobs) applyDefaults() {
 	}
 }
 
-// validateJobs returns the problems of the jobs section and its secret.
-func (c *Config) validateJobs() []error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)})
-	}
-	j := c.Jobs
+// validate checks the jobs section, and that the quota's reservations
+// outlast the retries it allows.
+func (j Jobs) validate(q Quota, bad *problems) {
 	if j.Lease.D() < time.Second {
-		bad("jobs.lease", "must be at least 1s, got %s", j.Lease.D())
+		bad.add("jobs.lease", "must be at least 1s, got %s", j.Lease.D())
 	}
 	if j.ReaperInterval.D() < 100*time.Millisecond {
-		bad("jobs.reaper_interval", "must be at least 100ms, got %s", j.ReaperInterval.D())
+		bad.add("jobs.reaper_interval", "must be at least 100ms, got %s", j.ReaperInterval.D())
 	}
 	if j.LongPollMax.D() < time.Second || j.LongPollMax.D() > 10*time.Minute {
-		bad("jobs.long_poll_max", "must be from 1s to 10m, got %s", j.LongPollMax.D())
+		bad.add("jobs.long_poll_max", "must be from 1s to 10m, got %s", j.LongPollMax.D())
 	}
 	switch j.OnExpiredLease {
 	case OnExpiredAbandon, OnExpiredRetry:
 	default:
-		bad("jobs.on_expired_lease", "must be %q or %q, got %q", OnExpiredAbandon, OnExpiredRetry, j.OnExpiredLease)
+		bad.add("jobs.on_expired_lease", "must be %q or %q, got %q", OnExpiredAbandon, OnExpiredRetry, j.OnExpiredLease)
 	}
 	if j.MaxRetries < 1 || j.MaxRetries > 10 {
-		bad("jobs.max_retries", "must be from 1 to 10, got %d", j.MaxRetries)
+		bad.add("jobs.max_retries", "must be from 1 to 10, got %d", j.MaxRetries)
 	}
 	// A retry runs on the request's budget reservation: were it to expire
 	// first, the limiter would admit other requests against budget the
 	// retry is about to spend.
-	if need := j.MinReservationTTL(); need > 0 && c.Quota.ReservationTTL.D() < need {
-		bad("quota.reservation_ttl", "must be at least %s with jobs.on_expired_lease %q ((max_retries+1) × (lease+reaper_interval) + %s), got %s",
-			need, OnExpiredRetry, reservationMargin, c.Quota.ReservationTTL.D())
+	if need := j.MinReservationTTL(); need > 0 && q.ReservationTTL.D() < need {
+		bad.add("quota.reservation_ttl", "must be at least %s with jobs.on_expired_lease %q ((max_retries+1) × (lease+reaper_interval) + %s), got %s",
+			need, OnExpiredRetry, reservationMargin, q.ReservationTTL.D())
 	}
-	cb := j.Callbacks
+	j.Callbacks.validate(bad)
+}
+
+func (cb Callbacks) validate(bad *problems) {
 	if cb.MaxAttempts < 1 || cb.MaxAttempts > 50 {
-		bad("jobs.callbacks.max_attempts", "must be from 1 to 50, got %d", cb.MaxAttempts)
+		bad.add("jobs.callbacks.max_attempts", "must be from 1 to 50, got %d", cb.MaxAttempts)
 	}
 	if cb.InitialBackoff <= 0 {
-		bad("jobs.callbacks.initial_backoff", "must be positive, got %s", cb.InitialBackoff.D())
+		bad.add("jobs.callbacks.initial_backoff", "must be positive, got %s", cb.InitialBackoff.D())
 	}
 	if cb.MaxBackoff < cb.InitialBackoff {
-		bad("jobs.callbacks.max_backoff", "must be at least initial_backoff (%s), got %s", cb.InitialBackoff.D(), cb.MaxBackoff.D())
+		bad.add("jobs.callbacks.max_backoff", "must be at least initial_backoff (%s), got %s", cb.InitialBackoff.D(), cb.MaxBackoff.D())
 	}
 	if cb.Timeout <= 0 || cb.Timeout.D() > 5*time.Minute {
-		bad("jobs.callbacks.timeout", "must be positive and at most 5m, got %s", cb.Timeout.D())
+		bad.add("jobs.callbacks.timeout", "must be positive and at most 5m, got %s", cb.Timeout.D())
 	}
-	if s := c.Env.CallbackSecret; s != "" && len(s) < MinCallbackSecret {
-		bad("TOLLGATE_CALLBACK_SECRET", "must be at least %d characters", MinCallbackSecret)
-	}
-	return errs
 }

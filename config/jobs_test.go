@@ -49,12 +49,12 @@ func TestJobsDefaultsAndValidation(t *testing.T) {
 			t.Errorf("%s: err = %v", tc.field, err)
 		}
 	}
-	if got := envFrom(func(k string) string {
+	if e, _ := parseEnv(func(k string) string {
 		if k == "TOLLGATE_CALLBACK_SECRET" {
 			return "0123456789abcdef0123"
 		}
 		return ""
-	}).CallbackSecret; got != "0123456789abcdef0123" {
-		t.Errorf("CallbackSecret = %q", got)
+	}); e.CallbackSecret != "0123456789abcdef0123" {
+		t.Errorf("CallbackSecret = %q", e.CallbackSecret)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/money"
 )
 
 // upstream is an OpenAI-compatible test server that records what it received.
@@ -65,7 +66,7 @@ func routerFor(t *testing.T, primary, secondary *upstream) (*Router, config.Mode
 				{Provider: "primary", Model: "gpt-4o-mini"},
 				{Provider: "secondary", Model: "llama3.1:8b"},
 			},
-			Price: config.PriceConfig{InputPerMillion: "0.15", OutputPerMillion: "0.60"},
+			Price: money.Price{InputPerMillion: 150_000_000, OutputPerMillion: 600_000_000}, // 0.15 and 0.60 USD per million tokens
 		}},
 	}
 	getenv := func(k string) string {
