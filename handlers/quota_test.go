@@ -3,8 +3,6 @@ package handlers
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
@@ -25,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/redistest"
 	"github.com/tollgate/tollgate/tokens"
 )
 
@@ -72,19 +69,7 @@ func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.
 	svc := commands.NewService(store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, e.clk.Now)
 	var lim quota.Limiter = quota.NewMemory(nil)
 	if useRedis {
-		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", PoolSize: 200})
-		if err := rdb.Ping(context.Background()).Err(); err != nil {
-			t.Fatalf("redis: %v\nstart it with: redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no", err)
-		}
-		b := make([]byte, 6)
-		_, _ = rand.Read(b)
-		prefix := "tollgate-test-" + hex.EncodeToString(b) + ":"
-		t.Cleanup(func() {
-			if keys, _ := rdb.Keys(context.Background(), prefix+"*").Result(); len(keys) > 0 {
-				rdb.Del(context.Background(), keys...)
-			}
-			rdb.Close()
-		})
+		rdb, prefix := redistest.Shared(t, 200)
 		lim = quota.NewRedis(rdb, prefix, nil)
 	}
 	for _, w := range wrap {

@@ -2,8 +2,6 @@ package quota_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,33 +11,8 @@ import (
 
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/redistest"
 )
-
-// HowToStartRedis is printed when Redis is down.
-const howToStartRedis = `Redis is needed at 127.0.0.1:6379; start it with:
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`
-
-// newRedis returns a client and a key prefix of the test's own, and
-// deletes the prefix's keys afterwards.
-func newRedis(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", PoolSize: 64, DialTimeout: 2 * time.Second})
-	ctx := context.Background()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis: %v\n%s", err, howToStartRedis)
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	prefix := "tollgate-test-" + hex.EncodeToString(b) + ":"
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		rdb.Close()
-	})
-	return rdb, prefix
-}
 
 type adapter struct {
 	name string
@@ -54,15 +27,11 @@ func adapters() []adapter {
 	return []adapter{
 		{name: "memory", new: func(t *testing.T, seed quota.Seeder) quota.Limiter { return quota.NewMemory(seed) }},
 		{name: "redis", new: func(t *testing.T, seed quota.Seeder) quota.Limiter {
-			rdb, prefix = newRedis(t)
+			rdb, prefix = redistest.Shared(t, 64)
 			return quota.NewRedis(rdb, prefix, seed)
 		}, flush: func(t *testing.T) {
-			keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
-			if err != nil {
+			if err := redistest.DeletePrefix(context.Background(), rdb, prefix); err != nil {
 				t.Fatal(err)
-			}
-			if len(keys) > 0 {
-				rdb.Del(context.Background(), keys...)
 			}
 		}},
 	}

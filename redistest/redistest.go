@@ -1,13 +1,18 @@
-// Package redistest runs private redis-server processes for tests that
-// pause, kill, restart or flush Redis: the shared server at
-// 127.0.0.1:6379 is never touched. A missing redis-server fails the test
-// with how to install it; it never skips.
+// Package redistest gives tests a Redis: a key prefix of the test's own
+// on the shared server (Shared), or a private redis-server process for
+// tests that pause, kill, restart or flush Redis (Start), so that the
+// shared server at 127.0.0.1:6379 is never paused, killed or flushed. A
+// Redis that cannot be reached, or a missing redis-server, fails the test
+// with how to start or install it; it never skips.
 package redistest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -15,6 +20,57 @@ import (
 
 	"github.com/redis/go-redis/v9"
 )
+
+// SharedAddr is the shared test server's address: 127.0.0.1:6379, or
+// TOLLGATE_TEST_REDIS_ADDR.
+func SharedAddr() string {
+	if a := os.Getenv("TOLLGATE_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// HowToStartShared is appended when the shared server does not answer.
+const HowToStartShared = `Redis is needed at 127.0.0.1:6379 (or TOLLGATE_TEST_REDIS_ADDR); start it with:
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`
+
+// Shared returns a client of the shared server with poolSize connections
+// and a key prefix of the test's own ("tollgate-test-<random>:"); the
+// prefix's keys are deleted and the client closed when the test ends.
+func Shared(t testing.TB, poolSize int) (*redis.Client, string) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: SharedAddr(), PoolSize: poolSize, DialTimeout: 2 * time.Second})
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		_ = rdb.Close()
+		t.Fatalf("redis: %v\n%s", err, HowToStartShared)
+	}
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "tollgate-test-" + hex.EncodeToString(b) + ":"
+	t.Cleanup(func() {
+		_ = DeletePrefix(context.Background(), rdb, prefix)
+		_ = rdb.Close()
+	})
+	return rdb, prefix
+}
+
+// DeletePrefix deletes the keys under prefix, as a flush of that test's
+// own Redis would.
+func DeletePrefix(ctx context.Context, rdb *redis.Client, prefix string) error {
+	keys, err := rdb.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		return fmt.Errorf("keys %s*: %w", prefix, err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		return fmt.Errorf("del %s*: %w", prefix, err)
+	}
+	return nil
+}
 
 // Server is a redis-server of one test's own on a free loopback port,
 // keeping nothing on disk. It is killed when the test ends.
