@@ -169,7 +169,7 @@ func start(t *testing.T, kafka bool) *env {
 	t.Helper()
 	e := &env{t: t, up: newUpstream(t), admin: "admin-token-for-e2e-tests"}
 	dsn := pgtest.NewDatabase(t)
-	stripeURL, rec := stripetest.NewRecorder(t, stripetest.Start(t))
+	stripeURL, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	e.stripe = rec
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.yaml")

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/stripetest"
@@ -118,7 +119,7 @@ func killReadState(ctx context.Context, pool *pgxpool.Pool, account string, wind
 	if _, err := pgx.ForEachRow(rows, []any{&id, &at, &tokens, &status}, func() error {
 		s.recordByWin[at.UTC()] += tokens
 		s.recordWin[id], s.recordQty[id] = at.UTC(), tokens
-		if status != projections.RecordReported {
+		if status != billing.StatusReported {
 			s.unreported++
 		}
 		return nil

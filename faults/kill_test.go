@@ -74,7 +74,7 @@ func startKillEnv(t *testing.T, kafka bool) *killEnv {
 	e := &killEnv{bin: killBuildBinary(t), procs: map[string]*killProc{}}
 	dsn := pgtest.NewDatabase(t)
 	var stripeURL string
-	stripeURL, e.stripe = stripetest.NewRecorder(t, stripetest.Start(t))
+	stripeURL, e.stripe = stripetest.NewRecorder(t, stripetest.Shared(t))
 	stripeURL, e.gate = killStripeGate(t, stripeURL, 300*time.Millisecond)
 	up := killUpstream(t)
 	dir := t.TempDir()

@@ -9,14 +9,16 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/events"
 )
 
 // BillingDeps is what the Stripe endpoints need. A nil Checkout or
 // Webhooks makes its endpoints answer 503 (billing not configured).
 type BillingDeps struct {
-	Checkout *billing.Checkout
-	Webhooks *billing.Webhooks
+	Checkout *stripe.Checkout
+	Webhooks *stripe.Webhooks
 	// Unit is the billing unit reconciliation counts in (config billing.unit).
 	Unit string
 }
@@ -63,7 +65,7 @@ func (a *API) billingCheckout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.cfg.Billing.Checkout == nil {
-		a.billingError(w, r, "checkout", billing.ErrBillingNotConfigured)
+		a.billingError(w, r, "checkout", stripe.ErrBillingNotConfigured)
 		return
 	}
 	cid := correlationID(r.Context())
@@ -79,7 +81,7 @@ func (a *API) billingCheckout(w http.ResponseWriter, r *http.Request) {
 func (a *API) billingPortal(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	if a.cfg.Billing.Checkout == nil {
-		a.billingError(w, r, "portal", billing.ErrBillingNotConfigured)
+		a.billingError(w, r, "portal", stripe.ErrBillingNotConfigured)
 		return
 	}
 	s, err := a.cfg.Billing.Checkout.Portal(r.Context(), p.AccountID)
@@ -96,7 +98,7 @@ func (a *API) billingPortal(w http.ResponseWriter, r *http.Request) {
 // that Stripe retries.
 func (a *API) stripeWebhook(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Billing.Webhooks == nil {
-		a.billingError(w, r, "stripe webhook", billing.ErrBillingNotConfigured)
+		a.billingError(w, r, "stripe webhook", stripe.ErrBillingNotConfigured)
 		return
 	}
 	payload, err := io.ReadAll(r.Body)
@@ -105,7 +107,7 @@ func (a *API) stripeWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := a.cfg.Billing.Webhooks.Handle(r.Context(), payload, r.Header.Get("Stripe-Signature"))
-	var fe *billing.PayloadFieldError
+	var fe *stripe.PayloadFieldError
 	if errors.As(err, &fe) {
 		// A verified event with a field Tollgate cannot store: name it.
 		writeError(w, badRequest("invalid_payload", fe.Field, "The Stripe event's %s cannot be recorded: %s.", fe.Field, fe.Problem))
@@ -124,7 +126,7 @@ func (a *API) billingReconciliation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("invalid_value", "period", "period must be a month, YYYY-MM (e.g. 2026-11)."))
 		return
 	}
-	rec, err := billing.Reconcile(r.Context(), a.cfg.ReadModels, a.cfg.Billing.Unit, period)
+	rec, err := records.Reconcile(r.Context(), a.cfg.ReadModels, a.cfg.Billing.Unit, period)
 	if err != nil {
 		a.billingError(w, r, "reconciliation", err)
 		return
@@ -147,7 +149,7 @@ func (a *API) billingExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
-	recs, err := billing.Explain(r.Context(), a.cfg.ReadModels, account, period)
+	recs, err := records.Explain(r.Context(), a.cfg.ReadModels, account, period)
 	if err != nil {
 		a.billingError(w, r, "explain", err)
 		return

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
@@ -70,9 +70,9 @@ func newBillingEnv(t *testing.T) *billingEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, rec := stripetest.NewRecorder(t, stripetest.Start(t))
+	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	e.rec = rec
-	wh, err := billing.NewWebhooks(billing.WebhookConfig{Service: e.svc, Accounts: pool, Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: e.svc, Accounts: pool, Config: cfg,
 		Secret: billingWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func newBillingEnv(t *testing.T) *billingEnv {
 		AdminToken: testAdmin, InstanceID: "api-billing", Ready: func(context.Context) error { return nil },
 		Now: e.clk.Now, Registry: prometheus.NewRegistry(),
 		Billing: BillingDeps{
-			Checkout: billing.NewCheckout(e.svc, billing.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil),
+			Checkout: stripe.NewCheckout(e.svc, stripe.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil),
 			Webhooks: wh, Unit: cfg.Billing.Unit,
 		}})
 	if err != nil {

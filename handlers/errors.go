@@ -15,7 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
@@ -60,15 +60,15 @@ func toAPIError(err error) *apiError {
 	switch {
 	case errors.As(err, &ae):
 		return ae
-	case errors.Is(err, billing.ErrWebhookSignature):
+	case errors.Is(err, stripe.ErrWebhookSignature):
 		return badRequest("invalid_signature", "", "The Stripe-Signature header does not verify with STRIPE_WEBHOOK_SECRET (or is older than the tolerance).")
-	case errors.Is(err, billing.ErrWebhookPayload):
+	case errors.Is(err, stripe.ErrWebhookPayload):
 		return badRequest("invalid_payload", "", "The body is not a Stripe event Tollgate can read.")
-	case errors.Is(err, billing.ErrBillingNotConfigured):
+	case errors.Is(err, stripe.ErrBillingNotConfigured):
 		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "billing_not_configured", Message: "Billing is not configured on this server."}
-	case errors.Is(err, billing.ErrStripeUnavailable):
+	case errors.Is(err, stripe.ErrStripeUnavailable):
 		return &apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "billing_provider_error", Message: "Stripe could not be reached or refused the request; retry later."}
-	case errors.Is(err, billing.ErrAlreadySubscribed):
+	case errors.Is(err, stripe.ErrAlreadySubscribed):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
 	case errors.Is(err, commands.ErrNoBillingCustomer):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
@@ -117,7 +117,7 @@ const RetryAfterUnavailable = 2 * time.Second
 // limiter seeds accounts from the read models); other transport errors
 // reaching a handler are the database's, the only other dependency on a
 // request's path (providers' errors are llm.Error, Stripe's
-// billing.ErrStripeUnavailable, both mapped before this is asked).
+// stripe.ErrStripeUnavailable, both mapped before this is asked).
 func Unavailable(err error) (Dependency, bool) {
 	if err == nil {
 		return "", false

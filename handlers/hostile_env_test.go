@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
@@ -87,7 +87,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	wh, err := billing.NewWebhooks(billing.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
 		Secret: hostileWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/handlers"
@@ -76,10 +76,10 @@ func generateToken() string {
 func billingDeps(cfg *config.Config, svc *commands.Service, pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) (handlers.BillingDeps, error) {
 	deps := handlers.BillingDeps{Unit: cfg.Billing.Unit}
 	if cfg.Env.StripeSecretKey != "" {
-		deps.Checkout = billing.NewCheckout(svc, billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0), cfg, logger)
+		deps.Checkout = stripe.NewCheckout(svc, stripe.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0), cfg, logger)
 	}
 	if cfg.Env.StripeWebhookSecret != "" {
-		wh, err := billing.NewWebhooks(billing.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
+		wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
 			Secret: cfg.Env.StripeWebhookSecret, Logger: logger, Registerer: reg})
 		if err != nil {
 			return deps, err

@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/billing/stripe"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/billing"
@@ -19,10 +22,10 @@ func (w *wiring) startBilling() error {
 	if cfg.Env.StripeSecretKey == "" {
 		w.logger.Info("billing reporter off: STRIPE_SECRET_KEY is not set")
 	} else {
-		rep, err := billing.NewReporter(billing.ReporterConfig{
+		rep, err := stripe.NewReporter(stripe.ReporterConfig{
 			Store:               w.Store,
 			Due:                 dueRecords(w.Pool, cfg.Billing.ReportDelay.D()),
-			Stripe:              billing.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0),
+			Stripe:              stripe.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0),
 			EventName:           cfg.Env.StripeMeterEventName,
 			Interval:            firstNonZero(w.opts.BillingInterval, cfg.Billing.ReportInterval.D()),
 			RateLimit:           cfg.Billing.StripeRateLimit,
@@ -35,7 +38,7 @@ func (w *wiring) startBilling() error {
 		}
 		w.goRun("billing reporter", w.leader(w.run, "tollgate:billing-reporter", rep.Run))
 	}
-	dunning, err := billing.NewDunning(billing.DunningConfig{
+	dunning, err := stripe.NewDunning(stripe.DunningConfig{
 		Service: w.svc, Events: w.Pool, FallbackPlan: cfg.Billing.FallbackPlan,
 		Interval: cfg.Billing.DunningInterval.D(), Logger: w.logger, Registerer: w.reg,
 	})
@@ -47,18 +50,9 @@ func (w *wiring) startBilling() error {
 }
 
 // dueRecords adapts the billing read model to the reporter.
-func dueRecords(pool *pgxpool.Pool, delay time.Duration) billing.DueRecords {
+func dueRecords(pool *pgxpool.Pool, delay time.Duration) stripe.DueRecords {
 	return func(ctx context.Context, now time.Time, limit int) ([]billing.Record, error) {
-		recs, err := projections.DueBillingRecords(ctx, pool, projections.LiveSchema, now, delay, limit)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]billing.Record, len(recs))
-		for i, r := range recs {
-			out[i] = billing.Record{RecordID: r.RecordID, AccountID: r.AccountID, WindowStart: r.WindowStart,
-				WindowEnd: r.WindowEnd, Unit: r.Unit, Quantity: r.Quantity, Status: r.Status}
-		}
-		return out, nil
+		return records.Due(ctx, pool, projections.LiveSchema, now, delay, limit)
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"time"
 
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/projections"
 	quotastate "github.com/tollgate/tollgate/quota/state"
@@ -30,7 +31,7 @@ func ReadModels(cfg *config.Config) func(schema string) []projections.Projector 
 	return func(schema string) []projections.Projector {
 		return []projections.Projector{
 			projections.NewUsageLedger(schema), projections.NewJobs(schema),
-			projections.NewBillingRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
+			records.NewRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
 			quotastate.New(schema),
 		}
 	}

@@ -60,28 +60,73 @@ func Binary() (string, error) {
 // the kernel picks (-http-addr 127.0.0.1:0; HTTPS, which stripe-mock would
 // otherwise open on the fixed port 12112, is moved to another free port
 // with -https-addr 127.0.0.1:0). The process is killed in t.Cleanup. When
-// the binary is missing the test fails with how to install it.
+// the binary is missing the test fails with how to install it. Tests of a
+// package share one stripe-mock with Shared instead.
 func Start(t testing.TB) (baseURL string) {
 	t.Helper()
+	baseURL, stop, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return baseURL
+}
+
+// shared is the stripe-mock of a package's test run (see Shared).
+var shared struct {
+	once sync.Once
+	url  string
+	stop func()
+	err  error
+}
+
+// Shared returns the base URL of the package's stripe-mock, starting it
+// at the first call: stripe-mock keeps no state, so every test of a
+// package can talk to one (each through its own Recorder). The package's
+// TestMain runs its tests with Main, which stops it at the end. When the
+// binary is missing the test fails with how to install it.
+func Shared(t testing.TB) (baseURL string) {
+	t.Helper()
+	shared.once.Do(func() { shared.url, shared.stop, shared.err = start() })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.url
+}
+
+// Main runs a package's tests (m.Run) and then stops the stripe-mock
+// Shared started, if any; it returns the exit code. Use it in TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(stripetest.Main(m)) }
+func Main(m *testing.M) int {
+	code := m.Run()
+	if shared.stop != nil {
+		shared.stop()
+	}
+	return code
+}
+
+// start runs a stripe-mock and returns its base URL and how to stop it.
+func start() (baseURL string, stop func(), err error) {
 	bin, err := Binary()
 	if err != nil {
-		t.Fatalf("%v\n%s", err, HowToInstall)
+		return "", nil, fmt.Errorf("%w\n%s", err, HowToInstall)
 	}
 	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatalf("stripe-mock: stdout: %v", err)
+		return "", nil, fmt.Errorf("stripe-mock: stdout: %w", err)
 	}
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v\n%s", bin, err, HowToInstall)
+		return "", nil, fmt.Errorf("start %s: %w\n%s", bin, err, HowToInstall)
 	}
 	exited := make(chan struct{})
-	t.Cleanup(func() {
+	stop = func() {
 		_ = cmd.Process.Kill()
 		<-exited
-	})
+	}
 
 	addrc := make(chan string, 1)
 	var output lockedBuffer
@@ -105,15 +150,17 @@ func Start(t testing.TB) (baseURL string) {
 	select {
 	case addr = <-addrc:
 	case <-exited:
-		t.Fatalf("stripe-mock exited before listening:\n%s%s", output.String(), stderr.String())
+		return "", nil, fmt.Errorf("stripe-mock exited before listening:\n%s%s", output.String(), stderr.String())
 	case <-time.After(startTimeout):
-		t.Fatalf("stripe-mock did not listen within %s:\n%s%s", startTimeout, output.String(), stderr.String())
+		stop()
+		return "", nil, fmt.Errorf("stripe-mock did not listen within %s:\n%s%s", startTimeout, output.String(), stderr.String())
 	}
 	baseURL = "http://" + addr
 	if err := waitReady(baseURL); err != nil {
-		t.Fatalf("stripe-mock at %s: %v\n%s%s", baseURL, err, output.String(), stderr.String())
+		stop()
+		return "", nil, fmt.Errorf("stripe-mock at %s: %w\n%s%s", baseURL, err, output.String(), stderr.String())
 	}
-	return baseURL
+	return baseURL, stop, nil
 }
 
 // waitReady polls stripe-mock until it answers an authenticated request.

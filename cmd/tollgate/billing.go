@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -39,7 +40,7 @@ func billingCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer pool.Close()
 	switch args[0] {
 	case "reconcile":
-		r, err := billing.Reconcile(ctx, pool, cfg.Billing.Unit, *period)
+		r, err := records.Reconcile(ctx, pool, cfg.Billing.Unit, *period)
 		if err != nil {
 			return err
 		}
@@ -58,7 +59,7 @@ func billingCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if *account == "" {
 			return errors.New("explain needs --account")
 		}
-		recs, err := billing.Explain(ctx, pool, *account, *period)
+		recs, err := records.Explain(ctx, pool, *account, *period)
 		if err != nil {
 			return err
 		}
@@ -72,7 +73,7 @@ func billingCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 }
 
-func printReconciliation(w io.Writer, r billing.Reconciliation) {
+func printReconciliation(w io.Writer, r records.Reconciliation) {
 	fmt.Fprintf(w, "period %s (%s to %s), unit %s\n", r.Period, r.From.Format("2006-01-02"), r.To.Format("2006-01-02"), r.Unit)
 	fmt.Fprintf(w, "%-28s %16s %16s %16s  %s\n", "account", "ledger", "billable", "reported", "status")
 	for _, a := range r.Accounts {
@@ -92,7 +93,7 @@ func printReconciliation(w io.Writer, r billing.Reconciliation) {
 	}
 }
 
-func printExplain(w io.Writer, account, period string, recs []billing.ExplainedRecord) {
+func printExplain(w io.Writer, account, period string, recs []records.ExplainedRecord) {
 	fmt.Fprintf(w, "account %s, period %s: %d billing records\n", account, period, len(recs))
 	for _, r := range recs {
 		fmt.Fprintf(w, "record %s window %s..%s seq %d: %d %s, %s\n", r.RecordID, r.WindowStart.Format("2006-01-02T15:04Z"),

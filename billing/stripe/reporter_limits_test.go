@@ -1,4 +1,4 @@
-package billing_test
+package stripe_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/stripetest"
@@ -35,7 +37,7 @@ func (e *env) project() {
 	e.t.Helper()
 	ctx := context.Background()
 	set, err := projections.NewSet(e.pool, projections.LiveSchema, nil, nil,
-		projections.NewBillingRecords(projections.LiveSchema, time.Hour, projections.UnitTokens))
+		records.NewRecords(projections.LiveSchema, time.Hour, billing.UnitTokens))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -67,9 +69,9 @@ func (e *env) project() {
 	}
 }
 
-// modelDue is the wiring's adapter of projections.DueBillingRecords.
+// modelDue is the wiring's adapter of records.Due.
 func (e *env) modelDue(ctx context.Context, now time.Time, limit int) ([]billing.Record, error) {
-	recs, err := projections.DueBillingRecords(ctx, e.pool, projections.LiveSchema, now, 0, limit)
+	recs, err := records.Due(ctx, e.pool, projections.LiveSchema, now, 0, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +103,7 @@ func TestReporterResendsToTheClosedRecordsCustomer(t *testing.T) {
 	e.insert(rec)
 	ctx := context.Background()
 
-	crashing := e.reporter(func(c *billing.ReporterConfig) {
+	crashing := e.reporter(func(c *stripe.ReporterConfig) {
 		c.AfterStripeAccepted = func(string) error { return errCrash }
 	})
 	if _, err := crashing.RunOnce(ctx); err == nil {
@@ -165,7 +167,7 @@ func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
 	}
 	e.project() // the projector has seen the accounts' customers
 	ctx := context.Background()
-	r := e.reporter(func(c *billing.ReporterConfig) { c.Due, c.BatchSize = e.modelDue, batch })
+	r := e.reporter(func(c *stripe.ReporterConfig) { c.Due, c.BatchSize = e.modelDue, batch })
 
 	// Each pass flags a batch of old records; the projector takes them out
 	// of the queue, so the fresh record is reached after old/batch passes.
@@ -196,15 +198,15 @@ func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
 		t.Errorf("due after flagging = %v, %v; want none", due, err)
 	}
 	var flagged int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM billing_records WHERE status = $1`, projections.RecordFlagged).Scan(&flagged); err != nil || flagged != old {
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM billing_records WHERE status = $1`, billing.StatusFlagged).Scan(&flagged); err != nil || flagged != old {
 		t.Errorf("%d flagged rows (%v), want %d", flagged, err, old)
 	}
 
 	// The reconciliation still shows every flagged quantity as not reported.
-	seen := map[string]billing.Difference{}
+	seen := map[string]records.Difference{}
 	for _, o := range olds {
 		period := o.WindowStart.Format("2006-01")
-		rec, err := billing.Reconcile(ctx, e.pool, projections.UnitTokens, period)
+		rec, err := records.Reconcile(ctx, e.pool, billing.UnitTokens, period)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +222,7 @@ func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
 	for _, o := range olds {
 		d, ok := seen[o.RecordID]
 		flagID := e.stream(o.RecordID)[0].EventID.String()
-		if !ok || d.Kind != "record_not_reported" || d.Status != projections.RecordFlagged || d.Quantity != o.Quantity || !slices.Contains(d.EventIDs, flagID) {
+		if !ok || d.Kind != "record_not_reported" || d.Status != billing.StatusFlagged || d.Quantity != o.Quantity || !slices.Contains(d.EventIDs, flagID) {
 			t.Errorf("difference for %s = %+v (found %v), want record_not_reported, flagged, %d, with %s", o.RecordID, d, ok, o.Quantity, flagID)
 		}
 	}
@@ -294,7 +296,7 @@ func TestReporterLongRetryAfterStopsThePass(t *testing.T) {
 	e.insert(e.record("br_long", "acc_1", 1))
 	e.rec.Intercept(rateLimited(1, http.Header{"Retry-After": {"120"}}))
 
-	n, err := e.reporter(func(c *billing.ReporterConfig) { c.MaxRetryWait = time.Minute }).RunOnce(context.Background())
+	n, err := e.reporter(func(c *stripe.ReporterConfig) { c.MaxRetryWait = time.Minute }).RunOnce(context.Background())
 	if err == nil || n != 0 {
 		t.Fatalf("RunOnce = %d, %v; want 0 and an error", n, err)
 	}
@@ -313,7 +315,7 @@ func TestReporterRateLimitSpacesCalls(t *testing.T) {
 		e.insert(e.record(id, "acc_1", 1))
 	}
 	// The test clock stands still, so the limiter's waits are exact.
-	n, err := e.reporter(func(c *billing.ReporterConfig) { c.RateLimit = 4 }).RunOnce(context.Background())
+	n, err := e.reporter(func(c *stripe.ReporterConfig) { c.RateLimit = 4 }).RunOnce(context.Background())
 	if err != nil || n != 4 {
 		t.Fatalf("RunOnce = %d, %v; want 4, nil", n, err)
 	}

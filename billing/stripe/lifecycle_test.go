@@ -1,4 +1,4 @@
-package billing_test
+package stripe_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tollgate/tollgate/account"
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
@@ -57,8 +57,8 @@ type life struct {
 	svc   *commands.Service
 	cfg   *config.Config
 	rec   *stripetest.Recorder
-	co    *billing.Checkout
-	wh    *billing.Webhooks
+	co    *stripe.Checkout
+	wh    *stripe.Webhooks
 	now   time.Time
 }
 
@@ -80,10 +80,10 @@ func newLife(t *testing.T) *life {
 	}
 	l := &life{t: t, pool: pool, store: &faultStore{EventStore: ps}, cfg: cfg, now: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
 	l.svc = commands.NewService(l.store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, func() time.Time { return l.now })
-	url, rec := stripetest.NewRecorder(t, stripetest.Start(t))
+	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	l.rec = rec
-	l.co = billing.NewCheckout(l.svc, billing.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil)
-	if l.wh, err = billing.NewWebhooks(billing.WebhookConfig{Service: l.svc, Accounts: pool, Config: cfg, Secret: whSecret,
+	l.co = stripe.NewCheckout(l.svc, stripe.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil)
+	if l.wh, err = stripe.NewWebhooks(stripe.WebhookConfig{Service: l.svc, Accounts: pool, Config: cfg, Secret: whSecret,
 		Registerer: prometheus.NewRegistry()}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,12 +115,12 @@ func payload(id, typ, apiVersion string, created time.Time, object map[string]an
 }
 
 // deliver signs body as Stripe does at the test clock's time and delivers it.
-func (l *life) deliver(body []byte) (billing.WebhookResult, error) {
+func (l *life) deliver(body []byte) (stripe.WebhookResult, error) {
 	sp := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: whSecret, Timestamp: time.Now()})
 	return l.wh.Handle(context.Background(), sp.Payload, sp.Header)
 }
 
-func (l *life) mustDeliver(body []byte, outcome string) billing.WebhookResult {
+func (l *life) mustDeliver(body []byte, outcome string) stripe.WebhookResult {
 	l.t.Helper()
 	res, err := l.deliver(body)
 	if err != nil {
@@ -230,7 +230,7 @@ func TestBillingLifecycle(t *testing.T) {
 	if a.EffectivePlan() != "pro" || a.Billing.SubscriptionStatus != "active" || a.Billing.SubscriptionID != "sub_Life1" {
 		t.Fatalf("after checkout: plan %q, billing %+v", a.EffectivePlan(), a.Billing)
 	}
-	if _, err := l.co.Checkout(ctx, md, "acc_life", "pro"); !errors.Is(err, billing.ErrAlreadySubscribed) {
+	if _, err := l.co.Checkout(ctx, md, "acc_life", "pro"); !errors.Is(err, stripe.ErrAlreadySubscribed) {
 		t.Errorf("checkout while subscribed: %v", err)
 	}
 	portal, err := l.co.Portal(ctx, "acc_life")
@@ -269,7 +269,7 @@ func TestBillingLifecycle(t *testing.T) {
 		t.Fatalf("after failure: grace %v (want %v), plan %q", a.Billing.GraceUntil, grace, a.EffectivePlan())
 	}
 
-	dun, err := billing.NewDunning(billing.DunningConfig{Service: l.svc, Events: l.pool, FallbackPlan: "free",
+	dun, err := stripe.NewDunning(stripe.DunningConfig{Service: l.svc, Events: l.pool, FallbackPlan: "free",
 		Now: func() time.Time { return l.now }, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -341,18 +341,18 @@ func TestWebhookRejectsBadSignatureAndBody(t *testing.T) {
 	before := l.eventCount()
 
 	bad := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: "whsec_wrong"})
-	if _, err := l.wh.Handle(context.Background(), body, bad.Header); !errors.Is(err, billing.ErrWebhookSignature) {
+	if _, err := l.wh.Handle(context.Background(), body, bad.Header); !errors.Is(err, stripe.ErrWebhookSignature) {
 		t.Errorf("wrong secret: %v", err)
 	}
-	if _, err := l.wh.Handle(context.Background(), body, ""); !errors.Is(err, billing.ErrWebhookSignature) {
+	if _, err := l.wh.Handle(context.Background(), body, ""); !errors.Is(err, stripe.ErrWebhookSignature) {
 		t.Errorf("no header: %v", err)
 	}
 	old := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: whSecret, Timestamp: time.Now().Add(-time.Hour)})
-	if _, err := l.wh.Handle(context.Background(), body, old.Header); !errors.Is(err, billing.ErrWebhookSignature) {
+	if _, err := l.wh.Handle(context.Background(), body, old.Header); !errors.Is(err, stripe.ErrWebhookSignature) {
 		t.Errorf("signature older than the tolerance: %v", err)
 	}
 	tampered := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: whSecret})
-	if _, err := l.wh.Handle(context.Background(), append([]byte(" "), body...), tampered.Header); !errors.Is(err, billing.ErrWebhookSignature) {
+	if _, err := l.wh.Handle(context.Background(), append([]byte(" "), body...), tampered.Header); !errors.Is(err, stripe.ErrWebhookSignature) {
 		t.Errorf("tampered body: %v", err)
 	}
 	for name, b := range map[string][]byte{
@@ -361,7 +361,7 @@ func TestWebhookRejectsBadSignatureAndBody(t *testing.T) {
 		"odd id":     payload("evt_a/b", "invoice.paid", "2023-10-16", l.now, invoice("in_1", "cus_X")),
 		"bad object": []byte(`{"id":"evt_Obj1","object":"event","type":"invoice.paid","created":1,"data":{"object":[1,2]}}`),
 	} {
-		if _, err := l.deliver(b); !errors.Is(err, billing.ErrWebhookPayload) {
+		if _, err := l.deliver(b); !errors.Is(err, stripe.ErrWebhookPayload) {
 			t.Errorf("%s: %v, want ErrWebhookPayload", name, err)
 		}
 	}
@@ -430,7 +430,7 @@ func TestWebhookFailureAfterVerificationIsRetriedIdempotently(t *testing.T) {
 	body := payload("evt_Retry1", "invoice.payment_failed", "2023-10-16", l.now, invoice("in_R1", a.StripeCustomerID))
 	before := l.eventCount()
 	l.store.setFail(true)
-	if _, err := l.deliver(body); err == nil || errors.Is(err, billing.ErrWebhookSignature) || errors.Is(err, billing.ErrWebhookPayload) {
+	if _, err := l.deliver(body); err == nil || errors.Is(err, stripe.ErrWebhookSignature) || errors.Is(err, stripe.ErrWebhookPayload) {
 		t.Fatalf("failure after verification = %v, want a server error", err)
 	}
 	if l.eventCount() != before {

@@ -1,4 +1,4 @@
-package billing
+package stripe
 
 import (
 	"context"
@@ -12,13 +12,14 @@ import (
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/projections"
 )
 
 // DunningConfig configures a Dunning loop.
 type DunningConfig struct {
 	Service *commands.Service
 	// Events is queried for accounts whose grace period may have ended.
-	Events       Querier
+	Events       projections.Querier
 	FallbackPlan string
 	// Interval is the pause between passes; DefaultDunningInterval when zero.
 	Interval   time.Duration

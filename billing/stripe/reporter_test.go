@@ -1,4 +1,4 @@
-package billing_test
+package stripe_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
@@ -76,7 +77,7 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, rec := stripetest.NewRecorder(t, stripetest.Start(t))
+	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	return &env{t: t, pool: pool, store: store, rec: rec, stripe: url, now: time.Now().UTC().Truncate(time.Second)}
 }
 
@@ -157,13 +158,13 @@ func (e *env) due(ctx context.Context, now time.Time, limit int) ([]billing.Reco
 	return out, rows.Err()
 }
 
-func (e *env) reporter(mutate func(*billing.ReporterConfig)) *billing.Reporter {
+func (e *env) reporter(mutate func(*stripe.ReporterConfig)) *stripe.Reporter {
 	e.t.Helper()
 	e.reg = prometheus.NewRegistry()
-	cfg := billing.ReporterConfig{
+	cfg := stripe.ReporterConfig{
 		Store:      e.store,
 		Due:        e.due,
-		Stripe:     billing.NewStripeClient(stripetest.TestSecretKey, e.stripe, 10*time.Second),
+		Stripe:     stripe.NewStripeClient(stripetest.TestSecretKey, e.stripe, 10*time.Second),
 		Now:        func() time.Time { return e.now },
 		Logger:     slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: e.reg,
@@ -172,7 +173,7 @@ func (e *env) reporter(mutate func(*billing.ReporterConfig)) *billing.Reporter {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	r, err := billing.NewReporter(cfg)
+	r, err := stripe.NewReporter(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func checkMeterEvent(t *testing.T, got stripetest.Request, recordID string, quantity int64, windowStart time.Time) {
 	t.Helper()
 	want := map[string]string{
-		"event_name":                  billing.DefaultEventName,
+		"event_name":                  stripe.DefaultEventName,
 		"identifier":                  recordID,
 		"payload[stripe_customer_id]": customerID,
 		"payload[value]":              strconv.FormatInt(quantity, 10),
@@ -274,7 +275,7 @@ func checkReported(t *testing.T, evs []events.Envelope, recordID, accountID stri
 	}
 	ur := d.(events.BillingUsageReported)
 	if ur.RecordID != recordID || ur.AccountID != accountID || ur.StripeCustomerID != customerID ||
-		ur.EventName != billing.DefaultEventName || ur.Identifier != recordID || ur.Quantity != quantity || ur.ReportedAt.IsZero() {
+		ur.EventName != stripe.DefaultEventName || ur.Identifier != recordID || ur.Quantity != quantity || ur.ReportedAt.IsZero() {
 		t.Errorf("usage_reported = %+v", ur)
 	}
 	if evs[1].Metadata.CausationID != evs[0].EventID.String() || evs[1].Metadata.AccountID != accountID {
@@ -357,7 +358,7 @@ func TestReporterCrashAfterStripeAcceptedResendsSameEvent(t *testing.T) {
 	e.insert(rec)
 	ctx := context.Background()
 
-	crashing := e.reporter(func(c *billing.ReporterConfig) {
+	crashing := e.reporter(func(c *stripe.ReporterConfig) {
 		c.AfterStripeAccepted = func(string) error { return errCrash }
 	})
 	n, err := crashing.RunOnce(ctx)
@@ -398,7 +399,7 @@ func TestReporterResendUsesClosedQuantity(t *testing.T) {
 	e.insert(rec)
 	ctx := context.Background()
 
-	crashing := e.reporter(func(c *billing.ReporterConfig) {
+	crashing := e.reporter(func(c *stripe.ReporterConfig) {
 		c.AfterStripeAccepted = func(string) error { return errCrash }
 	})
 	if _, err := crashing.RunOnce(ctx); !errors.Is(err, errCrash) {
@@ -426,7 +427,7 @@ func TestReporterDuplicateIdentifierCountsAsAccepted(t *testing.T) {
 	e.insert(e.record("br_dup", "acc_1", 42))
 	ctx := context.Background()
 
-	crashing := e.reporter(func(c *billing.ReporterConfig) {
+	crashing := e.reporter(func(c *stripe.ReporterConfig) {
 		c.AfterStripeAccepted = func(string) error { return errCrash }
 	})
 	if _, err := crashing.RunOnce(ctx); !errors.Is(err, errCrash) {
@@ -551,7 +552,7 @@ func TestReporterStopsPassOnRateLimit(t *testing.T) {
 		return stripetest.Response{Status: http.StatusTooManyRequests,
 			Body: `{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests."}}`}, true
 	})
-	r := e.reporter(func(c *billing.ReporterConfig) { c.MaxRetries = 2 })
+	r := e.reporter(func(c *stripe.ReporterConfig) { c.MaxRetries = 2 })
 	ctx := context.Background()
 
 	n, err := r.RunOnce(ctx)
@@ -569,8 +570,8 @@ func TestReporterStopsPassOnRateLimit(t *testing.T) {
 			t.Errorf("request for %s after a 429 on br_a", g.Form.Get("identifier"))
 		}
 	}
-	if w := e.waits(); !hasWaits(w, billing.DefaultRetryBase, 2*billing.DefaultRetryBase) {
-		t.Errorf("waits %v, want the backoffs %v and %v", w, billing.DefaultRetryBase, 2*billing.DefaultRetryBase)
+	if w := e.waits(); !hasWaits(w, stripe.DefaultRetryBase, 2*stripe.DefaultRetryBase) {
+		t.Errorf("waits %v, want the backoffs %v and %v", w, stripe.DefaultRetryBase, 2*stripe.DefaultRetryBase)
 	}
 	if v := e.metric("tollgate_billing_report_errors_total", map[string]string{"kind": "stripe_rate_limited"}); v != 1 {
 		t.Errorf("rate limit metric = %v", v)
@@ -596,7 +597,7 @@ func TestReportersRacingReportOnce(t *testing.T) {
 
 	var wg sync.WaitGroup
 	total := make([]int, 2)
-	for i, r := range []*billing.Reporter{a, b} {
+	for i, r := range []*stripe.Reporter{a, b} {
 		wg.Go(func() {
 			n, err := r.RunOnce(context.Background())
 			if err != nil {
@@ -621,7 +622,7 @@ func TestReporterRunStopsWithContext(t *testing.T) {
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_run", "acc_1", 8))
-	r := e.reporter(func(c *billing.ReporterConfig) { c.Interval = 10 * time.Millisecond })
+	r := e.reporter(func(c *stripe.ReporterConfig) { c.Interval = 10 * time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -640,29 +641,29 @@ func TestReporterRunStopsWithContext(t *testing.T) {
 }
 
 func TestReporterConfigValidate(t *testing.T) {
-	ok := billing.ReporterConfig{
+	ok := stripe.ReporterConfig{
 		Store:  &pgstore.Store{},
 		Due:    func(context.Context, time.Time, int) ([]billing.Record, error) { return nil, nil },
-		Stripe: billing.NewStripeClient("sk_test_x", "http://127.0.0.1:1", time.Second),
+		Stripe: stripe.NewStripeClient("sk_test_x", "http://127.0.0.1:1", time.Second),
 	}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
-	for name, mutate := range map[string]func(*billing.ReporterConfig){
-		"no store":      func(c *billing.ReporterConfig) { c.Store = nil },
-		"no due":        func(c *billing.ReporterConfig) { c.Due = nil },
-		"no stripe":     func(c *billing.ReporterConfig) { c.Stripe = nil },
-		"long name":     func(c *billing.ReporterConfig) { c.EventName = string(make([]byte, 101)) },
-		"neg interval":  func(c *billing.ReporterConfig) { c.Interval = -time.Second },
-		"age over 35d":  func(c *billing.ReporterConfig) { c.MaxEventAge = 36 * 24 * time.Hour },
-		"neg batchsize": func(c *billing.ReporterConfig) { c.BatchSize = -1 },
+	for name, mutate := range map[string]func(*stripe.ReporterConfig){
+		"no store":      func(c *stripe.ReporterConfig) { c.Store = nil },
+		"no due":        func(c *stripe.ReporterConfig) { c.Due = nil },
+		"no stripe":     func(c *stripe.ReporterConfig) { c.Stripe = nil },
+		"long name":     func(c *stripe.ReporterConfig) { c.EventName = string(make([]byte, 101)) },
+		"neg interval":  func(c *stripe.ReporterConfig) { c.Interval = -time.Second },
+		"age over 35d":  func(c *stripe.ReporterConfig) { c.MaxEventAge = 36 * 24 * time.Hour },
+		"neg batchsize": func(c *stripe.ReporterConfig) { c.BatchSize = -1 },
 	} {
 		c := ok
 		mutate(&c)
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted it", name)
 		}
-		if _, err := billing.NewReporter(c); err == nil {
+		if _, err := stripe.NewReporter(c); err == nil {
 			t.Errorf("%s: NewReporter accepted it", name)
 		}
 	}

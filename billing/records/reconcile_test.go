@@ -1,4 +1,4 @@
-package billing_test
+package records_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
@@ -62,7 +62,7 @@ func TestReconcileAndExplain(t *testing.T) {
 	record("br_b", "acc_2", 0, 70, "open")
 	completion("chatcmpl-b2", "acc_2", 20, 10, "") // lost on its way to billing
 
-	r, err := billing.Reconcile(ctx, pool, "tokens", "2026-11")
+	r, err := records.Reconcile(ctx, pool, "tokens", "2026-11")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,14 +90,14 @@ func TestReconcileAndExplain(t *testing.T) {
 			t.Errorf("unexpected difference %+v", d)
 		}
 	}
-	if other, err := billing.Reconcile(ctx, pool, "tokens", "2026-10"); err != nil || !other.Agrees || len(other.Accounts) != 0 {
+	if other, err := records.Reconcile(ctx, pool, "tokens", "2026-10"); err != nil || !other.Agrees || len(other.Accounts) != 0 {
 		t.Errorf("October: %+v, %v", other, err)
 	}
-	if _, err := billing.Reconcile(ctx, pool, "tokens", "2026-13"); err == nil {
+	if _, err := records.Reconcile(ctx, pool, "tokens", "2026-13"); err == nil {
 		t.Error("bad period accepted")
 	}
 
-	ex, err := billing.Explain(ctx, pool, "acc_1", "2026-11")
+	ex, err := records.Explain(ctx, pool, "acc_1", "2026-11")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package billing
+package stripe
 
 import (
 	"context"
@@ -9,15 +9,16 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	stripe "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/projections"
 )
 
 // Webhook errors; the handler answers 400 to the first two (Stripe stops
@@ -31,29 +32,6 @@ var (
 	ErrWebhookPayload = errors.New("malformed stripe event")
 )
 
-// Querier is what the billing read queries need of a pool or transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// AccountForCustomer returns the account a Stripe customer is linked to,
-// "" when none is. It reads the event store's billing.customer_linked
-// events (indexed by migration 0004).
-func AccountForCustomer(ctx context.Context, q Querier, customerID string) (string, error) {
-	var id string
-	err := q.QueryRow(ctx, `SELECT data->>'account_id' FROM events
-		WHERE type = $1 AND data->>'stripe_customer_id' = $2 ORDER BY position LIMIT 1`,
-		events.TypeBillingCustomerLinked, customerID).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("account for customer %s: %w", customerID, err)
-	}
-	return id, nil
-}
-
 var (
 	stripeEventIDPattern = regexp.MustCompile(`^evt_[A-Za-z0-9]+$`)
 	accountIDPattern     = regexp.MustCompile(`^acc_[A-Za-z0-9]+$`)
@@ -63,7 +41,7 @@ var (
 type WebhookConfig struct {
 	Service *commands.Service
 	// Accounts finds the account of a Stripe customer.
-	Accounts Querier
+	Accounts projections.Querier
 	Config   *config.Config
 	// Secret is the endpoint's signing secret (STRIPE_WEBHOOK_SECRET).
 	Secret     string
@@ -272,7 +250,7 @@ func (w *Webhooks) apply(ctx context.Context, ev commands.StripeEvent, meta map[
 	accountID := ""
 	if ev.CustomerID != "" {
 		var err error
-		if accountID, err = AccountForCustomer(ctx, w.cfg.Accounts, ev.CustomerID); err != nil {
+		if accountID, err = records.AccountForCustomer(ctx, w.cfg.Accounts, ev.CustomerID); err != nil {
 			return res, err
 		}
 	}

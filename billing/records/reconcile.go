@@ -1,4 +1,4 @@
-package billing
+package records
 
 import (
 	"context"
@@ -8,17 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/projections"
 )
-
-// ParsePeriod parses a billing period "YYYY-MM" into its UTC bounds.
-func ParsePeriod(period string) (from, to time.Time, err error) {
-	from, err = time.Parse("2006-01", period)
-	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("period %q: want YYYY-MM, e.g. 2026-11: %w", period, err)
-	}
-	return from, from.AddDate(0, 1, 0), nil
-}
 
 // Difference is one reason an account's totals disagree, with the event
 // ids behind it.
@@ -72,8 +65,8 @@ func ledgerQuantity(unit string) (string, error) {
 // and what was reported to Stripe for the period (usage by when it
 // happened; records and reports by their window). Read models are read
 // from the live schema; reports from the event store itself.
-func Reconcile(ctx context.Context, q Querier, unit, period string) (Reconciliation, error) {
-	from, to, err := ParsePeriod(period)
+func Reconcile(ctx context.Context, q projections.Querier, unit, period string) (Reconciliation, error) {
+	from, to, err := billing.ParsePeriod(period)
 	if err != nil {
 		return Reconciliation{}, err
 	}
@@ -227,8 +220,8 @@ type ExplainedRecord struct {
 // Explain returns, for an account and period, each billing record with
 // what was reported to Stripe for it and the completion events it came
 // from.
-func Explain(ctx context.Context, q Querier, accountID, period string) ([]ExplainedRecord, error) {
-	from, to, err := ParsePeriod(period)
+func Explain(ctx context.Context, q projections.Querier, accountID, period string) ([]ExplainedRecord, error) {
+	from, to, err := billing.ParsePeriod(period)
 	if err != nil {
 		return nil, err
 	}

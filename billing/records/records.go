@@ -1,48 +1,24 @@
-package projections
+// Package records keeps the billing read models and answers the queries
+// over them: billing records (each account's billable quantity per
+// window, and the completions in it), and the queries of the reporter,
+// reconciliation and explanations. Its projectors run in a
+// projections.Set like every read model.
+package records
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/projections"
 )
 
-// Billing units: what a billing record's quantity counts.
-const (
-	UnitTokens      = "tokens"
-	UnitCostNanoUSD = "cost_nano_usd"
-)
-
-// Billing record statuses.
-const (
-	// RecordOpen: usage is still being added.
-	RecordOpen = "open"
-	// RecordClosed: the reporter froze the quantity and is sending it.
-	RecordClosed = "closed"
-	// RecordReported: Stripe accepted it.
-	RecordReported = "reported"
-	// RecordFlagged: too old for Stripe; frozen and left to an operator,
-	// never due again.
-	RecordFlagged = "flagged"
-)
-
-// BillingRecordID returns the id of an account's seq-th record of the
-// window starting at windowStart. It is derived, not drawn, so that the
-// live model and a rebuild name every record alike, and so that the Stripe
-// meter event identifier (the record id) is the same on every retry.
-func BillingRecordID(accountID string, windowStart time.Time, seq int) string {
-	sum := sha256.Sum256([]byte(accountID + "|" + windowStart.UTC().Format(time.RFC3339) + "|" + strconv.Itoa(seq)))
-	return "br_" + hex.EncodeToString(sum[:])[:24]
-}
-
-// recordIDSQL is BillingRecordID in SQL, over the columns or expressions
+// recordIDSQL is billing.RecordID in SQL, over the columns or expressions
 // account, windowStartText (RFC 3339) and seq.
 func recordIDSQL(account, windowStartText, seq string) string {
 	return fmt.Sprintf(`'br_' || left(encode(sha256(convert_to(%s || '|' || %s || '|' || %s::text, 'UTF8')), 'hex'), 24)`,
@@ -63,13 +39,13 @@ type billingRecords struct {
 	link                 string
 }
 
-// NewBillingRecords returns the projector of billing_records and
+// NewRecords returns the projector of billing_records and
 // billing_record_items in schema: each successful completion's quantity in
-// unit (UnitTokens or UnitCostNanoUSD) is added to its account's open
+// unit (billing.UnitTokens or billing.UnitCostNanoUSD) is added to its account's open
 // record of the window (of length window, aligned on the Unix epoch in UTC,
 // a whole number of seconds) its event occurred in.
-func NewBillingRecords(schema string, window time.Duration, unit string) Projector {
-	br, items := Table(schema, "billing_records"), Table(schema, "billing_record_items")
+func NewRecords(schema string, window time.Duration, unit string) projections.Projector {
+	br, items := projections.Table(schema, "billing_records"), projections.Table(schema, "billing_record_items")
 	return &billingRecords{
 		window: window,
 		unit:   unit,
@@ -91,11 +67,11 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 					ORDER BY seq DESC LIMIT 1 FOR UPDATE
 				) l ON true
 			), target AS (
-				SELECT account_id, window_start, record_id, seq, false AS fresh FROM last WHERE status = '`+RecordOpen+`'
+				SELECT account_id, window_start, record_id, seq, false AS fresh FROM last WHERE status = '`+billing.StatusOpen+`'
 				UNION ALL
 				SELECT account_id, window_start, %[3]s, n.seq, true
 				FROM (SELECT account_id, window_start, window_text, coalesce(seq, -1) + 1 AS seq FROM last
-					WHERE status IS DISTINCT FROM '`+RecordOpen+`') n
+					WHERE status IS DISTINCT FROM '`+billing.StatusOpen+`') n
 			), item AS (
 				INSERT INTO %[2]s (completion_id, record_id, quantity)
 				SELECT i.completion_id, t.record_id, i.quantity FROM input i JOIN target t USING (account_id, window_start)
@@ -106,7 +82,7 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 				FROM target t JOIN (SELECT record_id, sum(quantity)::bigint AS quantity FROM item GROUP BY record_id) s USING (record_id)
 			), fresh AS (
 				INSERT INTO %[1]s (record_id, account_id, window_start, window_end, seq, unit, quantity, status)
-				SELECT record_id, account_id, window_start, window_start + $6::interval, seq, $7::text, quantity, '`+RecordOpen+`'
+				SELECT record_id, account_id, window_start, window_start + $6::interval, seq, $7::text, quantity, '`+billing.StatusOpen+`'
 				FROM added WHERE fresh
 			)
 			UPDATE %[1]s AS b SET quantity = b.quantity + a.quantity
@@ -124,35 +100,38 @@ func NewBillingRecords(schema string, window time.Duration, unit string) Project
 				FROM %[1]s WHERE record_id = $1::text FOR UPDATE
 			), closing AS (
 				UPDATE %[1]s AS b SET status = $3::text, quantity = $2::bigint
-				FROM r WHERE b.record_id = r.record_id AND (r.status = '`+RecordOpen+`'
-					OR (r.status = '`+RecordClosed+`' AND $3::text = '`+RecordFlagged+`'))
+				FROM r WHERE b.record_id = r.record_id AND (r.status = '`+billing.StatusOpen+`'
+					OR (r.status = '`+billing.StatusClosed+`' AND $3::text = '`+billing.StatusFlagged+`'))
 				RETURNING r.account_id, r.window_start, r.window_end, r.unit, r.quantity - $2::bigint AS excess
 			), nxt AS (
 				SELECT c.*, (SELECT max(seq) + 1 FROM %[1]s WHERE account_id = c.account_id AND window_start = c.window_start) AS seq
 				FROM closing c WHERE c.excess > 0
 			), split AS (
 				INSERT INTO %[1]s (record_id, account_id, window_start, window_end, seq, unit, quantity, status)
-				SELECT %[2]s, account_id, window_start, window_end, seq, unit, excess, '`+RecordOpen+`' FROM nxt
+				SELECT %[2]s, account_id, window_start, window_end, seq, unit, excess, '`+billing.StatusOpen+`' FROM nxt
 			)
 			SELECT count(*) FROM r`,
 			br, recordIDSQL("account_id", rfc3339SQL("window_start"), "seq")),
 		// The first report's time stays: a repeated report changes nothing.
-		report: fmt.Sprintf(`UPDATE %s SET status = '`+RecordReported+`', reported_at = coalesce(reported_at, $2)
+		report: fmt.Sprintf(`UPDATE %s SET status = '`+billing.StatusReported+`', reported_at = coalesce(reported_at, $2)
 			WHERE record_id = $1`, br),
 		link: fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
-			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, Table(schema, "billing_customers")),
+			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, projections.Table(schema, "billing_customers")),
 	}
 }
 
-// Name implements Projector.
+// Name implements projections.Projector.
 func (p *billingRecords) Name() string { return "billing_records" }
 
-// Apply implements Projector.
+// Apply implements projections.Projector.
 func (p *billingRecords) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return ApplyPending(ctx, tx, p, p.Name(), e)
+	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *billingRecords) Pending() Pending { return &billingChanges{p: p, seen: map[string]bool{}} }
+// Pending implements projections.Accumulator.
+func (p *billingRecords) Pending() projections.Pending {
+	return &billingChanges{p: p, seen: map[string]bool{}}
+}
 
 // billingChanges are one transaction's billing writes, in event order:
 // runs of completions' usage, each written with one statement, between the
@@ -178,12 +157,12 @@ func (c *billingChanges) Add(e events.Envelope, d events.Data) error {
 	case events.CompletionSucceeded:
 		var q int64
 		switch p.unit {
-		case UnitTokens:
+		case billing.UnitTokens:
 			q = d.Usage.PromptTokens + d.Usage.CompletionTokens
-		case UnitCostNanoUSD:
+		case billing.UnitCostNanoUSD:
 			q = d.CostNanoUSD
 		default:
-			return fmt.Errorf("billing unit %q: want %q or %q", p.unit, UnitTokens, UnitCostNanoUSD)
+			return fmt.Errorf("billing unit %q: want %q or %q", p.unit, billing.UnitTokens, billing.UnitCostNanoUSD)
 		}
 		if p.window < time.Second || p.window%time.Second != 0 {
 			// Record ids name the window by its start in whole seconds.
@@ -208,10 +187,10 @@ func (c *billingChanges) Add(e events.Envelope, d events.Data) error {
 		r.completion, r.quantity = append(r.completion, d.CompletionID), append(r.quantity, q)
 	case events.BillingRecordClosed:
 		c.run = nil
-		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, RecordClosed) })
+		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, billing.StatusClosed) })
 	case events.BillingRecordFlagged:
 		c.run = nil
-		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, RecordFlagged) })
+		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, billing.StatusFlagged) })
 	case events.BillingCustomerLinked:
 		c.ops = append(c.ops, func(b *pgx.Batch) { b.Queue(p.link, d.AccountID, d.StripeCustomerID) })
 	case events.BillingUsageReported:
@@ -251,38 +230,25 @@ func (p *billingRecords) queueClose(b *pgx.Batch, recordID string, quantity int6
 	})
 }
 
-// BillingRecord is an account's billable quantity for one window.
-type BillingRecord struct {
-	RecordID    string
-	AccountID   string
-	WindowStart time.Time
-	WindowEnd   time.Time
-	Seq         int
-	Unit        string
-	Quantity    int64
-	Status      string
-	ReportedAt  *time.Time
-}
-
-// DueBillingRecords returns the records of schema the reporter should send,
+// Due returns the records of schema the reporter should send,
 // oldest window first, at most limit: open records whose window ended at
 // least delay before now (late usage has had time to arrive), and every
 // closed record (closed but not yet reported: a reporter crashed between
 // closing and reporting, so it must be sent again with the same quantity).
 // Reported and flagged records are never due.
-func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.Time, delay time.Duration, limit int) ([]BillingRecord, error) {
+func Due(ctx context.Context, q projections.Querier, schema string, now time.Time, delay time.Duration, limit int) ([]billing.Record, error) {
 	// Only accounts with a Stripe customer: the others' records cannot be
 	// reported yet and must not take the batch from those that can.
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT r.record_id, r.account_id, r.window_start, r.window_end, r.seq, r.unit, r.quantity, r.status, r.reported_at
 		FROM %s r JOIN %s c ON c.account_id = r.account_id
-		WHERE (r.status = '`+RecordOpen+`' AND r.window_end <= $1) OR r.status = '`+RecordClosed+`'
-		ORDER BY r.window_start, r.account_id, r.seq LIMIT $2`, Table(schema, "billing_records"), Table(schema, "billing_customers")),
+		WHERE (r.status = '`+billing.StatusOpen+`' AND r.window_end <= $1) OR r.status = '`+billing.StatusClosed+`'
+		ORDER BY r.window_start, r.account_id, r.seq LIMIT $2`, projections.Table(schema, "billing_records"), projections.Table(schema, "billing_customers")),
 		now.Add(-delay), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due billing records: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (BillingRecord, error) {
-		var b BillingRecord
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.Record, error) {
+		var b billing.Record
 		err := r.Scan(&b.RecordID, &b.AccountID, &b.WindowStart, &b.WindowEnd, &b.Seq, &b.Unit, &b.Quantity, &b.Status, &b.ReportedAt)
 		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), utcPtr(b.ReportedAt)
 		return b, err
@@ -291,4 +257,13 @@ func DueBillingRecords(ctx context.Context, q Querier, schema string, now time.T
 		return nil, fmt.Errorf("due billing records: %w", err)
 	}
 	return out, nil
+}
+
+// utcPtr returns t in UTC, nil when t is nil.
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

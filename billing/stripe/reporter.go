@@ -1,4 +1,4 @@
-// Package billing connects Tollgate to Stripe. Its Reporter sends billable
+// Package stripe connects Tollgate to Stripe. Its Reporter sends billable
 // usage (billing records) to Stripe as meter events, exactly once per
 // record.
 //
@@ -10,7 +10,7 @@
 // closed quantity and customer, which Stripe deduplicates. A record too old
 // for Stripe is frozen with billing.record_flagged instead and left to an
 // operator.
-package billing
+package stripe
 
 import (
 	"context"
@@ -27,37 +27,15 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/tollgate/tollgate/account"
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 )
 
-// Record statuses in the billing_records read model.
-const (
-	StatusOpen     = "open"
-	StatusClosed   = "closed"
-	StatusReported = "reported"
-	// StatusFlagged: too old for Stripe; never due again.
-	StatusFlagged = "flagged"
-)
-
-// Record is a billing record as the read model shows it. The read model may
-// lag behind the record's stream; the reporter only uses it to find
-// records and, for a record not closed yet, its quantity.
-type Record struct {
-	RecordID    string
-	AccountID   string
-	WindowStart time.Time
-	WindowEnd   time.Time
-	Unit        string
-	Quantity    int64
-	// Status is StatusOpen, StatusClosed, StatusReported or StatusFlagged.
-	Status string
-}
-
 // DueRecords returns up to limit records due for reporting at now: open
 // records whose window ended long enough ago, and every closed record not
-// yet reported. The wiring adapts projections.DueBillingRecords to it.
-type DueRecords func(ctx context.Context, now time.Time, limit int) ([]Record, error)
+// yet reported. The wiring adapts records.Due to it.
+type DueRecords func(ctx context.Context, now time.Time, limit int) ([]billing.Record, error)
 
 // Defaults of ReporterConfig.
 const (
@@ -416,7 +394,7 @@ const maxAttempts = 3
 
 // report moves one record as far as it can: close it, send it, record that
 // Stripe accepted it.
-func (r *Reporter) report(ctx context.Context, rec Record, now time.Time) (outcome, error) {
+func (r *Reporter) report(ctx context.Context, rec billing.Record, now time.Time) (outcome, error) {
 	fail := func(kind string, err error) (outcome, error) {
 		return outcomeNone, &recordError{kind: kind, recordID: rec.RecordID, err: err}
 	}
@@ -517,7 +495,7 @@ func (r *Reporter) flag(ctx context.Context, recordID, accountID, stream string,
 // close appends billing.record_closed with the read model's quantity and
 // the account's customer, or billing.record_flagged when the record is too
 // old. It returns a non-zero outcome when the record is left as it is.
-func (r *Reporter) close(ctx context.Context, rec Record, stream string, now time.Time) (outcome, error) {
+func (r *Reporter) close(ctx context.Context, rec billing.Record, stream string, now time.Time) (outcome, error) {
 	fail := func(kind string, err error) (outcome, error) {
 		return outcomeNone, &recordError{kind: kind, recordID: rec.RecordID, err: err}
 	}

@@ -1,4 +1,4 @@
-package projections
+package records_test
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
 )
 
 // The billing projector writes a transaction's completions with one
@@ -22,11 +24,11 @@ import (
 func TestBillingBatchesEqualOneByOne(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	if err := CreateReadModels(ctx, pool, "batched"); err != nil {
+	if err := projections.CreateReadModels(ctx, pool, "batched"); err != nil {
 		t.Fatal(err)
 	}
 	l := newLog(t, pool)
-	one := newSet(t, pool, LiveSchema)
+	one := newSet(t, pool, projections.LiveSchema)
 	rng := rand.New(rand.NewPCG(9, 4))
 	accounts := []string{"acc_0", "acc_1", "acc_2"}
 	w0 := day0.Add(10 * time.Hour)
@@ -52,9 +54,9 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 			recs := recordsOf(t, pool, a)
 			// Open records are closed or flagged; closed ones can be
 			// flagged still.
-			var open []BillingRecord
+			var open []billing.Record
 			for _, rec := range recs {
-				if rec.Status == RecordOpen || rec.Status == RecordClosed && r == 10 {
+				if rec.Status == billing.StatusOpen || rec.Status == billing.StatusClosed && r == 10 {
 					open = append(open, rec)
 				}
 			}
@@ -78,9 +80,9 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 			// Mostly closed records; now and then an open one (a report
 			// without its close applied first), which usage after it must
 			// no longer be added to.
-			want := RecordClosed
+			want := billing.StatusClosed
 			if rng.IntN(3) == 0 {
-				want = RecordOpen
+				want = billing.StatusOpen
 			}
 			for _, rec := range recordsOf(t, pool, a) {
 				if rec.Status == want {
@@ -103,7 +105,7 @@ func TestBillingBatchesEqualOneByOne(t *testing.T) {
 		}
 		rest = rest[n:]
 	}
-	want, got := dump(t, pool, LiveSchema), dump(t, pool, "batched")
+	want, got := dump(t, pool, projections.LiveSchema), dump(t, pool, "batched")
 	for _, tb := range []string{"billing_records", "billing_record_items"} {
 		if !slices.Equal(want[tb], got[tb]) {
 			t.Errorf("%s batched differs from one by one:\n got %v\nwant %v", tb, got[tb], want[tb])

@@ -1,0 +1,166 @@
+package records_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/projections/projectionstest"
+)
+
+// buildWithLedger is build with the usage ledger, which billing is checked
+// against.
+func buildWithLedger(schema string) []projections.Projector {
+	return append(build(schema), projections.NewUsageLedger(schema))
+}
+
+// TestLiveEqualsRebuild: the billing read models followed live, through a
+// partitioned bus with redeliveries, are row for row a rebuild; and every
+// billable token of the usage ledger is billed.
+func TestLiveEqualsRebuild(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := pgtest.NewPool(t)
+	l := newLog(t, pool)
+	rng := rand.New(rand.NewPCG(7, 11))
+	bus := projectionstest.NewBus(t, newSet(t, pool, projections.LiveSchema, buildWithLedger(projections.LiveSchema)...), rng)
+
+	accounts := []string{"acc_1", "acc_2", "acc_3", "acc_4", "acc_5"}
+	models := []string{"small", "large", "mini"}
+	for _, a := range accounts {
+		l.Append(events.StreamAccount+a, a, day0, events.AccountCreated{AccountID: a, Name: a, Email: a + "@x", Plan: "pro"},
+			events.BillingCustomerLinked{AccountID: a, StripeCustomerID: "cus_" + a})
+		for k := range 2 {
+			key := fmt.Sprintf("key_%s_%d", a, k)
+			l.Append(events.StreamAPIKey+key, a, day0, events.APIKeyIssued{KeyID: key, AccountID: a, Name: key, KeyHash: key, KeyPrefix: "tg_"})
+		}
+	}
+	seq := 0
+	lateIn := func(r billing.Record) {
+		seq++
+		at := r.WindowStart.Add(time.Duration(rng.Int64N(int64(time.Hour - 3*time.Second))))
+		l.Complete(fmt.Sprintf("late%d", seq), r.AccountID, "key_"+r.AccountID+"_0", "small", 1+rng.Int64N(50), 1+rng.Int64N(50), rng.Int64N(10_000), at)
+	}
+	for day := range 3 {
+		// Completions of the day, their lifecycle steps interleaved.
+		type run struct {
+			id, account, key, model string
+			at                      time.Time
+			step, outcome           int
+		}
+		var runs []*run
+		for range 60 {
+			seq++
+			a := accounts[rng.IntN(len(accounts))]
+			runs = append(runs, &run{
+				id: fmt.Sprintf("c%d", seq), account: a, key: fmt.Sprintf("key_%s_%d", a, rng.IntN(2)), model: models[rng.IntN(len(models))],
+				at:      day0.Add(time.Duration(day)*24*time.Hour + time.Duration(rng.Int64N(int64(23*time.Hour)))),
+				outcome: rng.IntN(10),
+			})
+		}
+		for len(runs) > 0 {
+			i := rng.IntN(len(runs))
+			r := runs[i]
+			switch r.step {
+			case 0:
+				l.Requested(r.id, r.account, r.key, r.model, r.at)
+			case 1:
+				l.Started(r.id, r.account, r.at.Add(time.Second))
+			case 2:
+				if r.outcome == 0 {
+					l.Failed(r.id, r.account, r.key, r.model, r.at.Add(2*time.Second))
+				} else {
+					l.Succeeded(r.id, r.account, r.key, r.model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), r.at.Add(2*time.Second))
+				}
+			}
+			r.step++
+			// Some stay queued (outcome 9) or running (outcome 8).
+			if r.step == 3 || (r.outcome == 9 && r.step == 1) || (r.outcome == 8 && r.step == 2) {
+				runs = append(runs[:i], runs[i+1:]...)
+			}
+		}
+		bus.Deliver(l.Stored())
+
+		// The reporter: closes what is due (some after usage arrived late,
+		// so the close splits), reports most of it, and late usage lands
+		// in windows already closed.
+		now := day0.Add(time.Duration(day+1) * 24 * time.Hour)
+		due, err := records.Due(ctx, pool, projections.LiveSchema, now, 10*time.Minute, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range due {
+			if r.Status == billing.StatusOpen {
+				if i%3 == 0 {
+					lateIn(r)
+				}
+				closed(l, r, r.Quantity, now.Add(time.Duration(i)*time.Second))
+			}
+			if i%4 != 1 {
+				reported(l, r, r.Quantity, now.Add(time.Duration(i)*time.Second+time.Millisecond))
+			}
+			if i%5 == 2 {
+				lateIn(r)
+			}
+		}
+		bus.Deliver(l.Stored())
+	}
+
+	// The scenario did exercise what it is meant to.
+	var splits, reported, closed int
+	if err := pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM billing_records WHERE seq > 0),
+		(SELECT count(*) FROM billing_records WHERE status = 'reported'),
+		(SELECT count(*) FROM billing_records WHERE status = 'closed')`).Scan(&splits, &reported, &closed); err != nil {
+		t.Fatal(err)
+	}
+	if splits == 0 || reported == 0 || closed == 0 {
+		t.Fatalf("scenario too tame: %d later records, %d reported, %d closed", splits, reported, closed)
+	}
+	var billed, ledger int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT sum(quantity) FROM billing_records),
+		(SELECT sum(prompt_tokens + completion_tokens) FROM usage_ledger WHERE prompt_tokens + completion_tokens > 0)`).Scan(&billed, &ledger); err != nil {
+		t.Fatal(err)
+	}
+	if billed != ledger {
+		t.Errorf("billed %d tokens, ledger has %d", billed, ledger)
+	}
+
+	// Twice: the second replaces the first, in batches that cut streams.
+	for _, batch := range []int{1000, 7} {
+		stats, err := projections.Rebuild(ctx, pool, l.Store, "rebuild", batch, buildWithLedger, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Events != int64(len(l.All)) || stats.Cursor.Position != l.All[len(l.All)-1].Position {
+			t.Errorf("rebuild read %d events up to %d; want %d up to %d", stats.Events, stats.Cursor.Position, len(l.All), l.All[len(l.All)-1].Position)
+		}
+		diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "rebuild")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(diffs) != 0 {
+			t.Errorf("live and rebuild (batch %d) differ:\n%s", batch, strings.Join(diffs, "\n"))
+		}
+	}
+	t.Logf("%d events: %d later records, %d reported, %d closed", len(l.All), splits, reported, closed)
+
+	// Compare does see a difference.
+	if _, err := pool.Exec(ctx, `UPDATE rebuild.billing_records SET quantity = quantity + 1 WHERE seq = 0`); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "rebuild")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 2 || !strings.HasPrefix(diffs[0], "billing_records: ") {
+		t.Errorf("diffs = %q; want the changed records both ways", diffs)
+	}
+}
