@@ -27,9 +27,11 @@ import (
 // Config is the whole configuration.
 type Config struct {
 	Providers []Provider `yaml:"providers"`
-	// Models are the YAML's models (see modelDoc for how a price is read).
+	// Models are the YAML's models key; each one's price (a PriceConfig
+	// in the file) is parsed into Model.Price.
 	Models []Model `yaml:"-"`
-	// Plans are the YAML's plans (see planDoc for how budgets are read).
+	// Plans are the YAML's plans key; each one's daily_budget_usd,
+	// monthly_budget_usd and runaway_max_spend_usd are parsed into Budgets.
 	Plans   []Plan  `yaml:"-"`
 	Billing Billing `yaml:"billing"`
 	// Quota configures admission control (reservations, rate limits).

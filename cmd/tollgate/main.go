@@ -15,14 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -107,44 +103,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
-}
-
-func loadConfig() (*config.Config, error) {
-	return config.LoadFromEnv(os.Getenv)
-}
-
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch strings.ToLower(cfg.Env.LogLevel) {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("instance", cfg.Env.InstanceID)
-}
-
-func runRoles(ctx context.Context, roles server.Roles, stderr io.Writer) error {
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	logger := newLogger(cfg, stderr)
-	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	srv, err := server.Start(startCtx, server.Options{Config: cfg, Roles: roles, Logger: logger})
-	cancel()
-	if err != nil {
-		return err
-	}
-	var runErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down")
-	case runErr = <-srv.Err():
-	}
-	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return errors.Join(runErr, srv.Close(closeCtx))
 }
