@@ -4,12 +4,11 @@ import (
 	"context"
 	"time"
 
-	"github.com/tollgate/tollgate/billing/records"
-	"github.com/tollgate/tollgate/billing/stripe"
-
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/projections"
 )
 
