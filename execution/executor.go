@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -186,8 +185,7 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Com
 	var resp *llm.Response
 	var err error
 	if !ok {
-		err = &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
-			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
+		err = llm.ModelRemoved(c.Model)
 	} else {
 		// The claim is renewed while the provider works (the router's
 		// deadline bounds the call).
@@ -282,13 +280,11 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.
 func (x *Executor) success(c completion.Completion, model config.Model, resp *llm.Response, elapsed time.Duration) (*events.CompletionSucceeded, error) {
 	cost, err := model.ParsedPrice().Cost(resp.Usage.PromptTokens, resp.Usage.CompletionTokens)
 	if err != nil {
-		return nil, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: resp.Provider,
-			Message: "The provider reported unusable token counts."}
+		return nil, llm.BadAnswer(resp.Provider, "The provider reported unusable token counts.")
 	}
 	body, err := clientResponse(resp.Body, c.ID, c.Model)
 	if err != nil {
-		return nil, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: resp.Provider,
-			Message: "The provider's response could not be read."}
+		return nil, llm.BadAnswer(resp.Provider, "The provider's response could not be read.")
 	}
 	return &events.CompletionSucceeded{
 		Provider:      resp.Provider,
@@ -319,24 +315,10 @@ func clientResponse(body json.RawMessage, id, model string) (json.RawMessage, er
 	return json.Marshal(obj)
 }
 
+// failure is the completion.failed of a run that ended with err
+// (classified by llm.Failure).
 func failure(ctx context.Context, err error, elapsed time.Duration) *events.CompletionFailed {
-	f := &events.CompletionFailed{LatencyMS: elapsed.Milliseconds()}
-	var le *llm.Error
-	switch {
-	case errors.As(err, &le):
-		f.Status, f.ErrorType, f.ErrorCode, f.ErrorMessage, f.Provider = le.Status, le.Type, le.Code, le.Message, le.Provider
-	case ctx.Err() != nil:
-		// The client went away (or the deadline passed) before the
-		// provider answered; 499 is the de facto status for that.
-		f.Status, f.ErrorType, f.ErrorCode, f.ErrorMessage = 499, "client_closed_request", "client_closed", "The client closed the request before the provider answered."
-	default:
-		f.Status, f.ErrorType, f.ErrorMessage = http.StatusBadGateway, "upstream_error", "The provider could not be reached."
-	}
-	if f.ErrorType == "" {
-		f.ErrorType = "upstream_error"
-	}
-	if f.Status == 0 {
-		f.Status = http.StatusBadGateway
-	}
-	return f
+	le := llm.Failure(err, ctx.Err() != nil)
+	return &events.CompletionFailed{LatencyMS: elapsed.Milliseconds(),
+		Status: le.Status, ErrorType: le.Type, ErrorCode: le.Code, ErrorMessage: le.Message, Provider: le.Provider}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,8 +219,6 @@ func (x *Executor) stillHeld(ctx context.Context, c completion.Completion) (comp
 // claimLost is what the client of a run whose claim was lost gets: the
 // reaper released the budget and nothing is billed.
 func claimLost(id string, err error) error {
-	return fmt.Errorf("record outcome of %s: %w: %w", id, &llm.Error{
-		Status: http.StatusServiceUnavailable, Type: "server_error", Code: "claim_lost",
-		Message: "The request was ended by the server while it ran (its executor stopped renewing its claim); nothing was billed. Send it again.",
-	}, err)
+	return fmt.Errorf("record outcome of %s: %w: %w", id, llm.ServiceUnavailable("claim_lost",
+		"The request was ended by the server while it ran (its executor stopped renewing its claim); nothing was billed. Send it again."), err)
 }

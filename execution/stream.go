@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // Streamer starts streamed completions.
@@ -54,9 +54,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completi
 
 	model, ok := x.cfg.Models(c.Model)
 	if !ok {
-		err := &llm.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
-			Message: fmt.Sprintf("The model `%s` is no longer configured.", c.Model)}
-		finish.Failed = failure(ctx, err, x.cfg.Now().Sub(start))
+		finish.Failed = failure(ctx, llm.ModelRemoved(c.Model), x.cfg.Now().Sub(start))
 		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
 	}
 	// The claim is renewed while the stream is being opened (the router's
@@ -93,8 +91,7 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completi
 	usage := s.Usage()
 	cost, err := model.ParsedPrice().Cost(usage.PromptTokens, usage.CompletionTokens)
 	if err != nil {
-		finish.Failed = failure(ctx, &llm.Error{Status: http.StatusBadGateway, Type: "upstream_error", Provider: s.Provider(),
-			Message: "The provider reported unusable token counts."}, elapsed)
+		finish.Failed = failure(ctx, llm.BadAnswer(s.Provider(), "The provider reported unusable token counts."), elapsed)
 		return recordKept(finish, elapsed)
 	}
 	finish.Succeeded = &events.CompletionSucceeded{
@@ -178,32 +175,10 @@ func newAssembler(id, model string) *assembler {
 	return &assembler{id: id, model: model, choices: map[int]*assembledChoice{}}
 }
 
-type streamChunk struct {
-	Created           int64  `json:"created"`
-	SystemFingerprint string `json:"system_fingerprint"`
-	Choices           []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Role      string          `json:"role"`
-			Content   json.RawMessage `json:"content"`
-			ToolCalls []struct {
-				Index    int    `json:"index"`
-				ID       string `json:"id"`
-				Type     string `json:"type"`
-				Function struct {
-					Name      json.RawMessage `json:"name"`
-					Arguments json.RawMessage `json:"arguments"`
-				} `json:"function"`
-			} `json:"tool_calls"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-}
-
 // add records a chunk and returns it as the client sees it.
 func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 	chunk = validUTF8(chunk)
-	var sc streamChunk
+	var sc openaiwire.Chunk
 	if err := json.Unmarshal(chunk, &sc); err != nil {
 		return nil, fmt.Errorf("stream chunk: %w", err)
 	}
@@ -227,10 +202,14 @@ func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 			return nil, fmt.Errorf("stream chunk: content: %w", err)
 		}
 		for _, tc := range ch.Delta.ToolCalls {
-			t := c.toolCalls[tc.Index]
+			var idx int
+			if tc.Index != nil {
+				idx = *tc.Index
+			}
+			t := c.toolCalls[idx]
 			if t == nil {
 				t = &assembledToolCall{}
-				c.toolCalls[tc.Index] = t
+				c.toolCalls[idx] = t
 			}
 			if tc.ID != "" {
 				t.id = tc.ID
@@ -254,73 +233,16 @@ func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 
 // response returns the assembled chat.completion.
 func (a *assembler) response(u llm.Usage) json.RawMessage {
-	type toolCall struct {
-		ID       string `json:"id"`
-		Type     string `json:"type"`
-		Function struct {
-			Name      json.RawMessage `json:"name"`
-			Arguments json.RawMessage `json:"arguments"`
-		} `json:"function"`
-	}
-	type message struct {
-		Role      string          `json:"role"`
-		Content   json.RawMessage `json:"content"`
-		ToolCalls []toolCall      `json:"tool_calls,omitempty"`
-	}
-	type choice struct {
-		Index        int     `json:"index"`
-		Message      message `json:"message"`
-		FinishReason *string `json:"finish_reason"`
-	}
-	out := struct {
-		ID                string   `json:"id"`
-		Object            string   `json:"object"`
-		Created           int64    `json:"created"`
-		Model             string   `json:"model"`
-		SystemFingerprint string   `json:"system_fingerprint,omitempty"`
-		Choices           []choice `json:"choices"`
-		Usage             struct {
-			PromptTokens     int64 `json:"prompt_tokens"`
-			CompletionTokens int64 `json:"completion_tokens"`
-			TotalTokens      int64 `json:"total_tokens"`
-		} `json:"usage"`
-	}{ID: a.id, Object: "chat.completion", Created: a.created, Model: a.model, SystemFingerprint: a.fp, Choices: []choice{}}
+	out := openaiwire.Completion{ID: a.id, Object: openaiwire.ObjectCompletion, Created: a.created, Model: a.model,
+		SystemFingerprint: a.fp, Choices: []openaiwire.Choice{}, Usage: openaiwire.NewUsage(u.PromptTokens, u.CompletionTokens)}
 	idx := make([]int, 0, len(a.choices))
 	for i := range a.choices {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
 	for _, i := range idx {
-		c := a.choices[i]
-		role := c.role
-		if role == "" {
-			role = "assistant"
-		}
-		m := message{Role: role, Content: json.RawMessage("null")}
-		if c.content.Len() > 0 || len(c.toolCalls) == 0 {
-			m.Content = literal(&c.content)
-		}
-		tcs := make([]int, 0, len(c.toolCalls))
-		for j := range c.toolCalls {
-			tcs = append(tcs, j)
-		}
-		sort.Ints(tcs)
-		for _, j := range tcs {
-			t := c.toolCalls[j]
-			tc := toolCall{ID: t.id, Type: t.typ}
-			if tc.Type == "" {
-				tc.Type = "function"
-			}
-			tc.Function.Name, tc.Function.Arguments = t.name, literal(&t.args)
-			if tc.Function.Name == nil {
-				tc.Function.Name = json.RawMessage(`""`)
-			}
-			m.ToolCalls = append(m.ToolCalls, tc)
-		}
-		out.Choices = append(out.Choices, choice{Index: i, Message: m, FinishReason: c.finish})
+		out.Choices = append(out.Choices, openaiwire.Choice{Index: i, Message: a.choices[i].message(), FinishReason: a.choices[i].finish})
 	}
-	out.Usage.PromptTokens, out.Usage.CompletionTokens = u.PromptTokens, u.CompletionTokens
-	out.Usage.TotalTokens = u.PromptTokens + u.CompletionTokens
 	raw, err := json.Marshal(out)
 	if err != nil {
 		// Strings, numbers and string literals the provider sent, each
@@ -328,6 +250,36 @@ func (a *assembler) response(u llm.Usage) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	return raw
+}
+
+// message is the assembled message of a choice.
+func (c *assembledChoice) message() openaiwire.Message {
+	role := c.role
+	if role == "" {
+		role = "assistant"
+	}
+	m := openaiwire.Message{Role: role, Content: json.RawMessage("null")}
+	if c.content.Len() > 0 || len(c.toolCalls) == 0 {
+		m.Content = literal(&c.content)
+	}
+	tcs := make([]int, 0, len(c.toolCalls))
+	for j := range c.toolCalls {
+		tcs = append(tcs, j)
+	}
+	sort.Ints(tcs)
+	for _, j := range tcs {
+		t := c.toolCalls[j]
+		tc := openaiwire.ToolCall{ID: t.id, Type: t.typ}
+		if tc.Type == "" {
+			tc.Type = "function"
+		}
+		tc.Function.Name, tc.Function.Arguments = t.name, literal(&t.args)
+		if tc.Function.Name == nil {
+			tc.Function.Name = json.RawMessage(`""`)
+		}
+		m.ToolCalls = append(m.ToolCalls, tc)
+	}
+	return m
 }
 
 // isString reports whether raw is a JSON string literal.

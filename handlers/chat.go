@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,16 +12,9 @@ import (
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
-
-// chatRequest is the part of an OpenAI chat request Tollgate validates.
-// The body itself travels on untouched, so fields Tollgate does not know
-// (tools, response_format, …) reach the provider.
-type chatRequest struct {
-	Model    string            `json:"model"`
-	Messages []json.RawMessage `json:"messages"`
-	Stream   bool              `json:"stream"`
-}
 
 // maxChoices is the largest n a request may ask for (OpenAI's bound).
 const maxChoices = 128
@@ -30,20 +22,12 @@ const maxChoices = 128
 // validateChat checks a chat request at the edge, before anything is
 // stored: the body must be UTF-8 JSON without unpaired surrogate escapes
 // (see input.go; \u0000 is kept, it is text), and the fields Tollgate reads
-// must have their types and ranges. Each refusal names the parameter.
-func validateChat(body []byte) (chatRequest, *apiError) {
-	// Not embedding chatRequest: a type error would name chatRequest.model.
-	var in struct {
-		Model               string            `json:"model"`
-		Messages            []json.RawMessage `json:"messages"`
-		Stream              bool              `json:"stream"`
-		MaxTokens           *int64            `json:"max_tokens"`
-		MaxCompletionTokens *int64            `json:"max_completion_tokens"`
-		N                   *int64            `json:"n"`
-	}
-	ae := unmarshalClient(body, &in)
-	req := chatRequest{Model: in.Model, Messages: in.Messages, Stream: in.Stream}
-	if ae != nil {
+// (openaiwire.Envelope) must have their types and ranges. Each refusal
+// names the parameter. The body itself travels on untouched, so fields
+// Tollgate does not know (tools, response_format, …) reach the provider.
+func validateChat(body []byte) (openaiwire.Envelope, *apiError) {
+	var req openaiwire.Envelope
+	if ae := unmarshalClient(body, &req); ae != nil {
 		return req, ae
 	}
 	switch {
@@ -56,10 +40,7 @@ func validateChat(body []byte) (chatRequest, *apiError) {
 		return req, ae
 	}
 	for i, m := range req.Messages {
-		var msg struct {
-			Role string `json:"role"`
-		}
-		if err := json.Unmarshal(m, &msg); err != nil || msg.Role == "" {
+		if _, ok := openaiwire.MessageRole(m); !ok {
 			return req, badRequest("invalid_value", fmt.Sprintf("messages[%d]", i), "Each message must be an object with a role.")
 		}
 	}
@@ -67,7 +48,7 @@ func validateChat(body []byte) (chatRequest, *apiError) {
 		param string
 		v     *int64
 		max   int64
-	}{{"max_tokens", in.MaxTokens, 0}, {"max_completion_tokens", in.MaxCompletionTokens, 0}, {"n", in.N, maxChoices}} {
+	}{{"max_tokens", req.MaxTokens, 0}, {"max_completion_tokens", req.MaxCompletionTokens, 0}, {"n", req.N, maxChoices}} {
 		switch {
 		case f.v == nil:
 		case *f.v < 1:
@@ -91,8 +72,7 @@ func (a *API) modelFor(p principal, name string) (config.Model, *apiError) {
 		return m, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "model_not_in_plan", Param: "model",
 			Message: fmt.Sprintf("The model `%s` is not in your account's current plan `%s`; change plans or settle the account's billing (POST /v1/billing/portal) to use it.", name, p.Plan)}
 	}
-	return m, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
-		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", name)}
+	return m, toAPIError(llm.ModelNotFound(name))
 }
 
 func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {

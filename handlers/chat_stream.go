@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // streamInline answers a claimed completion as OpenAI server-sent events.
@@ -16,7 +17,7 @@ import (
 // ordinary JSON error with its status. A client that disconnects cancels
 // the provider call; what was generated is recorded and billed.
 func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c completion.Completion, body []byte) {
-	wantUsage := llm.ClientWantsUsage(body)
+	wantUsage := openaiwire.WantsUsage(body)
 	rc := http.NewResponseController(w)
 	started := false
 	start := func() {
@@ -32,7 +33,7 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 	}
 	sawUsage := false
 	emit := func(chunk json.RawMessage) error {
-		if llm.IsUsageChunk(chunk) {
+		if openaiwire.IsUsageChunk(chunk) {
 			sawUsage = true
 			if !wantUsage {
 				return nil
@@ -71,17 +72,15 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 	if s := done.Succeeded; s != nil && wantUsage && !sawUsage {
 		// The provider reported no usage: send Tollgate's count, as the
 		// client asked for a usage chunk.
-		chunk, _ := json.Marshal(map[string]any{
-			"id": done.ID, "object": "chat.completion.chunk", "model": done.Model, "choices": []any{},
-			"usage": map[string]int64{"prompt_tokens": s.Usage.PromptTokens, "completion_tokens": s.Usage.CompletionTokens, "total_tokens": s.Usage.TotalTokens},
-		})
+		usage, _ := json.Marshal(openaiwire.Usage{PromptTokens: s.Usage.PromptTokens, CompletionTokens: s.Usage.CompletionTokens, TotalTokens: s.Usage.TotalTokens})
+		chunk, _ := json.Marshal(openaiwire.Chunk{ID: done.ID, Object: openaiwire.ObjectChunk, Model: done.Model,
+			Choices: []openaiwire.ChunkChoice{}, Usage: usage})
 		_ = emit(chunk)
 	}
 	start() // an empty stream still gets its headers
 	if s := done.Succeeded; s != nil && s.Interrupted != "" {
-		errBody, _ := json.Marshal(map[string]any{"error": map[string]string{
-			"message": "The provider stopped before finishing; the answer above is incomplete.", "type": "upstream_error", "code": s.Interrupted,
-		}})
+		errBody, _ := json.Marshal(openaiwire.NewErrorBody("The provider stopped before finishing; the answer above is incomplete.",
+			openaiwire.TypeUpstream, "", s.Interrupted))
 		_, _ = fmt.Fprintf(w, "data: %s\n\n", errBody)
 	}
 	_, _ = fmt.Fprint(w, "data: [DONE]\n\n")
@@ -91,13 +90,13 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 // writeStreamError ends a started stream with an error event (no [DONE]):
 // the answer above is incomplete and was not recorded.
 func writeStreamError(w http.ResponseWriter, rc *http.ResponseController, err error) {
-	e := map[string]string{"message": "The answer above is incomplete and was not recorded; nothing was billed. Send the request again.",
-		"type": "server_error", "code": "outcome_unrecorded"}
+	e := openaiwire.NewErrorBody("The answer above is incomplete and was not recorded; nothing was billed. Send the request again.",
+		openaiwire.TypeServer, "", "outcome_unrecorded")
 	var le *llm.Error
 	if errors.As(err, &le) {
-		e["message"], e["type"], e["code"] = le.Message, le.Type, le.Code
+		e = openaiwire.NewErrorBody(le.Message, le.Type, "", le.Code)
 	}
-	errBody, _ := json.Marshal(map[string]any{"error": e})
+	errBody, _ := json.Marshal(e)
 	_, _ = fmt.Fprintf(w, "data: %s\n\n", errBody)
 	_ = rc.Flush()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 	"github.com/tollgate/tollgate/quota"
 )
 
@@ -42,14 +43,7 @@ func badRequest(code, param, format string, args ...any) *apiError {
 }
 
 // errorBody is OpenAI's error body.
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
+type errorBody = openaiwire.ErrorBody
 
 // toAPIError maps every error a handler can meet to what the client sees.
 // It is the one place where domain outcomes become HTTP statuses.
@@ -75,7 +69,7 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, domainerr.ErrRevoked):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}
 	case errors.As(err, &le):
-		return &apiError{Status: le.Status, Type: le.Type, Code: le.Code, Message: le.Message}
+		return &apiError{Status: le.Status, Type: le.Type, Code: le.Code, Param: le.Param, Message: le.Message}
 	case errors.As(err, &ve):
 		return badRequest("invalid_value", ve.Field, "%s", ve.Error())
 	case errors.Is(err, domainerr.ErrNotFound):
@@ -173,14 +167,7 @@ func unavailableError(dep Dependency) *apiError {
 }
 
 func writeError(w http.ResponseWriter, ae *apiError) {
-	var body errorBody
-	body.Error.Message, body.Error.Type = ae.Message, ae.Type
-	if ae.Code != "" {
-		body.Error.Code = &ae.Code
-	}
-	if ae.Param != "" {
-		body.Error.Param = &ae.Param
-	}
+	body := openaiwire.NewErrorBody(ae.Message, ae.Type, ae.Param, ae.Code)
 	for k, v := range ae.Header {
 		w.Header().Set(k, v)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/quota"
 	quotastate "github.com/tollgate/tollgate/quota/state"
@@ -140,8 +141,7 @@ func refusal(d quota.Decision) *apiError {
 func (a *API) admit(ctx context.Context, p principal, modelName, completionID string, body []byte) (*admitted, *apiError) {
 	model, ok := a.cfg.Config.Model(modelName)
 	if !ok {
-		return nil, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
-			Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", modelName)}
+		return nil, toAPIError(llm.ModelNotFound(modelName))
 	}
 	if s := p.Quota.Suspended; s != nil {
 		a.rejected.WithLabelValues("api_key_suspended").Inc()

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // Echo is the built-in development provider: it answers with the text of the
@@ -31,11 +33,11 @@ func (e *Echo) answer(ctx context.Context, body json.RawMessage) (echoAnswer, er
 	if err := ctx.Err(); err != nil {
 		return echoAnswer{}, fmt.Errorf("echo: %w", err)
 	}
+	// Only the fields the echo reads: it ignores the others, as before.
 	var req struct {
-		Messages            []chatMessage   `json:"messages"`
-		Tools               json.RawMessage `json:"tools"`
-		MaxTokens           *int64          `json:"max_tokens"`
-		MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+		openaiwire.Prompt
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return echoAnswer{}, invalidRequest(e.name, "request body is not a valid chat completion request: %v", err)
@@ -58,7 +60,7 @@ func (e *Echo) answer(ctx context.Context, body json.RawMessage) (echoAnswer, er
 			limit = *f.v
 		}
 	}
-	prompt, err := promptTokens(req.Messages, req.Tools)
+	prompt, err := promptTokens(req.Prompt)
 	if err != nil {
 		return echoAnswer{}, invalidRequest(e.name, "%v", err)
 	}
@@ -66,7 +68,7 @@ func (e *Echo) answer(ctx context.Context, body json.RawMessage) (echoAnswer, er
 	var answer string
 	for i := len(req.Messages) - 1; i >= 0; i-- {
 		if req.Messages[i].Role == "user" {
-			answer, _, err = contentText(req.Messages[i].Content)
+			answer, _, err = openaiwire.ContentText(req.Messages[i].Content)
 			if err != nil {
 				return echoAnswer{}, invalidRequest(e.name, "messages[%d]: %v", i, err)
 			}
@@ -97,18 +99,20 @@ func (e *Echo) ChatCompletion(ctx context.Context, upstreamModel string, body js
 	if err != nil {
 		return nil, err
 	}
-	out, err := json.Marshal(echoCompletion{
+	finish := a.finish
+	out, err := json.Marshal(openaiwire.Completion{
 		ID:      a.id,
-		Object:  "chat.completion",
+		Object:  openaiwire.ObjectCompletion,
 		Created: e.now().Unix(),
 		Model:   upstreamModel,
-		Choices: []echoChoice{{
-			Message:      echoMessage{Role: "assistant", Content: a.text},
-			FinishReason: a.finish,
+		Choices: []openaiwire.Choice{{
+			Message:      openaiwire.Message{Role: "assistant", Content: openaiwire.String(a.text), Refusal: openaiwire.Null},
+			Logprobs:     openaiwire.Null,
+			FinishReason: &finish,
 		}},
-		Usage: echoUsage{PromptTokens: a.prompt, CompletionTokens: a.completion, TotalTokens: a.prompt + a.completion},
+		Usage: openaiwire.NewUsage(a.prompt, a.completion),
 		// Identifies the echo backend to clients that log the fingerprint.
-		SystemFingerprint: "tollgate-echo",
+		SystemFingerprint: echoFingerprint,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("echo: encode response: %w", err)
@@ -132,26 +136,26 @@ func (e *Echo) ChatCompletionStream(ctx context.Context, upstreamModel string, b
 		return nil, err
 	}
 	created := e.now().Unix()
-	chunk := func(delta map[string]any, finish *string, usage *echoUsage) json.RawMessage {
-		choices := []any{}
+	chunk := func(delta *openaiwire.Delta, finish *string, usage json.RawMessage) json.RawMessage {
+		choices := []openaiwire.ChunkChoice{}
 		if delta != nil {
-			choices = append(choices, map[string]any{"index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish})
+			choices = append(choices, openaiwire.ChunkChoice{Delta: *delta, Logprobs: openaiwire.Null, FinishReason: finish})
 		}
-		b, _ := json.Marshal(map[string]any{
-			"id": a.id, "object": "chat.completion.chunk", "created": created, "model": upstreamModel,
-			"system_fingerprint": "tollgate-echo", "choices": choices, "usage": usage,
+		b, _ := json.Marshal(openaiwire.Chunk{
+			ID: a.id, Object: openaiwire.ObjectChunk, Created: created, Model: upstreamModel,
+			SystemFingerprint: echoFingerprint, Choices: choices, Usage: usage,
 		})
 		return b
 	}
-	chunks := []json.RawMessage{chunk(map[string]any{"role": "assistant", "content": "", "refusal": nil}, nil, nil)}
+	chunks := []json.RawMessage{chunk(&openaiwire.Delta{Role: "assistant", Content: openaiwire.String(""), Refusal: openaiwire.Null}, nil, openaiwire.Null)}
 	for rest := a.text; rest != ""; {
 		var tok string
 		tok, rest = nextToken(rest)
-		chunks = append(chunks, chunk(map[string]any{"content": tok}, nil, nil))
+		chunks = append(chunks, chunk(&openaiwire.Delta{Content: openaiwire.String(tok)}, nil, openaiwire.Null))
 	}
 	finish := a.finish
-	chunks = append(chunks, chunk(map[string]any{}, &finish, nil),
-		chunk(nil, nil, &echoUsage{PromptTokens: a.prompt, CompletionTokens: a.completion, TotalTokens: a.prompt + a.completion}))
+	usage, _ := json.Marshal(openaiwire.NewUsage(a.prompt, a.completion))
+	chunks = append(chunks, chunk(&openaiwire.Delta{}, &finish, openaiwire.Null), chunk(nil, nil, usage))
 	return newChunkStream(e.name, upstreamModel, &echoSource{ctx: ctx, chunks: chunks}, e.now, start, body), nil
 }
 
@@ -177,32 +181,5 @@ func (s *echoSource) fill() ([]json.RawMessage, bool, error) {
 func (s *echoSource) partial() (int64, int64, bool) { return 0, 0, false }
 func (s *echoSource) close() error                  { s.chunks = nil; return nil }
 
-// The echo response types mirror OpenAI's chat.completion object field for field.
-type echoCompletion struct {
-	ID                string       `json:"id"`
-	Object            string       `json:"object"`
-	Created           int64        `json:"created"`
-	Model             string       `json:"model"`
-	Choices           []echoChoice `json:"choices"`
-	Usage             echoUsage    `json:"usage"`
-	SystemFingerprint string       `json:"system_fingerprint"`
-}
-
-type echoChoice struct {
-	Index        int         `json:"index"`
-	Message      echoMessage `json:"message"`
-	Logprobs     *struct{}   `json:"logprobs"`
-	FinishReason string      `json:"finish_reason"`
-}
-
-type echoMessage struct {
-	Role    string    `json:"role"`
-	Content string    `json:"content"`
-	Refusal *struct{} `json:"refusal"`
-}
-
-type echoUsage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
-}
+// echoFingerprint is the system_fingerprint of every echo answer.
+const echoFingerprint = "tollgate-echo"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 func fixedEcho() *Echo {
@@ -126,7 +127,7 @@ func TestEchoInvalidRequests(t *testing.T) {
 	} {
 		_, err := fixedEcho().ChatCompletion(context.Background(), "echo", json.RawMessage(body))
 		var le *Error
-		if !errors.As(err, &le) || le.Status != http.StatusBadRequest || le.Type != TypeInvalidRequest || le.Retryable {
+		if !errors.As(err, &le) || le.Status != http.StatusBadRequest || le.Type != openaiwire.TypeInvalidRequest || le.Retryable {
 			t.Errorf("%s: error = %#v", name, err)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // errAttemptTimeout is the cancellation cause of an attempt that ran past
@@ -42,7 +44,7 @@ func (b *httpBase) attempt(parent context.Context) (ctx context.Context, reset f
 func (b *httpBase) post(parent, ctx context.Context, url string, header http.Header, body []byte, parseErr errorParser) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: b.name, Class: ClassClientError,
+		return nil, &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: b.name, Class: ClassClientError,
 			Message: fmt.Sprintf("provider %q is misconfigured: %v", b.name, err)}
 	}
 	req.Header = header
@@ -69,7 +71,7 @@ func (b *httpBase) readAll(parent, ctx context.Context, resp *http.Response) ([]
 		return nil, b.transportError(parent, ctx, err)
 	}
 	if len(raw) > MaxResponseBytes {
-		return nil, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: b.name, Retryable: true, Class: ClassServerError,
+		return nil, &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: b.name, Retryable: true, Class: ClassServerError,
 			UpstreamStatus: resp.StatusCode, Message: fmt.Sprintf("provider %q returned a response larger than %d bytes", b.name, MaxResponseBytes)}
 	}
 	return raw, nil
@@ -85,12 +87,12 @@ func (b *httpBase) transportError(parent, ctx context.Context, err error) error 
 	}
 	var ne net.Error
 	if errors.Is(context.Cause(ctx), errAttemptTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return &Error{Status: http.StatusGatewayTimeout, Type: TypeTimeout, Provider: b.name, Retryable: true, Class: ClassTimeout,
+		return &Error{Status: http.StatusGatewayTimeout, Type: openaiwire.TypeTimeout, Provider: b.name, Retryable: true, Class: ClassTimeout,
 			Message: fmt.Sprintf("provider %q did not answer in time", b.name)}
 	}
 	// Connection refused, reset, DNS failure...: the provider is unreachable.
 	// The Go error is not shown to clients: it names internal hosts.
-	return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: b.name, Retryable: true, Class: ClassConnection,
+	return &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: b.name, Retryable: true, Class: ClassConnection,
 		Message: fmt.Sprintf("provider %q is unreachable", b.name)}
 }
 
@@ -109,19 +111,19 @@ func (b *httpBase) statusError(resp *http.Response, raw []byte, parse errorParse
 		// provider rejected. Say so without echoing the provider's message,
 		// which may quote part of the key. Another deployment may hold a
 		// good key, so the Router falls back.
-		e.Status, e.Type, e.Code, e.Retryable, e.Class = http.StatusBadGateway, TypeUpstream, "", true, ClassProviderAuth
+		e.Status, e.Type, e.Code, e.Retryable, e.Class = http.StatusBadGateway, openaiwire.TypeUpstream, "", true, ClassProviderAuth
 		e.Message = fmt.Sprintf("provider %q rejected Tollgate's credentials (HTTP %d); the operator must fix the provider API key", b.name, status)
 	case status == http.StatusTooManyRequests:
 		// Provider rate limits are on Tollgate's account; their messages name
 		// its organization, so they are not passed on.
-		e.Status, e.Type, e.Retryable, e.Class = http.StatusTooManyRequests, TypeRateLimit, true, ClassRateLimited
+		e.Status, e.Type, e.Retryable, e.Class = http.StatusTooManyRequests, openaiwire.TypeRateLimit, true, ClassRateLimited
 		e.Message = fmt.Sprintf("provider %q is rate limiting requests; try again later", b.name)
 	case status == http.StatusRequestTimeout:
-		e.Status, e.Type, e.Retryable, e.Class = http.StatusGatewayTimeout, TypeTimeout, true, ClassTimeout
+		e.Status, e.Type, e.Retryable, e.Class = http.StatusGatewayTimeout, openaiwire.TypeTimeout, true, ClassTimeout
 		e.Message = fmt.Sprintf("provider %q timed out (HTTP 408)", b.name)
 	case status >= 500:
 		// Includes Anthropic's 529 overloaded_error.
-		e.Status, e.Type, e.Retryable, e.Class = http.StatusBadGateway, TypeUpstream, true, ClassServerError
+		e.Status, e.Type, e.Retryable, e.Class = http.StatusBadGateway, openaiwire.TypeUpstream, true, ClassServerError
 		e.Message = fmt.Sprintf("provider %q failed (HTTP %d)", b.name, status)
 		if msg != "" {
 			e.Message += ": " + msg
@@ -130,7 +132,7 @@ func (b *httpBase) statusError(resp *http.Response, raw []byte, parse errorParse
 		// A client error: the provider's own words are the most useful answer.
 		e.Status, e.Type, e.Class = status, typ, ClassClientError
 		if e.Type == "" {
-			e.Type = TypeInvalidRequest
+			e.Type = openaiwire.TypeInvalidRequest
 		}
 		e.Message = msg
 		if e.Message == "" {
@@ -139,7 +141,7 @@ func (b *httpBase) statusError(resp *http.Response, raw []byte, parse errorParse
 	default:
 		// 1xx/3xx: the client does not follow redirects from POSTs to other hosts
 		// silently, so this is a misconfigured base_url.
-		e.Status, e.Type, e.Class = http.StatusBadGateway, TypeUpstream, ClassServerError
+		e.Status, e.Type, e.Class = http.StatusBadGateway, openaiwire.TypeUpstream, ClassServerError
 		e.Message = fmt.Sprintf("provider %q answered with unexpected HTTP %d", b.name, status)
 	}
 	return e
@@ -147,7 +149,7 @@ func (b *httpBase) statusError(resp *http.Response, raw []byte, parse errorParse
 
 // invalid is the error for a 2xx answer that is not what the API promises.
 func (b *httpBase) invalid(status int, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: b.name, Retryable: true, Class: ClassServerError,
+	return &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: b.name, Retryable: true, Class: ClassServerError,
 		UpstreamStatus: status, Message: fmt.Sprintf("provider %q returned an invalid response: ", b.name) + fmt.Sprintf(format, args...)}
 }
 
@@ -194,25 +196,10 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 
 // openAIErrorBody parses OpenAI's {"error":{"message","type","code"}}.
 func openAIErrorBody(raw []byte) (msg, typ, code string) {
-	var body struct {
-		Error struct {
-			Message string          `json:"message"`
-			Type    string          `json:"type"`
-			Code    json.RawMessage `json:"code"`
-		} `json:"error"`
+	var body openaiwire.ProviderError
+	_ = json.Unmarshal(raw, &body) // a body that is not one still maps by status
+	if body.Error == nil {
+		return "", "", ""
 	}
-	_ = json.Unmarshal(raw, &body)
-	return body.Error.Message, body.Error.Type, decodeCode(body.Error.Code)
-}
-
-// decodeCode reads OpenAI's error code, which is a string, a number or null.
-func decodeCode(raw json.RawMessage) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(raw)
+	return body.Error.Message, body.Error.Type, openaiwire.CodeText(body.Error.Code)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // MaxResponseBytes caps how much of an upstream response body is read, so a
@@ -100,7 +101,7 @@ func (o *OpenAI) ChatCompletion(ctx context.Context, upstreamModel string, body 
 
 // ChatCompletionStream implements Provider. It always asks the upstream for
 // stream_options.include_usage, so the stream ends with the provider's usage
-// (see ClientWantsUsage); the chunks are passed on exactly as they came.
+// (see openaiwire.WantsUsage); the chunks are passed on exactly as they came.
 func (o *OpenAI) ChatCompletionStream(ctx context.Context, upstreamModel string, body json.RawMessage) (Stream, error) {
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil || req == nil {
@@ -139,11 +140,7 @@ func (d *openAIDecoder) decode(ev sseEvent) ([]json.RawMessage, bool, error) {
 		Choices []struct {
 			FinishReason *string `json:"finish_reason"`
 		} `json:"choices"`
-		Error *struct {
-			Message string          `json:"message"`
-			Type    string          `json:"type"`
-			Code    json.RawMessage `json:"code"`
-		} `json:"error"`
+		openaiwire.ProviderError
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, false, d.base.invalid(http.StatusOK, "stream chunk is not JSON")
@@ -151,8 +148,8 @@ func (d *openAIDecoder) decode(ev sseEvent) ([]json.RawMessage, bool, error) {
 	if probe.Error != nil {
 		// An error after the stream started (e.g. the server overloaded
 		// mid-generation): the stream is over.
-		return nil, false, &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: d.base.name, Retryable: true,
-			Class: ClassServerError, Code: decodeCode(probe.Error.Code), UpstreamStatus: http.StatusOK,
+		return nil, false, &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: d.base.name, Retryable: true,
+			Class: ClassServerError, Code: openaiwire.CodeText(probe.Error.Code), UpstreamStatus: http.StatusOK,
 			Message: fmt.Sprintf("provider %q failed during the stream: %s", d.base.name, d.base.scrub(probe.Error.Message))}
 	}
 	for _, c := range probe.Choices {
@@ -169,7 +166,7 @@ func (d *openAIDecoder) eof() error {
 	if d.finished {
 		return nil // some servers omit [DONE]; the choice had finished
 	}
-	return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: d.base.name, Retryable: true, Class: ClassConnection,
+	return &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: d.base.name, Retryable: true, Class: ClassConnection,
 		Message: fmt.Sprintf("provider %q ended the stream before it finished", d.base.name)}
 }
 
@@ -178,34 +175,35 @@ func (d *openAIDecoder) partial() (int64, int64, bool) { return 0, 0, false }
 // parseSuccess validates a 2xx body and extracts its usage.
 func (o *OpenAI) parseSuccess(upstreamModel string, sent json.RawMessage, raw []byte, status int) (*Response, error) {
 	bad := func(why string) error {
-		return &Error{Status: http.StatusBadGateway, Type: TypeUpstream, Provider: o.name, Retryable: true, Class: ClassServerError,
+		return &Error{Status: http.StatusBadGateway, Type: openaiwire.TypeUpstream, Provider: o.name, Retryable: true, Class: ClassServerError,
 			UpstreamStatus: status, Message: fmt.Sprintf("provider %q returned an invalid chat completion: %s", o.name, why)}
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return nil, bad("not a JSON object")
 	}
-	var choices []struct {
-		Message chatMessage `json:"message"`
-	}
-	if c, ok := obj["choices"]; !ok || json.Unmarshal(c, &choices) != nil {
+	var view openaiwire.ResponseView
+	if c, ok := obj["choices"]; !ok || json.Unmarshal(c, &view.Choices) != nil {
 		return nil, bad(`missing "choices" array`)
 	}
-	var usage *struct {
-		PromptTokens     *int64 `json:"prompt_tokens"`
-		CompletionTokens *int64 `json:"completion_tokens"`
+	for _, c := range view.Choices {
+		for _, tc := range c.Message.ToolCalls {
+			if _, _, err := tc.Function.Text(); err != nil {
+				return nil, bad(`missing "choices" array`)
+			}
+		}
 	}
 	if u, ok := obj["usage"]; ok {
-		if err := json.Unmarshal(u, &usage); err != nil {
+		if err := json.Unmarshal(u, &view.Usage); err != nil {
 			return nil, bad(`"usage" is not an object of token counts`)
 		}
 	}
 	resp := &Response{Body: raw, Provider: o.name, UpstreamModel: upstreamModel}
-	if usage != nil && usage.PromptTokens != nil && usage.CompletionTokens != nil {
-		if *usage.PromptTokens < 0 || *usage.CompletionTokens < 0 {
+	if p, c, ok := view.Usage.Counts(); ok {
+		if p < 0 || c < 0 {
 			return nil, bad("negative token counts")
 		}
-		resp.Usage = Usage{PromptTokens: *usage.PromptTokens, CompletionTokens: *usage.CompletionTokens}
+		resp.Usage = Usage{PromptTokens: p, CompletionTokens: c}
 		return resp, nil
 	}
 	// No usage (some OpenAI-compatible servers omit it): count it ourselves,
@@ -215,12 +213,10 @@ func (o *OpenAI) parseSuccess(upstreamModel string, sent json.RawMessage, raw []
 		prompt = 0 // the body was valid JSON when sent; keep the count honest at zero rather than fail a paid answer
 	}
 	var completion int64
-	for _, c := range choices {
-		text, _, _ := contentText(c.Message.Content)
-		completion += CountTokens(text)
-		for _, tc := range c.Message.ToolCalls {
-			completion += CountTokens(tc.Function.Name) + CountTokens(tc.Function.Arguments)
-		}
+	for _, c := range view.Choices {
+		text, _, _ := openaiwire.ContentText(c.Message.Content)
+		calls, _ := toolCallTokens(c.Message.ToolCalls) // checked above
+		completion += CountTokens(text) + calls
 	}
 	resp.Usage = Usage{PromptTokens: prompt, CompletionTokens: completion, Estimated: true}
 	return resp, nil

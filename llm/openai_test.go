@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 const testKey = "sk-test-SECRET-0123456789"
@@ -203,7 +204,7 @@ func TestOpenAITimeout(t *testing.T) {
 	}, 50*time.Millisecond)
 	_, err := p.ChatCompletion(context.Background(), "m", json.RawMessage(`{}`))
 	var le *Error
-	if !errors.As(err, &le) || le.Status != 504 || le.Type != TypeTimeout || !le.Retryable {
+	if !errors.As(err, &le) || le.Status != 504 || le.Type != openaiwire.TypeTimeout || !le.Retryable {
 		t.Fatalf("error = %#v", err)
 	}
 }
@@ -237,7 +238,7 @@ func TestOpenAIConnectionRefused(t *testing.T) {
 	p := NewOpenAI(config.Provider{Name: "down", BaseURL: "http://" + addr + "/v1"}, testKey, nil)
 	_, err = p.ChatCompletion(context.Background(), "m", json.RawMessage(`{}`))
 	var le *Error
-	if !errors.As(err, &le) || le.Status != 502 || le.Type != TypeUpstream || !le.Retryable || strings.Contains(le.Message, addr) {
+	if !errors.As(err, &le) || le.Status != 502 || le.Type != openaiwire.TypeUpstream || !le.Retryable || strings.Contains(le.Message, addr) {
 		t.Fatalf("error = %#v", err)
 	}
 }
@@ -256,7 +257,7 @@ func TestOpenAIBodyTooLarge(t *testing.T) {
 }
 
 func TestErrorFormats(t *testing.T) {
-	e := &Error{Status: 502, Type: TypeUpstream, Code: "x", Message: "boom", Provider: "p", UpstreamStatus: 503}
+	e := &Error{Status: 502, Type: openaiwire.TypeUpstream, Code: "x", Message: "boom", Provider: "p", UpstreamStatus: 503}
 	if got := e.Error(); got != `llm provider "p": upstream_error (HTTP 502, upstream 503) [x]: boom` {
 		t.Errorf("Error() = %q", got)
 	}

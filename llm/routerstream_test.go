@@ -17,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 func streamingOK(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +176,7 @@ func bridge(t *testing.T, r *Router, model config.Model) *openai.Client {
 			if err != nil {
 				break
 			}
-			if IsUsageChunk(c) && !ClientWantsUsage(body) {
+			if openaiwire.IsUsageChunk(c) && !openaiwire.WantsUsage(body) {
 				continue
 			}
 			sseWrite(w, "", string(c))

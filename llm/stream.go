@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // maxSSEEvent caps one server-sent event, so a provider that never ends a
@@ -170,54 +172,53 @@ func (s *chunkStream) Next() (json.RawMessage, error) {
 	}
 }
 
-// streamChunk is the part of a chat.completion.chunk that usage needs.
-type streamChunk struct {
-	Choices []struct {
-		Delta struct {
-			Content   *string `json:"content"`
-			ToolCalls []struct {
-				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
-				} `json:"function"`
-			} `json:"tool_calls"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens     *int64 `json:"prompt_tokens"`
-		CompletionTokens *int64 `json:"completion_tokens"`
-	} `json:"usage"`
-}
-
-// inspect records what a chunk generated and any usage it reports.
+// inspect records what a chunk generated and any usage it reports. A
+// chunk it cannot read (which the executor refuses anyway) counts nothing.
 func (s *chunkStream) inspect(raw json.RawMessage) {
-	var c streamChunk
+	var c openaiwire.Chunk
 	if json.Unmarshal(raw, &c) != nil {
 		return
 	}
+	usage, err := c.UsageOf()
+	if err != nil {
+		return
+	}
+	type piece struct{ content, tools string }
+	var pieces []piece
+	for _, ch := range c.Choices {
+		var p piece
+		text, err := openaiwire.Unquote(ch.Delta.Content)
+		if err != nil {
+			return
+		}
+		p.content = text
+		var tools strings.Builder
+		for _, tc := range ch.Delta.ToolCalls {
+			name, args, err := tc.Function.Text()
+			if err != nil {
+				return
+			}
+			if name != "" {
+				tools.WriteString(" " + name + " ")
+			}
+			tools.WriteString(args)
+		}
+		if p.content != "" || len(ch.Delta.ToolCalls) > 0 {
+			p.tools = tools.String()
+			pieces = append(pieces, p)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ch := range c.Choices {
-		d := ch.Delta
-		generated := false
-		if d.Content != nil && *d.Content != "" {
-			s.content.WriteString(*d.Content)
-			generated = true
-		}
-		for _, tc := range d.ToolCalls {
-			if tc.Function.Name != "" {
-				s.tools.WriteString(" " + tc.Function.Name + " ")
-			}
-			s.tools.WriteString(tc.Function.Arguments)
-			generated = true
-		}
-		if generated && s.firstAt.IsZero() {
+	for _, p := range pieces {
+		s.content.WriteString(p.content)
+		s.tools.WriteString(p.tools)
+		if s.firstAt.IsZero() {
 			s.firstAt = s.now()
 		}
 	}
-	if u := c.Usage; u != nil && u.PromptTokens != nil && u.CompletionTokens != nil && *u.PromptTokens >= 0 && *u.CompletionTokens >= 0 {
-		s.reported = &Usage{PromptTokens: *u.PromptTokens, CompletionTokens: *u.CompletionTokens}
+	if p, c, ok := usage.Counts(); ok && p >= 0 && c >= 0 {
+		s.reported = &Usage{PromptTokens: p, CompletionTokens: c}
 	}
 }
 

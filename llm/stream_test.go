@@ -15,6 +15,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // openAIChunks are chat.completion.chunk events as OpenAI streams them
@@ -105,10 +106,10 @@ func TestOpenAIStreamPassesChunksThrough(t *testing.T) {
 	if s.TimeToFirstToken() <= 0 || s.Provider() != "up" || s.UpstreamModel() != "gpt-4o-mini" {
 		t.Errorf("ttft %v provider %q model %q", s.TimeToFirstToken(), s.Provider(), s.UpstreamModel())
 	}
-	if !IsUsageChunk(chunks[4]) || IsUsageChunk(chunks[3]) || IsUsageChunk(chunks[0]) {
+	if !openaiwire.IsUsageChunk(chunks[4]) || openaiwire.IsUsageChunk(chunks[3]) || openaiwire.IsUsageChunk(chunks[0]) {
 		t.Error("IsUsageChunk misclassifies")
 	}
-	if ClientWantsUsage(body) || !ClientWantsUsage(json.RawMessage(`{"stream_options":{"include_usage":true}}`)) {
+	if openaiwire.WantsUsage(body) || !openaiwire.WantsUsage(json.RawMessage(`{"stream_options":{"include_usage":true}}`)) {
 		t.Error("ClientWantsUsage misreads stream_options")
 	}
 }
@@ -280,7 +281,7 @@ func TestAnthropicStreamTranslatesEvents(t *testing.T) {
 		t.Errorf("SDK usage = %+v", acc.Usage)
 	}
 	last := chunks[len(chunks)-1]
-	if !IsUsageChunk(last) {
+	if !openaiwire.IsUsageChunk(last) {
 		t.Errorf("last chunk is not the usage chunk: %s", last)
 	}
 	if s.Usage() != (Usage{PromptTokens: 472, CompletionTokens: 89}) || s.TimeToFirstToken() <= 0 {

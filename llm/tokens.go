@@ -3,9 +3,10 @@ package llm
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // Per-message overheads from OpenAI's documented counting recipe: each
@@ -100,61 +101,12 @@ func nextToken(s string) (tok, rest string) {
 
 func isLetter(r rune) bool { return unicode.IsLetter(r) || unicode.IsMark(r) }
 
-// chatMessage is the part of an OpenAI chat message that token counting and
-// the echo provider read; unknown fields are ignored on purpose.
-type chatMessage struct {
-	Role      string          `json:"role"`
-	Name      string          `json:"name"`
-	Content   json.RawMessage `json:"content"`
-	ToolCalls []struct {
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
-	} `json:"tool_calls"`
-}
-
-// contentPart is one element of an array-valued message content.
-type contentPart struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
-// contentText returns the text of a message content: the string itself, or
-// the concatenated text parts of an array, plus the number of image parts.
-func contentText(raw json.RawMessage) (string, int, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", 0, nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, 0, nil
-	}
-	var parts []contentPart
-	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", 0, fmt.Errorf("content is neither a string nor an array of parts: %w", err)
-	}
-	// A builder, not +=: 150,000 parts concatenated one by one cost
-	// seconds of CPU (quadratic copying).
-	var text strings.Builder
-	images := 0
-	for _, p := range parts {
-		switch p.Type {
-		case "text":
-			text.WriteString(p.Text)
-		case "image_url", "input_image":
-			images++
-		}
-	}
-	return text.String(), images, nil
-}
-
 // promptTokens counts the tokens of a chat prompt using CountTokens and
 // OpenAI's per-message overheads.
-func promptTokens(messages []chatMessage, tools json.RawMessage) (int64, error) {
+func promptTokens(p openaiwire.Prompt) (int64, error) {
 	n := int64(tokensReplyPrime)
-	for i, m := range messages {
-		text, images, err := contentText(m.Content)
+	for i, m := range p.Messages {
+		text, images, err := openaiwire.ContentText(m.Content)
 		if err != nil {
 			return 0, fmt.Errorf("messages[%d]: %w", i, err)
 		}
@@ -162,14 +114,29 @@ func promptTokens(messages []chatMessage, tools json.RawMessage) (int64, error) 
 		if m.Name != "" {
 			n += CountTokens(m.Name)
 		}
-		for _, tc := range m.ToolCalls {
-			n += CountTokens(tc.Function.Name) + CountTokens(tc.Function.Arguments)
+		calls, err := toolCallTokens(m.ToolCalls)
+		if err != nil {
+			return 0, fmt.Errorf("messages[%d].tool_calls: %w", i, err)
 		}
+		n += calls
 	}
-	if len(tools) > 0 && string(tools) != "null" {
+	if len(p.Tools) > 0 && string(p.Tools) != "null" {
 		// Tool schemas are rendered into the prompt by the provider; their
 		// JSON text is a fair estimate of that rendering.
-		n += CountTokens(string(tools))
+		n += CountTokens(string(p.Tools))
+	}
+	return n, nil
+}
+
+// toolCallTokens counts the function names and arguments of tool calls.
+func toolCallTokens(calls []openaiwire.ToolCall) (int64, error) {
+	var n int64
+	for _, tc := range calls {
+		name, args, err := tc.Function.Text()
+		if err != nil {
+			return 0, err
+		}
+		n += CountTokens(name) + CountTokens(args)
 	}
 	return n, nil
 }
@@ -179,14 +146,11 @@ func promptTokens(messages []chatMessage, tools json.RawMessage) (int64, error) 
 // per message, 3 for the reply priming, 85 per image part and the text of any
 // tool definitions. Use it for reservations; bill the provider's usage.
 func CountPromptTokens(body json.RawMessage) (int64, error) {
-	var req struct {
-		Messages []chatMessage   `json:"messages"`
-		Tools    json.RawMessage `json:"tools"`
-	}
+	var req openaiwire.Prompt
 	if err := json.Unmarshal(body, &req); err != nil {
 		return 0, fmt.Errorf("count prompt tokens: %w", err)
 	}
-	n, err := promptTokens(req.Messages, req.Tools)
+	n, err := promptTokens(req)
 	if err != nil {
 		return 0, fmt.Errorf("count prompt tokens: %w", err)
 	}
