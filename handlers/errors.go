@@ -15,8 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/stripe"
-	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
@@ -64,7 +64,7 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "billing_provider_error", Message: "Stripe could not be reached or refused the request; retry later."}
 	case errors.Is(err, stripe.ErrAlreadySubscribed):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "already_subscribed", Message: "This account already has a subscription; change plans in the billing portal (POST /v1/billing/portal)."}
-	case errors.Is(err, commands.ErrNoBillingCustomer):
+	case errors.Is(err, billing.ErrNoBillingCustomer):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "no_billing_customer", Message: "This account has no billing customer yet; subscribe first (POST /v1/billing/checkout)."}
 	case errors.Is(err, domainerr.ErrRevoked):
 		return &apiError{Status: http.StatusConflict, Type: "invalid_request_error", Code: "api_key_revoked", Message: "This API key is revoked."}

@@ -11,6 +11,7 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/tollgate/tollgate/account"
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
@@ -142,7 +143,7 @@ func (c *Checkout) Portal(ctx context.Context, accountID string) (Session, error
 		return Session{}, err
 	}
 	if a.StripeCustomerID == "" {
-		return Session{}, fmt.Errorf("account %s: %w", a.ID, commands.ErrNoBillingCustomer)
+		return Session{}, fmt.Errorf("account %s: %w", a.ID, billing.ErrNoBillingCustomer)
 	}
 	params := &stripe.BillingPortalSessionParams{
 		Customer:  stripe.String(a.StripeCustomerID),

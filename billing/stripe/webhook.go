@@ -13,6 +13,7 @@ import (
 	stripe "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
@@ -146,34 +147,34 @@ func idOf(raw json.RawMessage) string {
 // Every field read from the event must be text PostgreSQL can store and
 // times must lie in years 1 to 9999; otherwise the error is a
 // *PayloadFieldError naming the field (it wraps ErrWebhookPayload).
-func ParseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration) (commands.StripeEvent, map[string]string, error) {
+func ParseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration) (billing.StripeEvent, map[string]string, error) {
 	return parseEvent(payload, sigHeader, secret, tolerance, time.Now())
 }
 
-func parseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration, now time.Time) (commands.StripeEvent, map[string]string, error) {
+func parseEvent(payload []byte, sigHeader, secret string, tolerance time.Duration, now time.Time) (billing.StripeEvent, map[string]string, error) {
 	if err := webhook.ValidatePayloadWithTolerance(payload, sigHeader, secret, tolerance); err != nil {
-		return commands.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookSignature, err)
+		return billing.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookSignature, err)
 	}
 	if err := notInFuture(sigHeader, tolerance, now); err != nil {
-		return commands.StripeEvent{}, nil, err
+		return billing.StripeEvent{}, nil, err
 	}
 	e, err := webhook.ConstructEventWithOptions(payload, sigHeader, secret, webhook.ConstructEventOptions{
 		Tolerance: tolerance, IgnoreAPIVersionMismatch: true,
 	})
 	if err != nil {
-		return commands.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookPayload, err)
+		return billing.StripeEvent{}, nil, fmt.Errorf("%w: %w", ErrWebhookPayload, err)
 	}
 	if e.Created > maxStripeCreated {
-		return commands.StripeEvent{}, nil, &PayloadFieldError{Field: "created", Problem: fmt.Sprintf("%d is after the year 9999", e.Created)}
+		return billing.StripeEvent{}, nil, &PayloadFieldError{Field: "created", Problem: fmt.Sprintf("%d is after the year 9999", e.Created)}
 	}
 	if !stripeEventIDPattern.MatchString(e.ID) || e.Type == "" || e.Created <= 0 || e.Data == nil {
-		return commands.StripeEvent{}, nil, fmt.Errorf("%w: event id %q, type %q, created %d", ErrWebhookPayload, e.ID, e.Type, e.Created)
+		return billing.StripeEvent{}, nil, fmt.Errorf("%w: event id %q, type %q, created %d", ErrWebhookPayload, e.ID, e.Type, e.Created)
 	}
 	var o stripeObject
 	if err := json.Unmarshal(e.Data.Raw, &o); err != nil {
-		return commands.StripeEvent{}, nil, fmt.Errorf("%w: data.object: %w", ErrWebhookPayload, err)
+		return billing.StripeEvent{}, nil, fmt.Errorf("%w: data.object: %w", ErrWebhookPayload, err)
 	}
-	ev := commands.StripeEvent{
+	ev := billing.StripeEvent{
 		ID: e.ID, Type: string(e.Type), Created: time.Unix(e.Created, 0).UTC(), APIVersion: e.APIVersion,
 		Livemode: e.Livemode, CustomerID: idOf(o.Customer),
 	}
@@ -199,7 +200,7 @@ func parseEvent(payload []byte, sigHeader, secret string, tolerance time.Duratio
 		meta["account_id"] = o.ClientReferenceID
 	}
 	if err := checkEventFields(ev, o.Object); err != nil {
-		return commands.StripeEvent{}, nil, err
+		return billing.StripeEvent{}, nil, err
 	}
 	return ev, meta, nil
 }
@@ -237,14 +238,14 @@ func (w *Webhooks) Handle(ctx context.Context, payload []byte, sigHeader string)
 	return res, nil
 }
 
-func (w *Webhooks) apply(ctx context.Context, ev commands.StripeEvent, meta map[string]string) (WebhookResult, error) {
+func (w *Webhooks) apply(ctx context.Context, ev billing.StripeEvent, meta map[string]string) (WebhookResult, error) {
 	res := WebhookResult{EventID: ev.ID, Type: ev.Type}
 	md := events.Metadata{CorrelationID: ev.ID, CausationID: ev.ID, Actor: "stripe"}
 	record := func(outcome string) (WebhookResult, error) {
 		res.Outcome = outcome
 		return res, w.cfg.Service.RecordStripeEvent(ctx, md, ev, outcome)
 	}
-	if !commands.HandlesStripeEvent(ev.Type) {
+	if !billing.HandlesStripeEvent(ev.Type) {
 		return record(events.WebhookUnhandled)
 	}
 	accountID := ""
@@ -260,7 +261,7 @@ func (w *Webhooks) apply(ctx context.Context, ev commands.StripeEvent, meta map[
 	if accountID == "" {
 		return record(events.WebhookNoAccount)
 	}
-	pol := commands.BillingPolicy{
+	pol := billing.BillingPolicy{
 		PlanForPrice: w.cfg.Config.PlanForStripePrice,
 		PlanExists:   func(p string) bool { _, ok := w.cfg.Config.Plan(p); return ok },
 		FallbackPlan: w.cfg.Config.Billing.FallbackPlan,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76/webhook"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/billing"
 )
 
 // PayloadFieldError is a verified Stripe event with a field Tollgate cannot
@@ -71,7 +71,7 @@ func futureBy(ts int64, now time.Time) string {
 // queries by hold text PostgreSQL cannot store or control characters.
 // (Bytes that are not UTF-8 and unpaired surrogates never get here: the
 // JSON decoder turns them into U+FFFD.)
-func checkEventFields(ev commands.StripeEvent, object string) error {
+func checkEventFields(ev billing.StripeEvent, object string) error {
 	fields := []struct{ name, v string }{
 		{"type", ev.Type}, {"api_version", ev.APIVersion}, {"data.object.object", object},
 		{"data.object.customer", ev.CustomerID}, {"data.object.status", ev.Status},

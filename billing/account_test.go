@@ -1,4 +1,4 @@
-package commands_test
+package billing_test
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 	"github.com/tollgate/tollgate/decidetest"
 
 	"github.com/tollgate/tollgate/account"
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
@@ -16,7 +16,7 @@ const cus = "cus_Acme1"
 
 var (
 	b0     = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
-	policy = commands.BillingPolicy{
+	policy = billing.BillingPolicy{
 		PlanForPrice: func(p string) (string, bool) {
 			switch p {
 			case "price_pro", "price_pro_metered":
@@ -34,49 +34,49 @@ var (
 	linked      = events.BillingCustomerLinked{AccountID: "acc_1", StripeCustomerID: cus}
 )
 
-func stripeEv(id, typ string, at time.Time, f func(*commands.StripeEvent)) commands.StripeEvent {
-	e := commands.StripeEvent{ID: id, Type: typ, Created: at, APIVersion: "2023-10-16", CustomerID: cus}
+func stripeEv(id, typ string, at time.Time, f func(*billing.StripeEvent)) billing.StripeEvent {
+	e := billing.StripeEvent{ID: id, Type: typ, Created: at, APIVersion: "2023-10-16", CustomerID: cus}
 	if f != nil {
 		f(&e)
 	}
 	return e
 }
 
-func receipt(ev commands.StripeEvent, outcome string) events.BillingWebhookReceived {
+func receipt(ev billing.StripeEvent, outcome string) events.BillingWebhookReceived {
 	return events.BillingWebhookReceived{StripeEventID: ev.ID, StripeEventType: ev.Type, StripeCreated: ev.Created,
 		APIVersion: ev.APIVersion, AccountID: "acc_1", StripeCustomerID: ev.CustomerID, Outcome: outcome}
 }
 
-func subChanged(ev commands.StripeEvent, status, plan string) events.BillingSubscriptionChanged {
+func subChanged(ev billing.StripeEvent, status, plan string) events.BillingSubscriptionChanged {
 	return events.BillingSubscriptionChanged{AccountID: "acc_1", StripeCustomerID: cus, SubscriptionID: "sub_1",
 		Status: status, Plan: plan, StripeEventID: ev.ID, StripeCreated: ev.Created}
 }
 
 func TestDecideStripeEvent(t *testing.T) {
-	decide := func(ev commands.StripeEvent) func(account.Account) ([]events.Data, error) {
-		return func(a account.Account) ([]events.Data, error) { return commands.DecideStripeEvent(a, ev, policy) }
+	decide := func(ev billing.StripeEvent) func(account.Account) ([]events.Data, error) {
+		return func(a account.Account) ([]events.Data, error) { return billing.DecideStripeEvent(a, ev, policy) }
 	}
-	checkout := stripeEv("evt_checkout", commands.StripeCheckoutCompleted, b0, func(e *commands.StripeEvent) {
+	checkout := stripeEv("evt_checkout", billing.StripeCheckoutCompleted, b0, func(e *billing.StripeEvent) {
 		e.SubscriptionID, e.Plan = "sub_1", "pro"
 	})
-	subUpdated := func(id string, at time.Time, status string, prices ...string) commands.StripeEvent {
-		return stripeEv(id, commands.StripeSubscriptionUpdated, at, func(e *commands.StripeEvent) {
+	subUpdated := func(id string, at time.Time, status string, prices ...string) billing.StripeEvent {
+		return stripeEv(id, billing.StripeSubscriptionUpdated, at, func(e *billing.StripeEvent) {
 			e.SubscriptionID, e.Status, e.PriceIDs = "sub_1", status, prices
 		})
 	}
 	toTeam := subUpdated("evt_team", b0.Add(2*time.Hour), "active", "price_team")
 	toPro := subUpdated("evt_pro", b0.Add(time.Hour), "active", "price_pro", "price_pro_metered")
-	deleted := stripeEv("evt_del", commands.StripeSubscriptionDeleted, b0.Add(3*time.Hour), func(e *commands.StripeEvent) {
+	deleted := stripeEv("evt_del", billing.StripeSubscriptionDeleted, b0.Add(3*time.Hour), func(e *billing.StripeEvent) {
 		e.SubscriptionID, e.Status = "sub_1", "canceled"
 	})
-	deletedOther := stripeEv("evt_del0", commands.StripeSubscriptionDeleted, b0.Add(3*time.Hour), func(e *commands.StripeEvent) {
+	deletedOther := stripeEv("evt_del0", billing.StripeSubscriptionDeleted, b0.Add(3*time.Hour), func(e *billing.StripeEvent) {
 		e.SubscriptionID, e.Status = "sub_0", "canceled"
 	})
-	failed := stripeEv("evt_fail", commands.StripeInvoicePaymentFailed, b0.Add(24*time.Hour), func(e *commands.StripeEvent) { e.InvoiceID = "in_1" })
-	failedAgain := stripeEv("evt_fail2", commands.StripeInvoicePaymentFailed, b0.Add(48*time.Hour), func(e *commands.StripeEvent) { e.InvoiceID = "in_1" })
-	paid := stripeEv("evt_paid", commands.StripeInvoicePaid, b0.Add(30*time.Hour), func(e *commands.StripeEvent) { e.InvoiceID = "in_1" })
+	failed := stripeEv("evt_fail", billing.StripeInvoicePaymentFailed, b0.Add(24*time.Hour), func(e *billing.StripeEvent) { e.InvoiceID = "in_1" })
+	failedAgain := stripeEv("evt_fail2", billing.StripeInvoicePaymentFailed, b0.Add(48*time.Hour), func(e *billing.StripeEvent) { e.InvoiceID = "in_1" })
+	paid := stripeEv("evt_paid", billing.StripeInvoicePaid, b0.Add(30*time.Hour), func(e *billing.StripeEvent) { e.InvoiceID = "in_1" })
 	unknown := stripeEv("evt_unknown", "customer.tax_id.created", b0, nil)
-	other := stripeEv("evt_other", commands.StripeSubscriptionUpdated, b0, func(e *commands.StripeEvent) {
+	other := stripeEv("evt_other", billing.StripeSubscriptionUpdated, b0, func(e *billing.StripeEvent) {
 		e.CustomerID, e.SubscriptionID, e.Status, e.PriceIDs = "cus_Other", "sub_9", "active", []string{"price_team"}
 	})
 	unknownPrice := subUpdated("evt_price", b0.Add(time.Hour), "active", "price_elsewhere")
@@ -144,7 +144,7 @@ func TestDecideStripeEvent(t *testing.T) {
 		{Name: "no account", When: decide(checkout), Err: domainerr.ErrNotFound},
 		{
 			Name: "bad customer id", Given: []events.Data{freeAccount},
-			When: decide(stripeEv("evt_bad", commands.StripeInvoicePaid, b0, func(e *commands.StripeEvent) { e.CustomerID = "acct_1" })),
+			When: decide(stripeEv("evt_bad", billing.StripeInvoicePaid, b0, func(e *billing.StripeEvent) { e.CustomerID = "acct_1" })),
 			Err:  domainerr.ErrInvalid, Field: "customer",
 		},
 	})
@@ -156,7 +156,7 @@ func TestDecideDowngrade(t *testing.T) {
 	pro := events.BillingSubscriptionChanged{AccountID: "acc_1", StripeCustomerID: cus, SubscriptionID: "sub_1", Status: "active", Plan: "pro", StripeEventID: "evt_c", StripeCreated: b0}
 	down := events.AccountDowngraded{AccountID: "acc_1", FromPlan: "pro", ToPlan: "free", GraceUntil: grace}
 	at := func(now time.Time) func(account.Account) ([]events.Data, error) {
-		return func(a account.Account) ([]events.Data, error) { return commands.DecideDowngrade(a, now, "free") }
+		return func(a account.Account) ([]events.Data, error) { return billing.DecideDowngrade(a, now, "free") }
 	}
 	decidetest.Run(t, account.AccountStream("acc_1"), account.FoldAccount, []decidetest.Case[account.Account]{
 		{Name: "within grace nothing happens", Given: []events.Data{freeAccount, linked, pro, failure}, When: at(grace.Add(-time.Second))},
@@ -173,7 +173,7 @@ func TestDecideDowngrade(t *testing.T) {
 
 func TestDecideLinkCustomer(t *testing.T) {
 	link := func(c string) func(account.Account) ([]events.Data, error) {
-		return func(a account.Account) ([]events.Data, error) { return commands.DecideLinkCustomer(a, c) }
+		return func(a account.Account) ([]events.Data, error) { return billing.DecideLinkCustomer(a, c) }
 	}
 	decidetest.Run(t, account.AccountStream("acc_1"), account.FoldAccount, []decidetest.Case[account.Account]{
 		{Name: "first link", Given: []events.Data{freeAccount}, When: link(cus), Then: []events.Data{linked}},
