@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/events"
 )
 
@@ -114,18 +115,16 @@ func partitionKey(_ string, m *message.Message) (string, error) {
 // executes, so workers read only their work, not the whole event stream.
 const JobsTopic = "tollgate.jobs"
 
-// IsJob reports whether e is a queued completion request for the workers:
-// a new async request, or one sent back to the queue after its executor's
-// claim expired (only async jobs are requeued).
+// IsJob reports whether e is a queued completion request for the workers
+// (completion.QueuedJob decides).
 func IsJob(e events.Envelope) bool {
-	if e.Type == events.TypeCompletionRequeued {
-		return true
+	if e.Type != events.TypeCompletionRequested && e.Type != events.TypeCompletionRequeued {
+		return false // not decoded: the relay asks this of every event
 	}
-	if e.Type != events.TypeCompletionRequested {
+	d, err := events.Decode(e)
+	if err != nil {
 		return false
 	}
-	var d struct {
-		Mode string `json:"mode"`
-	}
-	return json.Unmarshal(e.Data, &d) == nil && d.Mode == events.ModeAsync
+	_, ok := completion.QueuedJob(d)
+	return ok
 }

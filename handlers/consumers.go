@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/tollgate/tollgate/bus"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/execution"
@@ -59,15 +60,9 @@ func (w *Worker) Handle(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	var id string
-	switch d := d.(type) {
-	case events.CompletionRequested:
-		if d.Mode != events.ModeAsync {
-			return nil // executed inline by the API instance that took it
-		}
-		id = d.CompletionID
-	case events.CompletionRequeued:
-		id = d.CompletionID
+	id, ok := completion.QueuedJob(d)
+	if !ok {
+		return nil // executed inline by the API instance that took it
 	}
 	// Wait for a free slot before claiming, so a busy worker leaves the
 	// job to others instead of holding a claim it cannot start.
