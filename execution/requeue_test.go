@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
 	quotastate "github.com/tollgate/tollgate/quota/state"
 )
 
@@ -44,7 +45,7 @@ type retryRig struct {
 	svc     *commands.Service
 	dead    *execution.Executor
 	healthy *execution.Executor
-	limiter *quota.Memory
+	limiter *memory.Limiter
 	settle  func(context.Context, completion.Completion)
 	set     *projections.Set
 	up      *llmtest.Upstream
@@ -79,7 +80,7 @@ func newRetryRig(t *testing.T) *retryRig {
 	r.nowNS.Store(r.t0.UnixNano())
 	plans := func(string) bool { return true }
 	r.svc = commands.NewService(r.store, plans, r.now)
-	r.limiter = quota.NewMemory(quotastate.Seeder(r.pool))
+	r.limiter = memory.New(quotastate.Seeder(r.pool))
 	r.settle = handlers.QuotaSettler(cfg, r.svc, r.limiter, slog.New(slog.DiscardHandler), r.now)
 	if r.dead, err = execution.New(execution.Config{Service: commands.NewService(dyingStore{r.store}, plans, r.now), LLM: router,
 		Models: cfg.Model, Lease: r.lease, Now: r.now, Settled: r.settle}); err != nil {

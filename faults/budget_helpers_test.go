@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	quotaredis "github.com/tollgate/tollgate/quota/redis"
 	"github.com/tollgate/tollgate/redistest"
 )
 
@@ -242,11 +243,11 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 	logger := slog.New(budgetCountingHandler{Handler: slog.DiscardHandler, retried: &e.retriedSettlements, lost: &e.lostSettlements})
 	reader := budgetClient(e.redis.Addr(), 0)
 	t.Cleanup(func() { reader.Close() })
-	e.limiter = quota.NewRedis(reader, "tollgate:quota:", nil)
+	e.limiter = quotaredis.New(reader, "tollgate:quota:", nil)
 	for i := range e.urls {
 		rdb := budgetClient(e.redis.Addr(), maxRetries)
 		t.Cleanup(func() { rdb.Close() })
-		lim := quota.NewRedis(rdb, "tollgate:quota:", nil)
+		lim := quotaredis.New(rdb, "tollgate:quota:", nil)
 		settle := handlers.QuotaSettler(cfg, svc, lim, logger, e.clk.Now)
 		exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Now: e.clk.Now,
 			Settled: func(ctx context.Context, c completion.Completion) {

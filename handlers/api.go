@@ -24,7 +24,7 @@ import (
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/execution"
-	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
 )
 
 // KeyFinder finds the API key whose secret hashes to a hash.
@@ -81,7 +81,7 @@ func (c *APIConfig) setDefaults() {
 		c.KeyCacheTTL = time.Second
 	}
 	if c.Quota.Limiter == nil {
-		c.Quota.Limiter = quota.NewMemory(nil)
+		c.Quota.Limiter = memory.New(nil)
 	}
 	if c.ResponseDeadline == 0 {
 		c.ResponseDeadline = 55 * time.Second

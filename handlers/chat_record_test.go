@@ -20,7 +20,7 @@ import (
 	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/pgtest"
-	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
 )
 
 // requestFaultStore is the real store whose next request append (the one
@@ -64,7 +64,7 @@ func TestRequestAppendWithoutAnswerIsResolved(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := commands.NewService(store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, time.Now)
-	lim := quota.NewMemory(nil)
+	lim := memory.New(nil)
 	router, err := llm.NewRouter(cfg, nil, func(string) string { return "" }, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -24,8 +24,8 @@ import (
 
 // QuotaDeps is what admission control needs.
 type QuotaDeps struct {
-	// Limiter keeps the rate windows and budgets (quota.Redis across
-	// replicas, quota.Memory for one). Nil: an in-process limiter.
+	// Limiter keeps the rate windows and budgets (quota/redis across
+	// replicas, quota/memory for one). Nil: an in-process limiter.
 	Limiter quota.Limiter
 	// Tokens bounds prompts for reservations; nil: a default counter (it
 	// tokenizes up to 256 KiB of text and bounds bigger prompts by bytes).

@@ -21,6 +21,8 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
+	quotaredis "github.com/tollgate/tollgate/quota/redis"
 	"github.com/tollgate/tollgate/redistest"
 	"github.com/tollgate/tollgate/tokens"
 )
@@ -67,10 +69,10 @@ func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.
 	}
 	e := &quotaEnv{t: t, clk: &clock{now: time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)}, cfg: cfg, tokens: &tokens.Counter{}}
 	svc := commands.NewService(store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, e.clk.Now)
-	var lim quota.Limiter = quota.NewMemory(nil)
+	var lim quota.Limiter = memory.New(nil)
 	if useRedis {
 		rdb, prefix := redistest.Shared(t, 200)
-		lim = quota.NewRedis(rdb, prefix, nil)
+		lim = quotaredis.New(rdb, prefix, nil)
 	}
 	for _, w := range wrap {
 		lim = w(lim)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/quota"
+	quotaredis "github.com/tollgate/tollgate/quota/redis"
 )
 
 // closedPort is a loopback port nothing listens on.
@@ -44,7 +45,7 @@ func TestUnavailableClassifiesRealErrors(t *testing.T) {
 	_, pgErr := pgx.Connect(ctx, "postgres://postgres@"+closedPort(t)+"/x?sslmode=disable&connect_timeout=2")
 	rdb := redis.NewClient(&redis.Options{Addr: closedPort(t), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { rdb.Close() })
-	_, redisErr := quota.NewRedis(rdb, "tollgate:test:", nil).Admit(ctx, quota.Admission{ID: "c", AccountID: "a", KeyID: "k",
+	_, redisErr := quotaredis.New(rdb, "tollgate:test:", nil).Admit(ctx, quota.Admission{ID: "c", AccountID: "a", KeyID: "k",
 		Account: quota.Unlimited(), Key: quota.Unlimited(), Now: time.Now(), TTL: time.Minute})
 	if pgErr == nil || redisErr == nil {
 		t.Fatalf("want errors from closed ports, got %v / %v", pgErr, redisErr)

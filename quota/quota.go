@@ -4,9 +4,9 @@
 //
 // The decisions are pure functions of a scope's state (Decide, WorstCase,
 // Periods); the adapters keep that state and apply a decision atomically:
-// Memory under one mutex for a single replica, Redis with one Lua script per
-// admission so every replica shares one limit. Both adapters pass the same
-// test suite.
+// quota/memory under one mutex for a single replica, quota/redis with one
+// Lua script per admission so every replica shares one limit. Both
+// adapters pass the same contract suite (quota/quotatest).
 //
 // A budget admission reserves the request's worst-case cost against
 // spent+reserved, atomically, so concurrent requests cannot overshoot: a
@@ -32,8 +32,9 @@ import (
 // Window is the rate limits' sliding window, kept in one-second buckets.
 const Window = time.Minute
 
-// windowSeconds is Window in buckets.
-const windowSeconds = int64(Window / time.Second)
+// WindowSeconds is Window in buckets: a bucket of second s is in the
+// window ending at now while s > now - WindowSeconds.
+const WindowSeconds = int64(Window / time.Second)
 
 // NoBudget marks a budget that is not limited.
 const NoBudget money.NanoUSD = -1
@@ -83,10 +84,6 @@ const (
 	AccountDailyBudget       Reason = "account_daily_budget"
 	AccountMonthlyBudget     Reason = "account_monthly_budget"
 )
-
-// reasons maps the Lua script's reason index to a Reason.
-var reasons = [...]Reason{ReasonNone, KeyRequestsPerMinute, KeyTokensPerMinute, AccountRequestsPerMinute,
-	AccountTokensPerMinute, KeyDailyBudget, KeyMonthlyBudget, AccountDailyBudget, AccountMonthlyBudget}
 
 // IsBudget reports whether r is a budget (not a rate) limit.
 func (r Reason) IsBudget() bool {
@@ -182,7 +179,7 @@ func WorstCase(price money.Price, promptTokens, maxTokens, n, modelCap, defaultM
 // windowUse sums the buckets inside the window ending at nowSec.
 func windowUse(w map[int64]Bucket, nowSec int64) (requests, tokens, newest int64, secs []int64) {
 	for s, b := range w {
-		if s <= nowSec-windowSeconds {
+		if s <= nowSec-WindowSeconds {
 			continue
 		}
 		requests += b.Requests
@@ -205,7 +202,7 @@ func retryAfter(w map[int64]Bucket, secs []int64, excess int64, tokens bool, now
 			freed += w[s].Requests
 		}
 		if freed >= excess {
-			return time.Duration((s+windowSeconds)*1000-nowMs) * time.Millisecond
+			return time.Duration((s+WindowSeconds)*1000-nowMs) * time.Millisecond
 		}
 	}
 	// More than the whole window's capacity: it can never pass as is;
@@ -256,46 +253,47 @@ func Decide(key, account ScopeState, a Admission) Decision {
 	}
 	for _, s := range scopes {
 		if b := s.lim.DailyBudget; b >= 0 && s.st.Day.Spent+s.st.Day.Reserved+a.Cost > b {
-			reject(s.daily, budgetRetry(s.daily, a.Now))
+			reject(s.daily, BudgetRetry(s.daily, a.Now))
 		}
 		if b := s.lim.MonthlyBudget; b >= 0 && s.st.Month.Spent+s.st.Month.Reserved+a.Cost > b {
-			reject(s.monthly, budgetRetry(s.monthly, a.Now))
+			reject(s.monthly, BudgetRetry(s.monthly, a.Now))
 		}
 	}
 	d.Allowed = d.Reason == ReasonNone
-	fillHeaders(&d, a, windowFigures{s: scopes[0].req, t: scopes[0].tok, newest: scopes[0].newest},
-		windowFigures{s: scopes[1].req, t: scopes[1].tok, newest: scopes[1].newest})
+	FillHeaders(&d, a, WindowFigures{Requests: scopes[0].req, Tokens: scopes[0].tok, Newest: scopes[0].newest},
+		WindowFigures{Requests: scopes[1].req, Tokens: scopes[1].tok, Newest: scopes[1].newest})
 	return d
 }
 
-// windowFigures are a scope's window totals before the admission: the
+// WindowFigures are a scope's window totals before the admission: the
 // requests and tokens in the window and its newest second.
-type windowFigures struct{ s, t, newest int64 }
+type WindowFigures struct{ Requests, Tokens, Newest int64 }
 
-// fillHeaders sets the header figures: for each dimension the scope with
-// the least left binds. Both adapters share it.
-func fillHeaders(d *Decision, a Admission, key, account windowFigures) {
+// FillHeaders sets the header figures: for each dimension the scope with
+// the least left binds. Decide and the Redis adapter (whose script
+// returns the figures) share it.
+func FillHeaders(d *Decision, a Admission, key, account WindowFigures) {
 	nowMs := a.Now.UnixMilli()
-	for i, w := range []windowFigures{key, account} {
+	for i, w := range []WindowFigures{key, account} {
 		lim := a.Key
 		if i == 1 {
 			lim = a.Account
 		}
 		if d.Allowed {
-			w.s, w.t, w.newest = w.s+1, w.t+a.Tokens, nowMs/1000
+			w.Requests, w.Tokens, w.Newest = w.Requests+1, w.Tokens+a.Tokens, nowMs/1000
 		}
 		reset := time.Duration(0)
-		if w.s > 0 {
-			reset = time.Duration((w.newest+windowSeconds)*1000-nowMs) * time.Millisecond
+		if w.Requests > 0 {
+			reset = time.Duration((w.Newest+WindowSeconds)*1000-nowMs) * time.Millisecond
 		}
 		if l := lim.RequestsPerMinute; l > 0 {
-			st := RateStatus{Limit: l, Remaining: max(l-w.s, 0), Reset: reset}
+			st := RateStatus{Limit: l, Remaining: max(l-w.Requests, 0), Reset: reset}
 			if d.Requests.Limit == 0 || st.Remaining < d.Requests.Remaining {
 				d.Requests = st
 			}
 		}
 		if l := lim.TokensPerMinute; l > 0 {
-			st := RateStatus{Limit: l, Remaining: max(l-w.t, 0), Reset: reset}
+			st := RateStatus{Limit: l, Remaining: max(l-w.Tokens, 0), Reset: reset}
 			if d.Tokens.Limit == 0 || st.Remaining < d.Tokens.Remaining {
 				d.Tokens = st
 			}
@@ -303,8 +301,8 @@ func fillHeaders(d *Decision, a Admission, key, account windowFigures) {
 	}
 }
 
-// budgetRetry is how long until a budget reason's period ends.
-func budgetRetry(r Reason, now time.Time) time.Duration {
+// BudgetRetry is how long until a budget reason's period ends.
+func BudgetRetry(r Reason, now time.Time) time.Duration {
 	_, _, dayEnd, monthEnd := Periods(now)
 	switch r {
 	case KeyDailyBudget, AccountDailyBudget:
@@ -354,11 +352,6 @@ type SettleResult struct {
 // bytes (Redis) for this long: 15 minutes at 2,000 settlements a second
 // is about 180 MB.
 const SettledRetention = 15 * time.Minute
-
-// memorySettledRetention is the in-process limiter's: its settlements
-// cannot land without their caller knowing, so only the re-derivation
-// race needs remembering, for seconds.
-const memorySettledRetention = 2 * time.Minute
 
 // MinimalRequest is what Check asks of the limits: one request, one token,
 // one nano-USD. A request refused that is refused whatever it holds.
@@ -440,7 +433,28 @@ func Ambiguous(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// scope names used in snapshots and keys.
-const scopeAccount = "account"
+// ScopeAccount names the account's scope in a Snapshot.
+const ScopeAccount = "account"
 
-func scopeKey(keyID string) string { return "key:" + keyID }
+// ScopeKey names a key's scope in a Snapshot.
+func ScopeKey(keyID string) string { return "key:" + keyID }
+
+// UsageOf is a scope's live figures at now.
+func UsageOf(st ScopeState, now time.Time) ScopeUsage {
+	req, tok, newest, _ := windowUse(st.Window, now.Unix())
+	u := ScopeUsage{Requests: req, Tokens: tok, Day: st.Day, Month: st.Month}
+	if req > 0 {
+		u.Reset = time.Duration((newest+WindowSeconds)*1000-now.UnixMilli()) * time.Millisecond
+	}
+	return u
+}
+
+// Extension moves an outstanding reservation's end: a completion still
+// running (its executor renewed its lease) keeps its reservation for as
+// long as it runs, so concurrent admissions keep counting it.
+type Extension struct {
+	ID        string
+	AccountID string
+	ExpiresAt time.Time
+	Now       time.Time
+}

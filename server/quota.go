@@ -10,6 +10,9 @@ import (
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
+	quotametrics "github.com/tollgate/tollgate/quota/metrics"
+	quotaredis "github.com/tollgate/tollgate/quota/redis"
 	quotastate "github.com/tollgate/tollgate/quota/state"
 )
 
@@ -24,7 +27,7 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 	seed := quotastate.Seeder(s.Pool)
 	var lim quota.Limiter
 	if cfg.Env.RedisURL == "" {
-		lim = quota.NewMemory(seed)
+		lim = memory.New(seed)
 		s.logger.Info("quota limits kept in process: exact for this replica only; set TOLLGATE_REDIS_URL to share them")
 	} else {
 		opt, err := redis.ParseURL(cfg.Env.RedisURL)
@@ -50,10 +53,10 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 		if err := rdb.Ping(pctx).Err(); err != nil {
 			return nil, fmt.Errorf("redis at TOLLGATE_REDIS_URL: %w", err)
 		}
-		lim = quota.NewRedis(rdb, RedisKeyPrefix, seed)
+		lim = quotaredis.New(rdb, RedisKeyPrefix, seed)
 		s.redisPing = func(ctx context.Context) error { return rdb.Ping(ctx).Err() } // for /readyz
 	}
-	return quota.Instrument(lim, reg)
+	return quotametrics.Instrument(lim, reg)
 }
 
 // watchPlanBudgets keeps tollgate_quota_budget_remaining_nano_usd{plan,

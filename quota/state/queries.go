@@ -49,9 +49,9 @@ func Seeder(q projections.Querier) quota.Seeder {
 		day, month, _, _ := quota.Periods(now)
 		scopeName := func(scope, id string) string {
 			if scope == "account" {
-				return "account"
+				return quota.ScopeAccount
 			}
-			return "key:" + id
+			return quota.ScopeKey(id)
 		}
 		rows, err := q.Query(ctx, fmt.Sprintf(`SELECT scope, id, period, spent, reserved FROM %s
 			WHERE account_id = $1 AND period IN ($2, $3)`, projections.Table(projections.LiveSchema, "quota_state")), accountID, "day:"+day, "month:"+month)

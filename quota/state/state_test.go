@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
 	"github.com/tollgate/tollgate/quota/state"
 )
 
@@ -72,7 +73,7 @@ func TestQuotaStateAndSeeder(t *testing.T) {
 		t.Errorf("seed window %+v", w)
 	}
 	// A seeded limiter enforces what the read model says.
-	lim := quota.NewMemory(state.Seeder(pool))
+	lim := memory.New(state.Seeder(pool))
 	d, err := lim.Admit(ctx, quota.Admission{ID: "d", AccountID: "acc_1", KeyID: "key_1", Key: quota.Unlimited(),
 		Account: quota.Limits{RequestsPerMinute: 3, DailyBudget: 10_000, MonthlyBudget: quota.NoBudget}, Cost: 5000, Now: at.Add(3 * time.Second), TTL: time.Minute})
 	if err != nil {

@@ -1,4 +1,4 @@
-package quota_test
+package memory_test
 
 import (
 	"context"
@@ -11,7 +11,14 @@ import (
 
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/memory"
+	"github.com/tollgate/tollgate/quota/quotatest"
 )
+
+// The in-process limiter keeps the contract.
+func TestContract(t *testing.T) {
+	quotatest.Run(t, quotatest.Adapter{New: func(t *testing.T, seed quota.Seeder) quota.Limiter { return memory.New(seed) }})
+}
 
 // TestMemorySeedsOnceUnderBurst: the first requests of an account, all at
 // once, share one seeding (one set of read-model queries), and a seeding
@@ -27,13 +34,13 @@ func TestMemorySeedsOnceUnderBurst(t *testing.T) {
 		}
 		return quota.Snapshot{Budgets: map[string]map[string]quota.Budget{"account": {"day:2026-03-14": {Spent: 7}}}}, nil
 	}
-	l := quota.NewMemory(seed)
+	l := memory.New(seed)
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			_, err := l.Admit(context.Background(), admission(fmt.Sprintf("c%d", i), t0))
+			_, err := l.Admit(context.Background(), quotatest.Admission(fmt.Sprintf("c%d", i), quotatest.T0))
 			errs <- err
 		})
 	}
@@ -60,7 +67,7 @@ func TestMemorySeedsOnceUnderBurst(t *testing.T) {
 	if failed != 1 || calls.Load() != 2 {
 		t.Errorf("%d admissions failed and %d seedings ran; want 1 (the failed seeding's own) and 2", failed, calls.Load())
 	}
-	u, err := l.Peek(context.Background(), "acc_1", "key_1", t0)
+	u, err := l.Peek(context.Background(), "acc_1", "key_1", quotatest.T0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +80,14 @@ func TestMemorySeedsOnceUnderBurst(t *testing.T) {
 // due time; settling that reservation must not keep a later one from
 // expiring, nor expire it early.
 func TestMemoryExpiresAfterEarliestSettled(t *testing.T) {
-	l := quota.NewMemory(nil)
-	a := admission("a", t0)
+	l := memory.New(nil)
+	a := quotatest.Admission("a", quotatest.T0)
 	a.TTL = time.Minute
-	b := admission("b", t0)
+	b := quotatest.Admission("b", quotatest.T0)
 	b.TTL = 2 * time.Minute
-	da := mustAdmit(t, l, a)
-	mustAdmit(t, l, b)
-	settle(t, l, a, da, 0, 0, t0.Add(time.Second))
+	da := quotatest.MustAdmit(t, l, a)
+	quotatest.MustAdmit(t, l, b)
+	quotatest.Settle(t, l, a, da, 0, 0, quotatest.T0.Add(time.Second))
 	reserved := func(at time.Time) money.NanoUSD {
 		t.Helper()
 		u, err := l.Peek(context.Background(), "acc_1", "key_1", at)
@@ -89,16 +96,16 @@ func TestMemoryExpiresAfterEarliestSettled(t *testing.T) {
 		}
 		return u.Account.Day.Reserved
 	}
-	if got := reserved(t0.Add(90 * time.Second)); got != 1000 {
+	if got := reserved(quotatest.T0.Add(90 * time.Second)); got != 1000 {
 		t.Errorf("after a's due time: reserved %d, want b's 1000", got)
 	}
-	c := admission("c", t0.Add(100*time.Second))
+	c := quotatest.Admission("c", quotatest.T0.Add(100*time.Second))
 	c.TTL = time.Hour
-	mustAdmit(t, l, c)
-	if got := reserved(t0.Add(3 * time.Minute)); got != 1000 {
+	quotatest.MustAdmit(t, l, c)
+	if got := reserved(quotatest.T0.Add(3 * time.Minute)); got != 1000 {
 		t.Errorf("after b's due time: reserved %d, want c's 1000", got)
 	}
-	if got := reserved(t0.Add(2 * time.Hour)); got != 0 {
+	if got := reserved(quotatest.T0.Add(2 * time.Hour)); got != 0 {
 		t.Errorf("after c's due time: reserved %d, want 0", got)
 	}
 }

@@ -1,4 +1,6 @@
-package quota
+// Package redis is the shared quota.Limiter: one Lua script per
+// admission on Redis, so every replica enforces one limit.
+package redis
 
 import (
 	"context"
@@ -9,30 +11,35 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/money"
+	"github.com/tollgate/tollgate/quota"
 )
 
-// Redis is the shared limiter: every replica admits through one Lua script
-// per request, so one limit holds across all of them. An account's keys
-// share a hash tag ({account}), so the script's keys live in one slot.
-type Redis struct {
-	rdb    redis.UniversalClient
+// Limiter is the shared limiter: every replica admits through one Lua
+// script per request, so one limit holds across all of them. An account's
+// keys share a hash tag ({account}), so the script's keys live in one slot.
+type Limiter struct {
+	rdb    goredis.UniversalClient
 	prefix string
-	seed   Seeder
+	seed   quota.Seeder
 }
 
-// NewRedis returns a limiter on rdb whose keys start with prefix; seed
-// (may be nil) restores an account from the read model when Redis has no
-// trace of it (a flush, a new Redis), so no window or budget resets.
-func NewRedis(rdb redis.UniversalClient, prefix string, seed Seeder) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix, seed: seed}
+// New returns a limiter on rdb whose keys start with prefix; seed (may be
+// nil) restores an account from the read model when Redis has no trace of
+// it (a flush, a new Redis), so no window or budget resets.
+func New(rdb goredis.UniversalClient, prefix string, seed quota.Seeder) *Limiter {
+	return &Limiter{rdb: rdb, prefix: prefix, seed: seed}
 }
 
-// Budget and window keys expire on their own once their period is over.
+// reasons maps the admit script's reason index to a quota.Reason.
+var reasons = [...]quota.Reason{quota.ReasonNone, quota.KeyRequestsPerMinute, quota.KeyTokensPerMinute, quota.AccountRequestsPerMinute,
+	quota.AccountTokensPerMinute, quota.KeyDailyBudget, quota.KeyMonthlyBudget, quota.AccountDailyBudget, quota.AccountMonthlyBudget}
+
+// quota.Budget and window keys expire on their own once their period is over.
 const (
-	windowTTL = 2 * Window
+	windowTTL = 2 * quota.Window
 	dayTTL    = 3 * 24 * time.Hour
 	monthTTL  = 40 * 24 * time.Hour
 	spendTTL  = 61 * time.Minute
@@ -46,7 +53,7 @@ type keys struct {
 	res, resx, spend, done                 string
 }
 
-func (r *Redis) keys(accountID, keyID, day, month string) keys {
+func (r *Limiter) keys(accountID, keyID, day, month string) keys {
 	base := r.prefix + "{" + accountID + "}:"
 	return keys{
 		base: base, seeded: base + "seeded", wKey: base + "w:k:" + keyID, wAcc: base + "w:a",
@@ -70,7 +77,7 @@ local function int(x) return string.format('%d', x) end
 // admission that reached Redis after its release, e.g. sent before a
 // pause and run after it). With ARGV[19] = 1 it decides without counting
 // or reserving anything (a dry run).
-var admitScript = redis.NewScript(luaCommon + `
+var admitScript = goredis.NewScript(luaCommon + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if ARGV[19] ~= '1' and redis.call('ZSCORE', KEYS[10], ARGV[2]) then return {2} end
 local nowMs = tonumber(ARGV[1])
@@ -177,7 +184,7 @@ return out
 // lost, or one sent before a pause and run after it, counts once.
 // It returns {code, key_spend} with code -1 when unseeded, 2 when settled
 // already.
-var settleScript = redis.NewScript(luaCommon + `
+var settleScript = goredis.NewScript(luaCommon + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', ARGV[12])
 if redis.call('ZSCORE', KEYS[11], ARGV[1]) then return {2, 0} end
@@ -222,7 +229,7 @@ return {1, spend}
 // (another replica): KEYS[1] is the marker, ARGV[1] the snapshot as JSON
 // {"incr":[[key, field, value, ttl_s]], "res":[[id, info, expires_ms]]},
 // ARGV[2] and ARGV[3] the reservations' hash and sorted set.
-var seedScript = redis.NewScript(`
+var seedScript = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local s = cjson.decode(ARGV[1])
 for _, e in ipairs(s.incr) do
@@ -239,19 +246,19 @@ return 1
 
 func secs(d time.Duration) int64 { return int64(d / time.Second) }
 
-// Admit implements Limiter: one round trip (EVALSHA), two after a flush
+// Admit implements quota.Limiter: one round trip (EVALSHA), two after a flush
 // (the seed), three the first time a script is loaded.
-func (r *Redis) Admit(ctx context.Context, a Admission) (Decision, error) {
+func (r *Limiter) Admit(ctx context.Context, a quota.Admission) (quota.Decision, error) {
 	return r.admit(ctx, a, false)
 }
 
-// Check implements Limiter: Admit's script as a dry run.
-func (r *Redis) Check(ctx context.Context, a Admission) (Decision, error) {
+// Check implements quota.Limiter: Admit's script as a dry run.
+func (r *Limiter) Check(ctx context.Context, a quota.Admission) (quota.Decision, error) {
 	return r.admit(ctx, a, true)
 }
 
-func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, error) {
-	day, month, _, _ := Periods(a.Now)
+func (r *Limiter) admit(ctx context.Context, a quota.Admission, dry bool) (quota.Decision, error) {
+	day, month, _, _ := quota.Periods(a.Now)
 	k := r.keys(a.AccountID, a.KeyID, day, month)
 	info := strconv.FormatInt(int64(a.Cost), 10) + "|" + a.KeyID + "|" + day + "|" + month
 	dryArg := "0"
@@ -266,73 +273,74 @@ func (r *Redis) admit(ctx context.Context, a Admission, dry bool) (Decision, err
 	for attempt := 0; ; attempt++ {
 		reply, err := admitScript.Run(ctx, r.rdb, ks, args...).Slice()
 		if err != nil {
-			return Decision{}, fmt.Errorf("%w: admit: %w", ErrLimiter, err)
+			return quota.Decision{}, fmt.Errorf("%w: admit: %w", quota.ErrLimiter, err)
 		}
 		out, expired, err := admitReply(reply)
 		if err != nil {
-			return Decision{}, fmt.Errorf("%w: admit: %w", ErrLimiter, err)
+			return quota.Decision{}, fmt.Errorf("%w: admit: %w", quota.ErrLimiter, err)
 		}
 		if out[0] == -1 {
 			if attempt > 0 {
-				return Decision{}, fmt.Errorf("%w: account %s still unseeded", ErrLimiter, a.AccountID)
+				return quota.Decision{}, fmt.Errorf("%w: account %s still unseeded", quota.ErrLimiter, a.AccountID)
 			}
 			if err := r.seedAccount(ctx, a.AccountID, a.Now); err != nil {
-				return Decision{}, err
+				return quota.Decision{}, err
 			}
 			continue
 		}
 		if out[0] == 2 {
-			return Decision{}, fmt.Errorf("%w: reservation %s was settled already", ErrLimiter, a.ID)
+			return quota.Decision{}, fmt.Errorf("%w: reservation %s was settled already", quota.ErrLimiter, a.ID)
 		}
 		if len(out) != 9 || out[1] < 0 || int(out[1]) >= len(reasons) {
-			return Decision{}, fmt.Errorf("%w: admit: unexpected reply %v", ErrLimiter, out)
+			return quota.Decision{}, fmt.Errorf("%w: admit: unexpected reply %v", quota.ErrLimiter, out)
 		}
-		d := Decision{Allowed: out[0] == 1, Reason: reasons[out[1]], RetryAfter: time.Duration(out[2]) * time.Millisecond, Day: day, Month: month,
+		d := quota.Decision{Allowed: out[0] == 1, Reason: reasons[out[1]], RetryAfter: time.Duration(out[2]) * time.Millisecond, Day: day, Month: month,
 			Expired: expired}
 		if d.Reason.IsBudget() {
-			d.RetryAfter = budgetRetry(d.Reason, a.Now)
+			d.RetryAfter = quota.BudgetRetry(d.Reason, a.Now)
 		}
 		if dry {
 			// Headers as if nothing were counted: a dry run admits nothing.
 			d.Allowed = false
 		}
-		fillHeaders(&d, a, windowFigures{out[3], out[4], out[5]}, windowFigures{out[6], out[7], out[8]})
-		d.Allowed = d.Reason == ReasonNone
+		quota.FillHeaders(&d, a, quota.WindowFigures{Requests: out[3], Tokens: out[4], Newest: out[5]},
+			quota.WindowFigures{Requests: out[6], Tokens: out[7], Newest: out[8]})
+		d.Allowed = d.Reason == quota.ReasonNone
 		return d, nil
 	}
 }
 
-// Settle implements Limiter; it is idempotent by s.ID (see settleScript).
-func (r *Redis) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
+// Settle implements quota.Limiter; it is idempotent by s.ID (see settleScript).
+func (r *Limiter) Settle(ctx context.Context, s quota.Settlement) (quota.SettleResult, error) {
 	k := r.keys(s.AccountID, s.KeyID, s.Day, s.Month)
 	ks := []string{k.seeded, k.wKey, k.wAcc, k.bKeyDay, k.bKeyMonth, k.bAccDay, k.bAccMonth, k.res, k.resx, k.spend, k.done}
 	args := []any{s.ID, int64(s.Reserved), int64(s.Cost), s.At.Unix(), s.Tokens - s.ReservedTokens,
 		s.Now.Unix() / 60, int64(s.GuardWindow / time.Minute), secs(dayTTL), secs(monthTTL), secs(spendTTL),
-		s.Now.Add(SettledRetention).UnixMilli(), s.Now.UnixMilli(), secs(2 * SettledRetention)}
+		s.Now.Add(quota.SettledRetention).UnixMilli(), s.Now.UnixMilli(), secs(2 * quota.SettledRetention)}
 	for attempt := 0; ; attempt++ {
 		out, err := settleScript.Run(ctx, r.rdb, ks, args...).Int64Slice()
 		if err != nil {
-			return SettleResult{}, fmt.Errorf("%w: settle: %w", ErrLimiter, err)
+			return quota.SettleResult{}, fmt.Errorf("%w: settle: %w", quota.ErrLimiter, err)
 		}
 		if out[0] == -1 && attempt == 0 {
 			if err := r.seedAccount(ctx, s.AccountID, s.Now); err != nil {
-				return SettleResult{}, err
+				return quota.SettleResult{}, err
 			}
 			continue
 		}
 		switch out[0] {
 		case 1:
-			return SettleResult{KeySpend: money.NanoUSD(out[1])}, nil
+			return quota.SettleResult{KeySpend: money.NanoUSD(out[1])}, nil
 		case 2:
-			return SettleResult{Duplicate: true}, nil
+			return quota.SettleResult{Duplicate: true}, nil
 		}
-		return SettleResult{}, fmt.Errorf("%w: settle: unexpected reply %v", ErrLimiter, out)
+		return quota.SettleResult{}, fmt.Errorf("%w: settle: unexpected reply %v", quota.ErrLimiter, out)
 	}
 }
 
-// Peek implements Limiter with one pipelined read.
-func (r *Redis) Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error) {
-	day, month, _, _ := Periods(now)
+// Peek implements quota.Limiter with one pipelined read.
+func (r *Limiter) Peek(ctx context.Context, accountID, keyID string, now time.Time) (quota.Usage, error) {
+	day, month, _, _ := quota.Periods(now)
 	k := r.keys(accountID, keyID, day, month)
 	for attempt := 0; ; attempt++ {
 		pipe := r.rdb.Pipeline()
@@ -340,30 +348,30 @@ func (r *Redis) Peek(ctx context.Context, accountID, keyID string, now time.Time
 		wa, wk := pipe.HGetAll(ctx, k.wAcc), pipe.HGetAll(ctx, k.wKey)
 		ad, am := pipe.HMGet(ctx, k.bAccDay, "s", "r"), pipe.HMGet(ctx, k.bAccMonth, "s", "r")
 		kd, km := pipe.HMGet(ctx, k.bKeyDay, "s", "r"), pipe.HMGet(ctx, k.bKeyMonth, "s", "r")
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return Usage{}, fmt.Errorf("%w: peek: %w", ErrLimiter, err)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+			return quota.Usage{}, fmt.Errorf("%w: peek: %w", quota.ErrLimiter, err)
 		}
 		if seeded.Val() == 0 && attempt == 0 {
 			if err := r.seedAccount(ctx, accountID, now); err != nil {
-				return Usage{}, err
+				return quota.Usage{}, err
 			}
 			continue
 		}
-		u := Usage{Account: scopeUsage(ScopeState{Window: parseWindow(wa.Val()), Day: parseBudget(ad.Val()), Month: parseBudget(am.Val())}, now)}
+		u := quota.Usage{Account: quota.UsageOf(quota.ScopeState{Window: parseWindow(wa.Val()), Day: parseBudget(ad.Val()), Month: parseBudget(am.Val())}, now)}
 		if keyID != "" {
-			u.Key = scopeUsage(ScopeState{Window: parseWindow(wk.Val()), Day: parseBudget(kd.Val()), Month: parseBudget(km.Val())}, now)
+			u.Key = quota.UsageOf(quota.ScopeState{Window: parseWindow(wk.Val()), Day: parseBudget(kd.Val()), Month: parseBudget(km.Val())}, now)
 		}
 		return u, nil
 	}
 }
 
 // seedAccount installs the read model's picture of an account.
-func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time) error {
-	var snap Snapshot
+func (r *Limiter) seedAccount(ctx context.Context, accountID string, now time.Time) error {
+	var snap quota.Snapshot
 	if r.seed != nil {
 		var err error
 		if snap, err = r.seed(ctx, accountID, now); err != nil {
-			return fmt.Errorf("%w: seed %s: %w", ErrLimiter, accountID, err)
+			return fmt.Errorf("%w: seed %s: %w", quota.ErrLimiter, accountID, err)
 		}
 	}
 	k := r.keys(accountID, "", "", "")
@@ -373,7 +381,7 @@ func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time
 	}
 	p := payload{Incr: [][]any{}, Res: [][]any{}}
 	scopeBase := func(scope string) (string, bool) {
-		if scope == scopeAccount {
+		if scope == quota.ScopeAccount {
 			return "a", true
 		}
 		if id, ok := strings.CutPrefix(scope, "key:"); ok {
@@ -387,7 +395,7 @@ func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time
 			continue
 		}
 		for sec, b := range w {
-			if sec <= now.Unix()-windowSeconds {
+			if sec <= now.Unix()-quota.WindowSeconds {
 				continue
 			}
 			key := k.base + "w:" + sb
@@ -418,10 +426,10 @@ func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time
 	}
 	raw, err := json.Marshal(p)
 	if err != nil {
-		return fmt.Errorf("%w: seed %s: %w", ErrLimiter, accountID, err)
+		return fmt.Errorf("%w: seed %s: %w", quota.ErrLimiter, accountID, err)
 	}
 	if err := seedScript.Run(ctx, r.rdb, []string{k.seeded}, string(raw), k.res, k.resx).Err(); err != nil {
-		return fmt.Errorf("%w: seed %s: %w", ErrLimiter, accountID, err)
+		return fmt.Errorf("%w: seed %s: %w", quota.ErrLimiter, accountID, err)
 	}
 	return nil
 }

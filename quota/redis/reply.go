@@ -1,4 +1,4 @@
-package quota
+package redis
 
 import (
 	"fmt"
@@ -6,13 +6,14 @@ import (
 	"strings"
 
 	"github.com/tollgate/tollgate/money"
+	"github.com/tollgate/tollgate/quota"
 )
 
 // admitReply splits the admit script's reply into its figures and the
 // reservations it released on expiry.
-func admitReply(reply []any) ([]int64, []Reservation, error) {
+func admitReply(reply []any) ([]int64, []quota.Reservation, error) {
 	var out []int64
-	var expired []Reservation
+	var expired []quota.Reservation
 	for i := 0; i < len(reply); i++ {
 		switch v := reply[i].(type) {
 		case int64:
@@ -39,20 +40,20 @@ func admitReply(reply []any) ([]int64, []Reservation, error) {
 }
 
 // parseReservation reads a reservation's info ("cost|key|day|month").
-func parseReservation(id, info string) (Reservation, bool) {
+func parseReservation(id, info string) (quota.Reservation, bool) {
 	f := strings.Split(info, "|")
 	if len(f) != 4 {
-		return Reservation{}, false
+		return quota.Reservation{}, false
 	}
 	cost, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
-		return Reservation{}, false
+		return quota.Reservation{}, false
 	}
-	return Reservation{ID: id, Cost: money.NanoUSD(cost), KeyID: f[1], Day: f[2], Month: f[3]}, true
+	return quota.Reservation{ID: id, Cost: money.NanoUSD(cost), KeyID: f[1], Day: f[2], Month: f[3]}, true
 }
 
-func parseWindow(h map[string]string) map[int64]Bucket {
-	w := map[int64]Bucket{}
+func parseWindow(h map[string]string) map[int64]quota.Bucket {
+	w := map[int64]quota.Bucket{}
 	for f, v := range h {
 		if len(f) < 2 {
 			continue
@@ -73,7 +74,7 @@ func parseWindow(h map[string]string) map[int64]Bucket {
 	return w
 }
 
-func parseBudget(v []any) Budget {
+func parseBudget(v []any) quota.Budget {
 	get := func(i int) money.NanoUSD {
 		if i >= len(v) {
 			return 0
@@ -82,5 +83,5 @@ func parseBudget(v []any) Budget {
 		n, _ := strconv.ParseInt(s, 10, 64)
 		return money.NanoUSD(n)
 	}
-	return Budget{Spent: get(0), Reserved: get(1)}
+	return quota.Budget{Spent: get(0), Reserved: get(1)}
 }

@@ -1,19 +1,29 @@
-package quota
+// Package memory is the in-process Limiter: every decision under
+// one mutex, exact for one replica.
+package memory
 
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/money"
+	"github.com/tollgate/tollgate/quota"
 )
 
-// Memory is the in-process limiter: exact for one replica, and wrong for
+// settledRetention is how long this limiter remembers a settled
+// reservation id (quota.SettledRetention is the shared limiter's): its
+// settlements cannot land without their caller knowing, so only the
+// re-derivation race needs remembering, for seconds.
+const settledRetention = 2 * time.Minute
+
+// Limiter is the in-process limiter: exact for one replica, and wrong for
 // several (each would enforce the whole limit on its own), which is what
 // the Redis limiter is for.
-type Memory struct {
-	seed Seeder
+type Limiter struct {
+	seed quota.Seeder
 	mu   sync.Mutex
 	accs map[string]*memAccount
 	// seeding holds the accounts being seeded; closed when done (see account).
@@ -21,9 +31,9 @@ type Memory struct {
 }
 
 type memAccount struct {
-	windows map[string]map[int64]Bucket
-	budgets map[string]map[string]Budget
-	resv    map[string]Reservation
+	windows map[string]map[int64]quota.Bucket
+	budgets map[string]map[string]quota.Budget
+	resv    map[string]quota.Reservation
 	// spend is each key's settled spend by unix minute, for the runaway guard.
 	spend map[string]map[int64]money.NanoUSD
 	// nextExpiry is the earliest ExpiresAt in resv (it may have been
@@ -35,7 +45,7 @@ type memAccount struct {
 	doneOrder []string
 	// expired are reservations released by expiry, until an admission
 	// reports them.
-	expired []Reservation
+	expired []quota.Reservation
 }
 
 // settled reports whether id was settled, forgetting ids past retention.
@@ -56,14 +66,14 @@ func (a *memAccount) markSettled(id string, now time.Time) {
 	if a.done == nil {
 		a.done = map[string]time.Time{}
 	}
-	a.done[id] = now.Add(memorySettledRetention)
+	a.done[id] = now.Add(settledRetention)
 	a.doneOrder = append(a.doneOrder, id)
 }
 
-// NewMemory returns an in-process limiter; seed (may be nil) restores an
+// New returns an in-process limiter; seed (may be nil) restores an
 // account's state from the read model the first time it is met.
-func NewMemory(seed Seeder) *Memory {
-	return &Memory{seed: seed, accs: map[string]*memAccount{}}
+func New(seed quota.Seeder) *Limiter {
+	return &Limiter{seed: seed, accs: map[string]*memAccount{}}
 }
 
 // account returns an account's state, seeding it first if needed. It
@@ -72,7 +82,7 @@ func NewMemory(seed Seeder) *Memory {
 // account wait for one seeding instead of each running the seeder's
 // queries: a burst of 10,000 on a cold limiter otherwise ran 30,000
 // queries on the small database pool.
-func (m *Memory) account(ctx context.Context, id string, now time.Time) (*memAccount, error) {
+func (m *Limiter) account(ctx context.Context, id string, now time.Time) (*memAccount, error) {
 	m.mu.Lock()
 	acc, ok := m.accs[id]
 	wait, seeding := m.seeding[id]
@@ -99,23 +109,23 @@ func (m *Memory) account(ctx context.Context, id string, now time.Time) (*memAcc
 			// Seeded, or the seeding failed and this caller tries itself.
 			return m.account(ctx, id, now)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: seed %s: %w", ErrLimiter, id, ctx.Err())
+			return nil, fmt.Errorf("%w: seed %s: %w", quota.ErrLimiter, id, ctx.Err())
 		}
 	}
-	var snap Snapshot
+	var snap quota.Snapshot
 	if m.seed != nil {
 		var err error
 		if snap, err = m.seed(ctx, id, now); err != nil {
-			return nil, fmt.Errorf("%w: seed %s: %w", ErrLimiter, id, err)
+			return nil, fmt.Errorf("%w: seed %s: %w", quota.ErrLimiter, id, err)
 		}
 	}
-	fresh := &memAccount{windows: map[string]map[int64]Bucket{}, budgets: map[string]map[string]Budget{},
-		resv: map[string]Reservation{}, spend: map[string]map[int64]money.NanoUSD{}}
+	fresh := &memAccount{windows: map[string]map[int64]quota.Bucket{}, budgets: map[string]map[string]quota.Budget{},
+		resv: map[string]quota.Reservation{}, spend: map[string]map[int64]money.NanoUSD{}}
 	for s, w := range snap.Windows {
-		fresh.windows[s] = copyMap(w)
+		fresh.windows[s] = maps.Clone(w)
 	}
 	for s, b := range snap.Budgets {
-		fresh.budgets[s] = copyMap(b)
+		fresh.budgets[s] = maps.Clone(b)
 	}
 	for _, r := range snap.Reservations {
 		fresh.resv[r.ID] = r
@@ -129,18 +139,10 @@ func (m *Memory) account(ctx context.Context, id string, now time.Time) (*memAcc
 	return fresh, nil
 }
 
-func copyMap[K comparable, V any](in map[K]V) map[K]V {
-	out := make(map[K]V, len(in))
-	for k, v := range in {
-		out[k] = v
-	}
-	return out
-}
-
-func (a *memAccount) window(scope string) map[int64]Bucket {
+func (a *memAccount) window(scope string) map[int64]quota.Bucket {
 	w, ok := a.windows[scope]
 	if !ok {
-		w = map[int64]Bucket{}
+		w = map[int64]quota.Bucket{}
 		a.windows[scope] = w
 	}
 	return w
@@ -149,7 +151,7 @@ func (a *memAccount) window(scope string) map[int64]Bucket {
 func (a *memAccount) addBudget(scope, period string, spent, reserved money.NanoUSD) {
 	b, ok := a.budgets[scope]
 	if !ok {
-		b = map[string]Budget{}
+		b = map[string]quota.Budget{}
 		a.budgets[scope] = b
 	}
 	v := b[period]
@@ -159,7 +161,7 @@ func (a *memAccount) addBudget(scope, period string, spent, reserved money.NanoU
 }
 
 // expire releases reservations whose completion never settled and keeps
-// them for the next admission to report (Decision.Expired).
+// them for the next admission to report (quota.Decision.Expired).
 func (a *memAccount) expire(now time.Time) {
 	// Scan only once the earliest reservation is due: scanning them all on
 	// every admission cost O(requests in flight) under the limiter's one
@@ -171,7 +173,7 @@ func (a *memAccount) expire(now time.Time) {
 	for id, r := range a.resv {
 		if !now.Before(r.ExpiresAt) {
 			a.expired = append(a.expired, r)
-			for _, s := range []string{scopeAccount, scopeKey(r.KeyID)} {
+			for _, s := range []string{quota.ScopeAccount, quota.ScopeKey(r.KeyID)} {
 				a.addBudget(s, "day:"+r.Day, 0, -r.Cost)
 				a.addBudget(s, "month:"+r.Month, 0, -r.Cost)
 			}
@@ -186,7 +188,7 @@ func (a *memAccount) expire(now time.Time) {
 }
 
 // takeExpired returns the expired reservations not reported yet.
-func (a *memAccount) takeExpired(now time.Time) []Reservation {
+func (a *memAccount) takeExpired(now time.Time) []quota.Reservation {
 	a.expire(now)
 	out := a.expired
 	a.expired = nil
@@ -196,40 +198,40 @@ func (a *memAccount) takeExpired(now time.Time) []Reservation {
 func (a *memAccount) prune(nowSec int64) {
 	for _, w := range a.windows {
 		for s := range w {
-			if s <= nowSec-windowSeconds {
+			if s <= nowSec-quota.WindowSeconds {
 				delete(w, s)
 			}
 		}
 	}
 }
 
-func (a *memAccount) state(scope, day, month string) ScopeState {
+func (a *memAccount) state(scope, day, month string) quota.ScopeState {
 	b := a.budgets[scope]
-	return ScopeState{Window: a.window(scope), Day: b["day:"+day], Month: b["month:"+month]}
+	return quota.ScopeState{Window: a.window(scope), Day: b["day:"+day], Month: b["month:"+month]}
 }
 
-// Admit implements Limiter.
-func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
+// Admit implements quota.Limiter.
+func (m *Limiter) Admit(ctx context.Context, ad quota.Admission) (quota.Decision, error) {
 	acc, err := m.account(ctx, ad.AccountID, ad.Now)
 	if err != nil {
-		return Decision{}, err
+		return quota.Decision{}, err
 	}
-	day, month, _, _ := Periods(ad.Now)
-	ks := scopeKey(ad.KeyID)
+	day, month, _, _ := quota.Periods(ad.Now)
+	ks := quota.ScopeKey(ad.KeyID)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	nowSec := ad.Now.Unix()
 	if acc.settled(ad.ID, ad.Now) {
-		return Decision{}, fmt.Errorf("%w: reservation %s was settled already", ErrLimiter, ad.ID)
+		return quota.Decision{}, fmt.Errorf("%w: reservation %s was settled already", quota.ErrLimiter, ad.ID)
 	}
 	expired := acc.takeExpired(ad.Now)
 	acc.prune(nowSec)
-	d := Decide(acc.state(ks, day, month), acc.state(scopeAccount, day, month), ad)
+	d := quota.Decide(acc.state(ks, day, month), acc.state(quota.ScopeAccount, day, month), ad)
 	d.Expired = expired
 	if !d.Allowed {
 		return d, nil
 	}
-	for _, s := range []string{ks, scopeAccount} {
+	for _, s := range []string{ks, quota.ScopeAccount} {
 		w := acc.window(s)
 		b := w[nowSec]
 		b.Requests++
@@ -238,7 +240,7 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 		acc.addBudget(s, "day:"+day, 0, ad.Cost)
 		acc.addBudget(s, "month:"+month, 0, ad.Cost)
 	}
-	r := Reservation{ID: ad.ID, KeyID: ad.KeyID, Cost: ad.Cost, Tokens: ad.Tokens, Day: day, Month: month, ExpiresAt: ad.Now.Add(ad.TTL)}
+	r := quota.Reservation{ID: ad.ID, KeyID: ad.KeyID, Cost: ad.Cost, Tokens: ad.Tokens, Day: day, Month: month, ExpiresAt: ad.Now.Add(ad.TTL)}
 	acc.resv[ad.ID] = r
 	// expire ran above, so a zero nextExpiry means no other reservation.
 	if acc.nextExpiry.IsZero() || r.ExpiresAt.Before(acc.nextExpiry) {
@@ -247,33 +249,33 @@ func (m *Memory) Admit(ctx context.Context, ad Admission) (Decision, error) {
 	return d, nil
 }
 
-// Check implements Limiter: Decide on the state, changing nothing but
+// Check implements quota.Limiter: Decide on the state, changing nothing but
 // what time changes anyway (expired reservations, old buckets).
-func (m *Memory) Check(ctx context.Context, ad Admission) (Decision, error) {
+func (m *Limiter) Check(ctx context.Context, ad quota.Admission) (quota.Decision, error) {
 	acc, err := m.account(ctx, ad.AccountID, ad.Now)
 	if err != nil {
-		return Decision{}, err
+		return quota.Decision{}, err
 	}
-	day, month, _, _ := Periods(ad.Now)
+	day, month, _, _ := quota.Periods(ad.Now)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	expired := acc.takeExpired(ad.Now)
 	acc.prune(ad.Now.Unix())
-	d := Decide(acc.state(scopeKey(ad.KeyID), day, month), acc.state(scopeAccount, day, month), ad)
+	d := quota.Decide(acc.state(quota.ScopeKey(ad.KeyID), day, month), acc.state(quota.ScopeAccount, day, month), ad)
 	d.Expired = expired
 	return d, nil
 }
 
-// Settle implements Limiter; it is idempotent by s.ID.
-func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
+// Settle implements quota.Limiter; it is idempotent by s.ID.
+func (m *Limiter) Settle(ctx context.Context, s quota.Settlement) (quota.SettleResult, error) {
 	acc, err := m.account(ctx, s.AccountID, s.Now)
 	if err != nil {
-		return SettleResult{}, err
+		return quota.SettleResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if acc.settled(s.ID, s.Now) {
-		return SettleResult{Duplicate: true}, nil
+		return quota.SettleResult{Duplicate: true}, nil
 	}
 	acc.markSettled(s.ID, s.Now)
 	_, held := acc.resv[s.ID]
@@ -283,7 +285,7 @@ func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error)
 		reserved = s.Reserved
 	}
 	atSec := s.At.Unix()
-	for _, sc := range []string{scopeKey(s.KeyID), scopeAccount} {
+	for _, sc := range []string{quota.ScopeKey(s.KeyID), quota.ScopeAccount} {
 		acc.addBudget(sc, "day:"+s.Day, s.Cost, -reserved)
 		acc.addBudget(sc, "month:"+s.Month, s.Cost, -reserved)
 		// Count the real tokens, not the worst case, while the bucket is
@@ -293,7 +295,7 @@ func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error)
 			acc.window(sc)[atSec] = b
 		}
 	}
-	var res SettleResult
+	var res quota.SettleResult
 	if s.GuardWindow > 0 {
 		sp, ok := acc.spend[s.KeyID]
 		if !ok {
@@ -314,32 +316,23 @@ func (m *Memory) Settle(ctx context.Context, s Settlement) (SettleResult, error)
 	return res, nil
 }
 
-// Peek implements Limiter.
-func (m *Memory) Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error) {
+// Peek implements quota.Limiter.
+func (m *Limiter) Peek(ctx context.Context, accountID, keyID string, now time.Time) (quota.Usage, error) {
 	acc, err := m.account(ctx, accountID, now)
 	if err != nil {
-		return Usage{}, err
+		return quota.Usage{}, err
 	}
-	day, month, _, _ := Periods(now)
+	day, month, _, _ := quota.Periods(now)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	acc.expire(now)
-	scope := func(s string) ScopeUsage {
+	scope := func(s string) quota.ScopeUsage {
 		st := acc.state(s, day, month)
-		return scopeUsage(st, now)
+		return quota.UsageOf(st, now)
 	}
-	u := Usage{Account: scope(scopeAccount)}
+	u := quota.Usage{Account: scope(quota.ScopeAccount)}
 	if keyID != "" {
-		u.Key = scope(scopeKey(keyID))
+		u.Key = scope(quota.ScopeKey(keyID))
 	}
 	return u, nil
-}
-
-func scopeUsage(st ScopeState, now time.Time) ScopeUsage {
-	req, tok, newest, _ := windowUse(st.Window, now.Unix())
-	u := ScopeUsage{Requests: req, Tokens: tok, Day: st.Day, Month: st.Month}
-	if req > 0 {
-		u.Reset = time.Duration((newest+windowSeconds)*1000-now.UnixMilli()) * time.Millisecond
-	}
-	return u
 }

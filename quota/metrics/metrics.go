@@ -1,4 +1,5 @@
-package quota
+// Package metrics wraps a quota.Limiter with Prometheus metrics.
+package metrics
 
 import (
 	"context"
@@ -6,11 +7,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/quota"
 )
 
-// Instrumented counts what a Limiter decides and how long it takes.
+// Instrumented counts what a quota.Limiter decides and how long it takes.
 type Instrumented struct {
-	next        Limiter
+	next        quota.Limiter
 	decisions   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	outstanding prometheus.Gauge
@@ -19,7 +22,7 @@ type Instrumented struct {
 // Instrument wraps l with metrics registered on reg (nil: not registered):
 // admissions and rejections by reason, limiter latency by operation,
 // and reservations outstanding on this replica.
-func Instrument(l Limiter, reg prometheus.Registerer) (*Instrumented, error) {
+func Instrument(l quota.Limiter, reg prometheus.Registerer) (*Instrumented, error) {
 	m := &Instrumented{
 		next: l,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -46,8 +49,8 @@ func Instrument(l Limiter, reg prometheus.Registerer) (*Instrumented, error) {
 	return m, nil
 }
 
-// Admit implements Limiter.
-func (m *Instrumented) Admit(ctx context.Context, a Admission) (Decision, error) {
+// Admit implements quota.Limiter.
+func (m *Instrumented) Admit(ctx context.Context, a quota.Admission) (quota.Decision, error) {
 	start := time.Now()
 	d, err := m.next.Admit(ctx, a)
 	m.latency.WithLabelValues("admit").Observe(time.Since(start).Seconds())
@@ -63,9 +66,9 @@ func (m *Instrumented) Admit(ctx context.Context, a Admission) (Decision, error)
 	return d, err
 }
 
-// Check implements Limiter; a refusal counts as a rejection (outcome
+// Check implements quota.Limiter; a refusal counts as a rejection (outcome
 // "refused_early"): the request is answered 429 before its body is read.
-func (m *Instrumented) Check(ctx context.Context, a Admission) (Decision, error) {
+func (m *Instrumented) Check(ctx context.Context, a quota.Admission) (quota.Decision, error) {
 	start := time.Now()
 	d, err := m.next.Check(ctx, a)
 	m.latency.WithLabelValues("check").Observe(time.Since(start).Seconds())
@@ -78,8 +81,8 @@ func (m *Instrumented) Check(ctx context.Context, a Admission) (Decision, error)
 	return d, err
 }
 
-// Settle implements Limiter.
-func (m *Instrumented) Settle(ctx context.Context, s Settlement) (SettleResult, error) {
+// Settle implements quota.Limiter.
+func (m *Instrumented) Settle(ctx context.Context, s quota.Settlement) (quota.SettleResult, error) {
 	start := time.Now()
 	r, err := m.next.Settle(ctx, s)
 	m.latency.WithLabelValues("settle").Observe(time.Since(start).Seconds())
@@ -89,16 +92,16 @@ func (m *Instrumented) Settle(ctx context.Context, s Settlement) (SettleResult, 
 	return r, err
 }
 
-// Peek implements Limiter.
-func (m *Instrumented) Peek(ctx context.Context, accountID, keyID string, now time.Time) (Usage, error) {
+// Peek implements quota.Limiter.
+func (m *Instrumented) Peek(ctx context.Context, accountID, keyID string, now time.Time) (quota.Usage, error) {
 	start := time.Now()
 	u, err := m.next.Peek(ctx, accountID, keyID, now)
 	m.latency.WithLabelValues("peek").Observe(time.Since(start).Seconds())
 	return u, err
 }
 
-// Extend implements Limiter.
-func (m *Instrumented) Extend(ctx context.Context, e Extension) (bool, error) {
+// Extend implements quota.Limiter.
+func (m *Instrumented) Extend(ctx context.Context, e quota.Extension) (bool, error) {
 	start := time.Now()
 	held, err := m.next.Extend(ctx, e)
 	m.latency.WithLabelValues("extend").Observe(time.Since(start).Seconds())
