@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/tiktoken-go/tokenizer"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // Overheads of OpenAI's chat format: each message is wrapped as
@@ -63,42 +65,18 @@ type ParamError struct {
 func (e *ParamError) Error() string { return e.Param + ": " + e.Err.Error() }
 func (e *ParamError) Unwrap() error { return e.Err }
 
+// request is what the estimate reads of a chat completion request: the
+// messages (openaiwire's), the texts rendered into the prompt and, raw so
+// a bad one is named with its value, the limits.
 type request struct {
-	Messages            []message       `json:"messages"`
-	Tools               json.RawMessage `json:"tools"`
-	Functions           json.RawMessage `json:"functions"`
-	ResponseFormat      json.RawMessage `json:"response_format"`
-	Prediction          json.RawMessage `json:"prediction"`
-	N                   json.RawMessage `json:"n"`
-	MaxTokens           json.RawMessage `json:"max_tokens"`
-	MaxCompletionTokens json.RawMessage `json:"max_completion_tokens"`
-}
-
-type message struct {
-	Role         string          `json:"role"`
-	Name         string          `json:"name"`
-	Content      json.RawMessage `json:"content"`
-	ToolCalls    []toolCall      `json:"tool_calls"`
-	FunctionCall *function       `json:"function_call"`
-	ToolCallID   string          `json:"tool_call_id"`
-}
-
-type toolCall struct {
-	ID       string   `json:"id"`
-	Function function `json:"function"`
-}
-
-type function struct {
-	Name      string `json:"name"`
-	Arguments string `json:"arguments"`
-}
-
-type part struct {
-	Type       string          `json:"type"`
-	Text       string          `json:"text"`
-	Refusal    string          `json:"refusal"`
-	InputAudio json.RawMessage `json:"input_audio"`
-	File       json.RawMessage `json:"file"`
+	Messages            []openaiwire.Message `json:"messages"`
+	Tools               json.RawMessage      `json:"tools"`
+	Functions           json.RawMessage      `json:"functions"`
+	ResponseFormat      json.RawMessage      `json:"response_format"`
+	Prediction          json.RawMessage      `json:"prediction"`
+	N                   json.RawMessage      `json:"n"`
+	MaxTokens           json.RawMessage      `json:"max_tokens"`
+	MaxCompletionTokens json.RawMessage      `json:"max_completion_tokens"`
 }
 
 // prompt is a request's text, gathered once, and its fixed overheads.
@@ -143,7 +121,12 @@ func (c *Counter) Prompt(body []byte, f Family) (Estimate, error) {
 	est.MaxTokens = max(est.MaxTokens, 0)
 	p := prompt{overhead: replyPrime}
 	for i, m := range req.Messages {
-		if err := p.message(m, f); err != nil {
+		if err := p.calls(m); err != nil {
+			// A name or arguments that is not a string: the request
+			// itself cannot be read, as when it is not JSON.
+			return Estimate{}, &ParamError{Param: "messages", Err: fmt.Errorf("the request cannot be read: messages[%d]: %w", i, err)}
+		}
+		if err := p.content(m.Content, f); err != nil {
 			return Estimate{}, &ParamError{Param: fmt.Sprintf("messages[%d].content", i), Err: err}
 		}
 	}
@@ -203,8 +186,9 @@ func codecFor(enc Encoding) tokenizer.Codec {
 	return codec
 }
 
-// message gathers one message's text and overheads.
-func (p *prompt) message(m message, f Family) error {
+// calls gathers one message's text and overheads but its content: role,
+// name, tool call id and the function calls.
+func (p *prompt) calls(m openaiwire.Message) error {
 	p.overhead += perMessage
 	p.add(m.Role)
 	if m.Name != "" {
@@ -212,18 +196,31 @@ func (p *prompt) message(m message, f Family) error {
 		p.add(m.Name)
 	}
 	p.add(m.ToolCallID)
-	for _, tc := range m.ToolCalls {
+	for j, tc := range m.ToolCalls {
 		p.overhead += perToolCall
 		p.add(tc.ID)
-		p.add(tc.Function.Name)
-		p.add(tc.Function.Arguments)
+		if err := p.function(tc.Function); err != nil {
+			return fmt.Errorf("tool_calls[%d].%w", j, err)
+		}
 	}
 	if fc := m.FunctionCall; fc != nil {
 		p.overhead += perToolCall
-		p.add(fc.Name)
-		p.add(fc.Arguments)
+		if err := p.function(*fc); err != nil {
+			return fmt.Errorf("function_call.%w", err)
+		}
 	}
-	return p.content(m.Content, f)
+	return nil
+}
+
+// function gathers a function call's name and arguments.
+func (p *prompt) function(fc openaiwire.FunctionCall) error {
+	name, args, err := fc.Text()
+	if err != nil {
+		return err
+	}
+	p.add(name)
+	p.add(args)
+	return nil
 }
 
 // content gathers a message content: a string, or an array of parts whose
@@ -241,7 +238,7 @@ func (p *prompt) content(raw json.RawMessage, f Family) error {
 		p.add(s)
 		return nil
 	}
-	var parts []part
+	var parts []openaiwire.ContentPart
 	if err := json.Unmarshal(raw, &parts); err != nil {
 		return fmt.Errorf("neither a string nor an array of parts: %w", err)
 	}
@@ -252,8 +249,12 @@ func (p *prompt) content(raw json.RawMessage, f Family) error {
 			p.images++
 			p.overhead += f.ImageTokens
 		default:
+			refusal, err := openaiwire.Unquote(pt.Refusal)
+			if err != nil {
+				return fmt.Errorf("neither a string nor an array of parts: refusal: %w", err)
+			}
 			text.WriteString(pt.Text)
-			text.WriteString(pt.Refusal)
+			text.WriteString(refusal)
 			// Audio and files are bounded by their (base64) bytes.
 			p.overhead += int64(len(pt.InputAudio) + len(pt.File))
 		}

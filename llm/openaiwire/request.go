@@ -109,6 +109,9 @@ type Message struct {
 	Refusal    json.RawMessage `json:"refusal,omitempty"`
 	ToolCalls  []ToolCall      `json:"tool_calls,omitempty"`
 	ToolCallID string          `json:"tool_call_id,omitempty"`
+	// FunctionCall is the deprecated single function call of an
+	// assistant message (before tool_calls).
+	FunctionCall *FunctionCall `json:"function_call,omitempty"`
 }
 
 // ToolCall is a function call of an assistant message or, with Index, a
@@ -149,11 +152,15 @@ type Tool struct {
 	} `json:"function"`
 }
 
-// ContentPart is one element of an array-valued message content.
+// ContentPart is one element of an array-valued message content. The
+// fields only some readers use are raw (URL and Unquote read them).
 type ContentPart struct {
-	Type     string          `json:"type"`
-	Text     string          `json:"text"`
-	ImageURL json.RawMessage `json:"image_url"`
+	Type       string          `json:"type"`
+	Text       string          `json:"text"`
+	ImageURL   json.RawMessage `json:"image_url"`
+	Refusal    json.RawMessage `json:"refusal"`
+	InputAudio json.RawMessage `json:"input_audio"`
+	File       json.RawMessage `json:"file"`
 }
 
 // URL is an image_url part's {"url"}.
