@@ -28,9 +28,10 @@ func decoder[T Data]() func(json.RawMessage) (Data, error) {
 }
 
 // registry is fixed at compile time and never written: adding an event type
-// or version is a code change, with its schema in schemas/events. Each area
-// keeps its types in its own file (types_<area>.go).
-var registry = mergeTypes(coreTypes, executionTypes, quotaTypes, billingTypes)
+// or version is a code change, with its schema in schemas/events. Each stream
+// keeps its types in its own file (account.go, apikey.go, completion.go,
+// billingrecord.go, stripeevent.go).
+var registry = mergeTypes(accountTypes, apikeyTypes, completionTypes, billingrecordTypes, stripeeventTypes)
 
 // mergeTypes joins the areas' type tables; a name in two of them is a
 // programming error caught by the tests (the later table would win).
@@ -42,21 +43,6 @@ func mergeTypes(tables ...map[string]typeInfo) map[string]typeInfo {
 		}
 	}
 	return out
-}
-
-// coreTypes are the accounts, keys, completions and metered usage of the
-// end-to-end slice.
-var coreTypes = map[string]typeInfo{
-	TypeAccountCreated:        {version: 1, decode: decoder[AccountCreated]()},
-	TypeBillingCustomerLinked: {version: 1, decode: decoder[BillingCustomerLinked]()},
-	TypeAPIKeyIssued:          {version: 1, decode: decoder[APIKeyIssued]()},
-	TypeAPIKeyRevoked:         {version: 1, decode: decoder[APIKeyRevoked]()},
-	TypeCompletionRequested:   {version: 1, decode: decoder[CompletionRequested]()},
-	TypeCompletionStarted:     {version: 1, decode: decoder[CompletionStarted]()},
-	TypeCompletionSucceeded:   {version: 1, decode: decoder[CompletionSucceeded]()},
-	TypeCompletionFailed:      {version: 1, decode: decoder[CompletionFailed]()},
-	TypeBillingRecordClosed:   {version: 1, decode: decoder[BillingRecordClosed]()},
-	TypeBillingUsageReported:  {version: 1, decode: decoder[BillingUsageReported]()},
 }
 
 // Types lists every registered event type with its current schema version.

@@ -1,66 +1,55 @@
 package events
 
-import "time"
+import (
+	"time"
+)
 
-// Billing lifecycle event type names.
+// Events of the account-… stream: an account's creation, plan, limits, Stripe customer, subscription, payments and downgrades.
+
+// Event type names of this stream. They are past-tense facts and never change once used.
 const (
-	TypeBillingWebhookReceived     = "billing.webhook_received"
+	TypeAccountCreated             = "account.created"
+	TypeBillingCustomerLinked      = "billing.customer_linked"
 	TypeBillingSubscriptionChanged = "billing.subscription_changed"
 	TypeBillingPaymentFailed       = "billing.payment_failed"
 	TypeBillingPaymentSucceeded    = "billing.payment_succeeded"
 	TypeAccountDowngraded          = "account.downgraded"
-	TypeBillingRecordFlagged       = "billing.record_flagged"
+	TypeAccountPlanChanged         = "account.plan_changed"
+	TypeAccountLimitsChanged       = "account.limits_changed"
 )
 
-// StreamStripeEvent prefixes the stream of a verified Stripe event that
-// concerns no account (an unhandled type, an unknown customer).
-const StreamStripeEvent = "stripeevent-"
-
-// billingTypes are the event types of the billing lifecycle with Stripe: checkout, subscriptions, payments, downgrades.
-var billingTypes = map[string]typeInfo{
-	TypeBillingWebhookReceived:     {version: 1, decode: decoder[BillingWebhookReceived]()},
+// accountTypes registers this stream's event types and their schema versions.
+var accountTypes = map[string]typeInfo{
+	TypeAccountCreated:             {version: 1, decode: decoder[AccountCreated]()},
+	TypeBillingCustomerLinked:      {version: 1, decode: decoder[BillingCustomerLinked]()},
 	TypeBillingSubscriptionChanged: {version: 1, decode: decoder[BillingSubscriptionChanged]()},
 	TypeBillingPaymentFailed:       {version: 1, decode: decoder[BillingPaymentFailed]()},
 	TypeBillingPaymentSucceeded:    {version: 1, decode: decoder[BillingPaymentSucceeded]()},
 	TypeAccountDowngraded:          {version: 1, decode: decoder[AccountDowngraded]()},
-	TypeBillingRecordFlagged:       {version: 1, decode: decoder[BillingRecordFlagged]()},
+	TypeAccountPlanChanged:         {version: 1, decode: decoder[AccountPlanChanged]()},
+	TypeAccountLimitsChanged:       {version: 1, decode: decoder[AccountLimitsChanged]()},
 }
 
-// Outcomes of a Stripe webhook, as recorded in BillingWebhookReceived.
-const (
-	// WebhookApplied: the event changed the account's billing state.
-	WebhookApplied = "applied"
-	// WebhookStale: an event older than one already applied arrived late;
-	// it is recorded and changes nothing, so state never rolls back.
-	WebhookStale = "stale"
-	// WebhookUnhandled: Tollgate does not act on this event type.
-	WebhookUnhandled = "unhandled"
-	// WebhookNoAccount: no account is linked to the event's customer.
-	WebhookNoAccount = "no_account"
-	// WebhookIgnored: the event concerns something the account no longer
-	// follows (another subscription, another customer, an unknown price).
-	WebhookIgnored = "ignored"
-)
-
-// BillingWebhookReceived: a Stripe webhook event passed signature
-// verification. Its event id derives from the Stripe event id, so a
-// redelivery appends nothing. Every verified event is recorded, also those
-// Tollgate does not act on.
-type BillingWebhookReceived struct {
-	StripeEventID   string    `json:"stripe_event_id"`
-	StripeEventType string    `json:"stripe_event_type"`
-	StripeCreated   time.Time `json:"stripe_created"`
-	// APIVersion is the version Stripe rendered the event with.
-	APIVersion       string `json:"api_version"`
-	Livemode         bool   `json:"livemode"`
-	AccountID        string `json:"account_id,omitempty"`
-	StripeCustomerID string `json:"stripe_customer_id,omitempty"`
-	// Outcome is one of the Webhook* constants.
-	Outcome string `json:"outcome"`
+// AccountCreated: an operator opened an account.
+type AccountCreated struct {
+	AccountID string `json:"account_id"`
+	Name      string `json:"name"`
+	Email     string `json:"email"`
+	Plan      string `json:"plan"`
 }
 
 // EventType implements Data.
-func (BillingWebhookReceived) EventType() string { return TypeBillingWebhookReceived }
+func (AccountCreated) EventType() string { return TypeAccountCreated }
+
+// BillingCustomerLinked: the account was tied to a Stripe customer, to whom
+// its metered usage is reported from now on.
+type BillingCustomerLinked struct {
+	AccountID        string `json:"account_id"`
+	StripeCustomerID string `json:"stripe_customer_id"`
+}
+
+// EventType implements Data.
+func (BillingCustomerLinked) EventType() string { return TypeBillingCustomerLinked }
 
 // BillingSubscriptionChanged: Stripe reported the account's subscription
 // in a new state. Plan is the plan whose limits apply from now on (the
@@ -122,26 +111,33 @@ type AccountDowngraded struct {
 // EventType implements Data.
 func (AccountDowngraded) EventType() string { return TypeAccountDowngraded }
 
-// Reasons a billing record is flagged.
-const (
-	// FlagTooOld: the record's window starts longer ago than Stripe accepts
-	// meter events for (35 days).
-	FlagTooOld = "too_old"
-)
+// LimitOverrides are limits set on an account or a key on top of its
+// plan. A nil field takes the plan's value (for a key: the account's); a
+// set field replaces it. Budgets are in nano-USD.
+type LimitOverrides struct {
+	RequestsPerMinute    *int64 `json:"requests_per_minute"`
+	TokensPerMinute      *int64 `json:"tokens_per_minute"`
+	DailyBudgetNanoUSD   *int64 `json:"daily_budget_nano_usd"`
+	MonthlyBudgetNanoUSD *int64 `json:"monthly_budget_nano_usd"`
+}
 
-// BillingRecordFlagged: a billing record cannot be sent to Stripe (its
-// window is older than Stripe accepts meter events for) and needs an
-// operator. It freezes the record like billing.record_closed does and takes
-// it out of the reporter's queue, so it blocks no other record; the
-// reconciliation keeps showing its quantity as not reported.
-type BillingRecordFlagged struct {
-	RecordID    string    `json:"record_id"`
-	AccountID   string    `json:"account_id"`
-	WindowStart time.Time `json:"window_start"`
-	Quantity    int64     `json:"quantity"`
-	// Reason is one of the Flag* constants.
-	Reason string `json:"reason"`
+// AccountPlanChanged: an operator (or billing) moved the account to
+// another plan; its limits follow from the next request on.
+type AccountPlanChanged struct {
+	AccountID string `json:"account_id"`
+	FromPlan  string `json:"from_plan"`
+	Plan      string `json:"plan"`
 }
 
 // EventType implements Data.
-func (BillingRecordFlagged) EventType() string { return TypeBillingRecordFlagged }
+func (AccountPlanChanged) EventType() string { return TypeAccountPlanChanged }
+
+// AccountLimitsChanged: an operator set the account's limit overrides.
+// Limits is the whole new set, not a difference.
+type AccountLimitsChanged struct {
+	AccountID string         `json:"account_id"`
+	Limits    LimitOverrides `json:"limits"`
+}
+
+// EventType implements Data.
+func (AccountLimitsChanged) EventType() string { return TypeAccountLimitsChanged }
