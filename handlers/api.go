@@ -21,9 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/quota/memory"
 )
 

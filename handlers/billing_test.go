@@ -17,10 +17,10 @@ import (
 
 	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/stripetest"

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota/memory"

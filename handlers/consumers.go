@@ -11,9 +11,9 @@ import (
 
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/execution"
 )
 
 // Worker executes queued completions from the bus.

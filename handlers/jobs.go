@@ -13,8 +13,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/callbacks"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"

@@ -14,9 +14,9 @@ import (
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
 )

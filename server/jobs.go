@@ -7,11 +7,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/callbacks"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/projections"
 )

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/callbacks"
+	"github.com/tollgate/tollgate/completion/callbacks"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llmtest"

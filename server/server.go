@@ -23,9 +23,9 @@ import (
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/quota"
 )

@@ -15,9 +15,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tollgate/tollgate/callbacks"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/callbacks"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"

@@ -17,11 +17,11 @@ import (
 
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/pgtest"
