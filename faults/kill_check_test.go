@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,11 +37,11 @@ func (c killCompletion) outcome() string {
 	case c.outcomes() != 1:
 		return ""
 	case c.succeeded == 1:
-		return projections.JobSucceeded
+		return jobs.JobSucceeded
 	case c.failed == 1:
-		return projections.JobFailed
+		return jobs.JobFailed
 	default:
-		return projections.JobAbandoned
+		return jobs.JobAbandoned
 	}
 }
 
@@ -170,7 +172,7 @@ func (s *killState) quiet() error {
 }
 
 func isFinishedJob(status string) bool {
-	return status == projections.JobSucceeded || status == projections.JobFailed || status == projections.JobAbandoned
+	return status == jobs.JobSucceeded || status == jobs.JobFailed || status == jobs.JobAbandoned
 }
 
 func sumWin(m map[time.Time]int64) int64 {

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,7 +21,6 @@ import (
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
-	"github.com/tollgate/tollgate/projections"
 )
 
 // jobJSON is a completion request as a job.
@@ -334,7 +336,7 @@ func (a *API) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	jobs, err := projections.ListJobs(r.Context(), a.cfg.ReadModels, p.AccountID, limit)
+	jobs, err := jobs.List(r.Context(), a.cfg.ReadModels, p.AccountID, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -353,7 +355,7 @@ type usageJSON struct {
 	CostUSD          string `json:"cost_usd"`
 }
 
-func toUsageJSON(u projections.UsageRow) usageJSON {
+func toUsageJSON(u usage.Row) usageJSON {
 	return usageJSON{
 		Group: u.Group, Requests: u.Requests, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
 		TotalTokens: u.PromptTokens + u.CompletionTokens, CostNanoUSD: u.CostNanoUSD, CostUSD: money.NanoUSD(u.CostNanoUSD).USD(),
@@ -430,13 +432,13 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("invalid_value", "group_by", "group_by must be model, day or key."))
 		return
 	}
-	rows, err := projections.Usage(r.Context(), a.cfg.ReadModels, p.AccountID, from, to, groupBy)
+	rows, err := usage.Query(r.Context(), a.cfg.ReadModels, p.AccountID, from, to, groupBy)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	data := make([]usageJSON, 0, len(rows))
-	var total projections.UsageRow
+	var total usage.Row
 	for _, u := range rows {
 		data = append(data, toUsageJSON(u))
 		total.Requests += u.Requests

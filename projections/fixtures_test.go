@@ -1,8 +1,12 @@
-package projections
+package projections_test
 
 import (
 	"context"
 	"testing"
+
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/usage"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,8 +16,8 @@ import (
 	"github.com/tollgate/tollgate/projections/projectionstest"
 )
 
-func buildAll(schema string) []Projector {
-	return []Projector{NewUsageLedger(schema), NewJobs(schema)}
+func buildAll(schema string) []projections.Projector {
+	return []projections.Projector{usage.New(schema), jobs.New(schema)}
 }
 
 // evlog is the tests' event log on a real store.
@@ -21,16 +25,16 @@ type evlog = projectionstest.Log
 
 func newLog(t testing.TB, pool *pgxpool.Pool) *evlog { return projectionstest.NewLog(t, pool) }
 
-func newSet(t testing.TB, pool *pgxpool.Pool, schema string) *Set {
+func newSet(t testing.TB, pool *pgxpool.Pool, schema string) *projections.Set {
 	t.Helper()
-	s, err := NewSet(pool, schema, nil, nil, buildAll(schema)...)
+	s, err := projections.NewSet(pool, schema, nil, nil, buildAll(schema)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func handleAll(t testing.TB, s *Set, evs ...events.Envelope) {
+func handleAll(t testing.TB, s *projections.Set, evs ...events.Envelope) {
 	t.Helper()
 	projectionstest.HandleAll(t, s, evs...)
 }
@@ -38,7 +42,7 @@ func handleAll(t testing.TB, s *Set, evs ...events.Envelope) {
 // dump returns every read-model table of schema as sorted text rows.
 func dump(t testing.TB, pool *pgxpool.Pool, schema string) map[string][]string {
 	t.Helper()
-	out, err := Dump(context.Background(), pool, schema)
+	out, err := projections.Dump(context.Background(), pool, schema)
 	if err != nil {
 		t.Fatal(err)
 	}

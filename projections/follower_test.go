@@ -1,4 +1,4 @@
-package projections
+package projections_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/tollgate/tollgate/pgtest"
 )
@@ -22,8 +24,8 @@ func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
 	}
 	l.Stored() // wait until readable
 	ctx := context.Background()
-	follow := func(batch int) *Follower {
-		f, err := NewFollower(FollowerConfig{Set: newSet(t, pool, LiveSchema), Store: l.Store, BatchSize: batch})
+	follow := func(batch int) *projections.Follower {
+		f, err := projections.NewFollower(projections.FollowerConfig{Set: newSet(t, pool, projections.LiveSchema), Store: l.Store, BatchSize: batch})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,17 +62,17 @@ func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
 	if requests != 7 || tokens != 7*15 {
 		t.Fatalf("rollups: %d requests, %d tokens; want 7 and %d", requests, tokens, 7*15)
 	}
-	if _, err := Rebuild(ctx, pool, l.Store, "rebuild", 3, buildAll, nil); err != nil {
+	if _, err := projections.Rebuild(ctx, pool, l.Store, "rebuild", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
-	diffs, err := Compare(ctx, pool, LiveSchema, "rebuild")
+	diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "rebuild")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(diffs) > 0 {
 		t.Fatalf("follower and rebuild differ: %v", diffs)
 	}
-	if got, want := dump(t, pool, LiveSchema)["usage_ledger"], dump(t, pool, "rebuild")["usage_ledger"]; !reflect.DeepEqual(got, want) {
+	if got, want := dump(t, pool, projections.LiveSchema)["usage_ledger"], dump(t, pool, "rebuild")["usage_ledger"]; !reflect.DeepEqual(got, want) {
 		t.Fatalf("ledger %v vs %v", got, want)
 	}
 }

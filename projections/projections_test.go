@@ -1,4 +1,4 @@
-package projections
+package projections_test
 
 import (
 	"context"
@@ -6,6 +6,10 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/projections"
+	"github.com/tollgate/tollgate/usage"
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
@@ -31,7 +35,7 @@ func TestReadModels(t *testing.T) {
 	l.Requested("c5", "acc_a", "key_1", "gpt-small", t1.Add(3*time.Hour))
 	l.Complete("c6", "acc_b", "key_9", "gpt-small", 7, 3, 50, day0.Add(24*time.Hour+time.Minute))
 
-	s := newSet(t, pool, LiveSchema)
+	s := newSet(t, pool, projections.LiveSchema)
 	handleAll(t, s, l.Stored()...)
 
 	// Ledger and rollups.
@@ -57,67 +61,67 @@ func TestReadModels(t *testing.T) {
 	}
 
 	// Usage, from the rollups (whole days) and from the ledger.
-	u, err := Usage(ctx, pool, "acc_a", day0, day0.Add(24*time.Hour), "model")
+	u, err := usage.Query(ctx, pool, "acc_a", day0, day0.Add(24*time.Hour), "model")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []UsageRow{{"gpt-large", 1, 1000, 200, 90_000}, {"gpt-small", 2, 110, 25, 1_800}}
+	want := []usage.Row{{Group: "gpt-large", Requests: 1, PromptTokens: 1000, CompletionTokens: 200, CostNanoUSD: 90_000}, {Group: "gpt-small", Requests: 2, PromptTokens: 110, CompletionTokens: 25, CostNanoUSD: 1_800}}
 	if !reflect.DeepEqual(u, want) {
 		t.Errorf("usage by model = %+v; want %+v", u, want)
 	}
-	u, err = Usage(ctx, pool, "acc_a", t1, t1.Add(30*time.Minute), "key")
+	u, err = usage.Query(ctx, pool, "acc_a", t1, t1.Add(30*time.Minute), "key")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []UsageRow{{"key_1", 2, 110, 25, 1_800}}; !reflect.DeepEqual(u, want) {
+	if want := []usage.Row{{Group: "key_1", Requests: 2, PromptTokens: 110, CompletionTokens: 25, CostNanoUSD: 1_800}}; !reflect.DeepEqual(u, want) {
 		t.Errorf("usage by key in half an hour = %+v; want %+v", u, want)
 	}
-	u, err = Usage(ctx, pool, "acc_b", day0, day0.Add(72*time.Hour), "day")
+	u, err = usage.Query(ctx, pool, "acc_b", day0, day0.Add(72*time.Hour), "day")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []UsageRow{{"2026-03-03", 1, 7, 3, 50}}; !reflect.DeepEqual(u, want) {
+	if want := []usage.Row{{Group: "2026-03-03", Requests: 1, PromptTokens: 7, CompletionTokens: 3, CostNanoUSD: 50}}; !reflect.DeepEqual(u, want) {
 		t.Errorf("usage by day = %+v; want %+v", u, want)
 	}
-	u, err = Usage(ctx, pool, "acc_b", day0, day0.Add(24*time.Hour), "")
+	u, err = usage.Query(ctx, pool, "acc_b", day0, day0.Add(24*time.Hour), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []UsageRow{{}}; !reflect.DeepEqual(u, want) {
+	if want := []usage.Row{{}}; !reflect.DeepEqual(u, want) {
 		t.Errorf("empty total = %+v; want one zero row", u)
 	}
-	u, err = Usage(ctx, pool, "acc_a", day0.Add(time.Hour), day0.Add(48*time.Hour), "")
+	u, err = usage.Query(ctx, pool, "acc_a", day0.Add(time.Hour), day0.Add(48*time.Hour), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []UsageRow{{"", 3, 1110, 225, 91_800}}; !reflect.DeepEqual(u, want) {
+	if want := []usage.Row{{Group: "", Requests: 3, PromptTokens: 1110, CompletionTokens: 225, CostNanoUSD: 91_800}}; !reflect.DeepEqual(u, want) {
 		t.Errorf("total = %+v; want %+v", u, want)
 	}
-	if _, err := Usage(ctx, pool, "acc_a", day0, day0, "hour"); err == nil {
+	if _, err := usage.Query(ctx, pool, "acc_a", day0, day0, "hour"); err == nil {
 		t.Error("group by hour: no error")
 	}
 
 	// Jobs.
-	jobs, err := ListJobs(ctx, pool, "acc_a", 10)
+	js, err := jobs.List(ctx, pool, "acc_a", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(jobs) != 5 {
-		t.Fatalf("jobs = %d; want 5", len(jobs))
+	if len(js) != 5 {
+		t.Fatalf("jobs = %d; want 5", len(js))
 	}
-	if j := jobs[0]; j.CompletionID != "c5" || j.Status != JobQueued || j.StartedAt != nil || j.FinishedAt != nil || j.Mode != events.ModeAsync {
+	if j := js[0]; j.CompletionID != "c5" || j.Status != jobs.JobQueued || j.StartedAt != nil || j.FinishedAt != nil || j.Mode != events.ModeAsync {
 		t.Errorf("newest job = %+v; want c5 queued", j)
 	}
-	if j := jobs[1]; j.CompletionID != "c4" || j.Status != JobFailed || j.ErrorType != "upstream_error" ||
+	if j := js[1]; j.CompletionID != "c4" || j.Status != jobs.JobFailed || j.ErrorType != "upstream_error" ||
 		j.ErrorMessage != "provider c4 down" || j.FinishedAt == nil || !j.FinishedAt.Equal(t1.Add(2*time.Hour+3*time.Second).Truncate(time.Microsecond)) {
 		t.Errorf("failed job = %+v", j)
 	}
-	if j := jobs[4]; j.CompletionID != "c1" || j.Status != JobSucceeded || j.KeyID != "key_1" || j.Model != "gpt-small" ||
+	if j := js[4]; j.CompletionID != "c1" || j.Status != jobs.JobSucceeded || j.KeyID != "key_1" || j.Model != "gpt-small" ||
 		!j.RequestedAt.Equal(t1.Truncate(time.Microsecond)) || !j.StartedAt.Equal(t1.Add(time.Second).Truncate(time.Microsecond)) {
 		t.Errorf("first job = %+v", j)
 	}
 
-	if got := counterValue(t, s.events.WithLabelValues(events.TypeCompletionSucceeded, "applied")); got != 4 {
+	if got := counterValue(t, projections.EventsCounter(s).WithLabelValues(events.TypeCompletionSucceeded, "applied")); got != 4 {
 		t.Errorf("applied succeeded events = %v; want 4", got)
 	}
 	if got := s.LastPosition(); got != l.All[len(l.All)-1].Position {
@@ -132,10 +136,10 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	at := day0.Add(9 * time.Hour)
 	c1 := l.Complete("c1", "acc_a", "key_1", "m", 10, 10, 100, at)
 	c2 := l.Complete("c2", "acc_a", "key_1", "m", 5, 5, 50, at.Add(time.Minute))
-	s := newSet(t, pool, LiveSchema)
+	s := newSet(t, pool, projections.LiveSchema)
 	all := l.Stored()
 	handleAll(t, s, all...)
-	before := dump(t, pool, LiveSchema)
+	before := dump(t, pool, projections.LiveSchema)
 
 	// Everything again, then old events after newer ones, one by one and
 	// in a batch.
@@ -144,10 +148,10 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	if err := s.HandleBatch(ctx, []events.Envelope{c2[0], c1[2], c2[1]}); err != nil {
 		t.Fatal(err)
 	}
-	if after := dump(t, pool, LiveSchema); !reflect.DeepEqual(before, after) {
+	if after := dump(t, pool, projections.LiveSchema); !reflect.DeepEqual(before, after) {
 		t.Errorf("redelivery changed the read models:\nbefore %v\nafter  %v", before, after)
 	}
-	if got := counterValue(t, s.events.WithLabelValues(events.TypeCompletionSucceeded, "skipped")); got != 5 {
+	if got := counterValue(t, projections.EventsCounter(s).WithLabelValues(events.TypeCompletionSucceeded, "skipped")); got != 5 {
 		t.Errorf("skipped succeeded events = %v; want 5", got)
 	}
 }
@@ -165,20 +169,20 @@ func TestGapAppliesNothing(t *testing.T) {
 	if _, err := l.Store.Append(ctx, events.StreamAccount+"acc_a", 0, unknown); err != nil {
 		t.Fatal(err)
 	}
-	s := newSet(t, pool, LiveSchema)
+	s := newSet(t, pool, projections.LiveSchema)
 	handleAll(t, s, c1[0])
-	before := dump(t, pool, LiveSchema)
+	before := dump(t, pool, projections.LiveSchema)
 
 	err := s.Handle(ctx, c1[2])
-	var gap *GapError
-	if !errors.Is(err, ErrGap) || !errors.As(err, &gap) || gap.Applied != 1 || gap.Got != 3 || gap.StreamID != "completion-c1" {
+	var gap *projections.GapError
+	if !errors.Is(err, projections.ErrGap) || !errors.As(err, &gap) || gap.Applied != 1 || gap.Got != 3 || gap.StreamID != "completion-c1" {
 		t.Fatalf("handle v3 after v1 = %v; want a gap from 1 to 3", err)
 	}
 	// In a batch, a gap anywhere applies nothing, not even the events before it.
-	if err := s.HandleBatch(ctx, append(other[:2:2], c1[2])); !errors.Is(err, ErrGap) {
-		t.Fatalf("batch with a gap = %v; want ErrGap", err)
+	if err := s.HandleBatch(ctx, append(other[:2:2], c1[2])); !errors.Is(err, projections.ErrGap) {
+		t.Fatalf("batch with a gap = %v; want projections.ErrGap", err)
 	}
-	if after := dump(t, pool, LiveSchema); !reflect.DeepEqual(before, after) {
+	if after := dump(t, pool, projections.LiveSchema); !reflect.DeepEqual(before, after) {
 		t.Errorf("a gap changed the read models:\nbefore %v\nafter  %v", before, after)
 	}
 	// Once the missing event comes, the rest applies.
@@ -186,11 +190,11 @@ func TestGapAppliesNothing(t *testing.T) {
 	stored := l.Stored()
 	handleAll(t, s, stored[len(stored)-1])
 	var v int64
-	if err := pool.QueryRow(ctx, `SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = 'account-acc_a'`, SetName).Scan(&v); err != nil || v != 1 {
+	if err := pool.QueryRow(ctx, `SELECT version FROM projection_streams WHERE projection = $1 AND stream_id = 'account-acc_a'`, projections.SetName).Scan(&v); err != nil || v != 1 {
 		t.Errorf("guard of the account stream = %d, %v; want 1", v, err)
 	}
-	jobs, err := ListJobs(ctx, pool, "acc_a", 0)
-	if err != nil || len(jobs) != 1 || jobs[0].Status != JobSucceeded {
-		t.Errorf("jobs = %+v, %v; want c1 succeeded", jobs, err)
+	js, err := jobs.List(ctx, pool, "acc_a", 0)
+	if err != nil || len(js) != 1 || js[0].Status != jobs.JobSucceeded {
+		t.Errorf("jobs = %+v, %v; want c1 succeeded", js, err)
 	}
 }

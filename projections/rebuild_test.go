@@ -1,4 +1,4 @@
-package projections
+package projections_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -20,7 +22,7 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	rng := rand.New(rand.NewPCG(7, 11))
-	bus := projectionstest.NewBus(t, newSet(t, pool, LiveSchema), rng)
+	bus := projectionstest.NewBus(t, newSet(t, pool, projections.LiveSchema), rng)
 
 	accounts := []string{"acc_1", "acc_2", "acc_3", "acc_4", "acc_5"}
 	models := []string{"small", "large", "mini"}
@@ -88,14 +90,14 @@ func TestLiveEqualsRebuild(t *testing.T) {
 
 	// Twice: the second replaces the first, in batches that cut streams.
 	for _, batch := range []int{1000, 7} {
-		stats, err := Rebuild(ctx, pool, l.Store, "rebuild", batch, buildAll, nil)
+		stats, err := projections.Rebuild(ctx, pool, l.Store, "rebuild", batch, buildAll, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if stats.Events != int64(len(l.All)) || stats.Cursor.Position != l.All[len(l.All)-1].Position {
 			t.Errorf("rebuild read %d events up to %d; want %d up to %d", stats.Events, stats.Cursor.Position, len(l.All), l.All[len(l.All)-1].Position)
 		}
-		diffs, err := Compare(ctx, pool, LiveSchema, "rebuild")
+		diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "rebuild")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,14 +111,14 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE rebuild.jobs SET status = 'lost' WHERE completion_id = 'c1'`); err != nil {
 		t.Fatal(err)
 	}
-	diffs, err := Compare(ctx, pool, LiveSchema, "rebuild")
+	diffs, err := projections.Compare(ctx, pool, projections.LiveSchema, "rebuild")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(diffs) != 2 || !strings.HasPrefix(diffs[0], "jobs: 1 rows in public not in rebuild") || !strings.Contains(diffs[1], "lost") {
 		t.Errorf("diffs = %q; want the changed job both ways", diffs)
 	}
-	if _, err := Rebuild(ctx, pool, l.Store, LiveSchema, 100, buildAll, nil); err == nil {
+	if _, err := projections.Rebuild(ctx, pool, l.Store, projections.LiveSchema, 100, buildAll, nil); err == nil {
 		t.Error("rebuild into the live schema: no error")
 	}
 }
@@ -131,7 +133,7 @@ func BenchmarkRebuild(b *testing.B) {
 	var events int64
 	var elapsed time.Duration
 	for b.Loop() {
-		stats, err := Rebuild(ctx, pool, l.Store, "rebuild", 1000, buildAll, nil)
+		stats, err := projections.Rebuild(ctx, pool, l.Store, "rebuild", 1000, buildAll, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/commands"
@@ -13,7 +15,6 @@ import (
 	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/handlers"
-	"github.com/tollgate/tollgate/projections"
 )
 
 // startJobs runs the worker role's background duties: the reaper, which
@@ -24,7 +25,7 @@ func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *command
 		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: released,
 		Retry: cfg.Jobs.Retry(), MaxRetries: cfg.Jobs.MaxRetries, Lease: cfg.Jobs.Lease.D(),
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
-			return projections.ExpiredLeases(ctx, s.Pool, now, limit)
+			return jobs.ExpiredLeases(ctx, s.Pool, now, limit)
 		},
 	})
 	if err != nil {

@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/projections"
 	quotastate "github.com/tollgate/tollgate/quota/state"
@@ -30,7 +33,7 @@ func (w *wiring) startProjector() error {
 func ReadModels(cfg *config.Config) func(schema string) []projections.Projector {
 	return func(schema string) []projections.Projector {
 		return []projections.Projector{
-			projections.NewUsageLedger(schema), projections.NewJobs(schema),
+			usage.New(schema), jobs.New(schema),
 			records.NewRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
 			quotastate.New(schema),
 		}

@@ -250,7 +250,7 @@ func Due(ctx context.Context, q projections.Querier, schema string, now time.Tim
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.Record, error) {
 		var b billing.Record
 		err := r.Scan(&b.RecordID, &b.AccountID, &b.WindowStart, &b.WindowEnd, &b.Seq, &b.Unit, &b.Quantity, &b.Status, &b.ReportedAt)
-		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), utcPtr(b.ReportedAt)
+		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), UTC(b.ReportedAt)
 		return b, err
 	})
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,7 +24,6 @@ import (
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/projections"
 )
 
 // Config configures a Dispatcher.
@@ -236,7 +237,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.Interval)
 	defer t.Stop()
 	for {
-		ids, err := projections.PendingCallbacks(ctx, d.cfg.Pool, 4*d.cfg.Concurrency)
+		ids, err := jobs.PendingCallbacks(ctx, d.cfg.Pool, 4*d.cfg.Concurrency)
 		if err != nil && ctx.Err() == nil {
 			d.cfg.Logger.Error("pending callbacks", "error", err)
 		}

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
@@ -101,15 +104,15 @@ func newLeaseRigWith(t *testing.T, cfg *config.Config, opts rigOptions) *leaseRi
 		Renewed: func(context.Context, completion.Completion) { r.renewed.Add(1) }, Settled: opts.settled, Transient: pgstore.Transient}); err != nil {
 		t.Fatal(err)
 	}
-	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema),
-		projections.NewUsageLedger(projections.LiveSchema))
+	set, err := projections.NewSet(r.pool, projections.LiveSchema, nil, nil, jobs.New(projections.LiveSchema),
+		usage.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
 		Service: commands.NewService(r.store, func(string) bool { return true }, time.Now), Instance: "lease-test", Interval: reaperInterval,
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
-			return projections.ExpiredLeases(ctx, r.pool, now, limit)
+			return jobs.ExpiredLeases(ctx, r.pool, now, limit)
 		},
 	})
 	if err != nil {

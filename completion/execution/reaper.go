@@ -17,7 +17,7 @@ import (
 )
 
 // ExpiredFunc lists completions whose claim's lease ended at or before
-// now, at most limit (projections.ExpiredLeases on the live jobs model).
+// now, at most limit (jobs.ExpiredLeases on the live jobs model).
 type ExpiredFunc func(ctx context.Context, now time.Time, limit int) ([]string, error)
 
 // ReaperConfig configures a Reaper.

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/commands"
@@ -43,7 +46,7 @@ func (s dyingStore) Append(ctx context.Context, streamID string, expected int64,
 // project brings the live read models up to date with the streams.
 func project(t *testing.T, pool *pgxpool.Pool, store *pgstore.Store, ids ...string) {
 	t.Helper()
-	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema), projections.NewUsageLedger(projections.LiveSchema))
+	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, jobs.New(projections.LiveSchema), usage.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 		r, err := execution.NewReaper(execution.ReaperConfig{
 			Service: svc, Instance: instance, Now: now,
 			Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
-				return projections.ExpiredLeases(ctx, pool, now, limit)
+				return jobs.ExpiredLeases(ctx, pool, now, limit)
 			},
 		})
 		if err != nil {
@@ -164,7 +167,7 @@ func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE completion_id = 'chatcmpl-dead'`).Scan(&rows); err != nil || rows != 0 {
 		t.Errorf("usage_ledger rows = %d (%v), want 0", rows, err)
 	}
-	if err := pool.QueryRow(ctx, `SELECT status FROM jobs WHERE completion_id = 'chatcmpl-dead'`).Scan(&status); err != nil || status != projections.JobAbandoned {
+	if err := pool.QueryRow(ctx, `SELECT status FROM jobs WHERE completion_id = 'chatcmpl-dead'`).Scan(&status); err != nil || status != jobs.JobAbandoned {
 		t.Errorf("job status = %q (%v), want abandoned", status, err)
 	}
 	// The dead worker's outcome, were it to come back, is refused.

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/account"
@@ -89,8 +92,8 @@ func newRetryRig(t *testing.T) *retryRig {
 	if r.healthy, err = execution.New(execution.Config{Service: r.svc, LLM: router, Models: cfg.Model, Lease: r.lease, Now: r.now, Settled: r.settle}); err != nil {
 		t.Fatal(err)
 	}
-	if r.set, err = projections.NewSet(r.pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema),
-		projections.NewUsageLedger(projections.LiveSchema), quotastate.New(projections.LiveSchema)); err != nil {
+	if r.set, err = projections.NewSet(r.pool, projections.LiveSchema, nil, nil, jobs.New(projections.LiveSchema),
+		usage.New(projections.LiveSchema), quotastate.New(projections.LiveSchema)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.svc.CreateAccount(r.ctx, events.Metadata{}, account.CreateAccount{AccountID: rigAccount, Name: "Acme", Email: "ops@acme.example", Plan: "free"}); err != nil {
@@ -160,7 +163,7 @@ func (r *retryRig) reaper(instance string) *execution.Reaper {
 	rp, err := execution.NewReaper(execution.ReaperConfig{
 		Service: r.svc, Instance: instance, Now: r.now, Retry: true, MaxRetries: 2, Lease: r.lease, Released: r.settle,
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
-			return projections.ExpiredLeases(ctx, r.pool, now, limit)
+			return jobs.ExpiredLeases(ctx, r.pool, now, limit)
 		},
 	})
 	if err != nil {
@@ -237,7 +240,7 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 		t.Fatalf("second pass: %v, %v; want nothing", got, err)
 	}
 	r.project(id)
-	if ids, err := projections.ExpiredLeases(r.ctx, r.pool, r.now().Add(time.Hour), 10); err != nil || len(ids) != 0 {
+	if ids, err := jobs.ExpiredLeases(r.ctx, r.pool, r.now().Add(time.Hour), 10); err != nil || len(ids) != 0 {
 		t.Fatalf("expired leases after the requeue: %v, %v", ids, err)
 	}
 	// The reservation is still held, in the limiter and the read model.
@@ -331,7 +334,7 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 		t.Errorf("usage_ledger: %d rows costing %d (%v), want 1 costing %d", rows, ledgerCost, err, cost)
 	}
 	var status string
-	if err := r.pool.QueryRow(r.ctx, `SELECT status FROM jobs WHERE completion_id = $1`, id).Scan(&status); err != nil || status != projections.JobSucceeded {
+	if err := r.pool.QueryRow(r.ctx, `SELECT status FROM jobs WHERE completion_id = $1`, id).Scan(&status); err != nil || status != jobs.JobSucceeded {
 		t.Errorf("job status %q, %v", status, err)
 	}
 	// Settled once: the real cost is spent, nothing stays reserved, in the

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/completion/jobs"
+
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
@@ -20,7 +22,7 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := projectionstest.NewLog(t, pool)
-	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema), state.New(projections.LiveSchema))
+	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, jobs.New(projections.LiveSchema), state.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,17 +68,17 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	l.Append(events.StreamCompletion+"r", "acc_1", at, reserved("r"))
 	l.Started("r", "acc_1", at.Add(time.Second)) // lease until at+1m1s
 	projectionstest.HandleAll(t, set, l.All...)
-	if ids, _ := projections.ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
+	if ids, _ := jobs.ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
 		t.Fatalf("expired before the requeue = %v", ids)
 	}
 	n := len(l.All)
 	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(2*time.Minute), requeued("r", "worker:test", at.Add(61*time.Second), 1))
 	projectionstest.HandleAll(t, set, l.All[n:]...)
-	if j := job("r"); j.status != projections.JobQueued || j.executor != nil || j.lease != nil || j.started != nil || j.finished != nil {
+	if j := job("r"); j.status != jobs.JobQueued || j.executor != nil || j.lease != nil || j.started != nil || j.finished != nil {
 		t.Errorf("after the requeue: %+v", j)
 	}
 	// A queued job is no reaper's business, however late it is.
-	if ids, err := projections.ExpiredLeases(ctx, pool, at.Add(24*time.Hour), 10); err != nil || len(ids) != 0 {
+	if ids, err := jobs.ExpiredLeases(ctx, pool, at.Add(24*time.Hour), 10); err != nil || len(ids) != 0 {
 		t.Errorf("expired leases after the requeue = %v, %v; want none", ids, err)
 	}
 	// The reservation is still held.
@@ -89,14 +91,14 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "r", Executor: "worker:w2", LeaseExpiresAt: at.Add(13 * time.Minute)})
 	projectionstest.HandleAll(t, set, l.All[n:]...)
 	j := job("r")
-	if j.status != projections.JobRunning || j.executor == nil || *j.executor != "worker:w2" || j.lease == nil || !j.lease.Equal(at.Add(13*time.Minute)) ||
+	if j.status != jobs.JobRunning || j.executor == nil || *j.executor != "worker:w2" || j.lease == nil || !j.lease.Equal(at.Add(13*time.Minute)) ||
 		j.started == nil || !j.started.Equal(at.Add(3*time.Minute)) {
 		t.Errorf("after the retry's claim: %+v", j)
 	}
-	if ids, _ := projections.ExpiredLeases(ctx, pool, at.Add(12*time.Minute), 10); len(ids) != 0 {
+	if ids, _ := jobs.ExpiredLeases(ctx, pool, at.Add(12*time.Minute), 10); len(ids) != 0 {
 		t.Errorf("expired while the retry's lease runs: %v", ids)
 	}
-	if ids, _ := projections.ExpiredLeases(ctx, pool, at.Add(13*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
+	if ids, _ := jobs.ExpiredLeases(ctx, pool, at.Add(13*time.Minute), 10); !slices.Equal(ids, []string{"r"}) {
 		t.Errorf("expired after the retry's lease = %v, want [r]", ids)
 	}
 	n = len(l.All)
@@ -104,7 +106,7 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	l.Append(events.StreamCompletion+"r", "acc_1", at.Add(4*time.Minute), events.QuotaSettled{CompletionID: "r", AccountID: "acc_1", KeyID: "key_1",
 		ReservedNanoUSD: 5000, CostNanoUSD: 3000, ReservedTokens: 100, Tokens: 30, Day: reserved("r").Day, Month: reserved("r").Month})
 	projectionstest.HandleAll(t, set, l.All[n:]...)
-	if j := job("r"); j.status != projections.JobSucceeded || j.finished == nil {
+	if j := job("r"); j.status != jobs.JobSucceeded || j.finished == nil {
 		t.Errorf("after the retry's outcome: %+v", j)
 	}
 	if r, rows := reservedNow(); r != 0 || rows != 0 {
@@ -127,21 +129,21 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 	m := len(l.All)
 	l.Append(events.StreamCompletion+"p", "acc_1", at.Add(2*time.Minute), requeued("p", "worker:test", at.Add(61*time.Second), 1))
 	l.Append(events.StreamCompletion+"p", "acc_1", at.Add(3*time.Minute), events.CompletionStarted{CompletionID: "p", Executor: "worker:w4", LeaseExpiresAt: at.Add(30 * time.Minute)})
-	if j := job("p"); j.status != projections.JobRunning || *j.executor != "worker:test" {
+	if j := job("p"); j.status != jobs.JobRunning || *j.executor != "worker:test" {
 		t.Fatalf("p before its requeue: %+v", j)
 	}
 	if err := set.HandleBatch(ctx, l.All[m:]); err != nil {
 		t.Fatal(err)
 	}
 	for id, want := range map[string]string{"q": "worker:w3", "p": "worker:w4"} {
-		if j := job(id); j.status != projections.JobRunning || j.executor == nil || *j.executor != want || j.started == nil || !j.started.Equal(at.Add(3*time.Minute)) {
+		if j := job(id); j.status != jobs.JobRunning || j.executor == nil || *j.executor != want || j.started == nil || !j.started.Equal(at.Add(3*time.Minute)) {
 			t.Errorf("%s after a batch with requeue and claim: %+v", id, j)
 		}
 	}
 
 	// Event times only: a rebuild is row for row the live model.
 	if _, err := projections.Rebuild(ctx, pool, l.Store, "rebuild_requeue", 2, func(s string) []projections.Projector {
-		return []projections.Projector{projections.NewJobs(s), state.New(s)}
+		return []projections.Projector{jobs.New(s), state.New(s)}
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,7 @@ func TestAbandonAfterRequeueReleasesOnce(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := projectionstest.NewLog(t, pool)
-	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, projections.NewJobs(projections.LiveSchema), state.New(projections.LiveSchema))
+	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, jobs.New(projections.LiveSchema), state.New(projections.LiveSchema))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +193,7 @@ func TestAbandonAfterRequeueReleasesOnce(t *testing.T) {
 		}
 	}
 	var status string
-	if err := pool.QueryRow(ctx, `SELECT status FROM jobs WHERE completion_id = 'x'`).Scan(&status); err != nil || status != projections.JobAbandoned {
+	if err := pool.QueryRow(ctx, `SELECT status FROM jobs WHERE completion_id = 'x'`).Scan(&status); err != nil || status != jobs.JobAbandoned {
 		t.Errorf("job x = %q, %v", status, err)
 	}
 }

@@ -1,4 +1,4 @@
-package projections
+package jobs_test
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
@@ -15,7 +18,7 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
-	set := newSet(t, pool, LiveSchema)
+	set := newSet(t, pool, projections.LiveSchema)
 	at := day0.Add(9 * time.Hour)
 	withCB := func(id string) events.CompletionRequested {
 		return events.CompletionRequested{CompletionID: id, AccountID: "acc_1", KeyID: "key_1", Model: "m", Mode: events.ModeAsync,
@@ -38,14 +41,14 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 
 	// Before the reaper acts, a's lease has expired at at+2m but b's has not.
 	handleAll(t, set, l.All...)
-	expired, err := ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10)
+	expired, err := jobs.ExpiredLeases(ctx, pool, at.Add(2*time.Minute), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(expired, []string{"a"}) {
 		t.Errorf("expired leases = %v, want [a]", expired)
 	}
-	pending, err := PendingCallbacks(ctx, pool, 10)
+	pending, err := jobs.PendingCallbacks(ctx, pool, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,10 +61,10 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 	l.Append(events.StreamCompletion+"a", "acc_1", at.Add(3*time.Minute), events.CompletionAbandoned{
 		CompletionID: "a", AccountID: "acc_1", KeyID: "key_1", Model: "m", Executor: "worker:test", LeaseExpiresAt: at.Add(61 * time.Second), Reason: "lease_expired"})
 	handleAll(t, set, l.All[n:]...)
-	if expired, _ = ExpiredLeases(ctx, pool, at.Add(time.Hour), 10); !slices.Equal(expired, []string{"b"}) {
+	if expired, _ = jobs.ExpiredLeases(ctx, pool, at.Add(time.Hour), 10); !slices.Equal(expired, []string{"b"}) {
 		t.Errorf("after abandonment, expired leases at +1h = %v, want [b]", expired)
 	}
-	if pending, _ = PendingCallbacks(ctx, pool, 10); !slices.Equal(pending, []string{"c", "a"}) {
+	if pending, _ = jobs.PendingCallbacks(ctx, pool, 10); !slices.Equal(pending, []string{"c", "a"}) {
 		t.Errorf("pending callbacks = %v, want [c a] (by finish time)", pending)
 	}
 	n = len(l.All)
@@ -74,19 +77,19 @@ func TestJobsLeaseAbandonAndCallback(t *testing.T) {
 		Scan(&status, &cbStatus, &cbURL, &executor, &finished, &lease); err != nil {
 		t.Fatal(err)
 	}
-	if status != JobAbandoned || cbStatus != CallbackFailed || cbURL != "https://hooks.example/a" || executor != "worker:test" ||
+	if status != jobs.JobAbandoned || cbStatus != jobs.CallbackFailed || cbURL != "https://hooks.example/a" || executor != "worker:test" ||
 		!finished.Equal(at.Add(3*time.Minute)) || !lease.Equal(at.Add(61*time.Second)) {
 		t.Errorf("job a = %s %s %s %s %s %s", status, cbStatus, cbURL, executor, finished, lease)
 	}
-	if pending, _ = PendingCallbacks(ctx, pool, 10); !slices.Equal(pending, []string{"c"}) {
+	if pending, _ = jobs.PendingCallbacks(ctx, pool, 10); !slices.Equal(pending, []string{"c"}) {
 		t.Errorf("pending callbacks = %v, want [c]", pending)
 	}
 
 	// Event times only: a rebuild is row for row the live model.
-	if _, err := Rebuild(ctx, pool, l.Store, "rebuild_jobs", 3, buildAll, nil); err != nil {
+	if _, err := projections.Rebuild(ctx, pool, l.Store, "rebuild_jobs", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
-	live, rebuilt := dump(t, pool, LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs")["jobs"]
+	live, rebuilt := dump(t, pool, projections.LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs")["jobs"]
 	if !slices.Equal(live, rebuilt) || len(live) != 4 {
 		t.Errorf("jobs differ:\nlive    %v\nrebuilt %v", live, rebuilt)
 	}

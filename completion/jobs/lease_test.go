@@ -1,10 +1,13 @@
-package projections
+package jobs_test
 
 import (
 	"context"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/completion/jobs"
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/pgtest"
@@ -18,7 +21,7 @@ func TestJobsLeaseRenewed(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
-	set := newSet(t, pool, LiveSchema)
+	set := newSet(t, pool, projections.LiveSchema)
 	at := day0.Add(9 * time.Hour)
 	renew := func(id string, n int, until time.Time) events.CompletionLeaseRenewed {
 		return events.CompletionLeaseRenewed{CompletionID: id, Executor: "worker:test", LeaseExpiresAt: until, Renewal: n}
@@ -44,7 +47,7 @@ func TestJobsLeaseRenewed(t *testing.T) {
 		{at.Add(100 * time.Second), []string{"a"}},
 		{at.Add(5 * time.Minute), []string{"a", "b"}},
 	} {
-		got, err := ExpiredLeases(ctx, pool, c.now, 10)
+		got, err := jobs.ExpiredLeases(ctx, pool, c.now, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,10 +55,10 @@ func TestJobsLeaseRenewed(t *testing.T) {
 			t.Errorf("expired at %s = %v, want %v", c.now.Sub(at), got, c.want)
 		}
 	}
-	if _, err := Rebuild(ctx, pool, l.Store, "rebuild_jobs_lease", 3, buildAll, nil); err != nil {
+	if _, err := projections.Rebuild(ctx, pool, l.Store, "rebuild_jobs_lease", 3, buildAll, nil); err != nil {
 		t.Fatal(err)
 	}
-	live, rebuilt := dump(t, pool, LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs_lease")["jobs"]
+	live, rebuilt := dump(t, pool, projections.LiveSchema)["jobs"], dump(t, pool, "rebuild_jobs_lease")["jobs"]
 	if !slices.Equal(live, rebuilt) || len(live) != 2 {
 		t.Errorf("jobs differ:\nlive    %v\nrebuilt %v", live, rebuilt)
 	}
@@ -69,7 +72,7 @@ func TestJobsKeepProviderErrorsExactly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
-	set := newSet(t, pool, LiveSchema)
+	set := newSet(t, pool, projections.LiveSchema)
 	at := day0.Add(9 * time.Hour)
 	msg, typ := "bad \x00 input \uFFFD \u2028 \"quoted\" \\ end", "invalid\x00type"
 	stream := events.StreamCompletion + "chatcmpl-nul"
@@ -87,11 +90,11 @@ func TestJobsKeepProviderErrorsExactly(t *testing.T) {
 		evs = append(evs, e)
 	}
 	handleAll(t, set, evs...)
-	jobs, err := ListJobs(ctx, pool, "acc_1", 10)
+	js, err := jobs.List(ctx, pool, "acc_1", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(jobs) != 1 || jobs[0].ErrorMessage != msg || jobs[0].ErrorType != typ || jobs[0].Status != JobFailed {
-		t.Fatalf("jobs = %+v, want the error as it came", jobs)
+	if len(js) != 1 || js[0].ErrorMessage != msg || js[0].ErrorType != typ || js[0].Status != jobs.JobFailed {
+		t.Fatalf("jobs = %+v, want the error as it came", js)
 	}
 }

@@ -1,9 +1,11 @@
-package projections
+package usage
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -19,9 +21,9 @@ type usageLedger struct {
 	insert string
 }
 
-// NewUsageLedger returns the projector of usage_ledger and usage_rollups in
+// New returns the projector of usage_ledger and usage_rollups in
 // schema.
-func NewUsageLedger(schema string) Projector {
+func New(schema string) projections.Projector {
 	// One statement: the rollups are added to only for ledger rows that
 	// were inserted, so a completion recorded twice (past the stream
 	// guard, e.g. under another event id) is counted once.
@@ -43,7 +45,7 @@ func NewUsageLedger(schema string) Projector {
 			prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
 			completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
 			cost_nano_usd = r.cost_nano_usd + EXCLUDED.cost_nano_usd`,
-		Table(schema, "usage_ledger"), Table(schema, "usage_rollups"))}
+		projections.Table(schema, "usage_ledger"), projections.Table(schema, "usage_rollups"))}
 }
 
 // Name implements Projector.
@@ -51,10 +53,10 @@ func (p *usageLedger) Name() string { return "usage_ledger" }
 
 // Apply implements Projector.
 func (p *usageLedger) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return ApplyPending(ctx, tx, p, p.Name(), e)
+	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *usageLedger) Pending() Pending { return &ledgerRows{sql: p.insert} }
+func (p *usageLedger) Pending() projections.Pending { return &ledgerRows{sql: p.insert} }
 
 // ledgerRows are the ledger rows of one transaction, column by column.
 type ledgerRows struct {
@@ -87,8 +89,8 @@ func (r *ledgerRows) Flush(b *pgx.Batch) {
 		r.prompt, r.completionTokens, r.estimated, r.cost, r.at, r.eventID)
 }
 
-// UsageRow is one group of a usage report.
-type UsageRow struct {
+// Row is one group of a usage report.
+type Row struct {
 	// Group is the model, the key id, the UTC day (YYYY-MM-DD), or "" for
 	// the total.
 	Group            string
@@ -98,11 +100,11 @@ type UsageRow struct {
 	CostNanoUSD      int64
 }
 
-// Usage reports an account's successful completions in [from, to) of the
+// Query reports an account's successful completions in [from, to) of the
 // live model, grouped by "model", "day", "key", or not at all ("": one
 // total row, zero when there was no usage), sorted by Group. Whole UTC days
 // are answered from the daily rollups; any other range from the ledger.
-func Usage(ctx context.Context, q Querier, accountID string, from, to time.Time, groupBy string) ([]UsageRow, error) {
+func Query(ctx context.Context, q projections.Querier, accountID string, from, to time.Time, groupBy string) ([]Row, error) {
 	from, to = from.UTC(), to.UTC()
 	useRollups := isMidnight(from) && isMidnight(to)
 	var group string
@@ -126,12 +128,12 @@ func Usage(ctx context.Context, q Querier, accountID string, from, to time.Time,
 	if useRollups {
 		sql = fmt.Sprintf(`SELECT %s AS g, coalesce(sum(requests), 0)::bigint, coalesce(sum(prompt_tokens), 0)::bigint,
 				coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_nano_usd), 0)::bigint
-			FROM %s WHERE account_id = $1 AND day >= $2::date AND day < $3::date`, group, Table(LiveSchema, "usage_rollups"))
+			FROM %s WHERE account_id = $1 AND day >= $2::date AND day < $3::date`, group, projections.Table(projections.LiveSchema, "usage_rollups"))
 		args = []any{accountID, from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	} else {
 		sql = fmt.Sprintf(`SELECT %s AS g, count(*), coalesce(sum(prompt_tokens), 0)::bigint,
 				coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_nano_usd), 0)::bigint
-			FROM %s WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3`, group, Table(LiveSchema, "usage_ledger"))
+			FROM %s WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3`, group, projections.Table(projections.LiveSchema, "usage_ledger"))
 		args = []any{accountID, from, to}
 	}
 	if groupBy != "" {
@@ -142,8 +144,8 @@ func Usage(ctx context.Context, q Querier, accountID string, from, to time.Time,
 	if err != nil {
 		return nil, fmt.Errorf("usage of %s: %w", accountID, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UsageRow, error) {
-		var u UsageRow
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Row, error) {
+		var u Row
 		err := r.Scan(&u.Group, &u.Requests, &u.PromptTokens, &u.CompletionTokens, &u.CostNanoUSD)
 		return u, err
 	})

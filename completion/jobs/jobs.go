@@ -1,9 +1,17 @@
-package projections
+// Package jobs is the read model of completions as jobs: one row per
+// completion with its mode, status, claim and lease, outcome and callback
+// state (jobs), kept from the event log by a projector the server wires
+// into the read models' Set, and the queries over it: an account's jobs,
+// the claims whose lease expired (for the reaper) and the callbacks still
+// to send (for the dispatcher).
+package jobs
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/tollgate/tollgate/projections"
 
 	"github.com/jackc/pgx/v5"
 
@@ -33,9 +41,9 @@ type jobs struct {
 	insert, update string
 }
 
-// NewJobs returns the projector of the jobs table in schema.
-func NewJobs(schema string) Projector {
-	t := Table(schema, "jobs")
+// New returns the projector of the jobs table in schema.
+func New(schema string) projections.Projector {
+	t := projections.Table(schema, "jobs")
 	return &jobs{
 		// DO NOTHING: a request recorded twice must not reset a job that
 		// has moved on.
@@ -66,10 +74,10 @@ func (p *jobs) Name() string { return "jobs" }
 
 // Apply implements Projector.
 func (p *jobs) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
-	return ApplyPending(ctx, tx, p, p.Name(), e)
+	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
-func (p *jobs) Pending() Pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
+func (p *jobs) Pending() projections.Pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
 
 // jobChange is what one transaction's events did to a job.
 type jobChange struct {
@@ -207,15 +215,15 @@ type Job struct {
 	ErrorMessage string
 }
 
-// ListJobs returns an account's most recent jobs in the live model, newest
+// List returns an account's most recent jobs in the live model, newest
 // first; at most limit of them (100 when limit is not positive).
-func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Job, error) {
+func List(ctx context.Context, q projections.Querier, accountID string, limit int) ([]Job, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id, account_id, key_id, model, mode, status,
 			requested_at, started_at, finished_at, coalesce(error_type, ''::bytea), coalesce(error_message, ''::bytea)
-		FROM %s WHERE account_id = $1 ORDER BY requested_at DESC, completion_id DESC LIMIT $2`, Table(LiveSchema, "jobs")),
+		FROM %s WHERE account_id = $1 ORDER BY requested_at DESC, completion_id DESC LIMIT $2`, projections.Table(projections.LiveSchema, "jobs")),
 		accountID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("jobs of %s: %w", accountID, err)
@@ -227,7 +235,7 @@ func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Jo
 			&j.RequestedAt, &j.StartedAt, &j.FinishedAt, &errType, &errMessage)
 		j.ErrorType, j.ErrorMessage = string(errType), string(errMessage)
 		j.RequestedAt = j.RequestedAt.UTC()
-		j.StartedAt, j.FinishedAt = utcPtr(j.StartedAt), utcPtr(j.FinishedAt)
+		j.StartedAt, j.FinishedAt = projections.UTC(j.StartedAt), projections.UTC(j.FinishedAt)
 		return j, err
 	})
 	if err != nil {
@@ -236,22 +244,14 @@ func ListJobs(ctx context.Context, q Querier, accountID string, limit int) ([]Jo
 	return out, nil
 }
 
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
 // ExpiredLeases returns the ids of running jobs in the live model whose
 // claim's lease ended at or before now, oldest first; at most limit. It is
 // where the reaper looks: the jobs' streams have the final say. A requeued
 // job is queued, without a lease, until a retry claims it.
-func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]string, error) {
+func ExpiredLeases(ctx context.Context, q projections.Querier, now time.Time, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
 		WHERE status = 'running' AND lease_expires_at <= $1 ORDER BY lease_expires_at, completion_id LIMIT $2`,
-		Table(LiveSchema, "jobs")), now, limit)
+		projections.Table(projections.LiveSchema, "jobs")), now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("expired leases: %w", err)
 	}
@@ -265,10 +265,10 @@ func ExpiredLeases(ctx context.Context, q Querier, now time.Time, limit int) ([]
 // PendingCallbacks returns the ids of finished jobs in the live model that
 // have a callback URL and no callback outcome yet, longest finished first;
 // at most limit.
-func PendingCallbacks(ctx context.Context, q Querier, limit int) ([]string, error) {
+func PendingCallbacks(ctx context.Context, q projections.Querier, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT completion_id FROM %s
 		WHERE callback_url IS NOT NULL AND callback_status IS NULL AND finished_at IS NOT NULL
-		ORDER BY finished_at, completion_id LIMIT $1`, Table(LiveSchema, "jobs")), limit)
+		ORDER BY finished_at, completion_id LIMIT $1`, projections.Table(projections.LiveSchema, "jobs")), limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending callbacks: %w", err)
 	}
