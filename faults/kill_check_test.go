@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/completion/jobs"
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/stripetest"
 )
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/usage"
+
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/events"
@@ -19,7 +21,7 @@ import (
 // buildWithLedger is build with the usage ledger, which billing is checked
 // against.
 func buildWithLedger(schema string) []projections.Projector {
-	return append(build(schema), projections.NewUsageLedger(schema))
+	return append(build(schema), usage.New(schema))
 }
 
 // TestLiveEqualsRebuild: the billing read models followed live, through a

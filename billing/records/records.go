@@ -250,20 +250,11 @@ func Due(ctx context.Context, q projections.Querier, schema string, now time.Tim
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (billing.Record, error) {
 		var b billing.Record
 		err := r.Scan(&b.RecordID, &b.AccountID, &b.WindowStart, &b.WindowEnd, &b.Seq, &b.Unit, &b.Quantity, &b.Status, &b.ReportedAt)
-		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), UTC(b.ReportedAt)
+		b.WindowStart, b.WindowEnd, b.ReportedAt = b.WindowStart.UTC(), b.WindowEnd.UTC(), projections.UTC(b.ReportedAt)
 		return b, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("due billing records: %w", err)
 	}
 	return out, nil
-}
-
-// utcPtr returns t in UTC, nil when t is nil.
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
