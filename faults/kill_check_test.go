@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tollgate/tollgate/completion/jobs"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 

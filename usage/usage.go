@@ -37,7 +37,7 @@ func New(schema string) projections.Projector {
 			RETURNING account_id, key_id, model, prompt_tokens, completion_tokens, cost_nano_usd, occurred_at
 		)
 		INSERT INTO %[2]s AS r (account_id, day, key_id, model, requests, prompt_tokens, completion_tokens, cost_nano_usd)
-		SELECT account_id, (occurred_at AT TIME ZONE 'projections.UTC')::date, key_id, model,
+		SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, key_id, model,
 			count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_nano_usd)::bigint
 		FROM ins GROUP BY 1, 2, 3, 4
 		ON CONFLICT (account_id, day, key_id, model) DO UPDATE SET
@@ -114,7 +114,7 @@ func Query(ctx context.Context, q projections.Querier, accountID string, from, t
 	case "key":
 		group = "key_id"
 	case "day":
-		group = "to_char(occurred_at AT TIME ZONE 'projections.UTC', 'YYYY-MM-DD')"
+		group = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 		if useRollups {
 			group = "to_char(day, 'YYYY-MM-DD')"
 		}
