@@ -17,194 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	stripe "github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 )
-
-// DueRecords returns up to limit records due for reporting at now: open
-// records whose window ended long enough ago, and every closed record not
-// yet reported. The wiring adapts records.Due to it.
-type DueRecords func(ctx context.Context, now time.Time, limit int) ([]billing.Record, error)
-
-// Defaults of ReporterConfig.
-const (
-	DefaultEventName   = "tollgate_tokens"
-	DefaultInterval    = 30 * time.Second
-	DefaultBatchSize   = 500
-	DefaultMaxBackoff  = 10 * time.Minute
-	DefaultMaxEventAge = 35*24*time.Hour - time.Hour
-	// DefaultRateLimit is the most Stripe calls per second the reporter
-	// makes: under Stripe's live-mode limit of 100 per second, leaving room
-	// for checkout and portal calls on the same account.
-	DefaultRateLimit = 80
-	// DefaultMaxRetries is how often a meter event refused with 429 or 5xx
-	// is retried within a pass.
-	DefaultMaxRetries = 3
-	// DefaultRetryBase is the first retry's wait when Stripe gives no
-	// Retry-After; it doubles with each retry.
-	DefaultRetryBase = time.Second
-	// DefaultMaxRetryWait is the longest wait within a pass; a longer
-	// Retry-After stops the pass and Run waits it out.
-	DefaultMaxRetryWait = 30 * time.Second
-)
-
-// maxFutureSkew is how far in the future Stripe accepts a meter event's
-// timestamp.
-const maxFutureSkew = 5 * time.Minute
-
-// maxIdentifierLen is Stripe's limit on a meter event's identifier and
-// event name.
-const maxIdentifierLen = 100
-
-// actor is the envelope actor of the reporter's events.
-const actor = "system:billing-reporter"
-
-// recordIDPattern is the form of a billing record id (see the event schemas).
-var recordIDPattern = regexp.MustCompile(`^br_[A-Za-z0-9]+$`)
-
-// ReporterConfig configures a Reporter. Store, Due and Stripe are required;
-// zero values of the other fields take the defaults.
-type ReporterConfig struct {
-	// Store loads and appends streams.
-	Store commands.EventStore
-	// Due lists the records to report.
-	Due DueRecords
-	// Stripe is the Stripe client (see NewStripeClient).
-	Stripe *client.API
-	// EventName is the meter event name (STRIPE_METER_EVENT_NAME);
-	// DefaultEventName when empty.
-	EventName string
-	// Interval is the pause between passes of Run; DefaultInterval when zero.
-	Interval time.Duration
-	// BatchSize is how many due records one pass handles; DefaultBatchSize
-	// when zero.
-	BatchSize int
-	// MaxBackoff caps the pause Run makes after a pass that Stripe pushed
-	// back on (429, 5xx, unreachable); DefaultMaxBackoff when zero.
-	MaxBackoff time.Duration
-	// MaxEventAge is the age of a window start beyond which Stripe refuses
-	// a meter event (35 days); such records are flagged, not sent.
-	// DefaultMaxEventAge (35 days less an hour of margin) when zero.
-	MaxEventAge time.Duration
-	// RateLimit is the most Stripe calls per second, evenly spaced;
-	// DefaultRateLimit when zero.
-	RateLimit float64
-	// MaxRetries is how often a call refused with 429 or 5xx is retried
-	// within a pass (unless Stripe-Should-Retry is false);
-	// DefaultMaxRetries when zero.
-	MaxRetries int
-	// RetryBase is the first retry's wait without Retry-After, doubled
-	// each retry; DefaultRetryBase when zero.
-	RetryBase time.Duration
-	// MaxRetryWait caps the waits within a pass; DefaultMaxRetryWait when zero.
-	MaxRetryWait time.Duration
-	// Sleep waits d or until ctx ends (rate limit, retries); a timer when
-	// nil. Tests record the waits instead.
-	Sleep func(ctx context.Context, d time.Duration) error
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
-	// Logger logs; nothing is logged when nil.
-	Logger *slog.Logger
-	// Registerer receives the reporter's metrics; none are registered when nil.
-	Registerer prometheus.Registerer
-	// AfterStripeAccepted, when set, is called after Stripe accepted a
-	// meter event and before billing.usage_reported is appended; tests
-	// inject a crash here. An error ends the record's handling as if the
-	// process had died there.
-	AfterStripeAccepted func(recordID string) error
-}
-
-// withDefaults returns the config with defaults for its zero fields.
-func (c ReporterConfig) withDefaults() ReporterConfig {
-	if c.EventName == "" {
-		c.EventName = DefaultEventName
-	}
-	if c.Interval == 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = DefaultMaxBackoff
-	}
-	if c.MaxEventAge == 0 {
-		c.MaxEventAge = DefaultMaxEventAge
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = DefaultRateLimit
-	}
-	if c.MaxRetries == 0 {
-		c.MaxRetries = DefaultMaxRetries
-	}
-	if c.RetryBase == 0 {
-		c.RetryBase = DefaultRetryBase
-	}
-	if c.MaxRetryWait == 0 {
-		c.MaxRetryWait = DefaultMaxRetryWait
-	}
-	if c.Sleep == nil {
-		c.Sleep = sleepCtx
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return c
-}
-
-// Validate reports what is missing or out of range, defaults applied.
-func (c ReporterConfig) Validate() error {
-	c = c.withDefaults()
-	var errs []error
-	if c.Store == nil {
-		errs = append(errs, errors.New("store is required"))
-	}
-	if c.Due == nil {
-		errs = append(errs, errors.New("due records source is required"))
-	}
-	if c.Stripe == nil || c.Stripe.BillingMeterEvents == nil {
-		errs = append(errs, errors.New("stripe client is required (see NewStripeClient)"))
-	}
-	if len(c.EventName) > maxIdentifierLen {
-		errs = append(errs, fmt.Errorf("event name is longer than %d characters", maxIdentifierLen))
-	}
-	if c.Interval < 0 {
-		errs = append(errs, errors.New("interval must be positive"))
-	}
-	if c.BatchSize < 0 {
-		errs = append(errs, errors.New("batch size must be positive"))
-	}
-	if c.MaxBackoff < 0 {
-		errs = append(errs, errors.New("max backoff must be positive"))
-	}
-	if c.MaxEventAge < 0 || c.MaxEventAge > 35*24*time.Hour {
-		errs = append(errs, errors.New("max event age must be positive and at most 35 days (Stripe's limit)"))
-	}
-	if c.RateLimit < 0 || c.RateLimit > 1000 {
-		errs = append(errs, errors.New("rate limit must be positive and at most 1000 calls per second"))
-	}
-	if c.MaxRetries < 0 || c.RetryBase < 0 || c.MaxRetryWait < 0 {
-		errs = append(errs, errors.New("max retries, retry base and max retry wait must be positive"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("billing reporter config: %w", err)
-	}
-	return nil
-}
 
 // Reporter sends due billing records to Stripe as meter events. Its calls
 // go through a rate limiter (RateLimit per second) and a lock per customer
@@ -214,7 +33,9 @@ func (c ReporterConfig) Validate() error {
 // only one close a record, and Stripe's identifier uniqueness absorbs a
 // duplicate send.
 type Reporter struct {
-	cfg     ReporterConfig
+	cfg ReporterConfig
+	// svc writes the record streams, as every command does.
+	svc     *commands.Service
 	log     *slog.Logger
 	metrics *metrics
 	pace    *pacer
@@ -231,7 +52,8 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reporter{cfg: cfg, log: cfg.Logger.With("component", "billing-reporter"), metrics: m, pace: newPacer(cfg.RateLimit)}, nil
+	return &Reporter{cfg: cfg, svc: commands.NewService(cfg.Store, nil, cfg.Now),
+		log: cfg.Logger.With("component", "billing-reporter"), metrics: m, pace: newPacer(cfg.RateLimit)}, nil
 }
 
 // Run reports due records every Interval until ctx ends, then returns nil.
@@ -269,15 +91,6 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 }
 
-// backoff returns interval·2^failures, at most maxWait.
-func backoff(interval, maxWait time.Duration, failures int) time.Duration {
-	d := interval
-	for i := 0; i < failures && d < maxWait; i++ {
-		d *= 2
-	}
-	return min(d, maxWait)
-}
-
 // errBackpressure marks a pass stopped because Stripe pushed back.
 var errBackpressure = errors.New("stripe pushed back; pass stopped")
 
@@ -288,6 +101,7 @@ var errBackpressure = errors.New("stripe pushed back; pass stopped")
 // for the next one, which Run delays (backoff).
 func (r *Reporter) RunOnce(ctx context.Context) (reported int, err error) {
 	now := r.cfg.Now()
+	svc := r.svc.At(now)
 	recs, err := r.cfg.Due(ctx, now, r.cfg.BatchSize)
 	if err != nil {
 		r.metrics.errors.WithLabelValues(errKindStore).Inc()
@@ -300,7 +114,7 @@ func (r *Reporter) RunOnce(ctx context.Context) (reported int, err error) {
 			errs = append(errs, ctx.Err())
 			break
 		}
-		out, err := r.report(ctx, rec, now)
+		out, err := r.report(ctx, svc, rec, now)
 		if err != nil && ctx.Err() != nil {
 			errs = append(errs, err)
 			break
@@ -356,85 +170,43 @@ type recordError struct {
 func (e *recordError) Error() string { return "record " + e.recordID + ": " + e.err.Error() }
 func (e *recordError) Unwrap() error { return e.err }
 
-// recordState is a billing record stream folded.
-type recordState struct {
-	version  int64
-	closed   *events.BillingRecordClosed
-	closedID string
-	reported bool
-	flagged  bool
-}
-
-func foldRecord(evs []events.Envelope) (recordState, error) {
-	var s recordState
-	for _, e := range evs {
-		d, err := events.Decode(e)
-		if err != nil {
-			return s, err
-		}
-		switch d := d.(type) {
-		case events.BillingRecordClosed:
-			s.closed = &d
-			s.closedID = e.EventID.String()
-		case events.BillingUsageReported:
-			s.reported = true
-		case events.BillingRecordFlagged:
-			s.flagged = true
-		default:
-			return s, fmt.Errorf("unexpected event %s (%s) in %s", e.EventID, e.Type, e.StreamID)
-		}
-		s.version = e.StreamVersion
-	}
-	return s, nil
-}
-
 // maxAttempts bounds how often one record's stream is reloaded after a
 // concurrent append.
 const maxAttempts = 3
 
 // report moves one record as far as it can: close it, send it, record that
-// Stripe accepted it.
-func (r *Reporter) report(ctx context.Context, rec billing.Record, now time.Time) (outcome, error) {
-	fail := func(kind string, err error) (outcome, error) {
-		return outcomeNone, &recordError{kind: kind, recordID: rec.RecordID, err: err}
+// Stripe accepted it. svc stamps the pass's events at its start.
+func (r *Reporter) report(ctx context.Context, svc *commands.Service, rec billing.Record, now time.Time) (outcome, error) {
+	if err := billing.CheckRecordID(rec.RecordID); err != nil {
+		return outcomeNone, &recordError{kind: errKindInvalidRecord, recordID: rec.RecordID, err: err}
 	}
-	if !recordIDPattern.MatchString(rec.RecordID) || len(rec.RecordID) > maxIdentifierLen {
-		return fail(errKindInvalidRecord, fmt.Errorf("record id %q is not of the form br_<alphanumeric>, at most %d characters", rec.RecordID, maxIdentifierLen))
-	}
-	stream := events.StreamBillingRecord + rec.RecordID
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		evs, err := r.cfg.Store.Load(ctx, stream)
+		st, err := svc.BillingRecord(ctx, rec.RecordID)
 		if err != nil {
-			return fail(errKindStore, err)
+			return outcomeNone, &recordError{kind: errKindStore, recordID: rec.RecordID, err: err}
 		}
-		st, err := foldRecord(evs)
-		if err != nil {
-			return fail(errKindStore, err)
-		}
-		switch {
-		case st.reported:
+		var out outcome
+		switch st.Next() {
+		case billing.StepReported:
 			return outcomeAlreadyReported, nil
-		case st.flagged:
+		case billing.StepFlagged:
 			// Flagged earlier; the read model has not caught up yet.
 			return outcomeTooOld, nil
-		case st.closed == nil:
-			out, err := r.close(ctx, rec, stream, now)
-			if errors.Is(err, events.ErrConflict) {
-				continue // another reporter closed it: reload.
+		case billing.StepClose:
+			out, err = r.close(ctx, svc, rec, st, now)
+			if err == nil && out == outcomeNone {
+				continue // closed: reload and send what is stored.
 			}
-			if err != nil || out != outcomeNone {
-				return out, err
-			}
-			continue // closed: reload and send what is stored.
 		default:
-			out, err := r.send(ctx, rec.RecordID, stream, st, now)
-			if errors.Is(err, events.ErrConflict) {
-				continue
-			}
-			return out, err
+			out, err = r.send(ctx, svc, rec, st, now)
 		}
+		if errors.Is(err, events.ErrConflict) {
+			continue // another reporter moved it: reload.
+		}
+		return out, err
 	}
-	return fail(errKindStore, fmt.Errorf("stream %s kept changing under %d attempts", stream, maxAttempts))
+	return outcomeNone, &recordError{kind: errKindStore, recordID: rec.RecordID,
+		err: fmt.Errorf("stream %s kept changing under %d attempts", billing.RecordStream(rec.RecordID), maxAttempts)}
 }
 
 // customer returns the account's Stripe customer, "" when none is linked.
@@ -455,10 +227,10 @@ func (r *Reporter) customer(ctx context.Context, accountID string) (string, erro
 // flagged), outcomeTooNew when it is too far in the future (left for a
 // later pass).
 func (r *Reporter) checkWindow(recordID, accountID string, windowStart, now time.Time) outcome {
-	switch {
-	case now.Sub(windowStart) > r.cfg.MaxEventAge:
+	switch billing.CheckWindow(windowStart, now, r.cfg.MaxEventAge) {
+	case billing.WindowTooOld:
 		return outcomeTooOld
-	case windowStart.Sub(now) > maxFutureSkew:
+	case billing.WindowTooNew:
 		r.metrics.skipped.WithLabelValues("window_in_future").Inc()
 		r.log.Warn("billing record's window starts in the future; not sent yet",
 			"record_id", recordID, "account_id", accountID, "window_start", windowStart)
@@ -467,76 +239,64 @@ func (r *Reporter) checkWindow(recordID, accountID string, windowStart, now time
 	return outcomeNone
 }
 
-// flag appends billing.record_flagged at version: the record is frozen at
-// quantity and leaves the queue. Its event id derives from the stream, so
-// the record is flagged once whoever flags it.
-func (r *Reporter) flag(ctx context.Context, recordID, accountID, stream string, windowStart time.Time, quantity, version int64, causation string, now time.Time) (outcome, error) {
-	data := events.BillingRecordFlagged{
-		RecordID: recordID, AccountID: accountID, WindowStart: windowStart.UTC(), Quantity: quantity, Reason: events.FlagTooOld,
+// metadata is the envelope metadata of the reporter's events on a record.
+func metadata(accountID, recordID, causation string) events.Metadata {
+	return events.Metadata{AccountID: accountID, CorrelationID: recordID, CausationID: causation, Actor: actor}
+}
+
+// storeError wraps a failed append as a record's store error, except a
+// conflict, which the caller answers by loading the record again.
+func storeError(recordID string, err error) error {
+	if err == nil || errors.Is(err, events.ErrConflict) {
+		return err
 	}
-	md := events.Metadata{AccountID: accountID, CorrelationID: recordID, CausationID: causation, Actor: actor}
-	e, err := events.New(stream, data, md, now, stream+"|"+data.EventType())
-	if err != nil {
-		return outcomeNone, &recordError{kind: errKindStore, recordID: recordID, err: err}
+	return &recordError{kind: errKindStore, recordID: recordID, err: err}
+}
+
+// flag appends billing.record_flagged: the record is frozen (at its closed
+// quantity when it was closed, else at the read model's) and leaves the
+// queue. Its event id derives from the stream, so the record is flagged
+// once whoever flags it.
+func (r *Reporter) flag(ctx context.Context, svc *commands.Service, rec billing.Record, st billing.RecordState) (outcome, error) {
+	accountID, windowStart, quantity := rec.AccountID, rec.WindowStart, rec.Quantity
+	if c := st.Closed; c != nil {
+		accountID, windowStart, quantity = c.AccountID, c.WindowStart, c.Quantity
 	}
-	if _, err := r.cfg.Store.Append(ctx, stream, version, e); err != nil {
-		if errors.Is(err, events.ErrConflict) {
-			return outcomeNone, err
-		}
-		return outcomeNone, &recordError{kind: errKindStore, recordID: recordID, err: err}
+	if err := svc.FlagRecord(ctx, metadata(accountID, rec.RecordID, st.ClosedID), st, rec); err != nil {
+		return outcomeNone, storeError(rec.RecordID, err)
 	}
 	r.metrics.skipped.WithLabelValues("too_old").Inc()
 	r.metrics.flagged.Inc()
 	r.log.Error("billing record is too old for Stripe meter events; flagged for manual handling",
-		"record_id", recordID, "account_id", accountID, "window_start", windowStart, "quantity", quantity, "max_age", r.cfg.MaxEventAge)
+		"record_id", rec.RecordID, "account_id", accountID, "window_start", windowStart, "quantity", quantity, "max_age", r.cfg.MaxEventAge)
 	return outcomeTooOld, nil
 }
 
 // close appends billing.record_closed with the read model's quantity and
 // the account's customer, or billing.record_flagged when the record is too
 // old. It returns a non-zero outcome when the record is left as it is.
-func (r *Reporter) close(ctx context.Context, rec billing.Record, stream string, now time.Time) (outcome, error) {
-	fail := func(kind string, err error) (outcome, error) {
-		return outcomeNone, &recordError{kind: kind, recordID: rec.RecordID, err: err}
-	}
-	if rec.Quantity < 0 || rec.Unit == "" || rec.AccountID == "" || !rec.WindowEnd.After(rec.WindowStart) {
-		return fail(errKindInvalidRecord, fmt.Errorf("invalid record %+v", rec))
+func (r *Reporter) close(ctx context.Context, svc *commands.Service, rec billing.Record, st billing.RecordState, now time.Time) (outcome, error) {
+	if err := billing.CheckRecord(rec); err != nil {
+		return outcomeNone, &recordError{kind: errKindInvalidRecord, recordID: rec.RecordID, err: err}
 	}
 	switch out := r.checkWindow(rec.RecordID, rec.AccountID, rec.WindowStart, now); out {
 	case outcomeTooOld:
-		return r.flag(ctx, rec.RecordID, rec.AccountID, stream, rec.WindowStart, rec.Quantity, 0, "", now)
+		return r.flag(ctx, svc, rec, st)
 	case outcomeNone:
 	default:
 		return out, nil
 	}
 	cus, err := r.customer(ctx, rec.AccountID)
 	if err != nil {
-		return fail(errKindAccount, err)
+		return outcomeNone, &recordError{kind: errKindAccount, recordID: rec.RecordID, err: err}
 	}
 	if cus == "" {
 		r.metrics.skipped.WithLabelValues("no_customer").Inc()
 		r.log.Debug("billing record waits for a Stripe customer", "record_id", rec.RecordID, "account_id", rec.AccountID)
 		return outcomeNoCustomer, nil
 	}
-	data := events.BillingRecordClosed{
-		RecordID:         rec.RecordID,
-		AccountID:        rec.AccountID,
-		WindowStart:      rec.WindowStart.UTC(),
-		WindowEnd:        rec.WindowEnd.UTC(),
-		Quantity:         rec.Quantity,
-		Unit:             rec.Unit,
-		StripeCustomerID: cus,
-	}
-	md := events.Metadata{AccountID: rec.AccountID, CorrelationID: rec.RecordID, Actor: actor}
-	e, err := events.New(stream, data, md, now, stream+"|"+data.EventType())
-	if err != nil {
-		return fail(errKindStore, err)
-	}
-	if _, err := r.cfg.Store.Append(ctx, stream, 0, e); err != nil {
-		if errors.Is(err, events.ErrConflict) {
-			return outcomeNone, err
-		}
-		return fail(errKindStore, err)
+	if err := svc.CloseRecord(ctx, metadata(rec.AccountID, rec.RecordID, ""), st, rec, cus); err != nil {
+		return outcomeNone, storeError(rec.RecordID, err)
 	}
 	r.log.Debug("billing record closed", "record_id", rec.RecordID, "account_id", rec.AccountID, "quantity", rec.Quantity)
 	return outcomeNone, nil
@@ -546,81 +306,36 @@ func (r *Reporter) close(ctx context.Context, rec billing.Record, stream string,
 // billing.usage_reported. Everything it sends comes from the stream
 // (quantity and customer), so a retry sends exactly what the first attempt
 // sent, even if the account was linked to another customer meanwhile.
-func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordState, now time.Time) (outcome, error) {
-	c := st.closed
+func (r *Reporter) send(ctx context.Context, svc *commands.Service, rec billing.Record, st billing.RecordState, now time.Time) (outcome, error) {
+	c, recordID := st.Closed, rec.RecordID
 	fail := func(kind string, err error) (outcome, error) {
 		return outcomeNone, &recordError{kind: kind, recordID: recordID, err: err}
 	}
 	if c.RecordID != recordID {
-		return fail(errKindInvalidRecord, fmt.Errorf("stream %s closes record %q", stream, c.RecordID))
+		return fail(errKindInvalidRecord, fmt.Errorf("stream %s closes record %q", billing.RecordStream(recordID), c.RecordID))
 	}
 	switch out := r.checkWindow(recordID, c.AccountID, c.WindowStart, now); out {
 	case outcomeTooOld:
 		// Closed, then not sent before Stripe's window ended (a long outage).
-		return r.flag(ctx, recordID, c.AccountID, stream, c.WindowStart, c.Quantity, st.version, st.closedID, now)
+		return r.flag(ctx, svc, rec, st)
 	case outcomeNone:
 	default:
 		return out, nil
 	}
-	cus := c.StripeCustomerID
-	if cus == "" {
-		// Closed before record_closed carried the customer: the account's.
-		var err error
-		if cus, err = r.customer(ctx, c.AccountID); err != nil {
-			return fail(errKindAccount, err)
-		}
-		if cus == "" {
-			// An account's link is never removed, so this is a data problem.
-			return fail(errKindAccount, fmt.Errorf("account %s has no Stripe customer", c.AccountID))
-		}
+	cus, err := r.closedCustomer(ctx, c)
+	if err != nil {
+		return fail(errKindAccount, err)
 	}
-
-	params := &stripe.BillingMeterEventParams{
-		EventName:  stripe.String(r.cfg.EventName),
-		Identifier: stripe.String(recordID),
-		Payload: map[string]string{
-			"stripe_customer_id": cus,
-			"value":              strconv.FormatInt(c.Quantity, 10),
-		},
-		Timestamp: stripe.Int64(c.WindowStart.Unix()),
-	}
-	err := r.createMeterEvent(ctx, recordID, cus, params)
-	switch {
-	case err == nil:
-	case isDuplicateIdentifier(err):
-		r.metrics.duplicates.Inc()
-		r.log.Info("stripe already had the meter event; recording it as reported", "record_id", recordID, "account_id", c.AccountID)
-	case ctx.Err() != nil:
-		return outcomeNone, ctx.Err()
-	default:
+	if err := r.meterEvent(ctx, recordID, cus, c.AccountID, c.Quantity, c.WindowStart); err != nil {
 		return outcomeNone, err
 	}
-
 	if r.cfg.AfterStripeAccepted != nil {
 		if err := r.cfg.AfterStripeAccepted(recordID); err != nil {
 			return fail(errKindHook, err)
 		}
 	}
-
-	data := events.BillingUsageReported{
-		RecordID:         recordID,
-		AccountID:        c.AccountID,
-		StripeCustomerID: cus,
-		EventName:        r.cfg.EventName,
-		Identifier:       recordID,
-		Quantity:         c.Quantity,
-		ReportedAt:       now.UTC(),
-	}
-	md := events.Metadata{AccountID: c.AccountID, CorrelationID: recordID, CausationID: st.closedID, Actor: actor}
-	e, err := events.New(stream, data, md, now, stream+"|"+data.EventType())
-	if err != nil {
-		return fail(errKindStore, err)
-	}
-	if _, err := r.cfg.Store.Append(ctx, stream, st.version, e); err != nil {
-		if errors.Is(err, events.ErrConflict) {
-			return outcomeNone, err
-		}
-		return fail(errKindStore, err)
+	if err := svc.RecordReported(ctx, metadata(c.AccountID, recordID, st.ClosedID), st, recordID, cus, r.cfg.EventName); err != nil {
+		return outcomeNone, storeError(recordID, err)
 	}
 	r.metrics.reported.Inc()
 	r.metrics.quantity.WithLabelValues(c.Unit).Add(float64(c.Quantity))
@@ -629,53 +344,20 @@ func (r *Reporter) send(ctx context.Context, recordID, stream string, st recordS
 	return outcomeReported, nil
 }
 
-// createMeterEvent makes the Stripe call: with the customer and meter's
-// lock held (one call in flight per customer and meter), in its slot of
-// the rate limit, retried on 429 and 5xx after Retry-After (or an
-// exponential backoff) unless Stripe-Should-Retry says not to. It returns
-// nil, the duplicate-identifier error (success for the reporter), or a
-// *recordError.
-func (r *Reporter) createMeterEvent(ctx context.Context, recordID, customer string, params *stripe.BillingMeterEventParams) error {
-	unlock, err := r.inCall.lock(ctx, customer+"|"+r.cfg.EventName)
+// closedCustomer is the customer a closed record goes to: the one it was
+// closed with, or the account's for a record closed before
+// billing.record_closed carried the customer.
+func (r *Reporter) closedCustomer(ctx context.Context, c *events.BillingRecordClosed) (string, error) {
+	if c.StripeCustomerID != "" {
+		return c.StripeCustomerID, nil
+	}
+	cus, err := r.customer(ctx, c.AccountID)
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer unlock()
-	for attempt := 0; ; attempt++ {
-		if err := r.cfg.Sleep(ctx, r.pace.reserve(r.cfg.Now())); err != nil {
-			return err
-		}
-		info := &responseInfo{}
-		params.Context = context.WithValue(ctx, responseInfoKey{}, info)
-		start := time.Now()
-		_, err := r.cfg.Stripe.BillingMeterEvents.New(params)
-		r.metrics.stripeSeconds.Observe(time.Since(start).Seconds())
-		if err == nil || isDuplicateIdentifier(err) || ctx.Err() != nil {
-			return err
-		}
-		kind := stripeErrorKind(err)
-		rerr := &recordError{kind: kind, recordID: recordID, err: fmt.Errorf("stripe meter event: %w", err)}
-		if kind != errKindStripeLimited && kind != errKindStripeServer {
-			return rerr // rejected (no retry helps) or network (stripe-go retried already)
-		}
-		_, retryAfter, shouldRetry := info.get()
-		wait, hinted := parseRetryAfter(retryAfter, time.Now())
-		if !hinted {
-			wait = backoff(r.cfg.RetryBase, r.cfg.MaxRetryWait, attempt)
-		}
-		switch {
-		case strings.EqualFold(shouldRetry, "false"):
-			return rerr
-		case wait > r.cfg.MaxRetryWait:
-			return &retryAfterError{wait: wait, err: rerr}
-		case attempt >= r.cfg.MaxRetries:
-			return rerr
-		}
-		r.metrics.retries.WithLabelValues(kind).Inc()
-		r.log.Warn("stripe pushed back on a meter event; retrying", "record_id", recordID, "kind", kind,
-			"attempt", attempt+1, "wait", wait, "retry_after", retryAfter)
-		if err := r.cfg.Sleep(ctx, wait); err != nil {
-			return err
-		}
+	if cus == "" {
+		// An account's link is never removed, so this is a data problem.
+		return "", fmt.Errorf("account %s has no Stripe customer", c.AccountID)
 	}
+	return cus, nil
 }
