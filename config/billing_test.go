@@ -6,6 +6,7 @@ import (
 )
 
 func TestValidateBilling(t *testing.T) {
+	t.Parallel()
 	checkValidateErrors(t, []validateCase{
 		{"zero window", func(c *Config) { c.Billing.Window = 0 }, "billing.window", "must be positive"},
 		{"negative window", func(c *Config) { c.Billing.Window = Duration(-time.Hour) }, "billing.window", "must be positive"},
@@ -16,6 +17,7 @@ func TestValidateBilling(t *testing.T) {
 }
 
 func TestBillingLifecycleConfig(t *testing.T) {
+	t.Parallel()
 	cfg := Default()
 	cfg.Plans[1].StripePrice, cfg.Plans[1].StripeMeteredPrice = "price_pro", "price_pro_metered"
 	if err := cfg.Validate(); err != nil {

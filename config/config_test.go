@@ -17,6 +17,7 @@ func env(m map[string]string) func(string) string {
 }
 
 func TestLoadDefault(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("", env(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +73,7 @@ func TestLoadDefault(t *testing.T) {
 }
 
 func TestLoadFromEnv(t *testing.T) {
+	t.Parallel()
 	cfg, err := LoadFromEnv(env(map[string]string{ConfigPathEnv: "example.yaml"}))
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +91,7 @@ func TestLoadFromEnv(t *testing.T) {
 }
 
 func TestLoadFileErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
@@ -122,6 +125,7 @@ func TestLoadFileErrors(t *testing.T) {
 // TestLoadReportsEveryProblem: a price that does not parse is reported
 // with the problems Validate finds, as one error.
 func TestLoadReportsEveryProblem(t *testing.T) {
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "bad.yaml")
 	body := strings.Replace(validYAML, `input_per_million: "0.15"`, `input_per_million: "0.1234"`, 1) + "billing: {unit: requests}\n"
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -138,6 +142,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 // TestValidateChangesNothing: Validate only checks, so a Config's values
 // are the same before and after it (what Parse gave is what callers use).
 func TestValidateChangesNothing(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse([]byte(validYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +189,7 @@ func checkValidateErrors(t *testing.T, tests []validateCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			cfg, err := Parse([]byte(validYAML))
 			if err != nil {
 				t.Fatal(err)
@@ -219,6 +225,7 @@ func checkParseErrors(t *testing.T, tests []parseCase) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			body := strings.Replace(validYAML, tt.old, tt.new, 1)
 			if body == validYAML {
 				t.Fatalf("%q is not in validYAML", tt.old)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestEnv(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("", env(nil))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 const retryModels = "providers: [{name: echo, kind: echo}]\nmodels: [{name: echo, deployments: [{provider: echo, model: echo}], price: {input_per_million: \"1\", output_per_million: \"1\"}}]\n"
 
 func TestJobsRetryPolicy(t *testing.T) {
+	t.Parallel()
 	def := Default()
 	if def.Jobs.OnExpiredLease != OnExpiredAbandon || def.Jobs.MaxRetries != DefaultMaxRetries || def.Jobs.Retry() {
 		t.Errorf("defaults: on_expired_lease %q max_retries %d", def.Jobs.OnExpiredLease, def.Jobs.MaxRetries)

@@ -8,6 +8,7 @@ import (
 )
 
 func TestJobsDefaultsAndValidation(t *testing.T) {
+	t.Parallel()
 	cfg := Default()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

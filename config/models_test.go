@@ -10,6 +10,7 @@ import (
 )
 
 func TestLoadExample(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("example.yaml", env(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +47,7 @@ func TestLoadExample(t *testing.T) {
 }
 
 func TestValidateModels(t *testing.T) {
+	t.Parallel()
 	checkValidateErrors(t, []validateCase{
 		{"no models", func(c *Config) { c.Models = nil; c.Plans = nil }, "models", "at least one model"},
 		{"model without name", func(c *Config) { c.Models[0].Name = "" }, "models[0].name", "required"},
@@ -65,6 +67,7 @@ func TestValidateModels(t *testing.T) {
 // TestParsePrices: a price that does not parse is refused by Parse,
 // naming the model's price.
 func TestParsePrices(t *testing.T) {
+	t.Parallel()
 	checkParseErrors(t, []parseCase{
 		{name: "price rounds", old: `input_per_million: "0.15"`, new: `input_per_million: "0.1234"`, field: "models[0].price", msg: "not a whole number of nano-USD per token"},
 		{name: "price missing", old: `, output_per_million: "0.60"`, new: ``, field: "models[0].price", msg: "empty"},
@@ -73,6 +76,7 @@ func TestParsePrices(t *testing.T) {
 }
 
 func TestPriceErrorWrapsMoney(t *testing.T) {
+	t.Parallel()
 	_, err := Parse([]byte(strings.Replace(validYAML, `input_per_million: "0.15"`, `input_per_million: "0.0001"`, 1)))
 	if !errors.Is(err, money.ErrInexactPrice) {
 		t.Fatalf("error %v does not wrap money.ErrInexactPrice", err)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestValidatePlans(t *testing.T) {
+	t.Parallel()
 	checkValidateErrors(t, []validateCase{
 		{"plan without name", func(c *Config) { c.Plans[0].Name = "" }, "plans[0].name", "required"},
 		{"duplicate plan", func(c *Config) { c.Plans = append(c.Plans, c.Plans[0]) }, "plans[1].name", `duplicate plan name "free"`},
@@ -19,6 +20,7 @@ func TestValidatePlans(t *testing.T) {
 // TestParseBudgets: a budget that does not parse is refused by Parse,
 // naming the plan's field.
 func TestParseBudgets(t *testing.T) {
+	t.Parallel()
 	checkParseErrors(t, []parseCase{
 		{name: "bad daily budget", old: `daily_budget_usd: "1"`, new: `daily_budget_usd: "1e3"`, field: "plans[0].daily_budget_usd", msg: "exponent"},
 		{name: "bad monthly budget", old: `daily_budget_usd: "1"`, new: `daily_budget_usd: "1", monthly_budget_usd: "ten"`, field: "plans[0].monthly_budget_usd", msg: "bad budget"},
@@ -26,6 +28,7 @@ func TestParseBudgets(t *testing.T) {
 }
 
 func TestZeroBudgetIsNotUnlimited(t *testing.T) {
+	t.Parallel()
 	cfg, err := Parse([]byte(strings.Replace(validYAML, `daily_budget_usd: "1"`, `daily_budget_usd: "0"`, 1)))
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestValidateProviders(t *testing.T) {
+	t.Parallel()
 	checkValidateErrors(t, []validateCase{
 		{"no providers", func(c *Config) { c.Providers = nil; c.Models = nil }, "providers", "at least one provider"},
 		{"provider without name", func(c *Config) { c.Providers[1].Name = "" }, "providers[1].name", "required"},
@@ -19,6 +20,7 @@ func TestValidateProviders(t *testing.T) {
 }
 
 func TestProvidersAndRoutingConfig(t *testing.T) {
+	t.Parallel()
 	cfg, err := Load("example.yaml", env(nil))
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 )
 
 func TestRoutingValidation(t *testing.T) {
+	t.Parallel()
 	one := 1
 	minus := -1
 	tests := []struct {
@@ -33,6 +34,7 @@ func TestRoutingValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c := Default()
 			tt.edit(c)
 			err := c.Validate()

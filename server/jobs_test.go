@@ -82,6 +82,7 @@ func eventually(t *testing.T, what string, f func() error) {
 // provider, ?wait= returns the finished job, the callback arrives signed
 // and is recorded, and the timeline tells the story without the prompt.
 func TestAsyncJobWaitCallbackAndTimeline(t *testing.T) {
+	t.Parallel()
 	up := llmtest.NewUpstream(t, 0)
 	type delivery struct {
 		body []byte
