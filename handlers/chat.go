@@ -214,20 +214,10 @@ func preferAsync(r *http.Request) bool {
 
 func (a *API) listModels(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	type model struct {
-		ID          string `json:"id"`
-		Object      string `json:"object"`
-		Created     int64  `json:"created"`
-		OwnedBy     string `json:"owned_by"`
-		Description string `json:"description,omitempty"`
-	}
-	out := struct {
-		Object string  `json:"object"`
-		Data   []model `json:"data"`
-	}{Object: "list", Data: []model{}}
+	out := openaiwire.ModelList{Object: "list", Data: []openaiwire.Model{}}
 	for _, m := range a.cfg.Config.Models {
 		if _, ae := a.modelFor(p, m.Name); ae == nil {
-			out.Data = append(out.Data, model{ID: m.Name, Object: "model", OwnedBy: "tollgate", Description: m.Description})
+			out.Data = append(out.Data, openaiwire.Model{ID: m.Name, Object: "model", OwnedBy: "tollgate", Description: m.Description})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -95,3 +95,18 @@ type ResponseView struct {
 	} `json:"choices"`
 	Usage *UsageReport `json:"usage"`
 }
+
+// Model is one entry of GET /v1/models; Description is Tollgate's own.
+type Model struct {
+	ID          string `json:"id"`
+	Object      string `json:"object"`
+	Created     int64  `json:"created"`
+	OwnedBy     string `json:"owned_by"`
+	Description string `json:"description,omitempty"`
+}
+
+// ModelList is the answer of GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"`
+	Data   []Model `json:"data"`
+}
