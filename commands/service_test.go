@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/decidetest"
 
 	"github.com/tollgate/tollgate/account"
@@ -22,7 +23,7 @@ import (
 func newService(t *testing.T) (*commands.Service, *pgstore.Store) {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
-	store, err := pgstore.New(pool, nil)
+	store, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestServiceAccountAndKeys(t *testing.T) {
 	if _, err := svc.IssueAPIKey(ctx, md, account.IssueAPIKey{KeyID: "key_2", AccountID: "acc_1", Hash: keyHash, Prefix: "tg"}); !errors.Is(err, domainerr.ErrAlreadyExists) {
 		t.Errorf("IssueAPIKey again: err = %v, want domainerr.ErrAlreadyExists", err)
 	}
-	if id, err := store.FindAPIKey(ctx, keyHash); err != nil || id != "key_2" {
+	if id, err := keyindex.New(store.Pool()).FindAPIKey(ctx, keyHash); err != nil || id != "key_2" {
 		t.Errorf("FindAPIKey = %q, %v", id, err)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tiktoken-go/tokenizer"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/completion/execution"
@@ -231,7 +232,7 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 	m, _ := cfg.Model("gpt-4o-mini")
 	e.price = m.ParsedPrice()
 	pool, _ := pgtest.NewPool(t)
-	store, err := pgstore.New(pool, nil)
+	store, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 		if err != nil {
 			t.Fatal(err)
 		}
-		api, err := handlers.NewAPI(handlers.APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: store, ReadModels: pool,
+		api, err := handlers.NewAPI(handlers.APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: keyindex.New(pool), ReadModels: pool,
 			AdminToken: budgetAdmin, InstanceID: fmt.Sprintf("api%d", i), Ready: func(context.Context) error { return nil },
 			Now: e.clk.Now, Quota: handlers.QuotaDeps{Limiter: lim}})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion/execution"
@@ -43,7 +44,7 @@ type billingEnv struct {
 func newBillingEnv(t *testing.T) *billingEnv {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
-	store, err := pgstore.New(pool, nil)
+	store, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func newBillingEnv(t *testing.T) *billingEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := NewAPI(APIConfig{Config: cfg, Service: e.svc, Executor: exec, Keys: store, ReadModels: pool,
+	api, err := NewAPI(APIConfig{Config: cfg, Service: e.svc, Executor: exec, Keys: keyindex.New(pool), ReadModels: pool,
 		AdminToken: testAdmin, InstanceID: "api-billing", Ready: func(context.Context) error { return nil },
 		Now: e.clk.Now, Registry: prometheus.NewRegistry(),
 		Billing: BillingDeps{

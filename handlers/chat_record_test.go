@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
@@ -54,7 +55,7 @@ func (s *requestFaultStore) Append(ctx context.Context, streamID string, expecte
 func TestRequestAppendWithoutAnswerIsResolved(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
-	real, err := pgstore.New(pool, nil)
+	real, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestRequestAppendWithoutAnswerIsResolved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: real, ReadModels: pool, AdminToken: testAdmin,
+	api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: keyindex.New(pool), ReadModels: pool, AdminToken: testAdmin,
 		InstanceID: "api0", Ready: func(context.Context) error { return nil }, Quota: QuotaDeps{Limiter: lim}})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion/execution"
@@ -68,7 +69,7 @@ func (r hostileResponse) code() string {
 func newHostileEnv(tb testing.TB) *hostileEnv {
 	tb.Helper()
 	pool, _ := pgtest.NewPool(tb)
-	store, err := pgstore.New(pool, nil)
+	store, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: store, ReadModels: pool,
+	api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: keyindex.New(pool), ReadModels: pool,
 		AdminToken: testAdmin, InstanceID: "api-hostile", Ready: func(context.Context) error { return nil },
 		Registry: prometheus.NewRegistry(), Billing: BillingDeps{Webhooks: wh, Unit: cfg.Billing.Unit}, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {

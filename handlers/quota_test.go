@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/completion/execution"
@@ -59,7 +60,7 @@ type quotaEnv struct {
 func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.Limiter) *quotaEnv {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
-	store, err := pgstore.New(pool, nil)
+	store, err := pgstore.New(pool, nil, keyindex.Projection{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.
 		if err != nil {
 			t.Fatal(err)
 		}
-		api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: store, ReadModels: pool,
+		api, err := NewAPI(APIConfig{Config: cfg, Service: svc, Executor: exec, Keys: keyindex.New(pool), ReadModels: pool,
 			AdminToken: testAdmin, InstanceID: fmt.Sprintf("api%d", i), Ready: func(context.Context) error { return nil },
 			Now: e.clk.Now, Quota: QuotaDeps{Limiter: lim, Tokens: e.tokens}})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/account/keyindex"
 	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
@@ -49,7 +50,7 @@ func (w *wiring) startAPI(ready []handlers.ReadyCheck) (http.Handler, error) {
 		return nil, err
 	}
 	api, err := handlers.NewAPI(handlers.APIConfig{
-		Config: cfg, Service: w.svc, Executor: w.exec, Keys: w.Store, ReadModels: w.Pool,
+		Config: cfg, Service: w.svc, Executor: w.exec, Keys: keyindex.New(w.Pool), ReadModels: w.Pool,
 		AdminToken: w.AdminToken, InstanceID: cfg.Env.InstanceID, Dependencies: ready,
 		ResponseDeadline: cfg.Env.ResponseDeadline,
 		Logger:           w.logger, Registry: w.reg, Gatherer: w.reg,

@@ -26,14 +26,30 @@ const AnyVersion int64 = -1
 // Store is the PostgreSQL event store.
 type Store struct {
 	pool    *pgxpool.Pool
+	inline  []InlineProjection
 	appends *prometheus.CounterVec
 	latency prometheus.Histogram
 }
 
-// New returns a store on pool. Metrics are registered on reg when it is not nil.
-func New(pool *pgxpool.Pool, reg prometheus.Registerer) (*Store, error) {
+// InlineProjection is a read model kept in the append's own transaction,
+// so it is never behind the events it is built from (the API key index: a
+// key authenticates the moment its issue is stored). An append whose events
+// no inline projection handles stays one statement, without a transaction.
+type InlineProjection interface {
+	// Handles reports whether the projection reads events of this type.
+	Handles(eventType string) bool
+	// Apply updates the read model in tx with the stored events (their
+	// stream versions and positions set); an error aborts the append.
+	Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error
+}
+
+// New returns a store on pool, applying the inline projections to every
+// append of the events they handle. Metrics are registered on reg when it
+// is not nil.
+func New(pool *pgxpool.Pool, reg prometheus.Registerer, inline ...InlineProjection) (*Store, error) {
 	s := &Store{
-		pool: pool,
+		pool:   pool,
+		inline: inline,
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_eventstore_appends_total",
 			Help: "Appends to the event store by outcome (ok, idempotent, conflict, error).",
@@ -133,7 +149,20 @@ func (s *Store) insert(ctx context.Context, streamID string, version int64, evs 
 		data[i], metadata[i] = string(e.Data), string(md)
 		out[i] = e
 	}
-	rows, err := s.pool.Query(ctx, `
+	var q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+	} = s.pool
+	projections := s.inlineFor(evs)
+	var tx pgx.Tx
+	if len(projections) > 0 {
+		var err error
+		if tx, err = s.pool.Begin(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		q = tx
+	}
+	rows, err := q.Query(ctx, `
 		INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
 		SELECT id, $2, v, t, sv, o, a, d::json, m::jsonb
 		FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
@@ -160,7 +189,29 @@ func (s *Store) insert(ctx context.Context, streamID string, version int64, evs 
 		// caller expected, and inserting would leave a gap.
 		return nil, errVersionAhead
 	}
-	return out, nil
+	if tx == nil {
+		return out, nil
+	}
+	for _, p := range projections {
+		if err := p.Apply(ctx, tx, out); err != nil {
+			return nil, fmt.Errorf("inline projection: %w", err)
+		}
+	}
+	return out, tx.Commit(ctx)
+}
+
+// inlineFor returns the inline projections that handle one of evs' types.
+func (s *Store) inlineFor(evs []events.Envelope) []InlineProjection {
+	var out []InlineProjection
+	for _, p := range s.inline {
+		for _, e := range evs {
+			if p.Handles(e.Type) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // errVersionAhead: the expected version is beyond the stream's end.
@@ -202,20 +253,6 @@ func (s *Store) Load(ctx context.Context, streamID string) ([]events.Envelope, e
 		return nil, fmt.Errorf("load %s: %w", streamID, err)
 	}
 	return out, nil
-}
-
-// FindAPIKey returns the id of the key whose secret hashes to keyHash, or
-// "" when there is none.
-func (s *Store) FindAPIKey(ctx context.Context, keyHash string) (string, error) {
-	var id string
-	err := s.pool.QueryRow(ctx, `SELECT data ->> 'key_id' FROM events WHERE type = 'apikey.issued' AND data ->> 'key_hash' = $1`, keyHash).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("find api key: %w", err)
-	}
-	return id, nil
 }
 
 func scanEnvelopes(rows pgx.Rows) ([]events.Envelope, Cursor, error) {
