@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,4 +128,27 @@ func IsJob(e events.Envelope) bool {
 	}
 	_, ok := completion.QueuedJob(d)
 	return ok
+}
+
+// EventPublisher publishes events through a Watermill publisher as
+// CloudEvents messages (ToMessageWithSource): the outbox relay's
+// Publisher on Kafka or PostgreSQL.
+type EventPublisher struct {
+	Publisher message.Publisher
+	// Source is the messages' CloudEvents source; DefaultSource when empty.
+	Source string
+}
+
+// Publish sends evs to topic in order, in one Publish call.
+func (p EventPublisher) Publish(ctx context.Context, topic string, evs ...events.Envelope) error {
+	msgs := make([]*message.Message, len(evs))
+	for i, e := range evs {
+		m, err := ToMessageWithSource(e, p.Source)
+		if err != nil {
+			return fmt.Errorf("event at %d: %w", e.Position, err)
+		}
+		m.SetContext(ctx)
+		msgs[i] = m
+	}
+	return p.Publisher.Publish(topic, msgs...)
 }

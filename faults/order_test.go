@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/outbox"
@@ -109,7 +110,7 @@ func TestGlobalOrderAcrossPowerOfTen(t *testing.T) {
 	a := newAgedStore(t)
 
 	pub := &recordingPublisher{}
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: a.store, Publisher: pub, BatchSize: orderBatch})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: a.store, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic, BatchSize: orderBatch})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func (w *wiring) openPublisher() (err error) {
 // across replicas (a leader lock).
 func (w *wiring) startRelay() error {
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
-		Store: w.Store, Publisher: w.pub, Logger: w.logger, Registerer: w.reg,
+		Store: w.Store, Publisher: bus.EventPublisher{Publisher: w.pub}, Topic: bus.Topic, Logger: w.logger, Registerer: w.reg,
 		Routes: []outbox.Route{{Topic: bus.JobsTopic, Match: bus.IsJob}},
 	})
 	if err != nil {

@@ -14,10 +14,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 )
@@ -32,21 +30,27 @@ const (
 	DefaultMaxBackoff = 5 * time.Second
 )
 
+// Publisher publishes events, in the order given, to a topic; it returns
+// once the bus holds them all (or an error, and the relay tries the batch
+// again). bus.EventPublisher is the Watermill one: Kafka or PostgreSQL,
+// the events as CloudEvents messages.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, evs ...events.Envelope) error
+}
+
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	// Store is the event store to follow. Required.
 	Store *pgstore.Store
 	// Publisher is the bus publisher. Required.
-	Publisher message.Publisher
-	// Topic is where events are published; bus.Topic when empty.
+	Publisher Publisher
+	// Topic is where events are published (bus.Topic). Required.
 	Topic string
 	// Routes publish some events to further topics as well (after Topic,
 	// before the checkpoint moves), e.g. queued jobs to the workers' topic.
 	Routes []Route
 	// Name names the relay's checkpoint; "outbox:<Topic>" when empty.
 	Name string
-	// Source is the messages' CloudEvents source; bus.DefaultSource when empty.
-	Source string
 	// PollInterval is the wait after a batch that was not full;
 	// DefaultPollInterval when zero. After a full batch the relay reads
 	// again at once.
@@ -70,14 +74,8 @@ type Route struct {
 }
 
 func (c *RelayConfig) setDefaults() {
-	if c.Topic == "" {
-		c.Topic = bus.Topic
-	}
 	if c.Name == "" {
 		c.Name = "outbox:" + c.Topic
-	}
-	if c.Source == "" {
-		c.Source = bus.DefaultSource
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
@@ -102,6 +100,9 @@ func (c RelayConfig) Validate() error {
 	}
 	if c.Publisher == nil {
 		errs = append(errs, errors.New("no publisher"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("no topic"))
 	}
 	if c.PollInterval < 0 {
 		errs = append(errs, errors.New("poll interval must not be negative"))
@@ -193,30 +194,21 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
 	}
 	if len(evs) > 0 {
-		msgs := make([]*message.Message, len(evs))
-		for i, e := range evs {
-			m, err := bus.ToMessageWithSource(e, r.cfg.Source)
-			if err != nil {
-				return 0, fmt.Errorf("outbox %s: event at %d: %w", r.cfg.Name, e.Position, err)
-			}
-			m.SetContext(ctx)
-			msgs[i] = m
-		}
-		if err := r.cfg.Publisher.Publish(r.cfg.Topic, msgs...); err != nil {
+		if err := r.cfg.Publisher.Publish(ctx, r.cfg.Topic, evs...); err != nil {
 			r.publishErrors.Inc()
 			return 0, fmt.Errorf("outbox %s: publish %d events after position %d: %w", r.cfg.Name, len(evs), cur.Position, err)
 		}
 		for _, route := range r.cfg.Routes {
-			var routed []*message.Message
-			for i, e := range evs {
+			var routed []events.Envelope
+			for _, e := range evs {
 				if route.Match(e) {
-					routed = append(routed, msgs[i].Copy())
+					routed = append(routed, e)
 				}
 			}
 			if len(routed) == 0 {
 				continue
 			}
-			if err := r.cfg.Publisher.Publish(route.Topic, routed...); err != nil {
+			if err := r.cfg.Publisher.Publish(ctx, route.Topic, routed...); err != nil {
 				r.publishErrors.Inc()
 				return 0, fmt.Errorf("outbox %s: publish %d events to %s: %w", r.cfg.Name, len(routed), route.Topic, err)
 			}

@@ -175,7 +175,7 @@ func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
 	}
 	defer pub.Close()
 	reg := prometheus.NewRegistry()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: pub, BatchSize: 7, Registerer: reg})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic, BatchSize: 7, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestRelayCrashBetweenPublishAndCheckpoint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	// The first process publishes part of a batch and dies.
 	pub.failAfter = 4
-	first, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: pub, BatchSize: 10, Registerer: reg})
+	first, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic, BatchSize: 10, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestRelayCrashBetweenPublishAndCheckpoint(t *testing.T) {
 
 	// A fresh relay with a working publisher.
 	pub.failAfter = -1
-	second, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: pub, BatchSize: 10})
+	second, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic, BatchSize: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestRelayWaitsForLateCommit(t *testing.T) {
 	appendEvents(t, s, 3, 1)
 	stored(t, s, 3)
 	pub := newRecorder()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: pub})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +438,7 @@ func TestRelayNeverPublishesRolledBackEvents(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	pub := newRecorder()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: pub})
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +469,7 @@ func TestRelayConfigValidate(t *testing.T) {
 	if err := (outbox.RelayConfig{}).Validate(); err == nil {
 		t.Fatal("a relay without store and publisher is valid")
 	}
-	if _, err := outbox.NewRelay(outbox.RelayConfig{Publisher: newRecorder()}); err == nil {
+	if _, err := outbox.NewRelay(outbox.RelayConfig{Publisher: bus.EventPublisher{Publisher: newRecorder()}, Topic: bus.Topic}); err == nil {
 		t.Fatal("a relay without store was created")
 	}
 }
