@@ -174,8 +174,7 @@ func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metada
 		case o.done.Succeeded != nil:
 			writeRaw(w, http.StatusOK, o.done.Succeeded.Response)
 		case o.done.Failed != nil:
-			f := o.done.Failed
-			writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+			writeError(w, failedError(o.done.Failed))
 		}
 	case <-r.Context().Done():
 		cancel()

@@ -62,8 +62,7 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 		}
 		return
 	case done.Failed != nil && !started:
-		f := done.Failed
-		writeError(w, &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage})
+		writeError(w, failedError(done.Failed))
 		return
 	}
 	if r.Context().Err() != nil {

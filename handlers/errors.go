@@ -87,6 +87,12 @@ func toAPIError(err error) *apiError {
 	}
 }
 
+// failedError is what the client of a completion that failed gets: the
+// status and error its outcome recorded.
+func failedError(f *events.CompletionFailed) *apiError {
+	return &apiError{Status: f.Status, Type: f.ErrorType, Code: f.ErrorCode, Message: f.ErrorMessage}
+}
+
 // Dependency names a service Tollgate cannot answer without.
 type Dependency string
 

@@ -3,7 +3,17 @@
 // OpenAI's format, the built-in echo development provider, and a Router that
 // maps a client-facing model to its deployments, retries, falls back between
 // them and cools down failing ones. Everything is spoken in OpenAI's chat
-// completions format: requests, responses, stream chunks and error bodies.
+// completions format (llm/openaiwire declares it): requests, responses,
+// stream chunks and error bodies.
+//
+// The files by responsibility: llm.go the Provider and Stream contracts,
+// errors.go the *Error every failure is (and its classification for the
+// executor), router*.go the Router (router_order.go deployment order,
+// router_route.go retries, fallback and cooldown, router_limits.go the
+// request each deployment gets, router_stream.go the routed stream),
+// breaker.go the circuits, httpbase.go and stream.go what the HTTP
+// providers share, openai.go, anthropic*.go (request, response and stream
+// translation) and echo.go the providers, tokens.go Tollgate's own count.
 package llm
 
 import (
