@@ -13,13 +13,15 @@ import (
 
 // TestRunSlow runs the slow mode small: every request answered 200 on
 // both targets, every success recorded as an event, the upstream holding
-// them all at once, over a few h2c connections, on the default pool.
+// them all at once, over a few h2c connections, on the default pool. The
+// upstream holds each request 1.5 s so that, on a busy machine too, the
+// last request arrives before the first is answered.
 func TestRunSlow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	const n = 50
-	rep, err := RunSlow(ctx, SlowConfig{DatabaseURL: pgtest.ServerURL(), Requests: n, UpstreamLatency: 200 * time.Millisecond, Logger: logger})
+	rep, err := RunSlow(ctx, SlowConfig{DatabaseURL: pgtest.ServerURL(), Requests: n, UpstreamLatency: 1500 * time.Millisecond, Logger: logger})
 	if err != nil {
 		t.Fatalf("RunSlow: %v\n%s", err, pgtest.HowToStart)
 	}

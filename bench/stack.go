@@ -51,28 +51,9 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 			err = errors.Join(err, st.close(ctx))
 		}
 	}()
-	dbURL, maintURL, dbName, err := benchDatabase(cfg.DatabaseURL)
-	if err != nil {
+	if err := st.createDatabase(ctx, cfg); err != nil {
 		return nil, err
 	}
-	st.dbURL = dbURL
-	if err := execMaintenance(ctx, maintURL, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
-		return nil, fmt.Errorf("bench: create database %s: %w", dbName, err)
-	}
-	logger.Info("bench database created", "database", dbName)
-	st.closers = append(st.closers, func(ctx context.Context) error {
-		if cfg.Keep {
-			logger.Info("bench database kept", "database", dbName, "url", redact(dbURL))
-			return nil
-		}
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := execMaintenance(dctx, maintURL, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("bench: drop database %s: %w", dbName, err)
-		}
-		return nil
-	})
-
 	if st.up, err = startUpstream(cfg.UpstreamLatency, logger); err != nil {
 		return nil, err
 	}
@@ -86,7 +67,7 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tcfg, err := tollgateConfig(cfg, st.up.baseURL, dbURL, "tga_"+adminToken)
+	tcfg, err := tollgateConfig(cfg, st.up.baseURL, st.dbURL, "tga_"+adminToken)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +107,35 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// createDatabase makes the bench's own database and registers its drop
+// (unless cfg.Keep).
+func (st *stack) createDatabase(ctx context.Context, cfg stackConfig) error {
+	logger := cfg.Logger
+	dbURL, maintURL, dbName, err := benchDatabase(cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	st.dbURL = dbURL
+	if err := execMaintenance(ctx, maintURL, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
+		return fmt.Errorf("bench: create database %s: %w", dbName, err)
+	}
+	logger.Info("bench database created", "database", dbName)
+	st.closers = append(st.closers, func(ctx context.Context) error {
+		if cfg.Keep {
+			logger.Info("bench database kept", "database", dbName, "url", redact(dbURL))
+			return nil
+		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := execMaintenance(dctx, maintURL, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("bench: drop database %s: %w", dbName, err)
+		}
+		return nil
+	})
+
+	return nil
 }
 
 // close stops what startStack started, last first, even when ctx has ended.

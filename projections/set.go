@@ -146,12 +146,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 		return nil
 	}
 	start := time.Now()
-	streams := make([]string, 0, len(evs))
-	for _, e := range evs {
-		streams = append(streams, e.StreamID)
-	}
-	slices.Sort(streams)
-	streams = slices.Compact(streams)
+	streams := streamsOf(evs)
 
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -174,37 +169,10 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 		current[id] = v
 	}
 
-	b := &pgx.Batch{}
-	if s.asyncCommit {
-		b.Queue(`SET LOCAL synchronous_commit = off`)
-	}
-	var pend []Pending
-	for _, p := range s.ps {
-		if a, ok := p.(Accumulator); ok {
-			pend = append(pend, a.Pending())
-		}
-	}
-	var applied, skipped []events.Envelope
-	var maxPos int64
-	for _, e := range evs {
-		cur := current[e.StreamID]
-		if e.StreamVersion <= cur {
-			skipped = append(skipped, e)
-			continue
-		}
-		if e.StreamVersion > cur+1 {
-			s.events.WithLabelValues(e.Type, "gap").Inc()
-			s.logger.InfoContext(ctx, "event ahead of its stream; refused until the earlier one is applied",
-				"event_id", e.EventID, "stream", e.StreamID, "version", e.StreamVersion, "applied", cur)
-			return fmt.Errorf("projections: event %s: %w", e.EventID,
-				&GapError{StreamID: e.StreamID, Applied: cur, Got: e.StreamVersion})
-		}
-		if b, err = s.applyOne(ctx, tx, b, pend, e); err != nil {
-			return err
-		}
-		current[e.StreamID] = e.StreamVersion
-		applied = append(applied, e)
-		maxPos = max(maxPos, e.Position)
+	b, pend := s.newBatch()
+	b, applied, skipped, maxPos, err := s.queueAll(ctx, tx, b, pend, evs, current)
+	if err != nil {
+		return err
 	}
 	if len(applied) == 0 && cp == nil {
 		// Every event was a redelivery: commit nothing.
@@ -234,6 +202,62 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 	s.advance(maxPos)
 	s.seconds.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// streamsOf returns the streams of evs, sorted, each once.
+func streamsOf(evs []events.Envelope) []string {
+	streams := make([]string, 0, len(evs))
+	for _, e := range evs {
+		streams = append(streams, e.StreamID)
+	}
+	slices.Sort(streams)
+	return slices.Compact(streams)
+}
+
+// newBatch starts one transaction's statements and each accumulator's
+// pending writes.
+func (s *Set) newBatch() (*pgx.Batch, []Pending) {
+	b := &pgx.Batch{}
+	if s.asyncCommit {
+		b.Queue(`SET LOCAL synchronous_commit = off`)
+	}
+	var pend []Pending
+	for _, p := range s.ps {
+		if a, ok := p.(Accumulator); ok {
+			pend = append(pend, a.Pending())
+		}
+	}
+	return b, pend
+}
+
+// queueAll applies evs in order to the batch and the pending writes,
+// skipping the events of a stream already applied (current holds each
+// stream's applied version and is advanced); an event ahead of its stream
+// fails the whole batch with a GapError. It returns the batch to go on
+// with, what it applied and skipped, and the highest position applied.
+func (s *Set) queueAll(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, evs []events.Envelope,
+	current map[string]int64) (_ *pgx.Batch, applied, skipped []events.Envelope, maxPos int64, err error) {
+	for _, e := range evs {
+		cur := current[e.StreamID]
+		if e.StreamVersion <= cur {
+			skipped = append(skipped, e)
+			continue
+		}
+		if e.StreamVersion > cur+1 {
+			s.events.WithLabelValues(e.Type, "gap").Inc()
+			s.logger.InfoContext(ctx, "event ahead of its stream; refused until the earlier one is applied",
+				"event_id", e.EventID, "stream", e.StreamID, "version", e.StreamVersion, "applied", cur)
+			return b, nil, nil, 0, fmt.Errorf("projections: event %s: %w", e.EventID,
+				&GapError{StreamID: e.StreamID, Applied: cur, Got: e.StreamVersion})
+		}
+		if b, err = s.applyOne(ctx, tx, b, pend, e); err != nil {
+			return b, nil, nil, 0, err
+		}
+		current[e.StreamID] = e.StreamVersion
+		applied = append(applied, e)
+		maxPos = max(maxPos, e.Position)
+	}
+	return b, applied, skipped, maxPos, nil
 }
 
 // applyOne adds e to the accumulators' pending writes, queues the
