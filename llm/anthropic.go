@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/llm/openaiwire"
@@ -27,13 +26,6 @@ type Anthropic struct {
 // NewAnthropic returns a provider for p (kind anthropic) that authenticates
 // with apiKey. client nil = NewHTTPClient().
 func NewAnthropic(p config.Provider, apiKey string, client *http.Client) *Anthropic {
-	if client == nil {
-		client = NewHTTPClient()
-	}
-	timeout := p.Timeout.D()
-	if timeout <= 0 {
-		timeout = config.DefaultProviderTimeout
-	}
 	base := p.BaseURL
 	if base == "" {
 		base = config.DefaultAnthropicBaseURL
@@ -43,7 +35,7 @@ func NewAnthropic(p config.Provider, apiKey string, client *http.Client) *Anthro
 		version = config.DefaultAnthropicVersion
 	}
 	return &Anthropic{
-		httpBase: httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, client: client, now: time.Now},
+		httpBase: newHTTPBase(p, apiKey, client),
 		url:      strings.TrimRight(base, "/") + "/v1/messages",
 		version:  version,
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
@@ -29,6 +30,19 @@ type httpBase struct {
 	timeout time.Duration
 	client  *http.Client
 	now     func() time.Time
+}
+
+// newHTTPBase is p's transport: client (nil: NewHTTPClient()) and p's
+// timeout (unset: config.DefaultProviderTimeout).
+func newHTTPBase(p config.Provider, apiKey string, client *http.Client) httpBase {
+	if client == nil {
+		client = NewHTTPClient()
+	}
+	timeout := p.Timeout.D()
+	if timeout <= 0 {
+		timeout = config.DefaultProviderTimeout
+	}
+	return httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, client: client, now: time.Now}
 }
 
 // attempt bounds one call by the provider timeout. The returned reset

@@ -34,15 +34,8 @@ type OpenAI struct {
 // no Authorization header, for local servers). client nil = NewHTTPClient().
 // A provider with an api_version is Azure OpenAI: see config.Provider.APIVersion.
 func NewOpenAI(p config.Provider, apiKey string, client *http.Client) *OpenAI {
-	if client == nil {
-		client = NewHTTPClient()
-	}
-	timeout := p.Timeout.D()
-	if timeout <= 0 {
-		timeout = config.DefaultProviderTimeout
-	}
 	return &OpenAI{
-		httpBase:   httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, client: client, now: time.Now},
+		httpBase:   newHTTPBase(p, apiKey, client),
 		base:       strings.TrimRight(p.BaseURL, "/"),
 		apiVersion: p.APIVersion,
 	}
