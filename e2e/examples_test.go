@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +22,9 @@ import (
 // again, from the store and from `tollgate events export`.
 func TestExamples(t *testing.T) {
 	t.Parallel()
-	bin := buildExamples(t, "operator", "openai-client", "analyst", "async-job")
-	e := start(t, false)
+	built := buildExamples(t, "operator", "openai-client", "analyst", "async-job")
+	e := start(t, false) // while they build
+	bin := built()
 	vars := []string{
 		"TOLLGATE_URL=" + e.base,
 		"TOLLGATE_ADMIN_TOKEN=" + e.admin,
@@ -106,22 +108,37 @@ func TestExamples(t *testing.T) {
 }
 
 // buildExamples builds the named examples and the tollgate binary into a
-// temporary folder, with the go command that runs the test.
-func buildExamples(t *testing.T, names ...string) string {
+// temporary folder and vets the examples (CI's go vet ./... skips them),
+// with the go command that runs the test. It returns at once; the function
+// it returns waits for the build and returns the folder.
+func buildExamples(t *testing.T, names ...string) func() string {
 	t.Helper()
 	dir := t.TempDir()
 	pkgs := []string{"./cmd/tollgate"}
 	for _, n := range names {
 		pkgs = append(pkgs, "./_examples/"+n)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(), append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-	cmd.Dir = ".." // the module's root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		for _, args := range [][]string{append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...), append([]string{"vet"}, pkgs[1:]...)} {
+			cmd := exec.CommandContext(ctx, goCommand(), args...)
+			cmd.Dir = ".." // the module's root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				done <- fmt.Errorf("go %v: %w\n%s", args, err, out)
+				return
+			}
+		}
+		done <- nil
+	}()
+	return func() string {
+		t.Helper()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return dir
 	}
-	return dir
 }
 
 // goCommand is the go command of the toolchain running the test.
