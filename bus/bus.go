@@ -7,6 +7,9 @@
 // binary-mode attributes, so that tools outside Tollgate read it as it is.
 // On Kafka the record key is the event's account, so one account's events
 // stay in order.
+//
+// Worker is the worker role's consumer of the jobs topic: it claims and
+// runs each queued completion through the executor.
 package bus
 
 import (

@@ -1,6 +1,8 @@
-// Package handlers holds Tollgate's inbound adapters: the HTTP API (OpenAI
-// compatible client endpoints, admin endpoints, ops endpoints) and the bus
-// consumers that drive the workers and the projectors.
+// Package handlers is Tollgate's HTTP API: the OpenAI-compatible client
+// endpoints, the admin and billing endpoints and the ops endpoints, one
+// file per resource, with domain errors mapped to HTTP in one place
+// (errors.go). Only the wiring (server) imports it; the worker's bus
+// consumer is bus.Worker.
 package handlers
 
 import (

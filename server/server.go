@@ -91,7 +91,7 @@ type Server struct {
 	logger   *slog.Logger
 	http     *http.Server
 	router   *message.Router
-	worker   *handlers.Worker
+	worker   *bus.Worker
 	api      *handlers.API
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/bus"
-	"github.com/tollgate/tollgate/handlers"
 )
 
 // defaultWorkerConcurrency is Options.WorkerConcurrency's default.
@@ -22,7 +21,7 @@ func (w *wiring) startWorker() (err error) {
 	if conc == 0 {
 		conc = defaultWorkerConcurrency
 	}
-	w.worker = handlers.NewWorker(w.run, w.exec, w.cfg.Env.InstanceID, conc, w.logger)
+	w.worker = bus.NewWorker(w.run, w.exec, w.cfg.Env.InstanceID, conc, w.logger)
 	sub, err := bus.NewSubscriber(w.bus, "tollgate-workers")
 	if err != nil {
 		return err

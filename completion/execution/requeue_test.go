@@ -269,10 +269,10 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 	r.at(70 * time.Second)
 	workerCtx, stop := context.WithCancel(r.ctx)
 	defer stop()
-	w1 := handlers.NewWorker(workerCtx, r.healthy, "w1", 2, nil)
-	w2 := handlers.NewWorker(workerCtx, r.healthy, "w2", 2, nil)
+	w1 := bus.NewWorker(workerCtx, r.healthy, "w1", 2, nil)
+	w2 := bus.NewWorker(workerCtx, r.healthy, "w2", 2, nil)
 	var wg sync.WaitGroup
-	for _, w := range []*handlers.Worker{w1, w2} {
+	for _, w := range []*bus.Worker{w1, w2} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,4 +1,4 @@
-package handlers_test
+package bus_test
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/pgtest"
@@ -51,9 +50,9 @@ func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	workers := []*handlers.Worker{
-		handlers.NewWorker(ctx, exec, "a", 4, nil),
-		handlers.NewWorker(ctx, exec, "b", 4, nil),
+	workers := []*bus.Worker{
+		bus.NewWorker(ctx, exec, "a", 4, nil),
+		bus.NewWorker(ctx, exec, "b", 4, nil),
 	}
 	var wg sync.WaitGroup
 	for i := range 10 {
@@ -109,7 +108,7 @@ func TestWorkerIgnoresSyncRequests(t *testing.T) {
 	}
 	stored, _ := store.Load(ctx, completion.CompletionStream(c.ID))
 	msg, _ := bus.ToMessage(stored[0])
-	w := handlers.NewWorker(ctx, exec, "a", 1, nil)
+	w := bus.NewWorker(ctx, exec, "a", 1, nil)
 	if err := w.Handle(msg); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package handlers
+package bus
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/domainerr"
@@ -49,7 +48,7 @@ func NewWorker(ctx context.Context, exec *execution.Executor, instance string, c
 // in the queue) is claimed the same way: only a queued completion can be
 // claimed, so of its deliveries one runs the retry.
 func (w *Worker) Handle(msg *message.Message) error {
-	e, err := bus.FromMessage(msg)
+	e, err := FromMessage(msg)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
