@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/billing/records/recordstest"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
@@ -73,7 +75,7 @@ func newBillingEnv(t *testing.T) *billingEnv {
 	}
 	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	e.rec = rec
-	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: e.svc, Accounts: pool, Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: e.svc, Accounts: recordstest.Links(t, pool, store), Config: cfg,
 		Secret: billingWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

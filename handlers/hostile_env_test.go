@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/billing/records/recordstest"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
@@ -88,7 +90,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: recordstest.Links(tb, pool, store), Config: cfg,
 		Secret: hostileWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)

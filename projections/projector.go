@@ -118,7 +118,7 @@ func Table(schema, name string) string {
 // readModelTables lists every read-model table, in the order a rebuild
 // creates them and Compare reports them.
 func readModelTables() []string {
-	return []string{"projection_streams", "usage_ledger", "usage_rollups", "jobs", "billing_records", "billing_record_items", "billing_customers", "quota_state", "quota_reservations", "quota_windows", "quota_limits"}
+	return []string{"projection_streams", "usage_ledger", "usage_rollups", "jobs", "billing_records", "billing_record_items", "billing_customers", "billing_customer_links", "billing_dunning", "billing_record_facts", "quota_state", "quota_reservations", "quota_windows", "quota_limits"}
 }
 
 // ErrGap is the sentinel matched by errors.Is for a *GapError.

@@ -7,15 +7,17 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/account/keyindex"
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/billing/stripe"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/handlers"
 )
 
@@ -41,7 +43,7 @@ func (w *wiring) startAPI(ready []handlers.ReadyCheck) (http.Handler, error) {
 		// Printed, not logged: it is a secret, shown once to the operator at the console.
 		fmt.Fprintf(os.Stderr, "\nTOLLGATE_ADMIN_TOKEN is not set; this run's admin token is:\n\n    %s\n\n", w.AdminToken)
 	}
-	bdeps, err := billingDeps(cfg, w.svc, w.Pool, w.logger, w.reg)
+	bdeps, err := billingDeps(cfg, w.svc, w.Store, w.logger, w.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -74,13 +76,13 @@ func generateToken() string {
 // billingDeps builds the Stripe endpoints' dependencies: checkout and
 // portal need STRIPE_SECRET_KEY, webhooks STRIPE_WEBHOOK_SECRET; without
 // them the endpoints answer 503.
-func billingDeps(cfg *config.Config, svc *commands.Service, pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) (handlers.BillingDeps, error) {
+func billingDeps(cfg *config.Config, svc *commands.Service, store *pgstore.Store, logger *slog.Logger, reg prometheus.Registerer) (handlers.BillingDeps, error) {
 	deps := handlers.BillingDeps{Unit: cfg.Billing.Unit}
 	if cfg.Env.StripeSecretKey != "" {
 		deps.Checkout = stripe.NewCheckout(svc, stripe.NewStripeClient(cfg.Env.StripeSecretKey, cfg.Env.StripeAPIBase, 0), cfg, logger)
 	}
 	if cfg.Env.StripeWebhookSecret != "" {
-		wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: pool, Config: cfg,
+		wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: liveCustomerLinks(store), Config: cfg,
 			Secret: cfg.Env.StripeWebhookSecret, Logger: logger, Registerer: reg})
 		if err != nil {
 			return deps, err
@@ -89,3 +91,15 @@ func billingDeps(cfg *config.Config, svc *commands.Service, pool *pgxpool.Pool, 
 	}
 	return deps, nil
 }
+
+// liveCustomerLinks answers the webhooks' customer lookups from the live
+// read model; a miss waits (up to webhookFreshWait) for the projector to
+// have applied every event committed before it, so a customer linked a
+// moment ago is found.
+func liveCustomerLinks(store *pgstore.Store) records.CustomerLinks {
+	return records.CustomerLinks{Q: store.Pool(), Fresh: records.WaitFresh(store, records.LiveCheckpoint, webhookFreshWait)}
+}
+
+// webhookFreshWait bounds a webhook's wait for the read models; past it
+// the delivery fails and Stripe sends it again.
+const webhookFreshWait = 5 * time.Second

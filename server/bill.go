@@ -38,7 +38,7 @@ func (w *wiring) startBilling() error {
 		w.goRun("billing reporter", w.leader(w.run, "tollgate:billing-reporter", rep.Run))
 	}
 	dunning, err := stripe.NewDunning(stripe.DunningConfig{
-		Service: w.svc, Events: w.Pool, FallbackPlan: cfg.Billing.FallbackPlan,
+		Service: w.svc, ReadModels: w.Pool, FallbackPlan: cfg.Billing.FallbackPlan,
 		Interval: cfg.Billing.DunningInterval.D(), Logger: w.logger, Registerer: w.reg,
 	})
 	if err != nil {

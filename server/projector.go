@@ -32,10 +32,8 @@ func (w *wiring) startProjector() error {
 // ReadModels returns the projectors of every read model, built on schema.
 func ReadModels(cfg *config.Config) func(schema string) []projections.Projector {
 	return func(schema string) []projections.Projector {
-		return []projections.Projector{
-			usage.New(schema), jobs.New(schema),
-			records.NewRecords(schema, cfg.Billing.Window.D(), cfg.Billing.Unit),
-			quotastate.New(schema),
-		}
+		ps := []projections.Projector{usage.New(schema), jobs.New(schema)}
+		ps = append(ps, records.Projectors(schema, cfg.Billing.Window.D(), cfg.Billing.Unit)...)
+		return append(ps, quotastate.New(schema))
 	}
 }

@@ -22,7 +22,7 @@ var day0 = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
 // build returns the billing read models' projectors on schema.
 func build(schema string) []projections.Projector {
-	return []projections.Projector{records.NewRecords(schema, testWindow, billing.UnitTokens)}
+	return records.Projectors(schema, testWindow, billing.UnitTokens)
 }
 
 // evlog is the tests' event log on a real store.

@@ -90,6 +90,29 @@ func TestLiveEqualsRebuild(t *testing.T) {
 		}
 		bus.Deliver(l.Stored())
 
+		// Payments of the day: failures (some retried), payments and
+		// downgrades, for the dunning read model; and now and then a
+		// customer linked again to another account (the first link wins).
+		for i, a := range accounts {
+			at := day0.Add(time.Duration(day)*24*time.Hour + time.Duration(i)*time.Minute)
+			stream := events.StreamAccount + a
+			switch rng.IntN(4) {
+			case 0:
+				l.Append(stream, a, at, events.BillingPaymentFailed{AccountID: a, StripeCustomerID: "cus_" + a, InvoiceID: fmt.Sprintf("in_%d", day),
+					GraceUntil: at.Add(time.Duration(1+rng.IntN(72)) * time.Hour), StripeEventID: fmt.Sprintf("evt_f%d%s", day, a), StripeCreated: at})
+			case 1:
+				l.Append(stream, a, at, events.BillingPaymentSucceeded{AccountID: a, StripeCustomerID: "cus_" + a, InvoiceID: fmt.Sprintf("in_%d", day),
+					StripeEventID: fmt.Sprintf("evt_p%d%s", day, a), StripeCreated: at})
+			case 2:
+				l.Append(stream, a, at, events.AccountDowngraded{AccountID: a, FromPlan: "pro", ToPlan: "free", GraceUntil: at})
+			}
+			if rng.IntN(5) == 0 {
+				other := accounts[rng.IntN(len(accounts))]
+				l.Append(stream, a, at, events.BillingCustomerLinked{AccountID: a, StripeCustomerID: "cus_" + other})
+			}
+		}
+		bus.Deliver(l.Stored())
+
 		// The reporter: closes what is due (some after usage arrived late,
 		// so the close splits), reports most of it, and late usage lands
 		// in windows already closed.
@@ -125,6 +148,14 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	}
 	if splits == 0 || reported == 0 || closed == 0 {
 		t.Fatalf("scenario too tame: %d later records, %d reported, %d closed", splits, reported, closed)
+	}
+	var dunning, facts, relinked int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM billing_dunning), (SELECT count(*) FROM billing_record_facts),
+		(SELECT count(*) FROM billing_customer_links WHERE stripe_customer_id <> 'cus_' || account_id)`).Scan(&dunning, &facts, &relinked); err != nil {
+		t.Fatal(err)
+	}
+	if dunning == 0 || facts == 0 || relinked != 0 {
+		t.Fatalf("%d accounts in dunning, %d records' facts, %d customers linked to a later account; want some, some, none", dunning, facts, relinked)
 	}
 	var billed, ledger int64
 	if err := pool.QueryRow(ctx, `SELECT (SELECT sum(quantity) FROM billing_records),

@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
 )
 
 func TestReconcileAndExplain(t *testing.T) {
@@ -20,6 +21,7 @@ func TestReconcileAndExplain(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	facts := newSet(t, pool, projections.LiveSchema, records.NewFacts(projections.LiveSchema))
 	w := time.Date(2026, 11, 5, 10, 0, 0, 0, time.UTC)
 	ledger := map[string]string{}
 	completion := func(id, account string, prompt, compl int64, record string) {
@@ -46,9 +48,12 @@ func TestReconcileAndExplain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := store.Append(ctx, stream, v, e); err != nil {
+		stored, err := store.Append(ctx, stream, v, e)
+		if err != nil {
 			t.Fatal(err)
 		}
+		// The record's facts, as the projector keeps them.
+		handleAll(t, facts, stored...)
 		return e.EventID.String()
 	}
 	completion("chatcmpl-a1", "acc_1", 60, 40, "br_a")

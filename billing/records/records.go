@@ -36,7 +36,6 @@ type billingRecords struct {
 	window               time.Duration
 	unit                 string
 	usage, close, report string
-	link                 string
 }
 
 // NewRecords returns the projector of billing_records and
@@ -115,8 +114,6 @@ func NewRecords(schema string, window time.Duration, unit string) projections.Pr
 		// The first report's time stays: a repeated report changes nothing.
 		report: fmt.Sprintf(`UPDATE %s SET status = '`+billing.StatusReported+`', reported_at = coalesce(reported_at, $2)
 			WHERE record_id = $1`, br),
-		link: fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
-			ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, projections.Table(schema, "billing_customers")),
 	}
 }
 
@@ -191,8 +188,6 @@ func (c *billingChanges) Add(e events.Envelope, d events.Data) error {
 	case events.BillingRecordFlagged:
 		c.run = nil
 		c.ops = append(c.ops, func(b *pgx.Batch) { p.queueClose(b, d.RecordID, d.Quantity, billing.StatusFlagged) })
-	case events.BillingCustomerLinked:
-		c.ops = append(c.ops, func(b *pgx.Batch) { b.Queue(p.link, d.AccountID, d.StripeCustomerID) })
 	case events.BillingUsageReported:
 		c.run = nil
 		at := e.OccurredAt.UTC()

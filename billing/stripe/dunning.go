@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/projections"
@@ -18,8 +18,9 @@ import (
 // DunningConfig configures a Dunning loop.
 type DunningConfig struct {
 	Service *commands.Service
-	// Events is queried for accounts whose grace period may have ended.
-	Events       projections.Querier
+	// ReadModels is queried for accounts whose grace period may have
+	// ended (records.DunningCandidates).
+	ReadModels   projections.Querier
 	FallbackPlan string
 	// Interval is the pause between passes; DefaultDunningInterval when zero.
 	Interval   time.Duration
@@ -32,7 +33,7 @@ type DunningConfig struct {
 const DefaultDunningInterval = time.Minute
 
 // Dunning downgrades accounts whose grace period after a failed payment
-// ended: it finds candidates in the event store and lets DecideDowngrade
+// ended: it finds candidates in the dunning read model and lets DecideDowngrade
 // judge each from its events and the clock.
 type Dunning struct {
 	cfg        DunningConfig
@@ -43,8 +44,8 @@ type Dunning struct {
 
 // NewDunning returns a Dunning loop.
 func NewDunning(cfg DunningConfig) (*Dunning, error) {
-	if cfg.Service == nil || cfg.Events == nil || cfg.FallbackPlan == "" {
-		return nil, errors.New("billing dunning: Service, Events and FallbackPlan are required")
+	if cfg.Service == nil || cfg.ReadModels == nil || cfg.FallbackPlan == "" {
+		return nil, errors.New("billing dunning: Service, ReadModels and FallbackPlan are required")
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultDunningInterval
@@ -93,21 +94,12 @@ func (d *Dunning) Run(ctx context.Context) error {
 // returns how many it downgraded.
 func (d *Dunning) RunOnce(ctx context.Context) (int, error) {
 	now := d.cfg.Now()
-	// A failure not followed by a payment or a downgrade on its stream,
-	// whose grace ended: a candidate. DecideDowngrade has the last word.
-	rows, err := d.cfg.Events.Query(ctx, `SELECT DISTINCT f.data->>'account_id' FROM events f
-		WHERE f.type = $1 AND (f.data->>'grace_until')::timestamptz <= $4
-		  AND NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = f.stream_id
-		                  AND x.stream_version > f.stream_version AND x.type IN ($2, $3))`,
-		events.TypeBillingPaymentFailed, events.TypeBillingPaymentSucceeded, events.TypeAccountDowngraded, now)
+	// A failure not followed by a payment or a downgrade, whose grace
+	// ended: a candidate. DecideDowngrade has the last word.
+	ids, err := records.DunningCandidates(ctx, d.cfg.ReadModels, now)
 	if err != nil {
 		d.errors.Inc()
-		return 0, fmt.Errorf("dunning candidates: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		d.errors.Inc()
-		return 0, fmt.Errorf("dunning candidates: %w", err)
+		return 0, err
 	}
 	n := 0
 	var errs []error

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/billing/records/recordstest"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
@@ -60,6 +63,8 @@ type life struct {
 	co    *stripe.Checkout
 	wh    *stripe.Webhooks
 	now   time.Time
+	// fresh waits for the billing read models to catch up.
+	fresh func(context.Context) error
 }
 
 func newLife(t *testing.T) *life {
@@ -79,11 +84,12 @@ func newLife(t *testing.T) *life {
 		t.Fatal(err)
 	}
 	l := &life{t: t, pool: pool, store: &faultStore{EventStore: ps}, cfg: cfg, now: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
+	l.fresh = recordstest.Follow(t, pool, ps)
 	l.svc = commands.NewService(l.store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, func() time.Time { return l.now })
 	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	l.rec = rec
 	l.co = stripe.NewCheckout(l.svc, stripe.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil)
-	if l.wh, err = stripe.NewWebhooks(stripe.WebhookConfig{Service: l.svc, Accounts: pool, Config: cfg, Secret: whSecret,
+	if l.wh, err = stripe.NewWebhooks(stripe.WebhookConfig{Service: l.svc, Accounts: records.CustomerLinks{Q: pool, Fresh: l.fresh}, Config: cfg, Secret: whSecret,
 		Registerer: prometheus.NewRegistry()}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,19 +275,19 @@ func TestBillingLifecycle(t *testing.T) {
 		t.Fatalf("after failure: grace %v (want %v), plan %q", a.Billing.GraceUntil, grace, a.EffectivePlan())
 	}
 
-	dun, err := stripe.NewDunning(stripe.DunningConfig{Service: l.svc, Events: l.pool, FallbackPlan: "free",
+	dun, err := stripe.NewDunning(stripe.DunningConfig{Service: l.svc, ReadModels: l.pool, FallbackPlan: "free",
 		Now: func() time.Time { return l.now }, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.now = grace.Add(-time.Second)
-	if n, err := dun.RunOnce(ctx); err != nil || n != 0 {
+	if n, err := l.dunning(dun); err != nil || n != 0 {
 		t.Fatalf("dunning within grace = %d, %v", n, err)
 	}
 	// Stripe retries the payment, fails again: the grace does not move.
 	l.mustDeliver(payload("evt_Failed2", "invoice.payment_failed", "2023-10-16", grace.Add(-time.Hour), invoice("in_Life1", cus)), events.WebhookApplied)
 	l.now = grace
-	if n, err := dun.RunOnce(ctx); err != nil || n != 1 {
+	if n, err := l.dunning(dun); err != nil || n != 1 {
 		t.Fatalf("dunning at grace end = %d, %v; want 1", n, err)
 	}
 	a = l.get("acc_life")
@@ -291,7 +297,7 @@ func TestBillingLifecycle(t *testing.T) {
 	if free, _ := l.cfg.Plan(a.EffectivePlan()); free.AllowsModel("gpt-4o") || !free.AllowsModel("echo") {
 		t.Errorf("fallback plan's models: %v", free.Models)
 	}
-	if n, err := dun.RunOnce(ctx); err != nil || n != 0 {
+	if n, err := l.dunning(dun); err != nil || n != 0 {
 		t.Fatalf("second dunning pass = %d, %v; want 0", n, err)
 	}
 
@@ -303,7 +309,7 @@ func TestBillingLifecycle(t *testing.T) {
 	if a.EffectivePlan() != "pro" || !a.Billing.GraceUntil.IsZero() {
 		t.Fatalf("after paid: plan %q, billing %+v", a.EffectivePlan(), a.Billing)
 	}
-	if n, err := dun.RunOnce(ctx); err != nil || n != 0 {
+	if n, err := l.dunning(dun); err != nil || n != 0 {
 		t.Fatalf("dunning after payment = %d, %v", n, err)
 	}
 
@@ -453,4 +459,14 @@ func TestWebhookFailureAfterVerificationIsRetriedIdempotently(t *testing.T) {
 	if a := l.get("acc_r"); a.Billing.GraceUntil.IsZero() {
 		t.Error("grace period not started")
 	}
+}
+
+// dunning runs a dunning pass once the read models caught up.
+func (l *life) dunning(d *stripe.Dunning) (int, error) {
+	l.t.Helper()
+	ctx := context.Background()
+	if err := l.fresh(ctx); err != nil {
+		l.t.Fatal(err)
+	}
+	return d.RunOnce(ctx)
 }

@@ -37,7 +37,7 @@ func (e *env) project() {
 	e.t.Helper()
 	ctx := context.Background()
 	set, err := projections.NewSet(e.pool, projections.LiveSchema, nil, nil,
-		records.NewRecords(projections.LiveSchema, time.Hour, billing.UnitTokens))
+		records.Projectors(projections.LiveSchema, time.Hour, billing.UnitTokens)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
 	}
 
 	// The reconciliation still shows every flagged quantity as not reported.
-	seen := map[string]records.Difference{}
+	seen := map[string]billing.Difference{}
 	for _, o := range olds {
 		period := o.WindowStart.Format("2006-01")
 		rec, err := records.Reconcile(ctx, e.pool, billing.UnitTokens, period)

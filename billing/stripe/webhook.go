@@ -14,12 +14,10 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tollgate/tollgate/billing"
-	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
-	"github.com/tollgate/tollgate/projections"
 )
 
 // Webhook errors; the handler answers 400 to the first two (Stripe stops
@@ -38,11 +36,17 @@ var (
 	accountIDPattern     = regexp.MustCompile(`^acc_[A-Za-z0-9]+$`)
 )
 
+// CustomerAccounts finds the account a Stripe customer is linked to, ""
+// when none is: records.CustomerLinks, over the customer links read model.
+type CustomerAccounts interface {
+	AccountForCustomer(ctx context.Context, customerID string) (string, error)
+}
+
 // WebhookConfig configures a Webhooks processor.
 type WebhookConfig struct {
 	Service *commands.Service
-	// Accounts finds the account of a Stripe customer.
-	Accounts projections.Querier
+	// Accounts finds the account of a Stripe customer (records.CustomerLinks).
+	Accounts CustomerAccounts
 	Config   *config.Config
 	// Secret is the endpoint's signing secret (STRIPE_WEBHOOK_SECRET).
 	Secret     string
@@ -251,7 +255,7 @@ func (w *Webhooks) apply(ctx context.Context, ev billing.StripeEvent, meta map[s
 	accountID := ""
 	if ev.CustomerID != "" {
 		var err error
-		if accountID, err = records.AccountForCustomer(ctx, w.cfg.Accounts, ev.CustomerID); err != nil {
+		if accountID, err = w.cfg.Accounts.AccountForCustomer(ctx, ev.CustomerID); err != nil {
 			return res, err
 		}
 	}

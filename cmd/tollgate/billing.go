@@ -73,7 +73,7 @@ func billingCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 }
 
-func printReconciliation(w io.Writer, r records.Reconciliation) {
+func printReconciliation(w io.Writer, r billing.Reconciliation) {
 	fmt.Fprintf(w, "period %s (%s to %s), unit %s\n", r.Period, r.From.Format("2006-01-02"), r.To.Format("2006-01-02"), r.Unit)
 	fmt.Fprintf(w, "%-28s %16s %16s %16s  %s\n", "account", "ledger", "billable", "reported", "status")
 	for _, a := range r.Accounts {

@@ -1,0 +1,122 @@
+package records_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/billing/records"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/projections"
+)
+
+func TestCustomerLinks(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := pgtest.NewPool(t)
+	l := newLog(t, pool)
+	s := newSet(t, pool, projections.LiveSchema)
+	link := func(account, customer string) []events.Envelope {
+		return l.Append(events.StreamAccount+account, account, day0, events.BillingCustomerLinked{AccountID: account, StripeCustomerID: customer})
+	}
+	first, second := link("acc_a", "cus_1"), link("acc_b", "cus_1")
+	// Delivered out of the global order (two partitions): the first link
+	// in the global order still wins.
+	handleAll(t, s, second...)
+	handleAll(t, s, first...)
+	handleAll(t, s, link("acc_c", "cus_2")...)
+	links := records.CustomerLinks{Q: pool}
+	for cus, want := range map[string]string{"cus_1": "acc_a", "cus_2": "acc_c", "cus_none": ""} {
+		if got, err := links.AccountForCustomer(ctx, cus); err != nil || got != want {
+			t.Errorf("account for %s = %q, %v; want %q", cus, got, err, want)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM billing_customers`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("billing_customers rows = %d, %v; want 3", n, err)
+	}
+
+	// A miss asks for fresh read models and looks again.
+	asked := 0
+	fresh := records.CustomerLinks{Q: pool, Fresh: func(context.Context) error {
+		asked++
+		handleAll(t, s, link("acc_d", "cus_3")...)
+		return nil
+	}}
+	if got, err := fresh.AccountForCustomer(ctx, "cus_3"); err != nil || got != "acc_d" || asked != 1 {
+		t.Errorf("after a miss = %q, %v (fresh asked %d times); want acc_d once fresh", got, err, asked)
+	}
+	if _, err := fresh.AccountForCustomer(ctx, "cus_1"); err != nil || asked != 1 {
+		t.Errorf("a hit asked for fresh read models (%d, %v)", asked, err)
+	}
+	behind := records.CustomerLinks{Q: pool, Fresh: func(context.Context) error { return records.ErrBehind }}
+	if _, err := behind.AccountForCustomer(ctx, "cus_none"); !errors.Is(err, records.ErrBehind) {
+		t.Errorf("miss with the read model behind = %v; want ErrBehind", err)
+	}
+
+	// WaitFresh follows the follower's checkpoint.
+	f, err := projections.NewFollower(projections.FollowerConfig{Set: newSet(t, pool, projections.LiveSchema), Store: l.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := records.WaitFresh(l.Store, records.LiveCheckpoint, 50*time.Millisecond)
+	if err := wait(ctx); !errors.Is(err, records.ErrBehind) {
+		t.Fatalf("fresh before the follower ran = %v; want ErrBehind", err)
+	}
+	l.Stored()
+	for {
+		n, err := f.RunOnce(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := wait(ctx); err != nil {
+		t.Fatalf("fresh after the follower caught up = %v", err)
+	}
+}
+
+func TestDunningCandidates(t *testing.T) {
+	ctx := context.Background()
+	pool, _ := pgtest.NewPool(t)
+	l := newLog(t, pool)
+	s := newSet(t, pool, projections.LiveSchema)
+	grace := day0.Add(72 * time.Hour)
+	failed := func(account string, until time.Time) {
+		handleAll(t, s, l.Append(events.StreamAccount+account, account, day0, events.BillingPaymentFailed{
+			AccountID: account, StripeCustomerID: "cus_" + account, InvoiceID: "in_1", GraceUntil: until, StripeEventID: "evt_f", StripeCreated: day0})...)
+	}
+	failed("acc_late", grace)
+	failed("acc_late", grace.Add(time.Hour)) // a retry of the invoice: the earliest grace counts
+	failed("acc_paid", grace)
+	handleAll(t, s, l.Append(events.StreamAccount+"acc_paid", "acc_paid", day0, events.BillingPaymentSucceeded{
+		AccountID: "acc_paid", StripeCustomerID: "cus_acc_paid", InvoiceID: "in_1", StripeEventID: "evt_p", StripeCreated: day0})...)
+	failed("acc_down", grace)
+	handleAll(t, s, l.Append(events.StreamAccount+"acc_down", "acc_down", day0, events.AccountDowngraded{
+		AccountID: "acc_down", FromPlan: "pro", ToPlan: "free", GraceUntil: grace})...)
+	failed("acc_later", grace.Add(24*time.Hour))
+
+	for _, tc := range []struct {
+		at   time.Time
+		want []string
+	}{
+		{grace.Add(-time.Second), nil},
+		{grace, []string{"acc_late"}},
+		{grace.Add(24 * time.Hour), []string{"acc_late", "acc_later"}},
+	} {
+		got, err := records.DunningCandidates(ctx, pool, tc.at)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("candidates at %s = %v, %v; want %v", tc.at, got, err, tc.want)
+		}
+	}
+	// Failed again after the downgrade: a candidate again (DecideDowngrade
+	// then finds it downgraded already).
+	failed("acc_down", grace)
+	if got, _ := records.DunningCandidates(ctx, pool, grace); !slices.Contains(got, "acc_down") {
+		t.Errorf("candidates = %v; want acc_down again", got)
+	}
+}
