@@ -17,9 +17,6 @@ func Projectors(schema string, window time.Duration, unit string) []projections.
 	return []projections.Projector{NewRecords(schema, window, unit), NewCustomerLinks(schema), NewDunning(schema), NewFacts(schema)}
 }
 
-// Tables are the billing read models' tables.
-var Tables = []string{"billing_records", "billing_record_items", "billing_customers", "billing_customer_links", "billing_dunning", "billing_record_facts"}
-
 // statements is a projector whose events each queue a few statements that
 // commute with other streams' and run in event order within a stream: its
 // Pending queues them all into the Set's batch.

@@ -1,15 +1,10 @@
-// Package stripe connects Tollgate to Stripe. Its Reporter sends billable
-// usage (billing records) to Stripe as meter events, exactly once per
-// record.
-//
-// A record's authority is its own event stream, "billingrecord-<id>": the
-// reporter first freezes the record's quantity with billing.record_closed,
-// then sends one meter event whose identifier is the record id, then
-// records billing.usage_reported. A crash anywhere leads the next pass to
-// resume from the stream, re-sending the same identifier with the same
-// closed quantity and customer, which Stripe deduplicates. A record too old
-// for Stripe is frozen with billing.record_flagged instead and left to an
-// operator.
+// Package stripe connects Tollgate to Stripe: the API client, Checkout and
+// Billing Portal sessions, webhook verification and handling, the dunning
+// loop, and the Reporter, which sends billable usage (billing records) to
+// Stripe as meter events, exactly once per record. The decisions are the
+// billing package's (a record's stream: see billing.RecordState) and every
+// event is written through commands.Service; this package adds the Stripe
+// calls, their pacing and retries, metrics and logs.
 package stripe
 
 import (
