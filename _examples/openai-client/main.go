@@ -90,26 +90,11 @@ func run(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "chat    %s %q %s\n", resp.ID, resp.Choices[0].Message.Content, usage(resp.Usage))
 
-	// The same, streamed: chunks as the provider produces them, and the
-	// usage in a last chunk because include_usage asks for it.
+	// The same, streamed.
 	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
-	stream := client.Chat.Completions.NewStreaming(ctx, params)
-	var acc openai.ChatCompletionAccumulator
-	chunks := 0
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-		chunks++
-	}
-	if err := stream.Err(); err != nil {
+	if err := stream(ctx, client, params, stdout); err != nil {
 		return fmt.Errorf("streamed chat completion: %w", err)
 	}
-	if err := stream.Close(); err != nil {
-		return fmt.Errorf("close stream: %w", err)
-	}
-	if len(acc.Choices) == 0 {
-		return fmt.Errorf("streamed chat completion %s: no choices", acc.ID)
-	}
-	fmt.Fprintf(stdout, "stream  %s %q %s in %d chunks\n", acc.ID, acc.Choices[0].Message.Content, usage(acc.Usage), chunks)
 
 	// Errors come back as OpenAI's error body, so the SDK's *openai.Error
 	// carries Tollgate's status and code (see the README's Errors table).
@@ -122,6 +107,28 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("unknown model: want an *openai.Error, got %v", err)
 	}
 	fmt.Fprintf(stdout, "error   %d %s\n", apiErr.StatusCode, apiErr.Code)
+	return nil
+}
+
+// stream asks for a streamed completion: chunks as the provider produces
+// them, put together by the SDK's accumulator, and the usage in a last
+// chunk when params.StreamOptions.IncludeUsage asks for it.
+func stream(ctx context.Context, client openai.Client, params openai.ChatCompletionNewParams, stdout io.Writer) error {
+	s := client.Chat.Completions.NewStreaming(ctx, params)
+	defer s.Close()
+	var acc openai.ChatCompletionAccumulator
+	chunks := 0
+	for s.Next() {
+		acc.AddChunk(s.Current())
+		chunks++
+	}
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if len(acc.Choices) == 0 {
+		return fmt.Errorf("%s: no choices", acc.ID)
+	}
+	fmt.Fprintf(stdout, "stream  %s %q %s in %d chunks\n", acc.ID, acc.Choices[0].Message.Content, usage(acc.Usage), chunks)
 	return nil
 }
 
