@@ -227,11 +227,11 @@ func DecideFinishCompletion(c Completion, cmd FinishCompletion) ([]events.Data, 
 			return nil, domainerr.Invalid("usage", "tokens and cost cannot be negative")
 		}
 		s.Usage.TotalTokens = s.Usage.PromptTokens + s.Usage.CompletionTokens
-		return append(append(out, s), settlement(c, &s)...), nil
+		return append(append(out, s), settlement(c, &s, "")...), nil
 	case cmd.Failed != nil && cmd.Succeeded == nil:
 		f := *cmd.Failed
 		f.CompletionID, f.AccountID, f.KeyID, f.Model = c.ID, c.AccountID, c.KeyID, c.Model
-		return append(append(out, f), settlement(c, nil)...), nil
+		return append(append(out, f), settlement(c, nil, events.ReleaseFailed)...), nil
 	default:
 		return nil, domainerr.Invalid("outcome", "exactly one of succeeded and failed is required")
 	}
@@ -364,14 +364,7 @@ func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data
 		Executor: c.Executor, LeaseExpiresAt: c.LeaseExpiresAt.UTC(), Reason: reason,
 	}}
 	// Whatever the dead executor reserved is released in the same append.
-	for _, d := range settlement(c, nil) {
-		if r, ok := d.(events.QuotaReleased); ok {
-			r.Reason = events.ReleaseAbandoned
-			d = r
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return append(out, settlement(c, nil, events.ReleaseAbandoned)...), nil
 }
 
 // ErrNoRetry: an expired claim's completion may not go back to the queue

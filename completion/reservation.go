@@ -1,9 +1,9 @@
 package completion
 
 import (
-	"github.com/tollgate/tollgate/events"
-
 	"github.com/tollgate/tollgate/domainerr"
+	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/quota"
 )
 
 // decideReservation checks the reservation admission made for a request.
@@ -19,23 +19,25 @@ func decideReservation(cmd RequestCompletion, r events.QuotaReserved) (events.Da
 	return r, nil
 }
 
+// QuotaOutcome is the completion's reservation ending with succeeded (nil:
+// failed or abandoned), for quota to compute its settlement from; false
+// when the completion holds no reservation and settles nothing.
+func (c Completion) QuotaOutcome(succeeded *events.CompletionSucceeded) (quota.Outcome, bool) {
+	if c.Reservation == nil {
+		return quota.Outcome{}, false
+	}
+	return quota.Outcome{ID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Reservation: *c.Reservation,
+		RequestedAt: c.RequestedAt, Succeeded: succeeded}, true
+}
+
 // settlement is the quota event that goes with a completion's outcome:
 // the real cost is spent and the rest released (succeeded), or all of it
-// released (failed). A completion without a reservation settles nothing.
-func settlement(c Completion, s *events.CompletionSucceeded) []events.Data {
-	r := c.Reservation
-	if r == nil {
+// released for reason (failed, abandoned). A completion without a
+// reservation settles nothing.
+func settlement(c Completion, s *events.CompletionSucceeded, reason string) []events.Data {
+	o, ok := c.QuotaOutcome(s)
+	if !ok {
 		return nil
 	}
-	if s != nil {
-		return []events.Data{events.QuotaSettled{
-			CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID,
-			ReservedNanoUSD: r.CostNanoUSD, CostNanoUSD: s.CostNanoUSD,
-			ReservedTokens: r.Tokens, Tokens: s.Usage.TotalTokens, Day: r.Day, Month: r.Month,
-		}}
-	}
-	return []events.Data{events.QuotaReleased{
-		CompletionID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID,
-		ReservedNanoUSD: r.CostNanoUSD, ReservedTokens: r.Tokens, Reason: events.ReleaseFailed, Day: r.Day, Month: r.Month,
-	}}
+	return []events.Data{o.Event(reason)}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/admission"
 	quotaredis "github.com/tollgate/tollgate/quota/redis"
 	"github.com/tollgate/tollgate/redistest"
 )
@@ -249,7 +250,7 @@ plans: [{name: free, requests_per_minute: 100000, tokens_per_minute: 1000000000,
 		rdb := budgetClient(e.redis.Addr(), maxRetries)
 		t.Cleanup(func() { rdb.Close() })
 		lim := quotaredis.New(rdb, "tollgate:quota:", nil)
-		settle := handlers.QuotaSettler(cfg, svc, lim, logger, e.clk.Now)
+		settle := admission.Settler(cfg, svc, lim, logger, e.clk.Now)
 		exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Now: e.clk.Now,
 			Settled: func(ctx context.Context, c completion.Completion) {
 				if c.Reservation != nil {

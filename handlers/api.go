@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
+	"github.com/tollgate/tollgate/quota/admission"
 	"github.com/tollgate/tollgate/quota/memory"
 )
 
@@ -129,6 +130,8 @@ type API struct {
 	deadlines prometheus.Counter
 	// inflight tracks inline executions, which can outlive their request.
 	inflight sync.WaitGroup
+	// admission runs admission control for chat requests.
+	admission *admission.Admitter
 }
 
 // NewAPI returns the API.
@@ -158,6 +161,8 @@ func NewAPI(cfg APIConfig) (*API, error) {
 			Help: "Synchronous requests answered 202 with their job id because the response deadline passed.",
 		}),
 	}
+	a.admission = admission.New(admission.Config{Config: cfg.Config, Service: cfg.Service, Limiter: cfg.Quota.Limiter,
+		Tokens: cfg.Quota.Tokens, Logger: cfg.Logger, Now: cfg.Now})
 	if cfg.Registry != nil {
 		for _, c := range []prometheus.Collector{a.requests, a.duration, a.rejected, a.deadlines} {
 			if err := cfg.Registry.Register(c); err != nil {

@@ -119,8 +119,8 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
-	adm.writeHeaders(w)
-	cmd.Reservation = adm.reservation
+	writeRateHeaders(w, adm)
+	cmd.Reservation = adm.Reservation
 	if async {
 		cmd.Mode = events.ModeAsync
 		c, err := a.recordRequest(r.Context(), md, cmd, nil)

@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
+	"github.com/tollgate/tollgate/quota/admission"
 )
 
 // Bounds of the read-back of a request whose append failed without an
@@ -79,9 +80,9 @@ func (a *API) recordRequest(ctx context.Context, md events.Metadata, cmd complet
 // released, unless the append is unresolved: then the answer names the job
 // the request may have become (message and Location), so that the client
 // can look before it sends the request again.
-func (a *API) failRecord(w http.ResponseWriter, r *http.Request, adm *admitted, completionID string, err error) {
+func (a *API) failRecord(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, completionID string, err error) {
 	if !errors.Is(err, errUnresolved) {
-		a.release(r.Context(), adm)
+		a.admission.Release(r.Context(), adm)
 		a.fail(w, r, err)
 		return
 	}

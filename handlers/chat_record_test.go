@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/pgtest"
+	"github.com/tollgate/tollgate/quota/admission"
 	"github.com/tollgate/tollgate/quota/memory"
 )
 
@@ -70,7 +71,7 @@ func TestRequestAppendWithoutAnswerIsResolved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Settled: QuotaSettler(cfg, svc, lim, nil, time.Now)})
+	exec, err := execution.New(execution.Config{Service: svc, LLM: router, Models: cfg.Model, Settled: admission.Settler(cfg, svc, lim, nil, time.Now)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,11 +13,11 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/tollgate/tollgate/account"
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/admission"
 	quotastate "github.com/tollgate/tollgate/quota/state"
 	"github.com/tollgate/tollgate/tokens"
 )
@@ -45,83 +45,27 @@ type quotaPrincipal struct {
 	Suspended *events.APIKeySuspended
 }
 
-// accountLimits are a plan's limits with the account's overrides.
-func accountLimits(cfg *config.Config, plan string, o events.LimitOverrides) quota.Limits {
-	l := quota.Unlimited()
-	if p, ok := cfg.Plan(plan); ok {
-		l.RequestsPerMinute, l.TokensPerMinute = p.RequestsPerMinute, p.TokensPerMinute
-		if b, ok := p.DailyBudget(); ok {
-			l.DailyBudget = b
-		}
-		if b, ok := p.MonthlyBudget(); ok {
-			l.MonthlyBudget = b
-		}
-	}
-	return overrideLimits(l, o)
-}
-
-func overrideLimits(l quota.Limits, o events.LimitOverrides) quota.Limits {
-	if o.RequestsPerMinute != nil {
-		l.RequestsPerMinute = *o.RequestsPerMinute
-	}
-	if o.TokensPerMinute != nil {
-		l.TokensPerMinute = *o.TokensPerMinute
-	}
-	if o.DailyBudgetNanoUSD != nil {
-		l.DailyBudget = money.NanoUSD(*o.DailyBudgetNanoUSD)
-	}
-	if o.MonthlyBudgetNanoUSD != nil {
-		l.MonthlyBudget = money.NanoUSD(*o.MonthlyBudgetNanoUSD)
-	}
-	return l
-}
-
-// admitted is an admitted request: its decision (for the headers) and
-// the reservation recorded with it.
-type admitted struct {
-	decision    quota.Decision
-	reservation *events.QuotaReserved
-	admission   quota.Admission
-}
-
-// family is what bounds the prompt of a model: the worst of its
-// deployments (fallbacks included), by provider kind and upstream model.
-func (a *API) family(m config.Model) tokens.Family {
-	fs := make([]tokens.Family, 0, len(m.Deployments))
-	for _, d := range m.Deployments {
-		kind, azure := "", false
-		for _, p := range a.cfg.Config.Providers {
-			if p.Name == d.Provider {
-				kind, azure = p.Kind, p.IsAzure()
-			}
-		}
-		fs = append(fs, tokens.ForDeployment(kind, azure, d.Model))
-	}
-	return tokens.Merge(fs...)
-}
-
-// limitsOf are the account's and the key's limits.
-func (a *API) limitsOf(p principal) (account, key quota.Limits) {
-	return accountLimits(a.cfg.Config, p.Plan, p.Quota.Account), overrideLimits(quota.Unlimited(), p.Quota.Key)
+// admissionOf is what admission needs of p.
+func admissionOf(p principal) admission.Principal {
+	return admission.Principal{AccountID: p.AccountID, KeyID: p.KeyID, Plan: p.Plan,
+		Account: p.Quota.Account, Key: p.Quota.Key, Suspended: p.Quota.Suspended}
 }
 
 // refuseEarly asks the limiter whether a minimal request of p would pass,
 // counting nothing; a 429 (or 503) when it would not. It runs before a
 // large body is parsed.
 func (a *API) refuseEarly(ctx context.Context, p principal) *apiError {
-	acc, key := a.limitsOf(p)
-	ad := quota.MinimalRequest(quota.Admission{ID: "check", AccountID: p.AccountID, KeyID: p.KeyID, Account: acc, Key: key, Now: a.cfg.Now()})
-	d, err := a.cfg.Quota.Limiter.Check(ctx, ad)
-	if err != nil {
-		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
-		return toAPIError(err)
-	}
-	a.reconcile(ctx, p.AccountID, d.Expired)
-	if d.Allowed {
+	err := a.admission.Check(ctx, admissionOf(p))
+	var refused *admission.RefusedError
+	switch {
+	case err == nil:
 		return nil
+	case errors.As(err, &refused):
+		a.rejected.WithLabelValues(string(refused.Decision.Reason)).Inc()
+		return refusal(refused.Decision)
 	}
-	a.rejected.WithLabelValues(string(d.Reason)).Inc()
-	return refusal(d)
+	a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
+	return toAPIError(err)
 }
 
 // refusal is the 429 of a decision, with its headers.
@@ -132,89 +76,40 @@ func refusal(d quota.Decision) *apiError {
 	return ae
 }
 
-// admit runs admission control for a chat request: a suspended key is
-// refused; otherwise the request's worst case is counted against the rate
-// windows and reserved against the budgets in one atomic limiter call.
-// The worst case is an upper bound: the prompt counted with the model's
-// tokenizer (or bounded by its bytes), and n completions of the largest
-// size allowed.
-func (a *API) admit(ctx context.Context, p principal, modelName, completionID string, body []byte) (*admitted, *apiError) {
+// admit runs admission control for a chat request (see
+// admission.Admitter.Admit) and maps its refusals to their answers.
+func (a *API) admit(ctx context.Context, p principal, modelName, completionID string, body []byte) (*admission.Admitted, *apiError) {
 	model, ok := a.cfg.Config.Model(modelName)
 	if !ok {
 		return nil, toAPIError(llm.ModelNotFound(modelName))
 	}
-	if s := p.Quota.Suspended; s != nil {
+	adm, err := a.admission.Admit(ctx, admissionOf(p), model, completionID, body)
+	var (
+		suspended *admission.SuspendedError
+		invalid   *admission.InvalidError
+		refused   *admission.RefusedError
+	)
+	switch {
+	case err == nil:
+		return adm, nil
+	case errors.As(err, &suspended):
 		a.rejected.WithLabelValues("api_key_suspended").Inc()
 		return nil, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "api_key_suspended",
-			Message: fmt.Sprintf("This API key is suspended (%s); an operator must lift the suspension.", s.Reason)}
+			Message: fmt.Sprintf("This API key is suspended (%s); an operator must lift the suspension.", suspended.Suspension.Reason)}
+	case errors.As(err, &invalid):
+		return nil, badRequest("invalid_value", invalid.Param, "%s", invalid.Message)
+	case errors.As(err, &refused):
+		return nil, refusal(refused.Decision)
 	}
-	counter := a.cfg.Quota.Tokens
-	if counter == nil {
-		counter = &tokens.Counter{}
-	}
-	est, err := counter.Prompt(body, a.family(model))
-	if err != nil {
-		var pe *tokens.ParamError
-		if errors.As(err, &pe) {
-			return nil, badRequest("invalid_value", pe.Param, "The request's %s could not be read: %s", pe.Param, pe.Err.Error())
-		}
-		return nil, badRequest("invalid_value", "messages", "The messages could not be read: %s", err.Error())
-	}
-	tok, cost, err := quota.WorstCase(model.ParsedPrice(), est.PromptTokens, est.MaxTokens, est.N, model.MaxOutputTokens, a.cfg.Config.Quota.DefaultMaxOutputTokens)
-	if err != nil {
-		return nil, badRequest("invalid_value", "max_tokens", "The request's worst-case cost cannot be computed: %s", err.Error())
-	}
-	ttl := a.cfg.Config.Quota.ReservationTTL.D()
-	if ttl == 0 {
-		ttl = config.DefaultReservationTTL
-	}
-	acc, key := a.limitsOf(p)
-	ad := quota.Admission{
-		ID: completionID, AccountID: p.AccountID, KeyID: p.KeyID, Account: acc, Key: key,
-		Tokens: tok, Cost: cost, Now: a.cfg.Now(), TTL: ttl,
-	}
-	d, err := a.cfg.Quota.Limiter.Admit(ctx, ad)
-	if err != nil {
-		a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
-		if quota.Ambiguous(err) {
-			// The admission may still run in the store (sent before a
-			// pause, run after it): release it, so no stale reservation
-			// stays held. Tried for a bounded time: one that never lands
-			// expires with its TTL (the completion was never recorded, so
-			// it spent nothing).
-			day, month, _, _ := quota.Periods(ad.Now)
-			r := a.settler()
-			r.giveUp = releaseGiveUp
-			go r.settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.ID, AccountID: ad.AccountID, KeyID: ad.KeyID,
-				Reserved: ad.Cost, ReservedTokens: ad.Tokens, At: ad.Now, Day: day, Month: month, Now: a.cfg.Now()}, nil)
-		}
-		return nil, toAPIError(err)
-	}
-	a.reconcile(ctx, p.AccountID, d.Expired)
-	if !d.Allowed {
-		return nil, refusal(d)
-	}
-	return &admitted{decision: d, admission: ad, reservation: &events.QuotaReserved{
-		CostNanoUSD: int64(cost), Tokens: tok, Day: d.Day, Month: d.Month, ExpiresAt: ad.Now.Add(ttl).UTC(),
-	}}, nil
+	a.cfg.Logger.ErrorContext(ctx, "admission", slog.String("correlation_id", correlationID(ctx)), slog.Any("error", err))
+	return nil, toAPIError(err)
 }
 
-// writeHeaders sets the x-ratelimit-* headers of an admitted request.
-func (ad *admitted) writeHeaders(w http.ResponseWriter) {
-	for k, v := range rateHeaders(ad.decision) {
+// writeRateHeaders sets the x-ratelimit-* headers of an admitted request.
+func writeRateHeaders(w http.ResponseWriter, ad *admission.Admitted) {
+	for k, v := range rateHeaders(ad.Decision) {
 		w.Header().Set(k, v)
 	}
-}
-
-// release gives back the reservation of a request that was admitted but
-// never recorded (its append failed).
-func (a *API) release(ctx context.Context, ad *admitted) {
-	if ad == nil {
-		return
-	}
-	a.settler().settle(context.WithoutCancel(ctx), quota.Settlement{ID: ad.admission.ID, AccountID: ad.admission.AccountID,
-		KeyID: ad.admission.KeyID, Reserved: ad.admission.Cost, ReservedTokens: ad.admission.Tokens, At: ad.admission.Now,
-		Day: ad.decision.Day, Month: ad.decision.Month, Now: a.cfg.Now()}, nil)
 }
 
 // rateHeaders are OpenAI's x-ratelimit-* headers for the binding scope.
@@ -333,11 +228,11 @@ func (a *API) getOwnQuota(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	key := toScopeJSON("key", p.KeyID, overrideLimits(quota.Unlimited(), p.Quota.Key), u.Key, now)
+	key := toScopeJSON("key", p.KeyID, admission.OverrideLimits(quota.Unlimited(), p.Quota.Key), u.Key, now)
 	key.Suspended = p.Quota.Suspended != nil
 	writeJSON(w, http.StatusOK, map[string]any{
 		"object": "quota", "plan": p.Plan,
-		"account": toScopeJSON("account", p.AccountID, accountLimits(a.cfg.Config, p.Plan, p.Quota.Account), u.Account, now),
+		"account": toScopeJSON("account", p.AccountID, admission.AccountLimits(a.cfg.Config, p.Plan, p.Quota.Account), u.Account, now),
 		"key":     key,
 	})
 }
@@ -363,7 +258,7 @@ func (a *API) getAccountQuota(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"object": "quota", "plan": acc.EffectivePlan(),
-		"account": toScopeJSON("account", acc.ID, accountLimits(a.cfg.Config, acc.EffectivePlan(), acc.Limits), u.Account, now),
+		"account": toScopeJSON("account", acc.ID, admission.AccountLimits(a.cfg.Config, acc.EffectivePlan(), acc.Limits), u.Account, now),
 		"state":   rows,
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/admission"
 	"github.com/tollgate/tollgate/quota/memory"
 	quotaredis "github.com/tollgate/tollgate/quota/redis"
 	"github.com/tollgate/tollgate/redistest"
@@ -82,7 +83,7 @@ func newQuotaEnv(t *testing.T, useRedis bool, wrap ...func(quota.Limiter) quota.
 	if err != nil {
 		t.Fatal(err)
 	}
-	settle := QuotaSettler(cfg, svc, lim, nil, e.clk.Now)
+	settle := admission.Settler(cfg, svc, lim, nil, e.clk.Now)
 	for i := range e.apis {
 		// Each instance has its own executor and limiter client, as two
 		// replicas would; the settler also counts what was really spent.

@@ -6,8 +6,8 @@ import (
 
 	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/quota/admission"
 )
 
 // startCompletions builds what the API and worker roles share to run
@@ -18,7 +18,7 @@ func (w *wiring) startCompletions(ctx context.Context) (err error) {
 	if w.limiter, err = w.quotaLimiter(ctx, cfg, w.reg); err != nil {
 		return err
 	}
-	w.settle = handlers.QuotaSettler(cfg, w.svc, w.limiter, logger, time.Now)
+	w.settle = admission.Settler(cfg, w.svc, w.limiter, logger, time.Now)
 	if err := w.watchPlanBudgets(w.run, cfg, w.reg, 30*time.Second); err != nil {
 		return err
 	}
@@ -27,7 +27,7 @@ func (w *wiring) startCompletions(ctx context.Context) (err error) {
 		return err
 	}
 	w.exec, err = execution.New(execution.Config{Service: w.svc, LLM: router, Streams: router, Models: cfg.Model, Logger: logger, Registry: w.reg, Lease: cfg.Jobs.Lease.D(),
-		Settled: w.settle, Renewed: handlers.QuotaExtender(w.limiter, logger, time.Now), ReservationMargin: handlers.ReservationMargin(cfg),
+		Settled: w.settle, Renewed: admission.Extender(w.limiter, logger, time.Now), ReservationMargin: admission.ReservationMargin(cfg),
 		Transient: pgstore.Transient})
 	return err
 }

@@ -22,16 +22,17 @@ import (
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/completion/execution"
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
-	"github.com/tollgate/tollgate/handlers"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/llmtest"
 	"github.com/tollgate/tollgate/money"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/quota/admission"
 	"github.com/tollgate/tollgate/quota/memory"
 	quotastate "github.com/tollgate/tollgate/quota/state"
 )
@@ -49,27 +50,28 @@ type retryRig struct {
 	dead    *execution.Executor
 	healthy *execution.Executor
 	limiter *memory.Limiter
+	admit   *admission.Admitter
+	model   config.Model
 	settle  func(context.Context, completion.Completion)
-	set     *projections.Set
-	up      *llmtest.Upstream
-	nowNS   atomic.Int64
-	t0      time.Time
-	lease   time.Duration
+	// reserved is what admission reserved for the last request.
+	reserved money.NanoUSD
+	set      *projections.Set
+	up       *llmtest.Upstream
+	nowNS    atomic.Int64
+	t0       time.Time
+	lease    time.Duration
 }
 
 const (
-	// reservedCost is what admission reserves; the provider's answer (3
-	// prompt and 2 completion tokens at the model's price) costs less.
-	reservedCost = 50_000_000
-	rigAccount   = "acc_1"
-	rigKey       = "key_1"
+	rigAccount = "acc_1"
+	rigKey     = "key_1"
 )
 
 func newRetryRig(t *testing.T) *retryRig {
 	t.Helper()
 	r := &retryRig{t: t, ctx: context.Background(), lease: time.Minute}
 	r.up = llmtest.NewUpstream(t, 0)
-	cfg := llmtest.Config(t, r.up.URL, "1000", "2000", "jobs: {on_expired_lease: retry, max_retries: 2, lease: 1m, reaper_interval: 1s}")
+	cfg := llmtest.Config(t, r.up.URL, "1000", "2000", "jobs: {on_expired_lease: retry, max_retries: 2, lease: 1m, reaper_interval: 1s}\nquota: {reservation_ttl: 30m}")
 	var err error
 	r.pool, _ = pgtest.NewPool(t)
 	if r.store, err = pgstore.New(r.pool, nil); err != nil {
@@ -84,7 +86,9 @@ func newRetryRig(t *testing.T) *retryRig {
 	plans := func(string) bool { return true }
 	r.svc = commands.NewService(r.store, plans, r.now)
 	r.limiter = memory.New(quotastate.Seeder(r.pool))
-	r.settle = handlers.QuotaSettler(cfg, r.svc, r.limiter, slog.New(slog.DiscardHandler), r.now)
+	r.admit = admission.New(admission.Config{Config: cfg, Service: r.svc, Limiter: r.limiter, Now: r.now})
+	r.model, _ = cfg.Model("m")
+	r.settle = admission.Settler(cfg, r.svc, r.limiter, slog.New(slog.DiscardHandler), r.now)
 	if r.dead, err = execution.New(execution.Config{Service: commands.NewService(dyingStore{r.store}, plans, r.now), LLM: router,
 		Models: cfg.Model, Lease: r.lease, Now: r.now, Settled: r.settle}); err != nil {
 		t.Fatal(err)
@@ -106,21 +110,21 @@ func (r *retryRig) now() time.Time { return time.Unix(0, r.nowNS.Load()).UTC() }
 
 func (r *retryRig) at(d time.Duration) { r.nowNS.Store(r.t0.Add(d).UnixNano()) }
 
-// request admits a request in the limiter, as the API does, and records
-// it with its reservation.
+// request admits a request as the API does (admission's worst case of
+// its body, reserved in the limiter) and records it with its reservation.
+// The worst case is far above what the provider's answer (3 prompt and 2
+// completion tokens at the model's price) costs.
 func (r *retryRig) request(id, mode string, claim *completion.StartCompletion) completion.Completion {
 	r.t.Helper()
-	now := r.now()
-	ttl := 30 * time.Minute
-	d, err := r.limiter.Admit(r.ctx, quota.Admission{ID: id, AccountID: rigAccount, KeyID: rigKey, Account: quota.Unlimited(), Key: quota.Unlimited(),
-		Tokens: 100, Cost: reservedCost, Now: now, TTL: ttl})
-	if err != nil || !d.Allowed {
-		r.t.Fatalf("admit %s: %+v, %v", id, d, err)
+	body := json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	adm, err := r.admit.Admit(r.ctx, admission.Principal{AccountID: rigAccount, KeyID: rigKey, Plan: "free"}, r.model, id, body)
+	if err != nil || !adm.Decision.Allowed {
+		r.t.Fatalf("admit %s: %+v, %v", id, adm, err)
 	}
+	r.reserved = adm.Admission.Cost
 	c, err := r.svc.RequestCompletion(r.ctx, events.Metadata{AccountID: rigAccount, CorrelationID: "req_" + id}, completion.RequestCompletion{
 		CompletionID: id, AccountID: rigAccount, KeyID: rigKey, Model: "m", Mode: mode,
-		Request:     json.RawMessage(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
-		Reservation: &events.QuotaReserved{CostNanoUSD: reservedCost, Tokens: 100, Day: d.Day, Month: d.Month, ExpiresAt: now.Add(ttl)},
+		Request: body, Reservation: adm.Reservation,
 	}, claim)
 	if err != nil {
 		r.t.Fatal(err)
@@ -244,10 +248,10 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 		t.Fatalf("expired leases after the requeue: %v, %v", ids, err)
 	}
 	// The reservation is still held, in the limiter and the read model.
-	if b := r.limiterBudget(); b.Reserved != reservedCost || b.Spent != 0 {
+	if b := r.limiterBudget(); b.Reserved != r.reserved || b.Spent != 0 {
 		t.Errorf("limiter after the requeue: %+v", b)
 	}
-	if spent, res := r.readModelBudget(); res != reservedCost || spent != 0 {
+	if spent, res := r.readModelBudget(); res != int64(r.reserved) || spent != 0 {
 		t.Errorf("quota_state after the requeue: spent %d reserved %d", spent, res)
 	}
 	evs, typs := r.stream(id)
@@ -316,7 +320,7 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 		t.Errorf("completion: status %s retries %d executor %s", c.Status, c.Retries, c.Executor)
 	}
 	cost := c.Succeeded.CostNanoUSD
-	if cost <= 0 || cost >= reservedCost {
+	if cost <= 0 || cost >= int64(r.reserved) {
 		t.Fatalf("cost %d", cost)
 	}
 	// The dead worker's outcome, were it to come back, is refused: the
@@ -376,7 +380,7 @@ func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
 			t.Fatalf("after pass %d: status %s retries %d", run, c.Status, c.Retries)
 		}
 		if run < 2 {
-			if b := r.limiterBudget(); b.Reserved != reservedCost {
+			if b := r.limiterBudget(); b.Reserved != r.reserved {
 				t.Errorf("limiter after requeue %d: %+v", run+1, b)
 			}
 		}

@@ -1,4 +1,4 @@
-package handlers
+package admission
 
 import (
 	"context"
@@ -18,17 +18,18 @@ import (
 	"github.com/tollgate/tollgate/quota"
 )
 
-// QuotaSettler returns what the executor calls once an outcome is
-// recorded: the reservation is settled (or released) in the limiter, and
-// the runaway guard looks at the key's recent spend.
-func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
+// Settler returns what the executor calls once an outcome is recorded:
+// the reservation is settled (or released) in the limiter, and the
+// runaway guard looks at the key's recent spend. The server hands it to
+// the executor (Settled) and the reaper (Released).
+func Settler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	plans := &planCache{svc: svc, now: now, plans: map[string]cachedPlan{}, loading: map[string]chan struct{}{}}
 	return func(ctx context.Context, c completion.Completion) {
-		r := c.Reservation
-		if r == nil {
+		o, ok := c.QuotaOutcome(c.Succeeded)
+		if !ok {
 			return
 		}
 		// The plan is only the runaway guard's: without it the settlement
@@ -41,16 +42,12 @@ func QuotaSettler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, 
 			plan, _ = cfg.Plan(planName)
 		}
 		ceiling, guard := plan.RunawayCeiling()
-		s := quota.Settlement{ID: c.ID, AccountID: c.AccountID, KeyID: c.KeyID, Reserved: money.NanoUSD(r.CostNanoUSD),
-			ReservedTokens: r.Tokens, At: c.RequestedAt, Day: r.Day, Month: r.Month, Now: now()}
-		if c.Succeeded != nil {
-			s.Cost, s.Tokens = money.NanoUSD(c.Succeeded.CostNanoUSD), c.Succeeded.Usage.TotalTokens
-		}
+		s := o.Settlement(now())
 		if guard {
 			s.GuardWindow = plan.RunawayWindow.D()
 		}
-		retry := settleRetry{lim: lim, logger: logger, now: now}
-		retry.settle(ctx, s, func(ctx context.Context, res quota.SettleResult) {
+		retry := Retry{Limiter: lim, Logger: logger, Now: now}
+		retry.Settle(ctx, s, func(ctx context.Context, res quota.SettleResult) {
 			if guard && !res.Duplicate && res.KeySpend > ceiling {
 				runawayGuard(ctx, svc, logger, c, res, ceiling, s.GuardWindow)
 			}
@@ -70,6 +67,9 @@ type planCache struct {
 	// read instead of each queueing one on the small pool.
 	loading map[string]chan struct{}
 }
+
+// maxPlanCacheEntries bounds the plan cache (as the API's key cache is).
+const maxPlanCacheEntries = 100_000
 
 type cachedPlan struct {
 	plan    string
@@ -108,7 +108,7 @@ func (pc *planCache) planOf(ctx context.Context, accountID string) (string, erro
 		return "", err
 	}
 	pc.mu.Lock()
-	if len(pc.plans) >= maxKeyCacheEntries {
+	if len(pc.plans) >= maxPlanCacheEntries {
 		clear(pc.plans)
 	}
 	pc.plans[accountID] = cachedPlan{plan: acc.EffectivePlan(), expires: t.Add(time.Second)}
@@ -143,65 +143,61 @@ const (
 	releaseGiveUp = 30 * time.Second
 )
 
-// settleRetry settles reservations in the limiter and keeps trying until
-// the settlement lands: a limiter that misses a settlement would either
+// Retry settles reservations in the limiter and keeps trying until the
+// settlement lands: a limiter that misses a settlement would either
 // forget the spend (once the reservation expires) or hold a stale
 // reservation. Settlements are idempotent by completion id, so a retry of
 // one that landed without its reply counts once.
-type settleRetry struct {
-	lim    quota.Limiter
-	logger *slog.Logger
-	now    func() time.Time
-	// giveUp bounds the retries; settleGiveUp when zero.
-	giveUp time.Duration
+type Retry struct {
+	Limiter quota.Limiter
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// GiveUp bounds the retries; half of quota.SettledRetention when zero.
+	GiveUp time.Duration
 }
 
-func (a *API) settler() settleRetry {
-	return settleRetry{lim: a.cfg.Quota.Limiter, logger: a.cfg.Logger, now: a.cfg.Now}
-}
-
-// settle applies s now; if the limiter fails, it goes on in the
+// Settle applies s now; if the limiter fails, it goes on in the
 // background with backoff. then (may be nil) gets the result once it
 // landed.
-func (r settleRetry) settle(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
-	res, err := r.lim.Settle(ctx, s)
+func (r Retry) Settle(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
+	res, err := r.Limiter.Settle(ctx, s)
 	if err == nil {
 		if then != nil {
 			then(ctx, res)
 		}
 		return
 	}
-	r.logger.WarnContext(ctx, "settle reservation: retrying", slog.String("completion_id", s.ID), slog.Any("error", err))
+	r.Logger.WarnContext(ctx, "settle reservation: retrying", slog.String("completion_id", s.ID), slog.Any("error", err))
 	go r.retry(ctx, s, then)
 }
 
-func (r settleRetry) retry(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
+func (r Retry) retry(ctx context.Context, s quota.Settlement, then func(context.Context, quota.SettleResult)) {
 	start, backoff := time.Now(), settleFirstBackoff
 	for attempt := 2; ; attempt++ {
 		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			r.logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Any("error", ctx.Err()))
+			r.Logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Any("error", ctx.Err()))
 			return
 		case <-t.C:
 		}
-		s.Now = r.now()
-		res, err := r.lim.Settle(ctx, s)
+		s.Now = r.Now()
+		res, err := r.Limiter.Settle(ctx, s)
 		if err == nil {
-			r.logger.InfoContext(ctx, "settle reservation: landed", slog.String("completion_id", s.ID), slog.Int("attempts", attempt),
+			r.Logger.InfoContext(ctx, "settle reservation: landed", slog.String("completion_id", s.ID), slog.Int("attempts", attempt),
 				slog.Bool("duplicate", res.Duplicate))
 			if then != nil {
 				then(ctx, res)
 			}
 			return
 		}
-		giveUp := r.giveUp
+		giveUp := r.GiveUp
 		if giveUp == 0 {
 			giveUp = settleGiveUp
 		}
 		if time.Since(start) > giveUp {
-			r.logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Int("attempts", attempt), slog.Any("error", err))
+			r.Logger.ErrorContext(ctx, "settle reservation", slog.String("completion_id", s.ID), slog.Int("attempts", attempt), slog.Any("error", err))
 			return
 		}
 		backoff = min(2*backoff, settleMaxBackoff)
@@ -216,7 +212,7 @@ func (r settleRetry) retry(ctx context.Context, s quota.Settlement, then func(co
 // For each finished completion the settlement is applied again: the
 // limiter counts it once (idempotent by completion id) and, the
 // reservation being released already, spends its cost.
-func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.Reservation) {
+func (a *Admitter) reconcile(ctx context.Context, accountID string, expired []quota.Reservation) {
 	if len(expired) == 0 {
 		return
 	}
@@ -232,15 +228,14 @@ func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.R
 		if !c.Finished() {
 			continue
 		}
-		s := quota.Settlement{ID: r.ID, AccountID: accountID, KeyID: r.KeyID, Reserved: r.Cost, At: c.RequestedAt,
-			Day: r.Day, Month: r.Month, Now: a.cfg.Now()}
+		// What the limiter held, with the tokens the event log reserved.
+		held := events.QuotaReserved{CostNanoUSD: int64(r.Cost), Day: r.Day, Month: r.Month}
 		if c.Reservation != nil {
-			s.ReservedTokens = c.Reservation.Tokens
+			held.Tokens = c.Reservation.Tokens
 		}
-		if c.Succeeded != nil {
-			s.Cost, s.Tokens = money.NanoUSD(c.Succeeded.CostNanoUSD), c.Succeeded.Usage.TotalTokens
-		}
-		a.settler().settle(ctx, s, func(ctx context.Context, res quota.SettleResult) {
+		s := quota.Outcome{ID: r.ID, AccountID: accountID, KeyID: r.KeyID, Reservation: held, RequestedAt: c.RequestedAt,
+			Succeeded: c.Succeeded}.Settlement(a.cfg.Now())
+		a.retry().Settle(ctx, s, func(ctx context.Context, res quota.SettleResult) {
 			if !res.Duplicate {
 				a.cfg.Logger.WarnContext(ctx, "expired reservation settled from the event log", slog.String("completion_id", r.ID),
 					slog.Int64("cost_nano_usd", int64(s.Cost)))
@@ -249,13 +244,13 @@ func (a *API) reconcile(ctx context.Context, accountID string, expired []quota.R
 	}
 }
 
-// QuotaExtender returns what the executor calls after it renewed a
+// Extender returns what the executor calls after it renewed a
 // claim's lease: the limiter holds the completion's reservation until the
 // renewal's new end (completion.lease_renewed carries it, so the read
 // model the limiter is seeded from agrees). A failure is logged and left:
 // the next renewal, a third of a lease later, carries a later end, and the
 // reservation held meanwhile is still counted.
-func QuotaExtender(lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
+func Extender(lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
 	return func(ctx context.Context, c completion.Completion) {
 		r := c.Reservation
 		if r == nil {
