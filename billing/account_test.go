@@ -53,6 +53,7 @@ func subChanged(ev billing.StripeEvent, status, plan string) events.BillingSubsc
 }
 
 func TestDecideStripeEvent(t *testing.T) {
+	t.Parallel()
 	decide := func(ev billing.StripeEvent) func(account.Account) ([]events.Data, error) {
 		return func(a account.Account) ([]events.Data, error) { return billing.DecideStripeEvent(a, ev, policy) }
 	}
@@ -151,6 +152,7 @@ func TestDecideStripeEvent(t *testing.T) {
 }
 
 func TestDecideDowngrade(t *testing.T) {
+	t.Parallel()
 	grace := b0.Add(72 * time.Hour)
 	failure := events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1", GraceUntil: grace, StripeEventID: "evt_f", StripeCreated: b0}
 	pro := events.BillingSubscriptionChanged{AccountID: "acc_1", StripeCustomerID: cus, SubscriptionID: "sub_1", Status: "active", Plan: "pro", StripeEventID: "evt_c", StripeCreated: b0}
@@ -172,6 +174,7 @@ func TestDecideDowngrade(t *testing.T) {
 }
 
 func TestDecideLinkCustomer(t *testing.T) {
+	t.Parallel()
 	link := func(c string) func(account.Account) ([]events.Data, error) {
 		return func(a account.Account) ([]events.Data, error) { return billing.DecideLinkCustomer(a, c) }
 	}
@@ -185,6 +188,7 @@ func TestDecideLinkCustomer(t *testing.T) {
 }
 
 func TestFoldAccountBillingLifecycle(t *testing.T) {
+	t.Parallel()
 	grace := b0.Add(72 * time.Hour)
 	pro := events.BillingSubscriptionChanged{AccountID: "acc_1", StripeCustomerID: cus, SubscriptionID: "sub_1", Status: "active", Plan: "pro", StripeEventID: "evt_c", StripeCreated: b0}
 	failure := events.BillingPaymentFailed{AccountID: "acc_1", StripeCustomerID: cus, InvoiceID: "in_1", GraceUntil: grace, StripeEventID: "evt_f", StripeCreated: b0}

@@ -11,6 +11,7 @@ import (
 )
 
 func TestBillingRecordDecisions(t *testing.T) {
+	t.Parallel()
 	w := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 	id := billing.RecordID("acc_1", w, 0)
 	rec := billing.Record{RecordID: id, AccountID: "acc_1", WindowStart: w, WindowEnd: w.Add(time.Hour), Unit: billing.UnitTokens, Quantity: 120, Status: billing.StatusOpen}
@@ -43,6 +44,7 @@ func TestBillingRecordDecisions(t *testing.T) {
 }
 
 func TestRecordStepsAndWindows(t *testing.T) {
+	t.Parallel()
 	c := &events.BillingRecordClosed{}
 	for _, tc := range []struct {
 		s    billing.RecordState

@@ -22,6 +22,7 @@ import (
 // (which split the excess into a new record), flags of closed records and
 // reports, so that runs are cut in every way.
 func TestBillingBatchesEqualOneByOne(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	if err := projections.CreateReadModels(ctx, pool, "batched"); err != nil {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestBillingRecordIDMatchesSQL(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ws := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
 	var got string

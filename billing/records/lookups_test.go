@@ -14,6 +14,7 @@ import (
 )
 
 func TestCustomerLinks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
@@ -81,6 +82,7 @@ func TestCustomerLinks(t *testing.T) {
 }
 
 func TestDunningCandidates(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

@@ -28,6 +28,7 @@ func buildWithLedger(schema string) []projections.Projector {
 // partitioned bus with redeliveries, are row for row a rebuild; and every
 // billable token of the usage ledger is billed.
 func TestLiveEqualsRebuild(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

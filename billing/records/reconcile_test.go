@@ -15,6 +15,7 @@ import (
 )
 
 func TestReconcileAndExplain(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	store, err := pgstore.New(pool, nil)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 // TestRecordsReadModel is the billing part of the read models' scenario:
 // completions of two accounts, a failure and a queued job.
 func TestRecordsReadModel(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
@@ -61,6 +62,7 @@ func TestRecordsReadModel(t *testing.T) {
 }
 
 func TestBillingCostUnit(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	at := day0.Add(3 * time.Hour)
@@ -78,6 +80,7 @@ func TestBillingCostUnit(t *testing.T) {
 }
 
 func TestRedeliveryChangesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
@@ -106,6 +109,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 }
 
 func TestBillingCloseSplitsLateUsage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

@@ -176,6 +176,7 @@ func invoice(id, cus string) map[string]any {
 // TestBillingLifecycle walks checkout → active → payment failed → grace →
 // downgraded → paid → restored, with duplicate and reordered deliveries.
 func TestBillingLifecycle(t *testing.T) {
+	t.Parallel()
 	l := newLife(t)
 	ctx := context.Background()
 	l.account("acc_life")
@@ -342,6 +343,7 @@ func TestBillingLifecycle(t *testing.T) {
 }
 
 func TestWebhookRejectsBadSignatureAndBody(t *testing.T) {
+	t.Parallel()
 	l := newLife(t)
 	body := payload("evt_Sig1", "invoice.paid", "2023-10-16", l.now, invoice("in_1", "cus_X"))
 	before := l.eventCount()
@@ -377,6 +379,7 @@ func TestWebhookRejectsBadSignatureAndBody(t *testing.T) {
 }
 
 func TestWebhookAcceptsOtherAPIVersionsAndRecordsUnknownTypes(t *testing.T) {
+	t.Parallel()
 	l := newLife(t)
 	ctx := context.Background()
 	l.account("acc_v")
@@ -426,6 +429,7 @@ func TestWebhookAcceptsOtherAPIVersionsAndRecordsUnknownTypes(t *testing.T) {
 }
 
 func TestWebhookFailureAfterVerificationIsRetriedIdempotently(t *testing.T) {
+	t.Parallel()
 	l := newLife(t)
 	ctx := context.Background()
 	l.account("acc_r")

@@ -97,6 +97,7 @@ func (e *env) closedEvent(recordID string) events.BillingRecordClosed {
 }
 
 func TestReporterResendsToTheClosedRecordsCustomer(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_cus", "acc_1", 321)
@@ -142,6 +143,7 @@ func TestReporterResendsToTheClosedRecordsCustomer(t *testing.T) {
 }
 
 func TestReporterFlaggedRecordsDoNotStarveFreshOnes(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	const batch, old = 3, 7
@@ -245,6 +247,7 @@ func rateLimited(n int, header http.Header) stripetest.Interceptor {
 }
 
 func TestReporterRetriesAfterRetryAfter(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_429", "acc_1", 12)
@@ -272,6 +275,7 @@ func TestReporterRetriesAfterRetryAfter(t *testing.T) {
 }
 
 func TestReporterHonoursStripeShouldRetryFalse(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_nr", "acc_1", 1))
@@ -291,6 +295,7 @@ func TestReporterHonoursStripeShouldRetryFalse(t *testing.T) {
 }
 
 func TestReporterLongRetryAfterStopsThePass(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_long", "acc_1", 1))
@@ -309,6 +314,7 @@ func TestReporterLongRetryAfterStopsThePass(t *testing.T) {
 }
 
 func TestReporterRateLimitSpacesCalls(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	for _, id := range []string{"br_r1", "br_r2", "br_r3", "br_r4"} {
@@ -326,6 +332,7 @@ func TestReporterRateLimitSpacesCalls(t *testing.T) {
 }
 
 func TestReporterOneCallInFlightPerCustomerAndMeter(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.account("acc_2", "cus_Second2")

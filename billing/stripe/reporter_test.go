@@ -292,6 +292,7 @@ func types(evs []events.Envelope) []string {
 }
 
 func TestReporterReportsDueRecordOnce(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_1", "acc_1", 1234)
@@ -352,6 +353,7 @@ func TestReporterReportsDueRecordOnce(t *testing.T) {
 var errCrash = errors.New("simulated crash after Stripe accepted")
 
 func TestReporterCrashAfterStripeAcceptedResendsSameEvent(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_crash", "acc_1", 500)
@@ -393,6 +395,7 @@ func TestReporterCrashAfterStripeAcceptedResendsSameEvent(t *testing.T) {
 }
 
 func TestReporterResendUsesClosedQuantity(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_q", "acc_1", 700)
@@ -422,6 +425,7 @@ func TestReporterResendUsesClosedQuantity(t *testing.T) {
 }
 
 func TestReporterDuplicateIdentifierCountsAsAccepted(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_dup", "acc_1", 42))
@@ -460,6 +464,7 @@ func TestReporterDuplicateIdentifierCountsAsAccepted(t *testing.T) {
 }
 
 func TestReporterWaitsForCustomer(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_nocus", "")
 	e.insert(e.record("br_nocus", "acc_nocus", 10))
@@ -488,6 +493,7 @@ func TestReporterWaitsForCustomer(t *testing.T) {
 }
 
 func TestReporterFlagsTooOldRecord(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	old := e.record("br_old", "acc_1", 77)
@@ -544,6 +550,7 @@ func checkFlagged(t *testing.T, evs []events.Envelope, recordID, accountID strin
 }
 
 func TestReporterStopsPassOnRateLimit(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_a", "acc_1", 1))
@@ -589,6 +596,7 @@ func TestReporterStopsPassOnRateLimit(t *testing.T) {
 }
 
 func TestReportersRacingReportOnce(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	rec := e.record("br_race", "acc_1", 3)
@@ -619,6 +627,7 @@ func TestReportersRacingReportOnce(t *testing.T) {
 }
 
 func TestReporterRunStopsWithContext(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.account("acc_1", customerID)
 	e.insert(e.record("br_run", "acc_1", 8))
@@ -641,6 +650,7 @@ func TestReporterRunStopsWithContext(t *testing.T) {
 }
 
 func TestReporterConfigValidate(t *testing.T) {
+	t.Parallel()
 	ok := stripe.ReporterConfig{
 		Store:  &pgstore.Store{},
 		Due:    func(context.Context, time.Time, int) ([]billing.Record, error) { return nil, nil },
