@@ -15,7 +15,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tollgate/tollgate/commands"
+	"github.com/tollgate/tollgate/account"
+	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/money"
@@ -26,8 +27,9 @@ import (
 // Config is what admission needs.
 type Config struct {
 	Config *config.Config
-	// Service reads the completions whose reservations expired unsettled.
-	Service *commands.Service
+	// Service reads the completions whose reservations expired unsettled
+	// (a *commands.Service).
+	Service Completions
 	// Limiter keeps the rate windows and budgets.
 	Limiter quota.Limiter
 	// Tokens bounds prompts for reservations; nil: a default counter (it
@@ -35,6 +37,18 @@ type Config struct {
 	Tokens *tokens.Counter
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// Completions reads a completion from the event log.
+type Completions interface {
+	Completion(ctx context.Context, completionID string) (completion.Completion, error)
+}
+
+// Service is what the settler needs of the command side (a
+// *commands.Service): an account's plan and the runaway guard's command.
+type Service interface {
+	Account(ctx context.Context, accountID string) (account.Account, error)
+	GuardAPIKey(ctx context.Context, md events.Metadata, keyID string, g account.RunawayGuard) (account.APIKey, error)
 }
 
 // Admitter runs admission control.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/account"
-	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/domainerr"
@@ -22,7 +21,7 @@ import (
 // the reservation is settled (or released) in the limiter, and the
 // runaway guard looks at the key's recent spend. The server hands it to
 // the executor (Settled) and the reaper (Released).
-func Settler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
+func Settler(cfg *config.Config, svc Service, lim quota.Limiter, logger *slog.Logger, now func() time.Time) func(ctx context.Context, c completion.Completion) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -58,7 +57,7 @@ func Settler(cfg *config.Config, svc *commands.Service, lim quota.Limiter, logge
 // planCache caches accounts' plans (for their runaway ceiling) for a
 // second, like API keys, so settling costs no database read per request.
 type planCache struct {
-	svc   *commands.Service
+	svc   Service
 	now   func() time.Time
 	mu    sync.Mutex
 	plans map[string]cachedPlan
@@ -118,7 +117,7 @@ func (pc *planCache) planOf(ctx context.Context, accountID string) (string, erro
 
 // runawayGuard suspends a key whose spend within the window passed the
 // plan's ceiling.
-func runawayGuard(ctx context.Context, svc *commands.Service, logger *slog.Logger, c completion.Completion, res quota.SettleResult, ceiling money.NanoUSD, window time.Duration) {
+func runawayGuard(ctx context.Context, svc Service, logger *slog.Logger, c completion.Completion, res quota.SettleResult, ceiling money.NanoUSD, window time.Duration) {
 	md := events.Metadata{AccountID: c.AccountID, CorrelationID: c.ID, CausationID: c.ID, Actor: "system:runaway_guard"}
 	k, err := svc.GuardAPIKey(ctx, md, c.KeyID, account.RunawayGuard{Spent: int64(res.KeySpend), Ceiling: int64(ceiling),
 		WindowSeconds: int64(window / time.Second)})
