@@ -195,6 +195,7 @@ func chatBodyFor(model string) []byte {
 }
 
 func TestBillingEndpointsThroughTheRouter(t *testing.T) {
+	t.Parallel()
 	e := newBillingEnv(t)
 	accountID, key := e.account("free")
 
@@ -290,6 +291,7 @@ func TestBillingEndpointsThroughTheRouter(t *testing.T) {
 }
 
 func TestDowngradedAccountIsToldTheModelIsNotInItsPlan(t *testing.T) {
+	t.Parallel()
 	e := newBillingEnv(t)
 	ctx := context.Background()
 	accountID, key := e.account("free")
