@@ -67,6 +67,13 @@ func Settle(t *testing.T, l quota.Limiter, a quota.Admission, d quota.Decision, 
 // limits: rate windows, budgets, expiry, the runaway guard's sums,
 // concurrency and reseeding.
 func limits(t *testing.T, ad Adapter) {
+	rates(t, ad)
+	budgets(t, ad)
+	sharing(t, ad)
+}
+
+// rates: the request and token windows.
+func rates(t *testing.T, ad Adapter) {
 	t.Run("requests count down and reset as the window slides", func(t *testing.T) {
 		l := ad.New(t, nil)
 		now := T0.Add(500 * time.Millisecond)
@@ -112,6 +119,10 @@ func limits(t *testing.T, ad Adapter) {
 			t.Fatalf("after settling 100 real tokens: %+v", d)
 		}
 	})
+}
+
+// budgets: reservations, settlement, expiry and the runaway guard's sums.
+func budgets(t *testing.T, ad Adapter) {
 	t.Run("budget reserves worst case, settles real cost, releases on failure", func(t *testing.T) {
 		l := ad.New(t, nil)
 		mk := func(id string) quota.Admission {
@@ -171,6 +182,10 @@ func limits(t *testing.T, ad Adapter) {
 			t.Fatalf("key spend %d, want 300", last.KeySpend)
 		}
 	})
+}
+
+// sharing: concurrent admissions and a store that loses its state.
+func sharing(t *testing.T, ad Adapter) {
 	t.Run("500 concurrent requests never overshoot the budget", func(t *testing.T) {
 		l := ad.New(t, nil)
 		const budget, cost = 100_000, 1_000
