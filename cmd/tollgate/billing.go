@@ -10,7 +10,6 @@ import (
 
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/records"
-	"github.com/tollgate/tollgate/server"
 )
 
 // billingCommand runs `tollgate billing reconcile|explain`.
@@ -29,11 +28,7 @@ func billingCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if _, _, err := billing.ParsePeriod(*period); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 2)
+	cfg, pool, err := openDatabase(ctx, 2)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/projections"
@@ -18,11 +21,7 @@ import (
 )
 
 func migrate(ctx context.Context, stdout, stderr io.Writer) error {
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 2)
+	_, pool, err := openDatabase(ctx, 2)
 	if err != nil {
 		return err
 	}
@@ -49,15 +48,11 @@ func rebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, pool, err := openDatabase(ctx, 4)
 	if err != nil {
 		return err
 	}
 	logger := newLogger(cfg, stderr)
-	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 4)
-	if err != nil {
-		return err
-	}
 	defer pool.Close()
 	store, err := pgstore.New(pool, nil)
 	if err != nil {
@@ -114,11 +109,7 @@ func exportEvents(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	f.AccountID = *account
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, 2)
+	_, pool, err := openDatabase(ctx, 2)
 	if err != nil {
 		return err
 	}
@@ -168,4 +159,18 @@ func parseFlagTime(s string) (time.Time, error) {
 		return t, nil
 	}
 	return time.Parse(time.RFC3339, s)
+}
+
+// openDatabase loads the configuration and opens a pool of at most conns
+// connections to its database, for the tools that read or migrate it.
+func openDatabase(ctx context.Context, conns int32) (*config.Config, *pgxpool.Pool, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := server.OpenDatabase(ctx, cfg.Env.DatabaseURL, conns)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, pool, nil
 }
