@@ -4,11 +4,30 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/stripetest"
 )
+
+func TestMain(m *testing.M) { os.Exit(stripetest.Main(m)) }
+
+// Shared gives every test of a package run the same stripe-mock; Start a
+// test its own.
+func TestSharedIsOnePerPackageRun(t *testing.T) {
+	t.Parallel()
+	a, b := stripetest.Shared(t), stripetest.Shared(t)
+	if a != b {
+		t.Errorf("two shared stripe-mocks in one package run: %s and %s", a, b)
+	}
+	if status, body := post(t, a, "/v1/billing/meter_events", meterEvent()); status != http.StatusOK {
+		t.Errorf("shared stripe-mock: %d %s", status, body)
+	}
+	if own := stripetest.Start(t); own == a {
+		t.Errorf("Start returned the shared stripe-mock %s", a)
+	}
+}
 
 func post(t *testing.T, base, path string, form url.Values) (int, string) {
 	t.Helper()
@@ -41,7 +60,8 @@ func meterEvent() url.Values {
 }
 
 func TestRecorderRecordsWhatReachesStripeMock(t *testing.T) {
-	base := stripetest.Start(t)
+	t.Parallel()
+	base := stripetest.Shared(t)
 	proxy, rec := stripetest.NewRecorder(t, base)
 
 	status, body := post(t, proxy, "/v1/billing/meter_events", meterEvent())
@@ -68,7 +88,8 @@ func TestRecorderRecordsWhatReachesStripeMock(t *testing.T) {
 }
 
 func TestRecorderIntercept(t *testing.T) {
-	base := stripetest.Start(t)
+	t.Parallel()
+	base := stripetest.Shared(t)
 	proxy, rec := stripetest.NewRecorder(t, base)
 	rec.Intercept(func(r stripetest.Request) (stripetest.Response, bool) {
 		if r.Form.Get("identifier") != "br_dup" {
@@ -91,7 +112,8 @@ func TestRecorderIntercept(t *testing.T) {
 }
 
 func TestStripeMockRejectsInvalidRequests(t *testing.T) {
-	base := stripetest.Start(t)
+	t.Parallel()
+	base := stripetest.Shared(t)
 	f := meterEvent()
 	f.Del("event_name")
 	if status, body := post(t, base, "/v1/billing/meter_events", f); status != http.StatusBadRequest {
