@@ -81,6 +81,7 @@ func assertCloudEvent(t *testing.T, md func(string) string, e events.Envelope) {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := testEvent(t, "acc_1", 7)
 	m, err := bus.ToMessage(e)
 	if err != nil {
@@ -130,6 +131,7 @@ func TestMessageRoundTrip(t *testing.T) {
 }
 
 func TestFromMessageRejects(t *testing.T) {
+	t.Parallel()
 	e := testEvent(t, "acc_1", 1)
 	m, err := bus.ToMessage(e)
 	if err != nil {
@@ -151,6 +153,7 @@ func TestFromMessageRejects(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	if err := (bus.Config{}).Validate(); err == nil {
 		t.Fatal("a config with neither Kafka nor PostgreSQL is valid")
 	}

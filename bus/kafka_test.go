@@ -57,6 +57,7 @@ func headers(r *kgo.Record) func(string) string {
 }
 
 func TestKafkaBusPublishSubscribe(t *testing.T) {
+	t.Parallel()
 	cfg := kafkaConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -132,6 +133,7 @@ func TestKafkaBusPublishSubscribe(t *testing.T) {
 }
 
 func TestKafkaPingFailsWithoutBroker(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)

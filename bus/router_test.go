@@ -17,10 +17,12 @@ import (
 )
 
 func TestPoisonMessageGoesToDeadLetterSQL(t *testing.T) {
+	t.Parallel()
 	testPoison(t, sqlConfig(t))
 }
 
 func TestPoisonMessageGoesToDeadLetterKafka(t *testing.T) {
+	t.Parallel()
 	testPoison(t, kafkaConfig(t))
 }
 

@@ -34,6 +34,7 @@ func publishAll(t *testing.T, pub message.Publisher, evs []events.Envelope) {
 }
 
 func TestSQLBusPublishSubscribe(t *testing.T) {
+	t.Parallel()
 	cfg := sqlConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 // A message delivered many times, also to several workers at once, calls
 // the provider once: the claim decides who runs it.
 func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
+	t.Parallel()
 	up := llmtest.NewUpstream(t, 50*time.Millisecond)
 	cfg := llmtest.Config(t, up.URL, "1", "2", "")
 	pool, _ := pgtest.NewPool(t)
@@ -88,6 +89,7 @@ func TestWorkerRedeliveryCallsProviderOnce(t *testing.T) {
 // A synchronous request's event is not for the workers: the API instance
 // that took it runs it.
 func TestWorkerIgnoresSyncRequests(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	store, err := pgstore.New(pool, nil)
 	if err != nil {

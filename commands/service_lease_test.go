@@ -15,6 +15,7 @@ import (
 )
 
 func TestServiceAbandonExpiredOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	md := events.Metadata{CorrelationID: "req_1", Actor: "key:key_2"}
@@ -69,6 +70,7 @@ func TestServiceAbandonExpiredOnce(t *testing.T) {
 }
 
 func TestRenewClaimRacesTheReaper(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	request := func(id string) completion.Completion {

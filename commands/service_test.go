@@ -39,6 +39,7 @@ func types(evs []events.Envelope) []string {
 }
 
 func TestServiceAccountAndKeys(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	md := events.Metadata{Actor: "admin", CorrelationID: "req_1"}
@@ -128,6 +129,7 @@ func requestCmd(id string, mode string) completion.RequestCompletion {
 }
 
 func TestServiceRequestWithClaimIsOneAppend(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	claim := &completion.StartCompletion{Executor: "api:i1", Now: decidetest.T0, Lease: time.Minute}
@@ -182,6 +184,7 @@ func TestServiceRequestWithClaimIsOneAppend(t *testing.T) {
 }
 
 func TestServiceCompletionLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	id := "chatcmpl-async1"
@@ -227,6 +230,7 @@ func TestServiceCompletionLifecycle(t *testing.T) {
 }
 
 func TestServiceStartCompletionRace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc, store := newService(t)
 	id := "chatcmpl-race1"

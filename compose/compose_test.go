@@ -76,6 +76,7 @@ func hostPort(t *testing.T, what, raw string) (string, string, *url.URL) {
 }
 
 func TestServicesExist(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	want := []string{"postgres", "kafka", "redis", "prometheus", "stripe-mock", "migrate"}
 	for r := range roles() {
@@ -103,6 +104,7 @@ func TestServicesExist(t *testing.T) {
 }
 
 func TestTollgateServicesWiring(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	all := roles()
 	all["migrate"] = "migrate"
@@ -184,6 +186,7 @@ func TestTollgateServicesWiring(t *testing.T) {
 }
 
 func TestRolesServeHTTPOn8080(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	for name := range roles() {
 		if got := env(service(t, p, name), "TOLLGATE_HTTP_ADDR"); got != ":8080" {
@@ -203,6 +206,7 @@ func TestRolesServeHTTPOn8080(t *testing.T) {
 }
 
 func TestDependencies(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	for name := range roles() {
 		dep := service(t, p, name).DependsOn
@@ -264,6 +268,7 @@ func TestDependencies(t *testing.T) {
 }
 
 func TestKafkaIsSingleNodeKRaft(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	for name := range p.Services {
 		if strings.Contains(name, "zookeeper") {
@@ -335,6 +340,7 @@ func listenerPorts(t *testing.T, s string) map[string]string {
 }
 
 func TestPrometheusScrapesEveryRole(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t)
 	prom := service(t, p, "prometheus")
 	var source string
@@ -403,6 +409,7 @@ func TestPrometheusScrapesEveryRole(t *testing.T) {
 // TestEveryVariableHasDefault makes `docker compose up` work with nothing
 // set: each ${VAR} occurrence carries its own default.
 func TestEveryVariableHasDefault(t *testing.T) {
+	t.Parallel()
 	opts, err := cli.NewProjectOptions([]string{composeFile},
 		cli.WithWorkingDirectory(".."),
 		cli.WithInterpolation(false),
@@ -444,6 +451,7 @@ func TestEveryVariableHasDefault(t *testing.T) {
 }
 
 func TestEnvironmentOverridesDefaults(t *testing.T) {
+	t.Parallel()
 	p := loadProject(t, "TOLLGATE_ADMIN_TOKEN=s3cret", "TOLLGATE_API_PORT=18080", "OPENAI_API_KEY=sk-openai")
 	api := service(t, p, "api")
 	if got := env(api, "TOLLGATE_ADMIN_TOKEN"); got != "s3cret" {
@@ -462,6 +470,7 @@ func TestEnvironmentOverridesDefaults(t *testing.T) {
 }
 
 func TestDockerfileBuildsStaticBinary(t *testing.T) {
+	t.Parallel()
 	raw, err := os.ReadFile("../Dockerfile")
 	if err != nil {
 		t.Fatal(err)

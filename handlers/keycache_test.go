@@ -13,6 +13,7 @@ import (
 // and all get its result; a caller whose context ends stops waiting
 // without cancelling the lookup the others wait for.
 func TestKeyCacheSharesLookups(t *testing.T) {
+	t.Parallel()
 	c := &keyCache{ttl: time.Second, entries: map[string]keyEntry{}}
 	var calls atomic.Int32
 	release := make(chan struct{})

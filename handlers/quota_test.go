@@ -156,6 +156,7 @@ func chatBody(maxTokens int) map[string]any {
 // Under 500 concurrent requests on two instances against a nearly spent
 // budget, spend never passes the budget by more than one reservation.
 func TestBudgetHoldsUnderConcurrencyOnTwoInstances(t *testing.T) {
+	t.Parallel()
 	for _, useRedis := range []bool{true, false} {
 		t.Run(fmt.Sprintf("redis=%v", useRedis), func(t *testing.T) {
 			e := newQuotaEnv(t, useRedis)
@@ -212,6 +213,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 
 // The headers count down, and reset as the window slides (injected clock).
 func TestRateLimitHeadersCountDownAndReset(t *testing.T) {
+	t.Parallel()
 	e := newQuotaEnv(t, true)
 	_, _, key := e.account(map[string]any{"requests_per_minute": 3, "tokens_per_minute": 100000})
 	for i := 2; i >= 0; i-- {
@@ -247,6 +249,7 @@ func TestRateLimitHeadersCountDownAndReset(t *testing.T) {
 // A suspension or a plan change made on one instance takes effect on the
 // other within the key cache's one second.
 func TestSuspensionAndPlanChangeReachOtherInstanceWithinOneSecond(t *testing.T) {
+	t.Parallel()
 	e := newQuotaEnv(t, true)
 	acc, keyID, key := e.account(nil)
 	if rec := e.do(1, "POST", "/v1/chat/completions", key, chatBody(10)); rec.Code != http.StatusOK {

@@ -16,6 +16,7 @@ import (
 // one, as after a crash) resumes from the checkpoint committed with the
 // read models, and equals a rebuild from position 0.
 func TestFollowerAppliesOnceAcrossRestarts(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
 	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)

@@ -20,6 +20,7 @@ import (
 var day0 = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
 func TestReadModels(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
@@ -130,6 +131,7 @@ func TestReadModels(t *testing.T) {
 }
 
 func TestRedeliveryChangesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)
@@ -157,6 +159,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 }
 
 func TestGapAppliesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

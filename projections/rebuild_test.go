@@ -18,6 +18,7 @@ import (
 )
 
 func TestLiveEqualsRebuild(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

@@ -146,6 +146,7 @@ func (f *fixture) tail(id string) []string {
 }
 
 func TestDeliveredAfterRetriesSignedOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	rc := &receiver{t: t, script: []int{503, 429}}
@@ -187,6 +188,7 @@ func TestDeliveredAfterRetriesSignedOnce(t *testing.T) {
 }
 
 func TestFailedCallbacks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	always500 := &receiver{t: t, script: []int{500, 500, 500, 500}}
@@ -229,6 +231,7 @@ func TestFailedCallbacks(t *testing.T) {
 // A dispatcher that dies before storing the outcome leaves the callback
 // pending: the next one sends it again (at least once), and records it.
 func TestCrashBeforeOutcomeResends(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	rc := &receiver{t: t}
@@ -252,6 +255,7 @@ func TestCrashBeforeOutcomeResends(t *testing.T) {
 
 // Dispatchers on several workers send one callback once between them.
 func TestConcurrentDispatchersSendOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	rc := &receiver{t: t}
@@ -283,6 +287,7 @@ func TestConcurrentDispatchersSendOnce(t *testing.T) {
 }
 
 func TestSignature(t *testing.T) {
+	t.Parallel()
 	at := time.Unix(1_800_000_000, 0)
 	body := []byte(`{"id":"chatcmpl-1"}`)
 	h := callbacks.Sign(secret, at, body)

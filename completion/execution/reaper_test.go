@@ -64,6 +64,7 @@ func project(t *testing.T, pool *pgxpool.Pool, store *pgstore.Store, ids ...stri
 }
 
 func TestReaperAbandonsDeadWorkersClaimOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	up := llmtest.NewUpstream(t, 0)
 	cfg := llmtest.Config(t, up.URL, "1", "2", "")

@@ -221,6 +221,7 @@ func (r *retryRig) readModelBudget() (spent, reserved int64) {
 // ledger row, one settlement; the provider was called once per run, and a
 // redelivered requeue message runs nothing more.
 func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
+	t.Parallel()
 	r := newRetryRig(t)
 	const id = "chatcmpl-requeue"
 	r.request(id, events.ModeAsync, nil)
@@ -354,6 +355,7 @@ func TestReaperRequeuesDeadWorkersJobOnce(t *testing.T) {
 // Retries used up: the next expiry abandons, and the reservation is
 // released. A synchronous request is abandoned at once.
 func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
+	t.Parallel()
 	r := newRetryRig(t)
 	const id = "chatcmpl-exhausted"
 	r.request(id, events.ModeAsync, nil)
@@ -429,6 +431,7 @@ func TestReaperAbandonsWhenRetriesAreExhausted(t *testing.T) {
 // Concurrent reapers requeue a dead claim once between them, and a stale
 // reaper repeating an earlier requeue adds nothing.
 func TestConcurrentReapersRequeueOnce(t *testing.T) {
+	t.Parallel()
 	r := newRetryRig(t)
 	const id = "chatcmpl-race"
 	r.request(id, events.ModeAsync, nil)

@@ -15,6 +15,7 @@ import (
 )
 
 func TestJobsLeaseAbandonAndCallback(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := newLog(t, pool)

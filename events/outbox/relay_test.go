@@ -167,6 +167,7 @@ func head(t *testing.T, s *pgstore.Store) pgstore.Cursor {
 
 // 1. Every appended event reaches the bus in global order exactly as stored.
 func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	busCfg := bus.Config{Pool: s.Pool(), SQLPollInterval: 10 * time.Millisecond}
 	pub, err := bus.NewPublisher(busCfg)
@@ -278,6 +279,7 @@ func compact(t *testing.T, raw []byte) string {
 
 // 2. A crash between publish and checkpoint re-publishes, never loses.
 func TestRelayCrashBetweenPublishAndCheckpoint(t *testing.T) {
+	t.Parallel()
 	s := newStore(t)
 	appendEvents(t, s, 30, 3)
 	want := stored(t, s, 30)
@@ -359,6 +361,7 @@ func rawInsert(ctx context.Context, pool *pgxpool.Pool, e events.Envelope) (comm
 
 // 3. A transaction that commits late is waited for, never skipped.
 func TestRelayWaitsForLateCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	appendEvents(t, s, 3, 1)
@@ -435,6 +438,7 @@ func TestRelayWaitsForLateCommit(t *testing.T) {
 
 // 4. Nothing uncommitted is ever relayed.
 func TestRelayNeverPublishesRolledBackEvents(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	pub := newRecorder()
@@ -466,6 +470,7 @@ func TestRelayNeverPublishesRolledBackEvents(t *testing.T) {
 }
 
 func TestRelayConfigValidate(t *testing.T) {
+	t.Parallel()
 	if err := (outbox.RelayConfig{}).Validate(); err == nil {
 		t.Fatal("a relay without store and publisher is valid")
 	}

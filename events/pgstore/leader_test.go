@@ -14,6 +14,7 @@ import (
 // Of several replicas only one leads at a time; when it stops, another
 // takes over.
 func TestRunAsLeaderOneAtATime(t *testing.T) {
+	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	var leading, maxLeading, runs atomic.Int32
 	started := make(chan int, 3)

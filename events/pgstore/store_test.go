@@ -88,6 +88,7 @@ func ids(evs []events.Envelope) string {
 }
 
 func TestAppendExpectedVersion(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
 	out := mustAppend(t, s, "apikey-a", 0, ev(t, "apikey-a", "acc_1", 0, "a1"), ev(t, "apikey-a", "acc_1", 1, "a2"))
@@ -127,6 +128,7 @@ func TestAppendExpectedVersion(t *testing.T) {
 }
 
 func TestAppendAnyVersion(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
 	mustAppend(t, s, "apikey-b", pgstore.AnyVersion, ev(t, "apikey-b", "acc_1", 0, "b1"))
@@ -169,6 +171,7 @@ func TestAppendAnyVersion(t *testing.T) {
 }
 
 func TestAppendIdempotentByEventID(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
 	batch := []events.Envelope{ev(t, "apikey-c", "acc_1", 0, "c1"), ev(t, "apikey-c", "acc_1", 1, "c2")}
@@ -203,6 +206,7 @@ func TestAppendIdempotentByEventID(t *testing.T) {
 }
 
 func TestAppendRace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
 	mustAppend(t, s, "completion-r", 0, ev(t, "completion-r", "acc_1", 0, "r0"))
@@ -241,6 +245,7 @@ func TestAppendRace(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
 	a1 := created(t, "account-acc_1", "acc_1", 0, "L1")
@@ -279,6 +284,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestReadAllFiltersAndCursors(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
 	// Six events in four transactions, two accounts, two types.
@@ -385,6 +391,7 @@ func TestReadAllFiltersAndCursors(t *testing.T) {
 // an event; events of transactions that started later are not readable
 // until it ends, so a follower never skips it.
 func TestReadAllWaitsForLateCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
 	mustAppend(t, s, "apikey-before", 0, ev(t, "apikey-before", "acc_1", 0, "before"))
@@ -447,6 +454,7 @@ func TestReadAllWaitsForLateCommit(t *testing.T) {
 }
 
 func TestEventsAreAppendOnly(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, pool := newStore(t)
 	mustAppend(t, s, "apikey-z", 0, ev(t, "apikey-z", "acc_1", 0, "z"))
@@ -467,6 +475,7 @@ func TestEventsAreAppendOnly(t *testing.T) {
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
 	if err != nil {
@@ -515,6 +524,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 func TestConcurrentFirstMigrate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 // windows pruned by events more than two minutes apart and arriving out of
 // time order, and limits changes.
 func TestQuotaBatchesEqualOneByOne(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	if err := projections.CreateReadModels(ctx, pool, "batched"); err != nil {

@@ -19,6 +19,7 @@ import (
 // claims it; the reaper does not see it meanwhile. The quota read model
 // keeps its reservation across the requeue and settles it once.
 func TestJobsRequeueAndReservation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := projectionstest.NewLog(t, pool)
@@ -158,6 +159,7 @@ func TestJobsRequeueAndReservation(t *testing.T) {
 // Retries exhausted: the abandonment releases the reservation once (the
 // completion.abandoned and the quota.released of one append).
 func TestAbandonAfterRequeueReleasesOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	l := projectionstest.NewLog(t, pool)

@@ -16,6 +16,7 @@ import (
 // The quota read models follow reservations, settlements, releases and
 // abandonment, and seed a limiter with what is outstanding.
 func TestQuotaStateAndSeeder(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := pgtest.NewPool(t)
 	set, err := projections.NewSet(pool, projections.LiveSchema, nil, nil, state.New(projections.LiveSchema))
