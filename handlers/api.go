@@ -415,6 +415,8 @@ type keyFlight struct {
 	done chan struct{}
 	p    principal
 	err  error
+	// waiters counts the callers that joined it (guarded by keyCache.mu).
+	waiters int
 }
 
 // keyLookupTimeout bounds a shared lookup, which runs without its first
@@ -432,6 +434,8 @@ func (c *keyCache) load(ctx context.Context, hash string, lookup func(context.Co
 		}
 		f = &keyFlight{done: make(chan struct{})}
 		c.flights[hash] = f
+	} else {
+		f.waiters++
 	}
 	c.mu.Unlock()
 	if !waiting {

@@ -45,7 +45,18 @@ func TestKeyCacheSharesLookups(t *testing.T) {
 		})
 	}
 	cancelLeader()
-	time.Sleep(20 * time.Millisecond) // let the waiters reach the flight
+	// The lookup ends once every waiter joined the flight.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		joined := c.flights["h"].waiters
+		c.mu.Unlock()
+		if joined == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d waiters joined the flight", joined, n)
+		}
+	}
 	close(release)
 	wg.Wait()
 	close(results)

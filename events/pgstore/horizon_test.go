@@ -85,15 +85,28 @@ func TestOpenAppenderHoldsBackUntilItEnds(t *testing.T) {
 	t.Logf("CatchUp: %v", err)
 
 	done := make(chan error, 1)
+	first := make(chan string, 1) // the first batch: what it read before waiting
 	var all []events.Envelope
 	go func() {
 		_, err := s.CatchUp(ctx, pgstore.CatchUpConfig{Wait: 20 * time.Second}, func(evs []events.Envelope, _ pgstore.Cursor) error {
+			if all == nil {
+				first <- ids(evs)
+			}
 			all = append(all, evs...)
 			return nil
 		})
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The commit comes once CatchUp read what is below the open appender
+	// and is waiting for it.
+	select {
+	case got := <-first:
+		if got != "apikey-a/1" {
+			t.Fatalf("CatchUp read %s before the commit; want only the event before the open appender", got)
+		}
+	case err := <-done:
+		t.Fatalf("CatchUp ended before the commit: %v", err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
