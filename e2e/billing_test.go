@@ -54,6 +54,7 @@ func (e *env) chat(key, model string) (int, string, string) {
 // fallback plan after the grace period (a pro-only model is refused), and
 // a paid invoice restores it.
 func TestEndToEndBillingLifecycle(t *testing.T) {
+	t.Parallel()
 	e := start(t, false)
 	code, acc, _ := e.do("POST", "/v1/admin/accounts", e.admin, map[string]string{"name": "Billed", "email": "billing@acme.test", "plan": "basic"})
 	if code != http.StatusCreated {

@@ -295,9 +295,13 @@ func eventually(t *testing.T, what string, f func() error) {
 	}
 }
 
-func TestEndToEndPostgreSQLBus(t *testing.T) { scenario(t, start(t, false)) }
+func TestEndToEndPostgreSQLBus(t *testing.T) {
+	t.Parallel()
+	scenario(t, start(t, false))
+}
 
 func TestEndToEndKafka(t *testing.T) {
+	t.Parallel()
 	e := start(t, true)
 	scenario(t, e)
 

@@ -31,6 +31,7 @@ func (u *upstream) stream(w http.ResponseWriter, r *http.Request, body map[strin
 // with every attempt in the job's timeline, and a client that hangs up
 // mid-stream still billed for what was generated.
 func TestEndToEndStreamingAndFallback(t *testing.T) {
+	t.Parallel()
 	e := start(t, false)
 	_, acc, _ := e.do("POST", "/v1/admin/accounts", e.admin, map[string]string{"name": "Streamer", "email": "s@acme.test", "plan": "free"})
 	_, key, _ := e.do("POST", "/v1/admin/accounts/"+acc["id"].(string)+"/keys", e.admin, map[string]string{"name": "s"})

@@ -32,6 +32,7 @@ func (u *upstream) toolCall(w http.ResponseWriter, body map[string]any) {
 // Tool calls pass through Tollgate both ways, inline and queued, with the
 // official SDK as the client.
 func TestEndToEndToolCalls(t *testing.T) {
+	t.Parallel()
 	e := start(t, false)
 	_, acc, _ := e.do("POST", "/v1/admin/accounts", e.admin, map[string]string{"name": "Tools", "email": "t@acme.test", "plan": "free"})
 	_, key, _ := e.do("POST", "/v1/admin/accounts/"+acc["id"].(string)+"/keys", e.admin, map[string]string{"name": "t"})

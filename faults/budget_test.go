@@ -70,11 +70,15 @@ func (e *budgetEnv) waitLimiter(t *testing.T, accountID string) (spent, reserved
 // clock then passes the reservations' TTL. Spend must stay within the
 // budget plus one reservation, and the limiter must agree with the ledger.
 func TestBudgetHoldsWithCJKAndNAcrossARedisPause(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name       string
 		maxRetries int
 	}{{"go-redis retries (default)", 0}, {"no client retries", -1}} {
-		t.Run(c.name, func(t *testing.T) { budgetScenario(t, c.maxRetries) })
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			budgetScenario(t, c.maxRetries)
+		})
 	}
 }
 

@@ -36,18 +36,45 @@ const (
 // killStreamWords are what the fake provider streams, one chunk each.
 var killStreamWords = []string{"Kill", " minus", " nine", " under", " load"}
 
-// killBuildBinary builds the real tollgate binary once for the test.
+// killBinary is the tollgate binary the package's tests run, built once
+// per package run (killBuildBinary) and removed by TestMain.
+var killBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// killBuildBinary builds the real tollgate binary, once for all the tests
+// of the package run.
 func killBuildBinary(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(file))
-	bin := filepath.Join(t.TempDir(), "tollgate")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tollgate")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/tollgate: %v\n%s", err, out)
+	killBinary.once.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Dir(filepath.Dir(file))
+		dir, err := os.MkdirTemp("", "tollgate-faults-")
+		if err != nil {
+			killBinary.err = err
+			return
+		}
+		killBinary.dir, killBinary.path = dir, filepath.Join(dir, "tollgate")
+		cmd := exec.Command("go", "build", "-o", killBinary.path, "./cmd/tollgate")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			killBinary.err = fmt.Errorf("go build ./cmd/tollgate: %w\n%s", err, out)
+		}
+	})
+	if killBinary.err != nil {
+		t.Fatal(killBinary.err)
 	}
-	return bin
+	return killBinary.path
+}
+
+// killRemoveBinary removes the binary killBuildBinary built, if any.
+func killRemoveBinary() {
+	if killBinary.dir != "" {
+		_ = os.RemoveAll(killBinary.dir)
+	}
 }
 
 // killUpstream is an OpenAI-compatible provider speaking the real wire

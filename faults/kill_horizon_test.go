@@ -24,6 +24,7 @@ import (
 // afterwards the follower must have read every event. (It did not
 // reproduce that skip; it guards the follower under contention.)
 func TestKillFollowerSkipsNothingUnderContention(t *testing.T) {
+	t.Parallel()
 	const killHorizonPollers = 6
 	pool, _ := pgtest.NewPool(t)
 	s, err := pgstore.New(pool, nil)

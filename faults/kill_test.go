@@ -163,6 +163,7 @@ func (e *killEnv) rebuild(t *testing.T) {
 // with the log; `tollgate project rebuild` equals the live read models.
 // The bus is PostgreSQL; TestKillKafka runs the bus roles on Kafka.
 func TestKill(t *testing.T) {
+	t.Parallel()
 	killRun(t, false, append(append([]string{}, killRoles...), "all"))
 }
 
@@ -174,6 +175,7 @@ func TestKill(t *testing.T) {
 // partitions are never consumed again (Kafka itself drops it after
 // session.timeout.ms); see the README.
 func TestKillKafka(t *testing.T) {
+	t.Parallel()
 	killRun(t, true, []string{"relay"})
 }
 
