@@ -50,7 +50,7 @@ func cpuTime(t *testing.T) time.Duration {
 // A key at its request rate limit sending a 4 MB body of 150,000 parts is
 // refused 429 before the body is parsed: the prompt is never counted.
 func TestRateLimitedLargeBodyIsRefusedBeforeCounting(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures the process's CPU time.
 	e := newQuotaEnv(t, true)
 	_, _, key := e.account(map[string]any{"requests_per_minute": 1})
 	if rec := e.do(0, "POST", "/v1/chat/completions", key, chatBody(5)); rec.Code != http.StatusOK {
@@ -82,7 +82,7 @@ func TestRateLimitedLargeBodyIsRefusedBeforeCounting(t *testing.T) {
 // An admitted 4 MB body of 150,000 parts is counted at a bounded cost:
 // above the tokenizing limit the byte bound is used.
 func TestLargeBodyIsCountedAtBoundedCost(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures the process's CPU time.
 	e := newQuotaEnv(t, false)
 	_, _, key := e.account(map[string]any{"requests_per_minute": 100, "tokens_per_minute": 100_000_000})
 	body := manyPartsBody()
