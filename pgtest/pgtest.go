@@ -1,6 +1,9 @@
 // Package pgtest gives each test run a PostgreSQL database of its own,
 // migrated, and drops it afterwards. The servers are shared (with CI and
-// other sessions), so nothing is ever created in a fixed database.
+// other sessions), so nothing is ever created in a fixed database; the
+// one database of a fixed name is the migrated template NewPool copies
+// (tollgate_template_<hash of the migrations>), built once per set of
+// migrations and never written afterwards.
 //
 // The server comes from TOLLGATE_TEST_DATABASE_URL (default
 // postgres://127.0.0.1:5432/postgres). When it cannot be reached the test
@@ -38,6 +41,13 @@ const HowToStart = `PostgreSQL is needed at 127.0.0.1:5432 (or TOLLGATE_TEST_DAT
 // and returns its URL.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, "")
+}
+
+// newDatabase creates a database (a copy of template unless it is empty),
+// registers its drop with t.Cleanup and returns its URL.
+func newDatabase(t testing.TB, template string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
@@ -50,7 +60,11 @@ func NewDatabase(t testing.TB) string {
 		t.Fatal(err)
 	}
 	name := "tollgate_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	create := "CREATE DATABASE " + name
+	if template != "" {
+		create += " TEMPLATE " + template
+	}
+	if _, err := admin.Exec(ctx, create); err != nil {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -75,10 +89,15 @@ func NewDatabase(t testing.TB) string {
 }
 
 // NewPool creates a migrated database and returns a pool on it, closed at
-// the end of the test.
+// the end of the test. The database is a copy of a template migrated once
+// (see migratedTemplate), and Migrate then finds nothing left to apply.
 func NewPool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	dsn := NewDatabase(t)
+	tmpl, err := migratedTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := newDatabase(t, tmpl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.New(ctx, dsn)
