@@ -13,8 +13,9 @@ import (
 // faultsParallel is how many of the package's tests run at once unless
 // -test.parallel says otherwise: they spend their time waiting (outage
 // windows, leases, kill plans, settling), not computing, so the default
-// (GOMAXPROCS) would leave them queued behind each other.
-const faultsParallel = 8
+// (GOMAXPROCS) would leave them queued behind each other; more than 4 at
+// once starve each other of the CPU they do need on a 2-core machine.
+const faultsParallel = 4
 
 // TestMain runs the package's tests with one stripe-mock for them all and
 // one build of the tollgate binary, faultsParallel at a time.
