@@ -161,11 +161,17 @@ func (e *killEnv) rebuild(t *testing.T) {
 // two outcomes or none; ledger = billing records = billing.usage_reported
 // = what Stripe received, per window; the jobs API and read model agree
 // with the log; `tollgate project rebuild` equals the live read models.
-// The bus is PostgreSQL; TestKillKafka runs the bus roles on Kafka.
+// The scenarios run in two Tollgates side by side (killGroups), each
+// scenario of a group after the previous one in its Tollgate. The bus is
+// PostgreSQL; TestKillKafka runs the bus roles on Kafka.
 func TestKill(t *testing.T) {
 	t.Parallel()
-	killRun(t, false, append(append([]string{}, killRoles...), "all"))
+	killRun(t, false, killGroups)
 }
+
+// killGroups are the kill scenarios of TestKill, one Tollgate per group:
+// every role and the host crash.
+var killGroups = [][]string{{"api", "worker", "relay"}, {"project", "bill", "all"}}
 
 // TestKillKafka is TestKill's relay scenario with the Kafka bus (an
 // in-process kfake broker, which outlives the kills): the relay's
@@ -176,22 +182,36 @@ func TestKill(t *testing.T) {
 // session.timeout.ms); see the README.
 func TestKillKafka(t *testing.T) {
 	t.Parallel()
-	killRun(t, true, []string{"relay"})
+	killRun(t, true, [][]string{{"relay"}})
 }
 
-func killRun(t *testing.T, kafka bool, scenarios []string) {
-	e := startKillEnv(t, kafka)
-	var figures []killFigures
-	for _, name := range scenarios {
-		t.Run(name, func(t *testing.T) {
-			figures = append(figures, e.killScenario(t, name))
+// killRun runs each group of scenarios in a Tollgate of its own, the
+// groups in parallel.
+func killRun(t *testing.T, kafka bool, groups [][]string) {
+	for _, scenarios := range groups {
+		run := func(t *testing.T) {
+			e := startKillEnv(t, kafka)
+			var figures []killFigures
+			for _, name := range scenarios {
+				t.Run(name, func(t *testing.T) {
+					figures = append(figures, e.killScenario(t, name))
+				})
+			}
+			var b strings.Builder
+			for _, f := range figures {
+				b.WriteString("\n" + f.String())
+			}
+			t.Logf("kill -9 under load (Kafka bus: %v), per role:%s", kafka, b.String())
+		}
+		if len(groups) == 1 {
+			run(t)
+			continue
+		}
+		t.Run(strings.Join(scenarios, "+"), func(t *testing.T) {
+			t.Parallel()
+			run(t)
 		})
 	}
-	var b strings.Builder
-	for _, f := range figures {
-		b.WriteString("\n" + f.String())
-	}
-	t.Logf("kill -9 under load (Kafka bus: %v), per role:%s", kafka, b.String())
 }
 
 // killScenario runs the load while killPlan kills the processes of
