@@ -16,6 +16,7 @@ import (
 )
 
 func TestDecideCreateAccount(t *testing.T) {
+	t.Parallel()
 	create := func(c account.CreateAccount) func(account.Account) ([]events.Data, error) {
 		return func(a account.Account) ([]events.Data, error) { return account.DecideCreateAccount(a, c, plans) }
 	}
@@ -38,6 +39,7 @@ func TestDecideCreateAccount(t *testing.T) {
 }
 
 func TestFoldAccount(t *testing.T) {
+	t.Parallel()
 	a, err := account.FoldAccount(decidetest.History(t, "account-acc_1", created, events.BillingCustomerLinked{AccountID: "acc_1", StripeCustomerID: "cus_X"}))
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +51,7 @@ func TestFoldAccount(t *testing.T) {
 }
 
 func TestDecideIssueAPIKey(t *testing.T) {
+	t.Parallel()
 	acct, err := account.FoldAccount(decidetest.History(t, "account-acc_1", created))
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +74,7 @@ func TestDecideIssueAPIKey(t *testing.T) {
 }
 
 func TestDecideRevokeAPIKey(t *testing.T) {
+	t.Parallel()
 	revoke := func(k account.APIKey) ([]events.Data, error) { return account.DecideRevokeAPIKey(k) }
 	decidetest.Run(t, account.APIKeyStream("key_2"), account.FoldAPIKey, []decidetest.Case[account.APIKey]{
 		{Name: "revoked", Given: []events.Data{issued}, When: revoke, Then: []events.Data{revoked}},
@@ -80,6 +84,7 @@ func TestDecideRevokeAPIKey(t *testing.T) {
 }
 
 func TestFoldAPIKey(t *testing.T) {
+	t.Parallel()
 	k, err := account.FoldAPIKey(decidetest.History(t, "apikey-key_2", issued, revoked))
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +96,7 @@ func TestFoldAPIKey(t *testing.T) {
 }
 
 func TestDecideRequestCompletion(t *testing.T) {
+	t.Parallel()
 	ok := completion.RequestCompletion{
 		CompletionID: requested.CompletionID, AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Mode: events.ModeAsync, Request: requested.Request,
@@ -113,6 +119,7 @@ func TestDecideRequestCompletion(t *testing.T) {
 }
 
 func TestDecideStartCompletion(t *testing.T) {
+	t.Parallel()
 	claim := func(executor string, lease time.Duration) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {
 			return completion.DecideStartCompletion(c, completion.StartCompletion{Executor: executor, Now: decidetest.T0, Lease: lease})
@@ -132,6 +139,7 @@ func TestDecideStartCompletion(t *testing.T) {
 }
 
 func TestDecideFinishCompletion(t *testing.T) {
+	t.Parallel()
 	finish := func(cmd completion.FinishCompletion) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) { return completion.DecideFinishCompletion(c, cmd) }
 	}
@@ -162,6 +170,7 @@ func TestDecideFinishCompletion(t *testing.T) {
 }
 
 func TestFoldCompletion(t *testing.T) {
+	t.Parallel()
 	c, err := completion.FoldCompletion(decidetest.History(t, "completion-chatcmpl-abc123", requested, started, succeeded))
 	if err != nil {
 		t.Fatal(err)

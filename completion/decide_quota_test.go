@@ -24,6 +24,7 @@ var (
 )
 
 func TestDecideAccountQuota(t *testing.T) {
+	t.Parallel()
 	plan := func(p string) func(account.Account) ([]events.Data, error) {
 		return func(a account.Account) ([]events.Data, error) {
 			return account.DecideChangePlan(a, account.ChangePlan{Plan: p}, plans)
@@ -51,6 +52,7 @@ func TestDecideAccountQuota(t *testing.T) {
 }
 
 func TestDecideAPIKeyQuota(t *testing.T) {
+	t.Parallel()
 	guard := func(spent int64) func(account.APIKey) ([]events.Data, error) {
 		return func(k account.APIKey) ([]events.Data, error) {
 			return account.DecideRunawayGuard(k, account.RunawayGuard{Spent: spent, Ceiling: 500, WindowSeconds: 300})
@@ -85,6 +87,7 @@ func TestDecideAPIKeyQuota(t *testing.T) {
 }
 
 func TestDecideCompletionReservation(t *testing.T) {
+	t.Parallel()
 	req := completion.RequestCompletion{CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Mode: events.ModeAsync, Request: requested.Request}
 	withRes := req

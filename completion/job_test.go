@@ -8,6 +8,7 @@ import (
 )
 
 func TestQueuedJob(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name string
 		d    events.Data

@@ -28,6 +28,7 @@ var (
 )
 
 func TestDecideAbandonCompletion(t *testing.T) {
+	t.Parallel()
 	abandon := func(now time.Time, reason string) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {
 			return completion.DecideAbandonCompletion(c, completion.AbandonCompletion{Now: now, Reason: reason})
@@ -53,6 +54,7 @@ func TestDecideAbandonCompletion(t *testing.T) {
 }
 
 func TestDecideRecordCallback(t *testing.T) {
+	t.Parallel()
 	record := func(cmd completion.RecordCallback) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) { return completion.DecideRecordCallback(c, cmd) }
 	}
@@ -80,6 +82,7 @@ func TestDecideRecordCallback(t *testing.T) {
 }
 
 func TestFoldAbandonedAndCallback(t *testing.T) {
+	t.Parallel()
 	c, err := completion.FoldCompletion(decidetest.History(t, "completion-chatcmpl-abc123", withCallback, started, abandoned, cbFailed))
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +103,7 @@ func TestFoldAbandonedAndCallback(t *testing.T) {
 }
 
 func TestSplitCallbackURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, in, out, url string }{
 		{"absent", `{"model":"m","messages":[]}`, `{"model":"m","messages":[]}`, ""},
 		{"first", `{"callback_url":"https://a.example/x","model":"m"}`, `{"model":"m"}`, "https://a.example/x"},
@@ -126,6 +130,7 @@ func TestSplitCallbackURL(t *testing.T) {
 }
 
 func TestValidateCallbackURL(t *testing.T) {
+	t.Parallel()
 	for _, ok := range []string{"https://hooks.acme.example/tollgate", "http://127.0.0.1:8080/cb?x=1", "https://[::1]:443/"} {
 		if err := completion.ValidateCallbackURL(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)

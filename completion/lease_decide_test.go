@@ -17,6 +17,7 @@ func renewed(n int, until time.Time) events.CompletionLeaseRenewed {
 }
 
 func TestDecideRenewLease(t *testing.T) {
+	t.Parallel()
 	renew := func(executor string, now time.Time, lease time.Duration) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {
 			return completion.DecideRenewLease(c, completion.RenewLease{Executor: executor, Now: now, Lease: lease})
@@ -52,6 +53,7 @@ func TestDecideRenewLease(t *testing.T) {
 // A reaper decides on the latest lease: a renewed claim is not ended
 // until its renewed lease expired, and the event names that lease.
 func TestRenewedLeaseFencesTheReaper(t *testing.T) {
+	t.Parallel()
 	until := decidetest.T0.Add(5 * time.Minute)
 	abandon := func(now time.Time) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {
@@ -90,6 +92,7 @@ func TestRenewedLeaseFencesTheReaper(t *testing.T) {
 // the margin it had at the claim, so a run that lasts hours keeps its
 // reservation counted; the fold carries the new end.
 func TestRenewalMovesTheReservation(t *testing.T) {
+	t.Parallel()
 	third := decidetest.T0.Add(20 * time.Second)
 	renewWithMargin := func(margin time.Duration) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {

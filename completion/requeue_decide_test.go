@@ -13,6 +13,7 @@ import (
 )
 
 func TestDecideRequeueCompletion(t *testing.T) {
+	t.Parallel()
 	requeue := func(now time.Time, maxRetries int, lease time.Duration) func(completion.Completion) ([]events.Data, error) {
 		return func(c completion.Completion) ([]events.Data, error) {
 			return completion.DecideRequeueCompletion(c, completion.RequeueCompletion{Now: now, MaxRetries: maxRetries, Lease: lease})
@@ -64,6 +65,7 @@ func TestDecideRequeueCompletion(t *testing.T) {
 // reservation; the retry's claim and outcome work as on a first run, and
 // the reservation is settled once, by the retry.
 func TestRequeuedCompletionRunsAgainAndSettlesOnce(t *testing.T) {
+	t.Parallel()
 	expiry := started.LeaseExpiresAt
 	rq := events.CompletionRequeued{CompletionID: "chatcmpl-abc123", AccountID: "acc_1", KeyID: "key_2", Model: "gpt-4o-mini",
 		Executor: "worker:w1", LeaseExpiresAt: expiry, Retry: 1, Reason: "lease_expired"}

@@ -46,6 +46,7 @@ var coreExamples = []events.Data{
 }
 
 func TestDecodeRoundTripEveryType(t *testing.T) {
+	t.Parallel()
 	covered := map[string]bool{}
 	for _, d := range examples {
 		t.Run(d.EventType(), func(t *testing.T) {
@@ -92,6 +93,7 @@ type unregistered struct{}
 func (unregistered) EventType() string { return "account.exploded" }
 
 func TestUnknownType(t *testing.T) {
+	t.Parallel()
 	_, err := events.Decode(events.Envelope{Type: "account.exploded", SchemaVersion: 1, Data: json.RawMessage(`{}`)})
 	if !errors.Is(err, events.ErrUnknownType) {
 		t.Errorf("Decode: err = %v, want ErrUnknownType", err)
@@ -105,6 +107,7 @@ func TestUnknownType(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		version int
@@ -128,6 +131,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestDeriveID(t *testing.T) {
+	t.Parallel()
 	a := events.DeriveID("completion-chatcmpl-abc|completion.requested|")
 	if a != events.DeriveID("completion-chatcmpl-abc|completion.requested|") {
 		t.Error("DeriveID is not stable")
@@ -158,6 +162,7 @@ func TestDeriveID(t *testing.T) {
 }
 
 func TestConflictError(t *testing.T) {
+	t.Parallel()
 	var err error = &events.ConflictError{StreamID: "s", Expected: 1, Actual: 3}
 	if !errors.Is(err, events.ErrConflict) || errors.Is(err, events.ErrUnknownType) {
 		t.Errorf("errors.Is on %v", err)

@@ -98,6 +98,7 @@ func anthropicProvider(t *testing.T, a *anthropicServer) *Anthropic {
 }
 
 func TestAnthropicTranslatesRequest(t *testing.T) {
+	t.Parallel()
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, anthropicToolMessage)
@@ -150,6 +151,7 @@ func TestAnthropicTranslatesRequest(t *testing.T) {
 }
 
 func TestAnthropicToolChoiceAndDefaults(t *testing.T) {
+	t.Parallel()
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, anthropicToolMessage) })
 	p := anthropicProvider(t, a)
 	for choice, want := range map[string]string{`"auto"`: `{"type":"auto"}`, `"none"`: `{"type":"none"}`, `"required"`: `{"type":"any"}`} {
@@ -183,6 +185,7 @@ func TestAnthropicToolChoiceAndDefaults(t *testing.T) {
 }
 
 func TestAnthropicTranslatesResponse(t *testing.T) {
+	t.Parallel()
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, anthropicToolMessage)
@@ -205,6 +208,7 @@ func TestAnthropicTranslatesResponse(t *testing.T) {
 }
 
 func TestAnthropicStopReasons(t *testing.T) {
+	t.Parallel()
 	for stop, want := range map[string]string{"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"} {
 		a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"hi"}],"stop_reason":%q,"usage":{"input_tokens":3,"output_tokens":1}}`, stop)
@@ -227,6 +231,7 @@ func TestAnthropicStopReasons(t *testing.T) {
 }
 
 func TestAnthropicErrorMapping(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		handler   http.HandlerFunc

@@ -19,6 +19,7 @@ func fixedEcho() *Echo {
 }
 
 func TestEchoAnswersLastUserMessage(t *testing.T) {
+	t.Parallel()
 	body := json.RawMessage(`{"model":"echo","messages":[
 		{"role":"system","content":"Be brief."},
 		{"role":"user","content":"first"},
@@ -57,6 +58,7 @@ func TestEchoAnswersLastUserMessage(t *testing.T) {
 }
 
 func TestEchoDeterministic(t *testing.T) {
+	t.Parallel()
 	body := json.RawMessage(`{"model":"echo","messages":[{"role":"user","content":"same"}]}`)
 	a, err := fixedEcho().ChatCompletion(context.Background(), "echo", body)
 	if err != nil {
@@ -83,6 +85,7 @@ func TestEchoDeterministic(t *testing.T) {
 }
 
 func TestEchoArrayContentAndMaxTokens(t *testing.T) {
+	t.Parallel()
 	body := json.RawMessage(`{"model":"echo","max_tokens":50,"max_completion_tokens":3,"messages":[{"role":"user","content":[
 		{"type":"text","text":"one two"},{"type":"image_url","image_url":{"url":"data:x"}},{"type":"text","text":" three four"}]}]}`)
 	resp, err := fixedEcho().ChatCompletion(context.Background(), "echo", body)
@@ -106,6 +109,7 @@ func TestEchoArrayContentAndMaxTokens(t *testing.T) {
 }
 
 func TestEchoNoUserMessage(t *testing.T) {
+	t.Parallel()
 	resp, err := fixedEcho().ChatCompletion(context.Background(), "echo",
 		json.RawMessage(`{"messages":[{"role":"system","content":"only system"}]}`))
 	if err != nil {
@@ -119,6 +123,7 @@ func TestEchoNoUserMessage(t *testing.T) {
 }
 
 func TestEchoInvalidRequests(t *testing.T) {
+	t.Parallel()
 	for name, body := range map[string]string{
 		"not json":        `{`,
 		"no messages":     `{"messages":[]}`,
@@ -134,6 +139,7 @@ func TestEchoInvalidRequests(t *testing.T) {
 }
 
 func TestEchoCanceled(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := fixedEcho().ChatCompletion(ctx, "echo", json.RawMessage(`{"messages":[{"role":"user","content":"x"}]}`))

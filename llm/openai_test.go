@@ -47,6 +47,7 @@ func newProvider(t *testing.T, h http.HandlerFunc, timeout time.Duration) *OpenA
 }
 
 func TestOpenAIRequestAndResponse(t *testing.T) {
+	t.Parallel()
 	var got struct {
 		path, auth, ctype string
 		body              map[string]json.RawMessage
@@ -78,6 +79,7 @@ func TestOpenAIRequestAndResponse(t *testing.T) {
 }
 
 func TestOpenAINoKeyNoAuthHeader(t *testing.T) {
+	t.Parallel()
 	var auth atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth.Store(r.Header.Values("Authorization"))
@@ -94,6 +96,7 @@ func TestOpenAINoKeyNoAuthHeader(t *testing.T) {
 }
 
 func TestOpenAIMissingUsageIsEstimated(t *testing.T) {
+	t.Parallel()
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there!"},"finish_reason":"stop"}]}`)
 	}, time.Minute)
@@ -117,6 +120,7 @@ func TestOpenAIMissingUsageIsEstimated(t *testing.T) {
 }
 
 func TestOpenAIErrorMapping(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		handler   http.HandlerFunc
@@ -182,6 +186,7 @@ func TestOpenAIErrorMapping(t *testing.T) {
 }
 
 func TestOpenAIScrubsKeyFromClientErrors(t *testing.T) {
+	t.Parallel()
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 400, "bad header Bearer "+testKey, "invalid_request_error", "")
 	}, time.Minute)
@@ -193,6 +198,7 @@ func TestOpenAIScrubsKeyFromClientErrors(t *testing.T) {
 }
 
 func TestOpenAITimeout(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
@@ -210,6 +216,7 @@ func TestOpenAITimeout(t *testing.T) {
 }
 
 func TestOpenAICallerCanceledIsNotAProviderError(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
@@ -229,6 +236,7 @@ func TestOpenAICallerCanceledIsNotAProviderError(t *testing.T) {
 }
 
 func TestOpenAIConnectionRefused(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +252,7 @@ func TestOpenAIConnectionRefused(t *testing.T) {
 }
 
 func TestOpenAIBodyTooLarge(t *testing.T) {
+	t.Parallel()
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"choices":[],"pad":"`)
 		_, _ = io.WriteString(w, strings.Repeat("x", MaxResponseBytes))
@@ -257,6 +266,7 @@ func TestOpenAIBodyTooLarge(t *testing.T) {
 }
 
 func TestErrorFormats(t *testing.T) {
+	t.Parallel()
 	e := &Error{Status: 502, Type: openaiwire.TypeUpstream, Code: "x", Message: "boom", Provider: "p", UpstreamStatus: 503}
 	if got := e.Error(); got != `llm provider "p": upstream_error (HTTP 502, upstream 503) [x]: boom` {
 		t.Errorf("Error() = %q", got)

@@ -102,6 +102,7 @@ func (s *switchable) handle(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestRetryAfterSecondsIsHonoured(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int32
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) == 1 {
@@ -130,6 +131,7 @@ func TestRetryAfterSecondsIsHonoured(t *testing.T) {
 }
 
 func TestRetryAfterHTTPDateAndBeyondDeadline(t *testing.T) {
+	t.Parallel()
 	var p *policy
 	var n atomic.Int32
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +164,7 @@ func TestRetryAfterHTTPDateAndBeyondDeadline(t *testing.T) {
 }
 
 func TestExponentialBackoffWithJitter(t *testing.T) {
+	t.Parallel()
 	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { openAIError(w, 500, "boom", "server_error", "") })
 	p := newPolicy(t, config.Routing{MaxAttempts: 4, BaseBackoff: config.Duration(time.Second), MaxBackoff: config.Duration(3 * time.Second),
 		Cooldown: config.Cooldown{Failures: 100}}, time.Minute, u)
@@ -181,6 +184,7 @@ func TestExponentialBackoffWithJitter(t *testing.T) {
 }
 
 func TestCooldownOpensProbesAndCloses(t *testing.T) {
+	t.Parallel()
 	var primary switchable
 	primary.down.Store(true)
 	pu, su := newUpstream(t, primary.handle), newUpstream(t, ok)
@@ -239,6 +243,7 @@ func TestCooldownOpensProbesAndCloses(t *testing.T) {
 }
 
 func TestHalfOpenLetsOneProbeThrough(t *testing.T) {
+	t.Parallel()
 	var primary switchable
 	primary.down.Store(true)
 	probeArrived, release := make(chan struct{}), make(chan struct{})
@@ -283,6 +288,7 @@ func TestHalfOpenLetsOneProbeThrough(t *testing.T) {
 }
 
 func TestAllCoolingDownNamesLastUpstreamError(t *testing.T) {
+	t.Parallel()
 	pu := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 503, "primary overloaded", "server_error", "")
 	})
@@ -311,6 +317,7 @@ func TestAllCoolingDownNamesLastUpstreamError(t *testing.T) {
 }
 
 func TestClientErrorNeitherFallsBackNorOpensCircuit(t *testing.T) {
+	t.Parallel()
 	pu := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 400, "This model's maximum context length is 128000 tokens.", "invalid_request_error", "context_length_exceeded")
 	})
@@ -333,6 +340,7 @@ func TestClientErrorNeitherFallsBackNorOpensCircuit(t *testing.T) {
 }
 
 func TestTimeoutsAndConnectionErrorsFallBack(t *testing.T) {
+	t.Parallel()
 	hang := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	dead := newUpstream(t, ok)
 	dead.srv.Close() // connection refused
@@ -349,6 +357,7 @@ func TestTimeoutsAndConnectionErrorsFallBack(t *testing.T) {
 }
 
 func TestDeadlineEndsTheRequest(t *testing.T) {
+	t.Parallel()
 	hang := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	su := newUpstream(t, ok)
 	p := newPolicy(t, config.Routing{Deadline: config.Duration(50 * time.Millisecond)}, time.Hour, hang, su)
@@ -367,6 +376,7 @@ func TestDeadlineEndsTheRequest(t *testing.T) {
 }
 
 func TestWeightedSpreadAndPriorities(t *testing.T) {
+	t.Parallel()
 	a, b, c := newUpstream(t, ok), newUpstream(t, ok), newUpstream(t, ok)
 	one, two := 1, 2
 	cfg := &config.Config{
@@ -404,6 +414,7 @@ func TestWeightedSpreadAndPriorities(t *testing.T) {
 }
 
 func TestRouterFillsMaxTokensForAnthropic(t *testing.T) {
+	t.Parallel()
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, anthropicToolMessage) })
 	cfg := &config.Config{Providers: []config.Provider{{Name: "claude", Kind: config.KindAnthropic, BaseURL: a.srv.URL, APIKeyEnv: "ANTHROPIC_API_KEY"}}}
 	r, err := NewRouter(cfg, nil, func(string) string { return anthropicKey }, nil)

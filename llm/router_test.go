@@ -86,6 +86,7 @@ func routerFor(t *testing.T, primary, secondary *upstream) (*Router, config.Mode
 const clientBody = `{"model":"smart","messages":[{"role":"user","content":"hi <b>"}],"response_format":{"type":"json_object"},"tools":[{"type":"function","function":{"name":"f"}}],"stream":true,"stream_options":{"include_usage":true}}`
 
 func TestRouterRewritesModelAndKeepsFields(t *testing.T) {
+	t.Parallel()
 	primary, secondary := newUpstream(t, ok), newUpstream(t, ok)
 	r, model := routerFor(t, primary, secondary)
 	resp, err := r.Complete(context.Background(), model, json.RawMessage(clientBody))
@@ -119,6 +120,7 @@ func TestRouterRewritesModelAndKeepsFields(t *testing.T) {
 }
 
 func TestRouterFallsBackOn503(t *testing.T) {
+	t.Parallel()
 	primary := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 503, "overloaded", "server_error", "")
 	})
@@ -143,6 +145,7 @@ func TestRouterFallsBackOn503(t *testing.T) {
 }
 
 func TestRouterDoesNotFallBackOn400(t *testing.T) {
+	t.Parallel()
 	primary := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 400, "'messages' must contain the word 'json' in some form", "invalid_request_error", "")
 	})
@@ -159,6 +162,7 @@ func TestRouterDoesNotFallBackOn400(t *testing.T) {
 }
 
 func TestRouterReturnsLastErrorWhenAllFail(t *testing.T) {
+	t.Parallel()
 	primary := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { openAIError(w, 500, "a", "server_error", "") })
 	secondary := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, 429, "b", "tokens", "rate_limit_exceeded")
@@ -181,6 +185,7 @@ func TestRouterReturnsLastErrorWhenAllFail(t *testing.T) {
 }
 
 func TestRouterStopsWhenCallerGone(t *testing.T) {
+	t.Parallel()
 	primary := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { openAIError(w, 503, "x", "", "") })
 	secondary := newUpstream(t, ok)
 	r, model := routerFor(t, primary, secondary)
@@ -196,6 +201,7 @@ func TestRouterStopsWhenCallerGone(t *testing.T) {
 }
 
 func TestRouterEchoAndBadBody(t *testing.T) {
+	t.Parallel()
 	cfg, err := config.Load("", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ func (p *policy) stream(t *testing.T, ctx context.Context) (Stream, error) {
 }
 
 func TestStreamFallsBackOnlyBeforeTheFirstChunk(t *testing.T) {
+	t.Parallel()
 	// Primary: 503 on the first request; drops before any chunk on the
 	// second; sends one chunk then drops on the third.
 	// Each request is served on a goroutine of its own: count atomically.
@@ -99,6 +100,7 @@ func TestStreamFallsBackOnlyBeforeTheFirstChunk(t *testing.T) {
 }
 
 func TestStreamClientDisconnectCancelsUpstream(t *testing.T) {
+	t.Parallel()
 	upstreamGone := make(chan struct{})
 	pu := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		sseHeaders(w)
@@ -133,6 +135,7 @@ func TestStreamClientDisconnectCancelsUpstream(t *testing.T) {
 }
 
 func TestStreamAllFailReturnsAttempts(t *testing.T) {
+	t.Parallel()
 	pu := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { openAIError(w, 502, "bad gateway", "", "") })
 	p := newPolicy(t, config.Routing{MaxAttempts: 2}, time.Minute, pu)
 	_, err := p.stream(t, context.Background())
@@ -189,6 +192,7 @@ func bridge(t *testing.T, r *Router, model config.Model) *openai.Client {
 }
 
 func TestSDKClientToolCallsThroughAnthropic(t *testing.T) {
+	t.Parallel()
 	var a *anthropicServer
 	a = newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if string(a.last()["stream"]) != "true" {

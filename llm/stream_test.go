@@ -60,6 +60,7 @@ func drain(t *testing.T, s Stream) ([]json.RawMessage, error) {
 }
 
 func TestOpenAIStreamPassesChunksThrough(t *testing.T) {
+	t.Parallel()
 	var sent map[string]json.RawMessage
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -115,6 +116,7 @@ func TestOpenAIStreamPassesChunksThrough(t *testing.T) {
 }
 
 func TestOpenAIStreamDroppedConnectionBillsPartialOutput(t *testing.T) {
+	t.Parallel()
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		sseHeaders(w)
 		sseWrite(w, "", openAIChunks[0])
@@ -144,6 +146,7 @@ func TestOpenAIStreamDroppedConnectionBillsPartialOutput(t *testing.T) {
 }
 
 func TestOpenAIStreamIdleTimeout(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
@@ -171,6 +174,7 @@ func TestOpenAIStreamIdleTimeout(t *testing.T) {
 }
 
 func TestOpenAIStreamErrorsBeforeStreaming(t *testing.T) {
+	t.Parallel()
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "3")
 		openAIError(w, 429, "slow down", "requests", "rate_limit_exceeded")
@@ -221,6 +225,7 @@ var anthropicStream = [][2]string{
 }
 
 func TestAnthropicStreamTranslatesEvents(t *testing.T) {
+	t.Parallel()
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 		sseHeaders(w)
 		for _, ev := range anthropicStream {
@@ -290,6 +295,7 @@ func TestAnthropicStreamTranslatesEvents(t *testing.T) {
 }
 
 func TestAnthropicStreamBrokenAndErrorEvents(t *testing.T) {
+	t.Parallel()
 	// Cut after two text deltas: the provider's input count, Tollgate's output count.
 	a := newAnthropicServer(t, func(w http.ResponseWriter, r *http.Request) {
 		sseHeaders(w)
@@ -329,6 +335,7 @@ func TestAnthropicStreamBrokenAndErrorEvents(t *testing.T) {
 }
 
 func TestEchoStreamsWordByWord(t *testing.T) {
+	t.Parallel()
 	e := fixedEcho()
 	body := json.RawMessage(`{"model":"echo","stream":true,"messages":[{"role":"user","content":"Hello, streaming world!"}]}`)
 	s, err := e.ChatCompletionStream(context.Background(), "echo", body)
@@ -373,6 +380,7 @@ func TestEchoStreamsWordByWord(t *testing.T) {
 }
 
 func TestEchoStreamStopsWhenCallerGone(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := fixedEcho().ChatCompletionStream(ctx, "echo", json.RawMessage(`{"messages":[{"role":"user","content":"one two three four"}]}`))
 	if err != nil {
@@ -393,6 +401,7 @@ func TestEchoStreamStopsWhenCallerGone(t *testing.T) {
 }
 
 func TestAzureOpenAI(t *testing.T) {
+	t.Parallel()
 	var path, query, apiKey, auth string
 	p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
 		path, query, apiKey, auth = r.URL.Path, r.URL.RawQuery, r.Header.Get("api-key"), r.Header.Get("Authorization")

@@ -6,6 +6,7 @@ import (
 )
 
 func TestCountTokens(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		text string
 		want int64
@@ -38,6 +39,7 @@ func TestCountTokens(t *testing.T) {
 }
 
 func TestTokensConcatenateBack(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"Hello, world!", "a  b\n\n c", " 1234567 x", "héllo\t\twörld  ", "x\xffy"} {
 		var b strings.Builder
 		for rest := s; rest != ""; {
@@ -55,6 +57,7 @@ func TestTokensConcatenateBack(t *testing.T) {
 }
 
 func TestTruncateTokens(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		text      string
 		limit     int64
@@ -76,6 +79,7 @@ func TestTruncateTokens(t *testing.T) {
 }
 
 func TestCountPromptTokens(t *testing.T) {
+	t.Parallel()
 	body := []byte(`{"model":"x","messages":[
 		{"role":"system","content":"Be brief."},
 		{"role":"user","name":"bob","content":[{"type":"text","text":"Hello"},{"type":"image_url","image_url":{"url":"https://x/y.png"}},{"type":"text","text":" there"}]},

@@ -8,6 +8,7 @@ import (
 )
 
 func TestParseUSD(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		want NanoUSD
@@ -34,6 +35,7 @@ func TestParseUSD(t *testing.T) {
 }
 
 func TestParseUSDErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in      string
 		wantErr error
@@ -71,6 +73,7 @@ func TestParseUSDErrors(t *testing.T) {
 }
 
 func TestUSD(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		n    NanoUSD
 		want string
@@ -93,6 +96,7 @@ func TestUSD(t *testing.T) {
 }
 
 func TestParsePrice(t *testing.T) {
+	t.Parallel()
 	p, err := ParsePrice("0.15", "0.60")
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +131,7 @@ func TestParsePrice(t *testing.T) {
 }
 
 func TestCost(t *testing.T) {
+	t.Parallel()
 	gpt4oMini := Price{InputPerMillion: 150_000_000, OutputPerMillion: 600_000_000}
 	tests := []struct {
 		name          string
@@ -172,6 +177,7 @@ func TestCost(t *testing.T) {
 }
 
 func TestAdd(t *testing.T) {
+	t.Parallel()
 	if s, err := Add(1, 2); err != nil || s != 3 {
 		t.Fatalf("Add(1,2) = %d, %v", s, err)
 	}

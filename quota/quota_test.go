@@ -16,6 +16,7 @@ func (timeoutErr) Timeout() bool { return true }
 
 // A call that timed out may have run in the store; one refused did not.
 func TestAmbiguous(t *testing.T) {
+	t.Parallel()
 	for err, want := range map[error]bool{
 		fmt.Errorf("%w: admit: %w", quota.ErrLimiter, timeoutErr{}):                     true,
 		fmt.Errorf("%w: admit: %w", quota.ErrLimiter, context.DeadlineExceeded):         true,

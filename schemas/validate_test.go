@@ -94,6 +94,7 @@ func coreExamples() map[string]example {
 }
 
 func TestEveryRegisteredTypeHasSchema(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	types := events.Types()
 	if len(types) == 0 {
@@ -113,6 +114,7 @@ func TestEveryRegisteredTypeHasSchema(t *testing.T) {
 }
 
 func TestSchemaFilesMatchRegistry(t *testing.T) {
+	t.Parallel()
 	entries, err := fs.ReadDir(schemas.Events, "events")
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +167,7 @@ func TestSchemaFilesMatchRegistry(t *testing.T) {
 }
 
 func TestValidExamplesValidate(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	exs := examples()
 	for typ, ver := range events.Types() {
@@ -203,6 +206,7 @@ func TestValidExamplesValidate(t *testing.T) {
 }
 
 func TestOptionalFieldsMayBeOmitted(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	// error_code and provider are omitempty.
 	data, err := json.Marshal(events.CompletionFailed{
@@ -226,6 +230,7 @@ func TestOptionalFieldsMayBeOmitted(t *testing.T) {
 }
 
 func TestInvalidDataFails(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	cases := []struct {
 		name string
@@ -290,6 +295,7 @@ func TestInvalidDataFails(t *testing.T) {
 }
 
 func TestInvalidEnvelopeFails(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	data := `{"key_id":"key_1","account_id":"acc_1"}`
 	good := map[string]any{
@@ -344,6 +350,7 @@ func TestInvalidEnvelopeFails(t *testing.T) {
 }
 
 func TestUnknownTypeOrVersionIsError(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	for _, c := range []struct {
 		typ string
@@ -360,6 +367,7 @@ func TestUnknownTypeOrVersionIsError(t *testing.T) {
 }
 
 func TestValidatorConcurrentUse(t *testing.T) {
+	t.Parallel()
 	v := newValidator(t)
 	data, err := json.Marshal(events.APIKeyRevoked{KeyID: "key_1", AccountID: "acc_1"})
 	if err != nil {

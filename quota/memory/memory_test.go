@@ -17,6 +17,7 @@ import (
 
 // The in-process limiter keeps the contract.
 func TestContract(t *testing.T) {
+	t.Parallel()
 	quotatest.Run(t, quotatest.Adapter{New: func(t *testing.T, seed quota.Seeder) quota.Limiter { return memory.New(seed) }})
 }
 
@@ -24,6 +25,7 @@ func TestContract(t *testing.T) {
 // once, share one seeding (one set of read-model queries), and a seeding
 // that fails is tried again by a request that waited for it.
 func TestMemorySeedsOnceUnderBurst(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	release := make(chan struct{})
 	seed := func(ctx context.Context, id string, now time.Time) (quota.Snapshot, error) {
@@ -80,6 +82,7 @@ func TestMemorySeedsOnceUnderBurst(t *testing.T) {
 // due time; settling that reservation must not keep a later one from
 // expiring, nor expire it early.
 func TestMemoryExpiresAfterEarliestSettled(t *testing.T) {
+	t.Parallel()
 	l := memory.New(nil)
 	a := quotatest.Admission("a", quotatest.T0)
 	a.TTL = time.Minute

@@ -14,6 +14,7 @@ import (
 
 // The Redis limiter keeps the contract, reseeding after a flush included.
 func TestContract(t *testing.T) {
+	t.Parallel()
 	var rdb *goredis.Client
 	var prefix string
 	quotatest.Run(t, quotatest.Adapter{
