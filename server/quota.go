@@ -59,53 +59,11 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 	return quotametrics.Instrument(lim, reg)
 }
 
-// watchPlanBudgets keeps tollgate_quota_budget_remaining_nano_usd{plan,
-// period}: each plan's budget times its accounts, less what they used, for
-// today and this month, from the quota read model.
+// watchPlanBudgets keeps the plans' remaining budget gauge from the
+// quota read model (see quotametrics.WatchPlanBudgets).
 func (s *Server) watchPlanBudgets(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, every time.Duration) error {
-	remaining := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tollgate_quota_budget_remaining_nano_usd",
-		Help: "Budget left to the accounts of each plan in the current period (day, month), in nano-USD; absent for plans without that budget.",
-	}, []string{"plan", "period"})
-	if err := reg.Register(remaining); err != nil {
-		return fmt.Errorf("quota metrics: %w", err)
+	use := func(ctx context.Context, period string) ([]quotastate.PlanBudgetUse, error) {
+		return quotastate.BudgetUseByPlan(ctx, s.Pool, period)
 	}
-	update := func() {
-		now := time.Now().UTC()
-		for _, p := range []struct {
-			label, period string
-			budget        func(config.Plan) (int64, bool)
-		}{
-			{"day", "day:" + now.Format(time.DateOnly), func(p config.Plan) (int64, bool) { b, ok := p.DailyBudget(); return int64(b), ok }},
-			{"month", "month:" + now.Format("2006-01"), func(p config.Plan) (int64, bool) { b, ok := p.MonthlyBudget(); return int64(b), ok }},
-		} {
-			uses, err := quotastate.BudgetUseByPlan(ctx, s.Pool, p.period)
-			if err != nil {
-				s.logger.Warn("plan budget metric", "error", err)
-				return
-			}
-			for _, u := range uses {
-				plan, ok := cfg.Plan(u.Plan)
-				if !ok {
-					continue
-				}
-				if b, ok := p.budget(plan); ok {
-					remaining.WithLabelValues(u.Plan, p.label).Set(float64(b*u.Accounts - u.Used))
-				}
-			}
-		}
-	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			update()
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return nil
+	return quotametrics.WatchPlanBudgets(ctx, cfg, reg, use, s.logger, every)
 }
