@@ -15,11 +15,11 @@ import (
 // metrics, the LLM router and the executor.
 func (w *wiring) startCompletions(ctx context.Context) (err error) {
 	cfg, logger := w.cfg, w.logger
-	if w.limiter, err = w.quotaLimiter(ctx, cfg, w.reg); err != nil {
+	if w.limiter, err = w.quotaLimiter(ctx); err != nil {
 		return err
 	}
 	w.settle = admission.Settler(cfg, w.svc, w.limiter, logger, time.Now)
-	if err := w.watchPlanBudgets(w.run, cfg, w.reg, 30*time.Second); err != nil {
+	if err := w.watchPlanBudgets(30 * time.Second); err != nil {
 		return err
 	}
 	router, err := llm.NewRouter(cfg, w.opts.ProviderClient, w.getenv, logger, llm.WithRegisterer(w.reg))

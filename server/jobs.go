@@ -2,17 +2,13 @@ package server
 
 import (
 	"context"
-	"log/slog"
 	"time"
-
-	"github.com/tollgate/tollgate/completion/jobs"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tollgate/tollgate/commands"
-	"github.com/tollgate/tollgate/completion"
 	"github.com/tollgate/tollgate/completion/callbacks"
 	"github.com/tollgate/tollgate/completion/execution"
+	"github.com/tollgate/tollgate/completion/jobs"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/handlers"
 )
@@ -20,25 +16,26 @@ import (
 // startJobs runs the worker role's background duties: the reaper, which
 // ends requests whose executor died, and the callback dispatcher. Both are
 // safe to run on every worker at once, so they need no leader.
-func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *commands.Service, released func(context.Context, completion.Completion), reg prometheus.Registerer, logger *slog.Logger) error {
+func (w *wiring) startJobs() error {
+	ctx, cfg, svc, reg, logger := w.run, w.cfg, w.svc, w.reg, w.logger
 	reaper, err := execution.NewReaper(execution.ReaperConfig{
-		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: released,
+		Service: svc, Instance: cfg.Env.InstanceID, Interval: cfg.Jobs.ReaperInterval.D(), Logger: logger, Registry: reg, Released: w.settle,
 		Retry: cfg.Jobs.Retry(), MaxRetries: cfg.Jobs.MaxRetries, Lease: cfg.Jobs.Lease.D(),
 		Expired: func(ctx context.Context, now time.Time, limit int) ([]string, error) {
-			return jobs.ExpiredLeases(ctx, s.Pool, now, limit)
+			return jobs.ExpiredLeases(ctx, w.Pool, now, limit)
 		},
 	})
 	if err != nil {
 		return err
 	}
-	s.goRun("reaper", func() error { return reaper.Run(ctx) })
+	w.goRun("reaper", func() error { return reaper.Run(ctx) })
 	if cfg.Env.CallbackSecret == "" {
 		logger.Info("job callbacks off: TOLLGATE_CALLBACK_SECRET is not set")
 		return nil
 	}
 	cb := cfg.Jobs.Callbacks
 	disp, err := callbacks.NewDispatcher(callbacks.Config{
-		Service: svc, Pool: s.Pool, Render: handlers.JobBody, Secret: []byte(cfg.Env.CallbackSecret),
+		Service: svc, Pool: w.Pool, Render: handlers.JobBody, Secret: []byte(cfg.Env.CallbackSecret),
 		Instance: cfg.Env.InstanceID, AllowPrivateNetworks: cb.AllowPrivateNetworks, MaxAttempts: cb.MaxAttempts,
 		InitialBackoff: cb.InitialBackoff.D(), MaxBackoff: cb.MaxBackoff.D(), Timeout: cb.Timeout.D(),
 		Logger: logger, Registry: reg,
@@ -46,7 +43,7 @@ func (s *Server) startJobs(ctx context.Context, cfg *config.Config, svc *command
 	if err != nil {
 		return err
 	}
-	s.goRun("callbacks", func() error { return disp.Run(ctx) })
+	w.goRun("callbacks", func() error { return disp.Run(ctx) })
 	return nil
 }
 

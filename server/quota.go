@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/quota/memory"
 	quotametrics "github.com/tollgate/tollgate/quota/metrics"
@@ -23,12 +21,13 @@ const RedisKeyPrefix = "tollgate:quota:"
 // (one limit across replicas), in process otherwise (exact for one
 // replica only). Either is seeded from the quota read models the first
 // time it meets an account, so a restart or a Redis flush resets nothing.
-func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (quota.Limiter, error) {
-	seed := quotastate.Seeder(s.Pool)
+func (w *wiring) quotaLimiter(ctx context.Context) (quota.Limiter, error) {
+	cfg, reg := w.cfg, w.reg
+	seed := quotastate.Seeder(w.Pool)
 	var lim quota.Limiter
 	if cfg.Env.RedisURL == "" {
 		lim = memory.New(seed)
-		s.logger.Info("quota limits kept in process: exact for this replica only; set TOLLGATE_REDIS_URL to share them")
+		w.logger.Info("quota limits kept in process: exact for this replica only; set TOLLGATE_REDIS_URL to share them")
 	} else {
 		opt, err := redis.ParseURL(cfg.Env.RedisURL)
 		if err != nil {
@@ -47,23 +46,23 @@ func (s *Server) quotaLimiter(ctx context.Context, cfg *config.Config, reg prome
 			opt.MaxRetries = -1
 		}
 		rdb := redis.NewClient(opt)
-		s.closers = append(s.closers, rdb.Close)
+		w.closers = append(w.closers, rdb.Close)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := rdb.Ping(pctx).Err(); err != nil {
 			return nil, fmt.Errorf("redis at TOLLGATE_REDIS_URL: %w", err)
 		}
 		lim = quotaredis.New(rdb, RedisKeyPrefix, seed)
-		s.redisPing = func(ctx context.Context) error { return rdb.Ping(ctx).Err() } // for /readyz
+		w.redisPing = func(ctx context.Context) error { return rdb.Ping(ctx).Err() } // for /readyz
 	}
 	return quotametrics.Instrument(lim, reg)
 }
 
 // watchPlanBudgets keeps the plans' remaining budget gauge from the
 // quota read model (see quotametrics.WatchPlanBudgets).
-func (s *Server) watchPlanBudgets(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, every time.Duration) error {
+func (w *wiring) watchPlanBudgets(every time.Duration) error {
 	use := func(ctx context.Context, period string) ([]quotastate.PlanBudgetUse, error) {
-		return quotastate.BudgetUseByPlan(ctx, s.Pool, period)
+		return quotastate.BudgetUseByPlan(ctx, w.Pool, period)
 	}
-	return quotametrics.WatchPlanBudgets(ctx, cfg, reg, use, s.logger, every)
+	return quotametrics.WatchPlanBudgets(w.run, w.cfg, w.reg, use, w.logger, every)
 }

@@ -33,5 +33,5 @@ func (w *wiring) startWorker() (err error) {
 	case <-time.After(30 * time.Second):
 		return errors.New("bus router did not start within 30s")
 	}
-	return w.startJobs(w.run, w.cfg, w.svc, w.settle, w.reg, w.logger)
+	return w.startJobs()
 }
