@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/billing/records/recordstest"
+	"github.com/tollgate/tollgate/billing/records"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +46,7 @@ type billingEnv struct {
 func newBillingEnv(t *testing.T) *billingEnv {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
-	store, err := pgstore.New(pool, nil, keyindex.Projection{})
+	store, err := pgstore.New(pool, nil, keyindex.Projection{}, records.CustomerLinksInline{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func newBillingEnv(t *testing.T) *billingEnv {
 	}
 	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	e.rec = rec
-	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: e.svc, Accounts: recordstest.Links(t, pool, store), Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: e.svc, Accounts: records.CustomerLinks{Q: pool}, Config: cfg,
 		Secret: billingWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/billing/records/recordstest"
+	"github.com/tollgate/tollgate/billing/records"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +71,7 @@ func (r hostileResponse) code() string {
 func newHostileEnv(tb testing.TB) *hostileEnv {
 	tb.Helper()
 	pool, _ := pgtest.NewPool(tb)
-	store, err := pgstore.New(pool, nil, keyindex.Projection{})
+	store, err := pgstore.New(pool, nil, keyindex.Projection{}, records.CustomerLinksInline{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func newHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: recordstest.Links(tb, pool, store), Config: cfg,
+	wh, err := stripe.NewWebhooks(stripe.WebhookConfig{Service: svc, Accounts: records.CustomerLinks{Q: pool}, Config: cfg,
 		Secret: hostileWebhookSecret, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)

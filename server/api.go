@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,13 +92,7 @@ func billingDeps(cfg *config.Config, svc *commands.Service, store *pgstore.Store
 }
 
 // liveCustomerLinks answers the webhooks' customer lookups from the live
-// read model; a miss waits (up to webhookFreshWait) for the projector to
-// have applied every event committed before it, so a customer linked a
-// moment ago is found.
+// read model, which the store keeps inline (records.CustomerLinksInline).
 func liveCustomerLinks(store *pgstore.Store) records.CustomerLinks {
-	return records.CustomerLinks{Q: store.Pool(), Fresh: records.WaitFresh(store, records.LiveCheckpoint, webhookFreshWait)}
+	return records.CustomerLinks{Q: store.Pool()}
 }
-
-// webhookFreshWait bounds a webhook's wait for the read models; past it
-// the delivery fails and Stripe sends it again.
-const webhookFreshWait = 5 * time.Second

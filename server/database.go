@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/account/keyindex"
+	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/commands"
 	"github.com/tollgate/tollgate/events/pgstore"
@@ -47,7 +48,7 @@ func (w *wiring) openStore(ctx context.Context) (err error) {
 	} else if len(applied) > 0 {
 		w.logger.Info("migrations applied", "names", applied)
 	}
-	if w.Store, err = pgstore.New(w.Pool, w.reg, keyindex.Projection{}); err != nil {
+	if w.Store, err = pgstore.New(w.Pool, w.reg, keyindex.Projection{}, records.CustomerLinksInline{}); err != nil {
 		return err
 	}
 	w.svc = commands.NewService(w.Store, func(p string) bool { _, ok := cfg.Plan(p); return ok }, time.Now)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,14 +16,11 @@ import (
 // from billing.customer_linked: billing_customers (each account's Stripe
 // customer, which the reporter's due records join) and
 // billing_customer_links (each customer's account, the first linked in the
-// global order, which the webhooks look events up by).
+// global order, which the webhooks look events up by). The live links are
+// also kept inline (CustomerLinksInline), so a rebuild and the live model
+// agree and applying a link twice changes nothing.
 func NewCustomerLinks(schema string) projections.Projector {
-	byAccount := fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
-		ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, projections.Table(schema, "billing_customers"))
-	links := projections.Table(schema, "billing_customer_links")
-	byCustomer := fmt.Sprintf(`INSERT INTO %[1]s AS l (stripe_customer_id, account_id, position) VALUES ($1, $2, $3)
-		ON CONFLICT (stripe_customer_id) DO UPDATE SET account_id = EXCLUDED.account_id, position = EXCLUDED.position
-		WHERE EXCLUDED.position < l.position`, links)
+	byAccount, byCustomer := linkStatements(schema)
 	return &statements{name: "billing_customer_links", queue: func(b *pgx.Batch, e events.Envelope, d events.Data) {
 		if d, ok := d.(events.BillingCustomerLinked); ok {
 			b.Queue(byAccount, d.AccountID, d.StripeCustomerID)
@@ -33,38 +29,62 @@ func NewCustomerLinks(schema string) projections.Projector {
 	}}
 }
 
-// ErrBehind: a read model had not applied every event committed before a
-// lookup within the wait; the caller may retry.
-var ErrBehind = errors.New("billing read model is behind")
+// linkStatements are the statements of a link in schema: by account, then
+// by customer (the earliest position wins).
+func linkStatements(schema string) (byAccount, byCustomer string) {
+	byAccount = fmt.Sprintf(`INSERT INTO %s (account_id, stripe_customer_id) VALUES ($1, $2)
+		ON CONFLICT (account_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id`, projections.Table(schema, "billing_customers"))
+	byCustomer = fmt.Sprintf(`INSERT INTO %s AS l (stripe_customer_id, account_id, position) VALUES ($1, $2, $3)
+		ON CONFLICT (stripe_customer_id) DO UPDATE SET account_id = EXCLUDED.account_id, position = EXCLUDED.position
+		WHERE EXCLUDED.position < l.position`, projections.Table(schema, "billing_customer_links"))
+	return byAccount, byCustomer
+}
+
+// CustomerLinksInline keeps the live customer links in the transaction
+// that appends billing.customer_linked (pass it to pgstore.New), so a
+// webhook finds a customer the moment its link is stored, as when the
+// lookup read the events themselves.
+type CustomerLinksInline struct{}
+
+var _ pgstore.InlineProjection = CustomerLinksInline{}
+
+// Handles reports whether the projection reads events of type t.
+func (CustomerLinksInline) Handles(t string) bool { return t == events.TypeBillingCustomerLinked }
+
+// Apply writes the links among evs.
+func (CustomerLinksInline) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
+	byAccount, byCustomer := linkStatements(projections.LiveSchema)
+	for _, e := range evs {
+		if e.Type != events.TypeBillingCustomerLinked {
+			continue
+		}
+		d, err := events.Decode(e)
+		if err != nil {
+			return fmt.Errorf("customer links: %w", err)
+		}
+		l := d.(events.BillingCustomerLinked)
+		if _, err := tx.Exec(ctx, byAccount, l.AccountID, l.StripeCustomerID); err != nil {
+			return fmt.Errorf("customer links: %s: %w", l.StripeCustomerID, err)
+		}
+		if _, err := tx.Exec(ctx, byCustomer, l.StripeCustomerID, l.AccountID, e.Position); err != nil {
+			return fmt.Errorf("customer links: %s: %w", l.StripeCustomerID, err)
+		}
+	}
+	return nil
+}
 
 // CustomerLinks answers which account a Stripe customer is linked to from
 // the live billing_customer_links.
 type CustomerLinks struct {
 	// Q reads the live read model.
 	Q projections.Querier
-	// Fresh, when set, is called after a miss: it returns once the read
-	// model has applied every event committed before it was called (see
-	// WaitFresh), so a link made a moment ago is not missed, and the
-	// lookup is made again.
-	Fresh func(ctx context.Context) error
 }
 
 // AccountForCustomer returns the account a Stripe customer is linked to,
 // "" when none is.
 func (c CustomerLinks) AccountForCustomer(ctx context.Context, customerID string) (string, error) {
-	id, err := accountForCustomer(ctx, c.Q, customerID)
-	if id != "" || err != nil || c.Fresh == nil {
-		return id, err
-	}
-	if err := c.Fresh(ctx); err != nil {
-		return "", fmt.Errorf("account for customer %s: %w", customerID, err)
-	}
-	return accountForCustomer(ctx, c.Q, customerID)
-}
-
-func accountForCustomer(ctx context.Context, q projections.Querier, customerID string) (string, error) {
 	var id string
-	err := q.QueryRow(ctx, `SELECT account_id FROM billing_customer_links WHERE stripe_customer_id = $1`, customerID).Scan(&id)
+	err := c.Q.QueryRow(ctx, `SELECT account_id FROM billing_customer_links WHERE stripe_customer_id = $1`, customerID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}
@@ -72,42 +92,4 @@ func accountForCustomer(ctx context.Context, q projections.Querier, customerID s
 		return "", fmt.Errorf("account for customer %s: %w", customerID, err)
 	}
 	return id, nil
-}
-
-// LiveCheckpoint is the checkpoint of the live read models' follower (its
-// default name, projections.FollowerConfig.Name).
-const LiveCheckpoint = "projections:" + projections.LiveSchema
-
-// freshPoll is how often WaitFresh reads the follower's checkpoint.
-const freshPoll = 20 * time.Millisecond
-
-// WaitFresh returns a func that waits until the follower whose checkpoint
-// is named checkpoint (projections.FollowerConfig.Name; "projections:public"
-// for the live read models) has applied every event readable in store when
-// it was called, at most wait; then it fails with ErrBehind.
-func WaitFresh(store *pgstore.Store, checkpoint string, wait time.Duration) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		head, err := store.Head(ctx)
-		if err != nil {
-			return err
-		}
-		deadline := time.Now().Add(wait)
-		for {
-			cp, err := pgstore.LoadCheckpoint(ctx, store.Pool(), checkpoint)
-			if err != nil {
-				return err
-			}
-			if !cp.Less(head) {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%w: %s at position %d, events up to %d after %s", ErrBehind, checkpoint, cp.Position, head.Position, wait)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(freshPoll):
-			}
-		}
-	}
 }

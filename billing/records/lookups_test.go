@@ -2,13 +2,14 @@ package records_test
 
 import (
 	"context"
-	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/billing/records"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
 	"github.com/tollgate/tollgate/projections"
 )
@@ -39,45 +40,42 @@ func TestCustomerLinks(t *testing.T) {
 		t.Errorf("billing_customers rows = %d, %v; want 3", n, err)
 	}
 
-	// A miss asks for fresh read models and looks again.
-	asked := 0
-	fresh := records.CustomerLinks{Q: pool, Fresh: func(context.Context) error {
-		asked++
-		handleAll(t, s, link("acc_d", "cus_3")...)
-		return nil
-	}}
-	if got, err := fresh.AccountForCustomer(ctx, "cus_3"); err != nil || got != "acc_d" || asked != 1 {
-		t.Errorf("after a miss = %q, %v (fresh asked %d times); want acc_d once fresh", got, err, asked)
-	}
-	if _, err := fresh.AccountForCustomer(ctx, "cus_1"); err != nil || asked != 1 {
-		t.Errorf("a hit asked for fresh read models (%d, %v)", asked, err)
-	}
-	behind := records.CustomerLinks{Q: pool, Fresh: func(context.Context) error { return records.ErrBehind }}
-	if _, err := behind.AccountForCustomer(ctx, "cus_none"); !errors.Is(err, records.ErrBehind) {
-		t.Errorf("miss with the read model behind = %v; want ErrBehind", err)
-	}
-
-	// WaitFresh follows the follower's checkpoint.
-	f, err := projections.NewFollower(projections.FollowerConfig{Set: newSet(t, pool, projections.LiveSchema), Store: l.Store})
+	// Kept inline, a link is found the moment it is stored; the Set
+	// applying it again later changes nothing.
+	inline, err := pgstore.New(pool, nil, records.CustomerLinksInline{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait := records.WaitFresh(l.Store, records.LiveCheckpoint, 50*time.Millisecond)
-	if err := wait(ctx); !errors.Is(err, records.ErrBehind) {
-		t.Fatalf("fresh before the follower ran = %v; want ErrBehind", err)
+	e, err := events.New(events.StreamAccount+"acc_d", events.BillingCustomerLinked{AccountID: "acc_d", StripeCustomerID: "cus_3"},
+		events.Metadata{AccountID: "acc_d", Actor: "test"}, day0, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	l.Stored()
-	for {
-		n, err := f.RunOnce(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
+	stored, err := inline.Append(ctx, events.StreamAccount+"acc_d", 0, e)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := wait(ctx); err != nil {
-		t.Fatalf("fresh after the follower caught up = %v", err)
+	if got, err := links.AccountForCustomer(ctx, "cus_3"); err != nil || got != "acc_d" {
+		t.Errorf("account for cus_3 stored inline = %q, %v; want acc_d", got, err)
+	}
+	// A later link of the same customer, applied inline, does not win.
+	later, err := events.New(events.StreamAccount+"acc_e", events.BillingCustomerLinked{AccountID: "acc_e", StripeCustomerID: "cus_3"},
+		events.Metadata{AccountID: "acc_e", Actor: "test"}, day0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored2, err := inline.Append(ctx, events.StreamAccount+"acc_e", 0, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, pool, projections.LiveSchema)
+	handleAll(t, s, append(stored2, stored...)...)
+	if after := dump(t, pool, projections.LiveSchema); !reflect.DeepEqual(before["billing_customer_links"], after["billing_customer_links"]) ||
+		!reflect.DeepEqual(before["billing_customers"], after["billing_customers"]) {
+		t.Errorf("the Set changed the inline links:\nbefore %v\nafter  %v", before, after)
+	}
+	if got, _ := links.AccountForCustomer(ctx, "cus_3"); got != "acc_d" {
+		t.Errorf("account for cus_3 = %q; want acc_d, the first link", got)
 	}
 }
 

@@ -70,7 +70,7 @@ type life struct {
 func newLife(t *testing.T) *life {
 	t.Helper()
 	pool, _ := pgtest.NewPool(t)
-	ps, err := pgstore.New(pool, nil)
+	ps, err := pgstore.New(pool, nil, records.CustomerLinksInline{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func newLife(t *testing.T) *life {
 	url, rec := stripetest.NewRecorder(t, stripetest.Shared(t))
 	l.rec = rec
 	l.co = stripe.NewCheckout(l.svc, stripe.NewStripeClient(stripetest.TestSecretKey, url, 0), cfg, nil)
-	if l.wh, err = stripe.NewWebhooks(stripe.WebhookConfig{Service: l.svc, Accounts: records.CustomerLinks{Q: pool, Fresh: l.fresh}, Config: cfg, Secret: whSecret,
+	if l.wh, err = stripe.NewWebhooks(stripe.WebhookConfig{Service: l.svc, Accounts: records.CustomerLinks{Q: pool}, Config: cfg, Secret: whSecret,
 		Registerer: prometheus.NewRegistry()}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package recordstest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -44,11 +45,35 @@ func Follow(t testing.TB, pool *pgxpool.Pool, store *pgstore.Store) (fresh func(
 			t.Errorf("billing read models' follower: %v", err)
 		}
 	})
-	return records.WaitFresh(store, records.LiveCheckpoint, 30*time.Second)
+	return waitFresh(store, "projections:"+projections.LiveSchema, 30*time.Second)
 }
 
-// Links returns the customer links over the read models Follow keeps.
-func Links(t testing.TB, pool *pgxpool.Pool, store *pgstore.Store) records.CustomerLinks {
-	t.Helper()
-	return records.CustomerLinks{Q: pool, Fresh: Follow(t, pool, store)}
+// waitFresh returns a func that waits until the follower whose checkpoint
+// is named checkpoint has applied every event readable in store when it
+// was called, at most wait.
+func waitFresh(store *pgstore.Store, checkpoint string, wait time.Duration) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		head, err := store.Head(ctx)
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			cp, err := pgstore.LoadCheckpoint(ctx, store.Pool(), checkpoint)
+			if err != nil {
+				return err
+			}
+			if !cp.Less(head) {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s at position %d, events up to %d after %s", checkpoint, cp.Position, head.Position, wait)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond): // polling the checkpoint in the database
+			}
+		}
+	}
 }
