@@ -9,15 +9,6 @@ import (
 	"github.com/tollgate/tollgate/events"
 )
 
-// A billing record's authority is its own event stream,
-// "billingrecord-<id>": the reporter first freezes the record's quantity
-// with billing.record_closed, then sends one meter event whose identifier
-// is the record id, then records billing.usage_reported. A crash anywhere
-// leads the next pass to resume from the stream, re-sending the same
-// identifier with the same closed quantity and customer, which Stripe
-// deduplicates. A record too old for Stripe is frozen with
-// billing.record_flagged instead and left to an operator.
-
 // MaxIdentifierLen is Stripe's limit on a meter event's identifier and
 // event name.
 const MaxIdentifierLen = 100
@@ -29,7 +20,14 @@ const MaxFutureSkew = 5 * time.Minute
 // recordIDPattern is the form of a billing record id (see the event schemas).
 var recordIDPattern = regexp.MustCompile(`^br_[A-Za-z0-9]+$`)
 
-// RecordStream is the stream of a billing record.
+// RecordStream is the stream of a billing record: its authority,
+// "billingrecord-<id>": the reporter first freezes the record's quantity
+// with billing.record_closed, then sends one meter event whose identifier
+// is the record id, then records billing.usage_reported. A crash anywhere
+// leads the next pass to resume from the stream, re-sending the same
+// identifier with the same closed quantity and customer, which Stripe
+// deduplicates. A record too old for Stripe is frozen with
+// billing.record_flagged instead and left to an operator.
 func RecordStream(recordID string) string { return events.StreamBillingRecord + recordID }
 
 // RecordState is a billing record's stream folded.
