@@ -2,12 +2,12 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/tollgate/tollgate/account"
-	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 )
+
+// Commands on an account-… stream.
 
 // Account returns an account, or ErrNotFound.
 func (s *Service) Account(ctx context.Context, accountID string) (account.Account, error) {
@@ -23,26 +23,23 @@ func (s *Service) CreateAccount(ctx context.Context, md events.Metadata, cmd acc
 	return a, err
 }
 
-// APIKey returns a key, or ErrNotFound.
-func (s *Service) APIKey(ctx context.Context, keyID string) (account.APIKey, error) {
-	return get(ctx, s, account.APIKeyStream(keyID), "key "+keyID, account.FoldAPIKey)
+// updateAccount loads an account, decides and appends; the events may
+// recur on the stream (see atVersion).
+func (s *Service) updateAccount(ctx context.Context, md events.Metadata, accountID string, decide func(account.Account) ([]events.Data, error)) (account.Account, error) {
+	a, _, err := update(ctx, s, account.AccountStream(accountID), md, account.FoldAccount, atVersion, 0, decide)
+	return a, err
 }
 
-// IssueAPIKey issues a key.
-func (s *Service) IssueAPIKey(ctx context.Context, md events.Metadata, cmd account.IssueAPIKey) (account.APIKey, error) {
-	a, err := s.Account(ctx, cmd.AccountID)
-	if err != nil && !errors.Is(err, domainerr.ErrNotFound) {
-		return account.APIKey{}, err
-	}
-	md.AccountID = cmd.AccountID
-	k, _, err := update(ctx, s, account.APIKeyStream(cmd.KeyID), md, account.FoldAPIKey, once, 0, func(k account.APIKey) ([]events.Data, error) {
-		return account.DecideIssueAPIKey(a, k, cmd)
+// ChangePlan moves an account to another plan.
+func (s *Service) ChangePlan(ctx context.Context, md events.Metadata, accountID string, cmd account.ChangePlan) (account.Account, error) {
+	return s.updateAccount(ctx, md, accountID, func(a account.Account) ([]events.Data, error) {
+		return account.DecideChangePlan(a, cmd, s.planExists)
 	})
-	return k, err
 }
 
-// RevokeAPIKey revokes a key.
-func (s *Service) RevokeAPIKey(ctx context.Context, md events.Metadata, keyID string) (account.APIKey, error) {
-	k, _, err := update(ctx, s, account.APIKeyStream(keyID), md, account.FoldAPIKey, once, 0, account.DecideRevokeAPIKey)
-	return k, err
+// ChangeAccountLimits sets an account's limit overrides.
+func (s *Service) ChangeAccountLimits(ctx context.Context, md events.Metadata, accountID string, l events.LimitOverrides) (account.Account, error) {
+	return s.updateAccount(ctx, md, accountID, func(a account.Account) ([]events.Data, error) {
+		return account.DecideChangeAccountLimits(a, l)
+	})
 }
