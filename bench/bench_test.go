@@ -12,6 +12,7 @@ import (
 )
 
 func TestRun(t *testing.T) {
+	// Not parallel: it measures latencies.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -41,6 +42,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestPercentile(t *testing.T) {
+	t.Parallel()
 	var lat []time.Duration
 	for i := 1; i <= 100; i++ {
 		lat = append(lat, time.Duration(i))
@@ -56,6 +58,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestBenchDatabase(t *testing.T) {
+	t.Parallel()
 	db, maint, name, err := benchDatabase("postgres://u:p@127.0.0.1:5432/tollgate?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)

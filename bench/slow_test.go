@@ -17,6 +17,7 @@ import (
 // upstream holds each request 1.5 s so that, on a busy machine too, the
 // last request arrives before the first is answered.
 func TestRunSlow(t *testing.T) {
+	// Not parallel: it measures concurrency, latencies and memory.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))

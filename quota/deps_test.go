@@ -10,6 +10,7 @@ import (
 // limiter's store (Redis), the read model's (PostgreSQL) and HTTP live in
 // the adapters and the edge.
 func TestNoDriverInTheDomain(t *testing.T) {
+	t.Parallel()
 	forbidden := []string{"github.com/jackc/pgx", "github.com/redis/go-redis", "github.com/IBM/sarama",
 		"github.com/ThreeDotsLabs/watermill", "github.com/stripe/stripe-go", "net/http"}
 	for _, pkg := range []string{"github.com/tollgate/tollgate/quota", "github.com/tollgate/tollgate/quota/admission"} {

@@ -12,6 +12,7 @@ import (
 // One settlement, whoever asks: the event recorded with the outcome and
 // the limiter's settlement carry the same figures.
 func TestOutcomeSettlementAndEventAgree(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 	now := at.Add(time.Minute)
 	o := quota.Outcome{ID: "c1", AccountID: "acc_1", KeyID: "key_1", RequestedAt: at,
