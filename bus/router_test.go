@@ -129,17 +129,25 @@ func testPoison(t *testing.T, cfg bus.Config) {
 	}
 	mu.Unlock()
 
-	counts := map[string]float64{}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "tollgate_bus_messages_handled_total" {
-			continue
+	// The last handler's outcome is counted once it returned, just after
+	// it closed done: wait (bounded) for the counts.
+	var counts map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		counts = map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, m := range mf.GetMetric() {
-			counts[label(m, "handler")+"/"+label(m, "outcome")] = m.GetCounter().GetValue()
+		for _, mf := range mfs {
+			if mf.GetName() != "tollgate_bus_messages_handled_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				counts[label(m, "handler")+"/"+label(m, "outcome")] = m.GetCounter().GetValue()
+			}
+		}
+		if (counts["worker/ok"] == 3 && counts["worker/dead_lettered"] == 2) || time.Now().After(deadline) {
+			break
 		}
 	}
 	if counts["worker/ok"] != 3 || counts["worker/dead_lettered"] != 2 {

@@ -335,12 +335,10 @@ func (s *leaseStack) load(each int) []leaseResult {
 // every one answered in full, recorded with the provider's exact bytes,
 // billed exactly once in the usage ledger, never abandoned.
 func TestLongRequestsWithHostileContentAreAnsweredAndBilledOnce(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its 1s lease must be renewed in time, which CPU taken
+	// by the other tests can delay.
 	for _, onExpired := range []string{config.OnExpiredAbandon, config.OnExpiredRetry} {
-		t.Run(onExpired, func(t *testing.T) {
-			t.Parallel()
-			testLongRequests(t, onExpired)
-		})
+		t.Run(onExpired, func(t *testing.T) { testLongRequests(t, onExpired) })
 	}
 }
 
@@ -389,7 +387,8 @@ func testLongRequests(t *testing.T, onExpired string) {
 // gets 202 and its job; the job, three leases long, succeeds with the
 // provider's exact bytes and is billed once.
 func TestSyncPastItsResponseDeadlineSucceedsAsAJob(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its 1s lease must be renewed in time, which CPU taken
+	// by the other tests can delay.
 	s := startLeaseStack(t, config.OnExpiredAbandon, "TOLLGATE_RESPONSE_DEADLINE", "1s")
 	st, raw := s.do("POST", "/v1/chat/completions", s.key, `{"model":"slow","messages":[{"role":"user","content":"go"}]}`)
 	if st != http.StatusAccepted {
