@@ -235,9 +235,9 @@ func TestEventDataKeptExactly(t *testing.T) {
 	if err != nil || len(got) != 1 || string(got[0].Data) != raw {
 		t.Fatalf("Load = %v, %v; want the data byte for byte: %s", got, err, raw)
 	}
-	evs, _, err := s.ReadAll(ctx, pgstore.Cursor{}, 10, pgstore.Filter{})
-	if err != nil || len(evs) != 2 || string(evs[0].Data) != raw {
-		t.Fatalf("ReadAll = %d events, %v", len(evs), err)
+	evs := readSettled(t, s, 2)
+	if len(evs) != 2 || string(evs[0].Data) != raw {
+		t.Fatalf("ReadAll = %d events", len(evs))
 	}
 }
 
