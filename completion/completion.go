@@ -342,18 +342,28 @@ type AbandonCompletion struct {
 	Reason string
 }
 
+// expiredAt is what abandoning and requeueing both need: a running
+// completion whose lease has expired at now. A missing one gets
+// ErrNotFound, a finished, queued or still-leased one ErrWrongState.
+func (c Completion) expiredAt(now time.Time) error {
+	switch {
+	case c.Status == StatusNone:
+		return fmt.Errorf("completion: %w", domainerr.ErrNotFound)
+	case c.Status != StatusRunning:
+		return fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, domainerr.ErrWrongState)
+	case now.Before(c.LeaseExpiresAt):
+		return fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), domainerr.ErrWrongState)
+	}
+	return nil
+}
+
 // DecideAbandonCompletion decides on ending a completion whose executor
 // died or hung: only a running completion whose lease has expired at Now
 // can be abandoned. A finished, queued or still-leased completion gets
 // ErrWrongState, so a second reaper (or a second pass) decides nothing.
 func DecideAbandonCompletion(c Completion, cmd AbandonCompletion) ([]events.Data, error) {
-	switch {
-	case c.Status == StatusNone:
-		return nil, fmt.Errorf("completion: %w", domainerr.ErrNotFound)
-	case c.Status != StatusRunning:
-		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, domainerr.ErrWrongState)
-	case cmd.Now.Before(c.LeaseExpiresAt):
-		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), domainerr.ErrWrongState)
+	if err := c.expiredAt(cmd.Now); err != nil {
+		return nil, err
 	}
 	reason := cmd.Reason
 	if reason == "" {
@@ -402,13 +412,10 @@ type RequeueCompletion struct {
 // The reservation is neither settled nor released: it stays held for the
 // retry, which settles it with its outcome.
 func DecideRequeueCompletion(c Completion, cmd RequeueCompletion) ([]events.Data, error) {
+	if err := c.expiredAt(cmd.Now); err != nil {
+		return nil, err
+	}
 	switch {
-	case c.Status == StatusNone:
-		return nil, fmt.Errorf("completion: %w", domainerr.ErrNotFound)
-	case c.Status != StatusRunning:
-		return nil, fmt.Errorf("completion %s is %q, not running: %w", c.ID, c.Status, domainerr.ErrWrongState)
-	case cmd.Now.Before(c.LeaseExpiresAt):
-		return nil, fmt.Errorf("completion %s: lease of %s valid until %s: %w", c.ID, c.Executor, c.LeaseExpiresAt.Format(time.RFC3339), domainerr.ErrWrongState)
 	case cmd.MaxRetries < 0:
 		return nil, domainerr.Invalid("max_retries", "must not be negative")
 	case cmd.Lease <= 0:
