@@ -37,42 +37,7 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	seq := 0
 	for day := range 3 {
 		// Completions of the day, their lifecycle steps interleaved.
-		type run struct {
-			id, account, key, model string
-			at                      time.Time
-			step, outcome           int
-		}
-		var runs []*run
-		for range 60 {
-			seq++
-			a := accounts[rng.IntN(len(accounts))]
-			runs = append(runs, &run{
-				id: fmt.Sprintf("c%d", seq), account: a, key: fmt.Sprintf("key_%s_%d", a, rng.IntN(2)), model: models[rng.IntN(len(models))],
-				at:      day0.Add(time.Duration(day)*24*time.Hour + time.Duration(rng.Int64N(int64(23*time.Hour)))),
-				outcome: rng.IntN(10),
-			})
-		}
-		for len(runs) > 0 {
-			i := rng.IntN(len(runs))
-			r := runs[i]
-			switch r.step {
-			case 0:
-				l.Requested(r.id, r.account, r.key, r.model, r.at)
-			case 1:
-				l.Started(r.id, r.account, r.at.Add(time.Second))
-			case 2:
-				if r.outcome == 0 {
-					l.Failed(r.id, r.account, r.key, r.model, r.at.Add(2*time.Second))
-				} else {
-					l.Succeeded(r.id, r.account, r.key, r.model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), r.at.Add(2*time.Second))
-				}
-			}
-			r.step++
-			// Some stay queued (outcome 9) or running (outcome 8).
-			if r.step == 3 || (r.outcome == 9 && r.step == 1) || (r.outcome == 8 && r.step == 2) {
-				runs = append(runs[:i], runs[i+1:]...)
-			}
-		}
+		seq = l.Day(rng, seq, day0.Add(time.Duration(day)*24*time.Hour), accounts, models, 60)
 		bus.Deliver(l.Stored())
 	}
 

@@ -6,6 +6,8 @@ package projectionstest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -137,4 +139,49 @@ func HandleAll(t testing.TB, h Handler, evs ...events.Envelope) {
 			t.Fatalf("handle %s %s v%d: %v", e.Type, e.StreamID, e.StreamVersion, err)
 		}
 	}
+}
+
+// Day appends n completions of the day starting at dayStart, their
+// lifecycle steps (requested, started, succeeded or failed) interleaved
+// at random: about one in ten fails, one in ten stays queued and one in
+// ten running. Ids continue from seq (c<seq+1>…); keys are
+// key_<account>_0 and _1. It returns the last id number used.
+func (l *Log) Day(rng *rand.Rand, seq int, dayStart time.Time, accounts, models []string, n int) int {
+	type run struct {
+		id, account, key, model string
+		at                      time.Time
+		step, outcome           int
+	}
+	var runs []*run
+	for range n {
+		seq++
+		a := accounts[rng.IntN(len(accounts))]
+		runs = append(runs, &run{
+			id: fmt.Sprintf("c%d", seq), account: a, key: fmt.Sprintf("key_%s_%d", a, rng.IntN(2)), model: models[rng.IntN(len(models))],
+			at:      dayStart.Add(time.Duration(rng.Int64N(int64(23 * time.Hour)))),
+			outcome: rng.IntN(10),
+		})
+	}
+	for len(runs) > 0 {
+		i := rng.IntN(len(runs))
+		r := runs[i]
+		switch r.step {
+		case 0:
+			l.Requested(r.id, r.account, r.key, r.model, r.at)
+		case 1:
+			l.Started(r.id, r.account, r.at.Add(time.Second))
+		case 2:
+			if r.outcome == 0 {
+				l.Failed(r.id, r.account, r.key, r.model, r.at.Add(2*time.Second))
+			} else {
+				l.Succeeded(r.id, r.account, r.key, r.model, rng.Int64N(2000), rng.Int64N(500), rng.Int64N(1_000_000), r.at.Add(2*time.Second))
+			}
+		}
+		r.step++
+		// Some stay queued (outcome 9) or running (outcome 8).
+		if r.step == 3 || (r.outcome == 9 && r.step == 1) || (r.outcome == 8 && r.step == 2) {
+			runs = append(runs[:i], runs[i+1:]...)
+		}
+	}
+	return seq
 }
