@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,55 +39,103 @@ func newClient(conc int, timeout time.Duration) *http.Client {
 
 // target is one endpoint under measurement.
 type target struct {
-	name   string // "direct" or "tollgate"
+	name   string // "direct", "reference" or "tollgate"
 	client *http.Client
 	url    string
 	auth   string // Authorization header value
 	body   []byte
-	logger *slog.Logger
+	// streamBody is the request of the streaming phase ("stream": true).
+	streamBody []byte
+	logger     *slog.Logger
 	// logged bounds the failures logged, so a broken run does not flood the log.
 	logged atomic.Int32
 }
 
-// do sends one chat completion and reports its latency and whether it
-// succeeded (HTTP 200 with its body read to the end).
-func (t *target) do(ctx context.Context) (time.Duration, bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(t.body))
+// outcome is one request's: its latency to the end of the answer, to the
+// first server-sent event (streams only), and whether it succeeded.
+type outcome struct {
+	total, first time.Duration
+	ok           bool
+}
+
+// post sends body to t.
+func (t *target) post(ctx context.Context, body []byte, accept string) (*http.Response, time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
-		t.fail(0, err)
-		return 0, false
+		return nil, time.Now(), err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	req.Header.Set("Authorization", t.auth)
 	start := time.Now()
 	resp, err := t.client.Do(req)
-	if err != nil {
-		t.fail(time.Since(start), err)
-		return time.Since(start), false
+	if err == nil && resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		_ = resp.Body.Close()
+		return nil, start, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
 	}
-	var snippet []byte
-	if resp.StatusCode != http.StatusOK {
-		snippet, _ = io.ReadAll(io.LimitReader(resp.Body, 512))
+	return resp, start, err
+}
+
+// do sends one chat completion and reports its latency and whether it
+// succeeded (HTTP 200 with its body read to the end).
+func (t *target) do(ctx context.Context) outcome {
+	resp, start, err := t.post(ctx, t.body, "application/json")
+	if err != nil {
+		return t.fail(start, err)
 	}
 	_, rerr := io.Copy(io.Discard, resp.Body)
 	cerr := resp.Body.Close()
-	elapsed := time.Since(start)
-	switch {
-	case resp.StatusCode != http.StatusOK:
-		t.fail(elapsed, fmt.Errorf("HTTP %d: %s", resp.StatusCode, snippet))
-		return elapsed, false
-	case rerr != nil:
-		t.fail(elapsed, fmt.Errorf("read response: %w", rerr))
-		return elapsed, false
-	case cerr != nil:
-		t.fail(elapsed, fmt.Errorf("close response: %w", cerr))
-		return elapsed, false
+	if err := errors.Join(rerr, cerr); err != nil {
+		return t.fail(start, fmt.Errorf("read response: %w", err))
 	}
-	return elapsed, true
+	return outcome{total: time.Since(start), ok: true}
 }
 
-func (t *target) fail(elapsed time.Duration, err error) {
+// doStream sends one streamed chat completion and reports the time to its
+// first event, to its end, and whether it succeeded: HTTP 200, ending
+// with data: [DONE].
+func (t *target) doStream(ctx context.Context) outcome {
+	resp, start, err := t.post(ctx, t.streamBody, "text/event-stream")
+	if err != nil {
+		return t.fail(start, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var o outcome
+	br := bufio.NewReaderSize(resp.Body, 16<<10)
+	lineStart, done := true, false
+	for {
+		line, err := br.ReadSlice('\n')
+		if lineStart && bytes.HasPrefix(line, []byte("data:")) {
+			if o.first == 0 {
+				o.first = time.Since(start)
+			}
+			done = string(bytes.TrimSpace(line)) == "data: [DONE]"
+		}
+		lineStart = !errors.Is(err, bufio.ErrBufferFull)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil && lineStart {
+			return t.fail(start, fmt.Errorf("read stream: %w", err))
+		}
+	}
+	if !done {
+		return t.fail(start, errors.New("the stream did not end with data: [DONE]"))
+	}
+	o.total, o.ok = time.Since(start), true
+	return o
+}
+
+// fail logs a request that failed after start.
+func (t *target) fail(start time.Time, err error) outcome {
+	elapsed := time.Since(start)
+	t.logFailure(elapsed, err)
+	return outcome{total: elapsed}
+}
+
+// logFailure logs one of the first failures of a phase.
+func (t *target) logFailure(elapsed time.Duration, err error) {
 	if t.logged.Add(1) <= 5 {
 		t.logger.Warn("bench request failed", "target", t.name, "elapsed", elapsed, "error", err)
 	}
@@ -93,28 +143,39 @@ func (t *target) fail(elapsed time.Duration, err error) {
 
 // sample collects one phase's latencies of successful requests and its errors.
 type sample struct {
-	latencies []time.Duration
-	errors    int
+	latencies, firsts []time.Duration
+	errors            int
 }
 
-func (s *sample) add(d time.Duration, ok bool) {
-	if ok {
-		s.latencies = append(s.latencies, d)
-	} else {
+func (s *sample) add(o outcome) {
+	if !o.ok {
 		s.errors++
+		return
+	}
+	s.latencies = append(s.latencies, o.total)
+	if o.first > 0 {
+		s.firsts = append(s.firsts, o.first)
 	}
 }
 
-// stats summarizes s over a phase that took elapsed.
-func (s *sample) stats(elapsed time.Duration) Stats {
-	st := Stats{Requests: len(s.latencies) + s.errors, Errors: s.errors, Elapsed: elapsed}
+// stats summarizes the latencies to the end of the answers of a phase that
+// took elapsed.
+func (s *sample) stats(elapsed time.Duration) Stats { return summarize(s.latencies, s.errors, elapsed) }
+
+// firstStats summarizes the latencies to the first event.
+func (s *sample) firstStats(elapsed time.Duration) Stats {
+	return summarize(s.firsts, s.errors, elapsed)
+}
+
+func summarize(latencies []time.Duration, errors int, elapsed time.Duration) Stats {
+	st := Stats{Requests: len(latencies) + errors, Errors: errors, Elapsed: elapsed}
 	if elapsed > 0 {
 		st.Throughput = float64(st.Requests) / elapsed.Seconds()
 	}
-	if len(s.latencies) == 0 {
+	if len(latencies) == 0 {
 		return st
 	}
-	lat := slices.Clone(s.latencies)
+	lat := slices.Clone(latencies)
 	slices.Sort(lat)
 	st.P50, st.P90, st.P99 = percentile(lat, 50), percentile(lat, 90), percentile(lat, 99)
 	st.Max = lat[len(lat)-1]
@@ -127,33 +188,28 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	return sorted[max(rank, 1)-1]
 }
 
-// interleaved sends n requests to each of a and b one at a time, alternating
-// which goes first, so both see the same machine conditions.
-func interleaved(ctx context.Context, n int, a, b *target) (Stats, Stats, error) {
-	var sa, sb sample
-	sa.latencies = make([]time.Duration, 0, n)
-	sb.latencies = make([]time.Duration, 0, n)
-	var ea, eb time.Duration
+// interleaved sends n requests to each target one at a time, the targets
+// taking turns and each round starting with the next one, so that all see
+// the same machine conditions. A target's elapsed time is the sum of its
+// latencies.
+func interleaved(ctx context.Context, n int, targets []*target, do func(*target, context.Context) outcome) ([]sample, []time.Duration, error) {
+	samples := make([]sample, len(targets))
+	elapsed := make([]time.Duration, len(targets))
+	for i := range samples {
+		samples[i].latencies = make([]time.Duration, 0, n)
+	}
 	for i := range n {
-		if err := ctx.Err(); err != nil {
-			return Stats{}, Stats{}, fmt.Errorf("light-load phase: %w", err)
-		}
-		first, second := a, b
-		if i%2 == 1 {
-			first, second = b, a
-		}
-		for _, t := range []*target{first, second} {
-			d, ok := t.do(ctx)
-			if t == a {
-				sa.add(d, ok)
-				ea += d
-			} else {
-				sb.add(d, ok)
-				eb += d
+		for j := range targets {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, fmt.Errorf("light-load phase: %w", err)
 			}
+			k := (i + j) % len(targets)
+			o := do(targets[k], ctx)
+			samples[k].add(o)
+			elapsed[k] += o.total
 		}
 	}
-	return sa.stats(ea), sb.stats(eb), nil
+	return samples, elapsed, nil
 }
 
 // load sends n requests to t from conc workers at once.

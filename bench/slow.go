@@ -311,7 +311,7 @@ func (t *target) prime(ctx context.Context) error {
 func (t *target) doSlow(ctx context.Context) (time.Duration, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(t.body))
 	if err != nil {
-		t.fail(0, err)
+		t.logFailure(0, err)
 		return 0, "bench_request"
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -319,7 +319,7 @@ func (t *target) doSlow(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
 	resp, err := t.client.Do(req)
 	if err != nil {
-		t.fail(time.Since(start), err)
+		t.logFailure(time.Since(start), err)
 		return time.Since(start), errorKind(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
@@ -327,10 +327,10 @@ func (t *target) doSlow(ctx context.Context) (time.Duration, string) {
 	elapsed := time.Since(start)
 	switch {
 	case err != nil:
-		t.fail(elapsed, fmt.Errorf("read response: %w", err))
+		t.logFailure(elapsed, fmt.Errorf("read response: %w", err))
 		return elapsed, "read_" + errorKind(err)
 	case resp.StatusCode == http.StatusAccepted:
-		t.fail(elapsed, errors.New("HTTP 202: answered with a job at the response deadline"))
+		t.logFailure(elapsed, errors.New("HTTP 202: answered with a job at the response deadline"))
 		return elapsed, "accepted_202"
 	case resp.StatusCode != http.StatusOK:
 		var e struct {
@@ -339,7 +339,7 @@ func (t *target) doSlow(ctx context.Context) (time.Duration, string) {
 			} `json:"error"`
 		}
 		_ = json.Unmarshal(raw, &e) // a body that is not an OpenAI error still counts by status
-		t.fail(elapsed, fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, raw))
+		t.logFailure(elapsed, fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, raw))
 		kind := "http_" + strconv.Itoa(resp.StatusCode)
 		if e.Error.Code != "" {
 			kind += "_" + e.Error.Code

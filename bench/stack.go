@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -39,7 +40,7 @@ type stack struct {
 	accepted *atomic.Int64
 	key      string
 	dbURL    string
-	closers  []func(context.Context) error // run in reverse order
+	cleanup
 }
 
 // startStack starts a stack; on error everything started is stopped again.
@@ -57,7 +58,7 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 	if st.up, err = startUpstream(cfg.UpstreamLatency, logger); err != nil {
 		return nil, err
 	}
-	st.closers = append(st.closers, func(ctx context.Context) error {
+	st.add(func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		return st.up.close(cctx)
@@ -67,7 +68,7 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tcfg, err := tollgateConfig(cfg, st.up.baseURL, st.dbURL, "tga_"+adminToken)
+	tcfg, err := tollgateConfig(st.up.baseURL, st.dbURL, "tga_"+adminToken, cfg.UpstreamLatency, cfg.KafkaBrokers)
 	if err != nil {
 		return nil, err
 	}
@@ -77,23 +78,12 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 	}
 	cl := &countingListener{Listener: ln}
 	st.accepted = &cl.accepted
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	srv, err := server.Start(startCtx, server.Options{
-		Config:         tcfg,
-		Roles:          server.AllRoles(),
-		Logger:         logger,
-		Getenv:         func(string) string { return "" },
-		ProviderClient: &http.Client{Transport: cfg.ProviderTransport},
-		Listener:       cl,
-		MaxDBConns:     cfg.MaxDBConns,
-	})
-	cancel()
+	srv, err := startTollgate(ctx, tcfg, logger, cfg.ProviderTransport, cl, cfg.MaxDBConns)
 	if err != nil {
-		_ = ln.Close() // Start failed before serving it
-		return nil, fmt.Errorf("bench: start Tollgate: %w", err)
+		return nil, err
 	}
 	st.srv = srv
-	st.closers = append(st.closers, func(ctx context.Context) error {
+	st.add(func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := srv.Close(cctx); err != nil {
@@ -112,18 +102,28 @@ func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 // createDatabase makes the bench's own database and registers its drop
 // (unless cfg.Keep).
 func (st *stack) createDatabase(ctx context.Context, cfg stackConfig) error {
-	logger := cfg.Logger
-	dbURL, maintURL, dbName, err := benchDatabase(cfg.DatabaseURL)
+	dbURL, drop, err := createDatabase(ctx, cfg.DatabaseURL, cfg.Keep, cfg.Logger)
 	if err != nil {
 		return err
 	}
 	st.dbURL = dbURL
+	st.add(drop)
+	return nil
+}
+
+// createDatabase makes a database tollgate_bench_<random> on the server of
+// serverURL and returns its URL and what drops it again (unless keep).
+func createDatabase(ctx context.Context, serverURL string, keep bool, logger *slog.Logger) (string, func(context.Context) error, error) {
+	dbURL, maintURL, dbName, err := benchDatabase(serverURL)
+	if err != nil {
+		return "", nil, err
+	}
 	if err := execMaintenance(ctx, maintURL, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
-		return fmt.Errorf("bench: create database %s: %w", dbName, err)
+		return "", nil, fmt.Errorf("bench: create database %s: %w", dbName, err)
 	}
 	logger.Info("bench database created", "database", dbName)
-	st.closers = append(st.closers, func(ctx context.Context) error {
-		if cfg.Keep {
+	return dbURL, func(ctx context.Context) error {
+		if keep {
 			logger.Info("bench database kept", "database", dbName, "url", redact(dbURL))
 			return nil
 		}
@@ -133,20 +133,47 @@ func (st *stack) createDatabase(ctx context.Context, cfg stackConfig) error {
 			return fmt.Errorf("bench: drop database %s: %w", dbName, err)
 		}
 		return nil
-	})
-
-	return nil
+	}, nil
 }
 
-// close stops what startStack started, last first, even when ctx has ended.
-func (st *stack) close(ctx context.Context) error {
+// cleanup is what a run has to undo: the functions added, run last first.
+type cleanup struct {
+	fns []func(context.Context) error
+}
+
+func (c *cleanup) add(f func(context.Context) error) { c.fns = append(c.fns, f) }
+
+// close runs the functions added, last first, even when ctx has ended.
+func (c *cleanup) close(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
-	for i := len(st.closers) - 1; i >= 0; i-- {
-		errs = append(errs, st.closers[i](ctx))
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		errs = append(errs, c.fns[i](ctx))
 	}
-	st.closers = nil
+	c.fns = nil
 	return errors.Join(errs...)
+}
+
+// startTollgate starts Tollgate with every role on cfg, serving ln,
+// calling the upstream through transport, with a pool of maxConns (the
+// server's default when zero).
+func startTollgate(ctx context.Context, cfg *config.Config, logger *slog.Logger, transport http.RoundTripper, ln net.Listener, maxConns int32) (*server.Server, error) {
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	srv, err := server.Start(startCtx, server.Options{
+		Config:         cfg,
+		Roles:          server.AllRoles(),
+		Logger:         logger,
+		Getenv:         func(string) string { return "" },
+		ProviderClient: &http.Client{Transport: transport},
+		Listener:       ln,
+		MaxDBConns:     maxConns,
+	})
+	if err != nil {
+		_ = ln.Close() // Start failed before serving it
+		return nil, fmt.Errorf("bench: start Tollgate: %w", err)
+	}
+	return srv, nil
 }
 
 // countingListener counts the connections it accepts: with h2c, a few

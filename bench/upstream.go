@@ -10,16 +10,20 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // upstreamModel is the model name the fake provider reports.
 const upstreamModel = "bench-upstream-model"
 
 // upstream is a fake OpenAI-compatible provider: it answers every chat
-// completion with the same pre-rendered chat.completion object after
-// sleeping its latency, so that it costs next to nothing itself.
+// completion with the same pre-rendered chat.completion object (or, for
+// "stream": true, the same pre-rendered chunks, each flushed on its own)
+// after sleeping its latency, so that it costs next to nothing itself.
 type upstream struct {
 	srv     *http.Server
 	baseURL string // e.g. http://127.0.0.1:41234/v1
@@ -62,7 +66,7 @@ func completionBody() ([]byte, error) {
 		Created: 1_700_000_000,
 		Model:   upstreamModel,
 		Choices: []choice{{
-			Message:      message{Role: "assistant", Content: "Tollgate's benchmark answer: a short reply of a few dozen tokens, about the size of a typical chat turn."},
+			Message:      message{Role: "assistant", Content: answerText},
 			FinishReason: "stop",
 		}},
 		Usage: map[string]any{
@@ -93,9 +97,21 @@ func startUpstream(latency time.Duration, logger *slog.Logger) (*upstream, error
 	length := strconv.Itoa(len(body))
 	u := &upstream{done: make(chan struct{})}
 	mux := http.NewServeMux()
+	stream, err := streamEvents()
+	if err != nil {
+		return nil, err
+	}
 	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		// Read the request as a real provider would, then think.
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		raw, err := io.ReadAll(r.Body)
+		var req struct {
+			Stream        bool                      `json:"stream"`
+			StreamOptions *openaiwire.StreamOptions `json:"stream_options"`
+		}
+		if err == nil {
+			err = json.Unmarshal(raw, &req)
+		}
+		if err != nil {
 			http.Error(w, `{"error":{"message":"could not read the request body","type":"invalid_request_error"}}`, http.StatusBadRequest)
 			return
 		}
@@ -113,6 +129,10 @@ func startUpstream(latency time.Duration, logger *slog.Logger) (*upstream, error
 			}
 		}
 		h := w.Header()
+		if req.Stream {
+			writeStream(w, stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
+			return
+		}
 		h["Content-Type"] = []string{"application/json"}
 		h["Content-Length"] = []string{length}
 		_, _ = w.Write(body) // the client went away: nothing to do
@@ -159,3 +179,76 @@ func (u *upstream) close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// answerText is the fake provider's answer, in full or in chunks.
+const answerText = "Tollgate's benchmark answer: a short reply of a few dozen tokens, about the size of a typical chat turn."
+
+// streamed is a pre-rendered stream: its server-sent events, and the
+// usage event sent before [DONE] when the request asked for it.
+type streamed struct {
+	events [][]byte
+	usage  []byte
+}
+
+// streamEvents renders the stream once, as OpenAI sends it: a first chunk
+// with the role, the answer in chunks of a few words, a chunk with the
+// finish reason, then (when asked for) a usage-only chunk.
+func streamEvents() (streamed, error) {
+	chunk := func(d openaiwire.Delta, finish *string) openaiwire.Chunk {
+		return openaiwire.Chunk{ID: "chatcmpl-bench0000000000000000000000", Object: openaiwire.ObjectChunk, Created: 1_700_000_000,
+			Model: upstreamModel, SystemFingerprint: "fp_bench", Usage: json.RawMessage("null"),
+			Choices: []openaiwire.ChunkChoice{{Delta: d, FinishReason: finish}}}
+	}
+	chunks := []openaiwire.Chunk{chunk(openaiwire.Delta{Role: "assistant", Content: openaiwire.String("")}, nil)}
+	words := strings.SplitAfter(answerText, " ")
+	for i := 0; i < len(words); i += 3 {
+		piece := strings.Join(words[i:min(i+3, len(words))], "")
+		chunks = append(chunks, chunk(openaiwire.Delta{Content: openaiwire.String(piece)}, nil))
+	}
+	stop := "stop"
+	chunks = append(chunks, chunk(openaiwire.Delta{}, &stop))
+	usage := openaiwire.Chunk{ID: chunks[0].ID, Object: openaiwire.ObjectChunk, Created: chunks[0].Created, Model: upstreamModel,
+		SystemFingerprint: "fp_bench", Choices: []openaiwire.ChunkChoice{}, Usage: json.RawMessage(`{"prompt_tokens":24,"completion_tokens":23,"total_tokens":47}`)}
+	var s streamed
+	event := func(c openaiwire.Chunk) ([]byte, error) {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, fmt.Errorf("render fake stream: %w", err)
+		}
+		return []byte("data: " + string(b) + "\n\n"), nil
+	}
+	for _, c := range chunks {
+		e, err := event(c)
+		if err != nil {
+			return streamed{}, err
+		}
+		s.events = append(s.events, e)
+	}
+	var err error
+	s.usage, err = event(usage)
+	return s, err
+}
+
+// writeStream sends s, flushing every event, then [DONE].
+func writeStream(w http.ResponseWriter, s streamed, withUsage bool) {
+	h := w.Header()
+	h["Content-Type"] = []string{"text/event-stream"}
+	h["Cache-Control"] = []string{"no-cache"}
+	rc := http.NewResponseController(w)
+	send := func(e []byte) bool {
+		_, err := w.Write(e)
+		return err == nil && rc.Flush() == nil
+	}
+	for _, e := range s.events {
+		if !send(e) {
+			return // the client went away
+		}
+	}
+	if withUsage && !send(s.usage) {
+		return
+	}
+	send([]byte(doneEvent))
+}
+
+// doneEvent ends a stream.
+const doneEvent = "data: [DONE]\n\n"

@@ -8,62 +8,98 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 
 	tgbench "github.com/tollgate/tollgate/bench"
 	"github.com/tollgate/tollgate/config"
 )
 
-// bench runs `tollgate bench`: Tollgate and a fake upstream in process,
-// measured side by side; the report goes to stdout, the log to stderr.
+// benchChildArg is the hidden argument with which `tollgate bench`
+// re-executes itself to run one of the bench's child processes (a gateway
+// or the rebuild), whose spec is in the environment (tgbench.ChildEnv).
+const benchChildArg = "-bench-child"
+
+// bench runs `tollgate bench`: the fake upstream and the bench client in
+// this process, the gateways in child processes, measured side by side;
+// the report goes to stdout, the log to stderr.
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	if len(args) == 1 && args[0] == benchChildArg {
+		return tgbench.RunChild(ctx, os.Getenv(tgbench.ChildEnv), os.Stdin, stdout, stderr)
+	}
 	opts, err := parseBenchFlags(args, stderr)
 	if err != nil || opts == nil {
 		return err
 	}
-	stop, err := startProfiles(opts.cpuProfile, opts.blockProfile)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, stop()) }()
 	if opts.slow > 0 {
+		stop, err := tgbench.StartProfiles(opts.cpuProfile, opts.blockProfile)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
 		return benchSlow(ctx, opts, stdout)
 	}
-	rep, err := tgbench.Run(ctx, opts.cfg)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: find this binary to run the gateways: %w", err)
+	}
+	cfg := opts.cfg
+	cfg.ChildCommand = []string{exe, "bench", benchChildArg}
+	cfg.ChildStderr, cfg.ChildLogLevel = stderr, opts.logLevel
+	cfg.CPUProfile, cfg.BlockProfile = opts.cpuProfile, opts.blockProfile
+	rep, err := tgbench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := rep.Write(stdout); err != nil {
+	if opts.json {
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.Write(stdout)
+	}
+	if err != nil {
 		return err
 	}
-	if n := rep.Direct.Errors + rep.Tollgate.Errors + rep.DirectLoad.Errors + rep.TollgateLoad.Errors; n > 0 {
+	if n := rep.Errors(); n > 0 {
 		return fmt.Errorf("bench: %d requests failed", n)
+	}
+	if !rep.Rebuild.Equal {
+		return errors.New("bench: the rebuilt read models differ from the live ones")
 	}
 	return nil
 }
 
 // benchOptions are `tollgate bench`'s flags.
 type benchOptions struct {
-	cfg                      tgbench.Config
-	slow, dbConns            int
-	cpuProfile, blockProfile string
+	cfg                                tgbench.Config
+	slow, dbConns                      int
+	cpuProfile, blockProfile, logLevel string
+	json                               bool
 }
 
 const benchUsage = `usage: tollgate bench [flags]
 
-Starts a fake OpenAI-compatible upstream and Tollgate (all roles) in this
-process, on a database tollgate_bench_<random> created on the PostgreSQL
-server of TOLLGATE_DATABASE_URL and dropped at the end, and reports the
-throughput and the latency Tollgate adds over calling the upstream directly.
+Creates a database tollgate_bench_<random> on the PostgreSQL server of
+TOLLGATE_DATABASE_URL (dropped at the end), starts a fake OpenAI-compatible
+upstream and the bench client in this process, and two gateways each in a
+process of its own (this binary again): a naive reference proxy (decode,
+one durable INSERT, forward, decode, one durable INSERT, answer) and
+Tollgate with every role. It sends the same chat completions straight to
+the upstream, through the reference and through Tollgate, and reports per
+target and phase req/s, p50/p90/p99/max, errors, and the CPU per request of
+the gateway's process and of the PostgreSQL backends serving it (from
+/proc; PostgreSQL must run on this machine for its share), with the ratios
+to the reference and issue 10's targets:
+  light    one request at a time, the three targets taking turns
+  load     -concurrency at once, one target after the other; Tollgate's CPU
+           until its relay and projector have caught up with the log
+  stream   light, "stream": true: time to the first event and to the end
+  rebuild  tollgate project rebuild of every event the run recorded
 
 With -slow N it instead sends N synchronous completions at once, against an
 upstream that thinks -upstream-latency (10s when unset) per request, first
-straight to the upstream and then through Tollgate over h2c, and reports
-successes, errors by kind, p50/p99 latency, the process's peak goroutines,
-heap and RSS, the database pool's peak use, and the completion.succeeded
-events recorded: tollgate bench -slow 10000 -upstream-latency 10s
+straight to the upstream and then through Tollgate over h2c (all in this
+process), and reports successes, errors by kind, p50/p99 latency, the
+process's peak goroutines, heap and RSS, the database pool's peak use, and
+the completion.succeeded events recorded: tollgate bench -slow 10000 -upstream-latency 10s
 
 flags:
 `
@@ -87,9 +123,10 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 	fs.IntVar(&o.slow, "slow", 0, "slow mode: send this many synchronous completions at once (e.g. 10000, with -upstream-latency 10s), straight to the upstream and through Tollgate")
 	fs.IntVar(&o.dbConns, "db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
-	fs.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where goroutines waited (channels, locks, I/O) to this file")
-	logLevel := fs.String("log-level", "warn", "log level on stderr: debug, info, warn, error")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of Tollgate's process (with -slow: of the whole run) to this file")
+	fs.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where Tollgate's goroutines waited (channels, locks, I/O; with -slow: the whole run's) to this file")
+	fs.BoolVar(&o.json, "json", false, "write the report as JSON (durations in nanoseconds)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr, of the bench and of its child processes: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil
@@ -109,7 +146,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 		}
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("bench: -log-level: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -118,52 +155,6 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 		cfg.DatabaseURL = u
 	}
 	return o, nil
-}
-
-// startProfiles starts the CPU profile and the block profile the flags
-// ask for; stop ends them and writes their files.
-func startProfiles(cpuProfile, blockProfile string) (stop func() error, err error) {
-	var stops []func() error
-	stop = func() error {
-		var errs []error
-		for i := len(stops) - 1; i >= 0; i-- {
-			errs = append(errs, stops[i]())
-		}
-		return errors.Join(errs...)
-	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return nil, fmt.Errorf("bench: cpu profile: %w", err)
-		}
-		stops = append(stops, func() error {
-			if cerr := f.Close(); cerr != nil {
-				return fmt.Errorf("bench: cpu profile: %w", cerr)
-			}
-			return nil
-		})
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, errors.Join(fmt.Errorf("bench: cpu profile: %w", err), stop())
-		}
-		stops = append(stops, func() error { pprof.StopCPUProfile(); return nil })
-	}
-	if blockProfile != "" {
-		// Waits of 100µs and more: enough to see what serializes requests.
-		runtime.SetBlockProfileRate(100_000)
-		runtime.SetMutexProfileFraction(10)
-		stops = append(stops, func() error {
-			f, ferr := os.Create(blockProfile)
-			if ferr != nil {
-				return fmt.Errorf("bench: block profile: %w", ferr)
-			}
-			defer f.Close()
-			if werr := pprof.Lookup("block").WriteTo(f, 0); werr != nil {
-				return fmt.Errorf("bench: block profile: %w", werr)
-			}
-			return nil
-		})
-	}
-	return stop, nil
 }
 
 // benchSlow runs the slow mode (-slow N).
