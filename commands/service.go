@@ -119,6 +119,16 @@ func (s *Service) appendSeeded(ctx context.Context, streamID string, version int
 	if len(data) == 0 {
 		return nil, nil
 	}
+	evs, err := s.seeded(streamID, md, data, suffix)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.Append(ctx, streamID, version, evs...)
+}
+
+// seeded builds the envelopes appendSeeded appends, stamped with the
+// Service's clock.
+func (s *Service) seeded(streamID string, md events.Metadata, data []events.Data, suffix string) ([]events.Envelope, error) {
 	now := s.now()
 	evs := make([]events.Envelope, len(data))
 	seen := map[string]int{}
@@ -135,5 +145,5 @@ func (s *Service) appendSeeded(ctx context.Context, streamID string, version int
 		}
 		evs[i] = e
 	}
-	return s.store.Append(ctx, streamID, version, evs...)
+	return evs, nil
 }

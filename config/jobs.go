@@ -12,6 +12,7 @@ const (
 	DefaultCallbackMaxBackoff     = 5 * time.Minute
 	DefaultCallbackTimeout        = 10 * time.Second
 	DefaultMaxRetries             = 2
+	DefaultInlineClaimAfter       = time.Second
 	// MinCallbackSecret is the shortest TOLLGATE_CALLBACK_SECRET accepted.
 	MinCallbackSecret = 16
 )
@@ -40,6 +41,11 @@ type Jobs struct {
 	Lease Duration `yaml:"lease"`
 	// ReaperInterval is the time between reaper passes; default 30s.
 	ReaperInterval Duration `yaml:"reaper_interval"`
+	// InlineClaimAfter is how long a synchronous request runs before its
+	// request and claim are stored on their own; a shorter one stores
+	// them with its outcome, in one append. Default 1s (a tenth of a
+	// lease shorter than 10s); under a third of the lease.
+	InlineClaimAfter Duration `yaml:"inline_claim_after"`
 	// LongPollMax bounds GET /v1/jobs/{id}?wait=; default 60s.
 	LongPollMax Duration `yaml:"long_poll_max"`
 	// OnExpiredLease is what the reaper does with a job whose executor's
@@ -92,6 +98,7 @@ type Callbacks struct {
 func (j *Jobs) setDefaults() {
 	setDuration(&j.Lease, DefaultClaimLease)
 	setDuration(&j.ReaperInterval, DefaultReaperInterval)
+	setDuration(&j.InlineClaimAfter, min(DefaultInlineClaimAfter, j.Lease.D()/10))
 	setDuration(&j.LongPollMax, DefaultLongPollMax)
 	setDuration(&j.Callbacks.InitialBackoff, DefaultCallbackInitialBackoff)
 	setDuration(&j.Callbacks.MaxBackoff, DefaultCallbackMaxBackoff)
@@ -112,6 +119,9 @@ func (j *Jobs) setDefaults() {
 func (j Jobs) validate(q Quota, bad *problems) {
 	if j.Lease.D() < time.Second {
 		bad.add("jobs.lease", "must be at least 1s, got %s", j.Lease.D())
+	}
+	if d := j.InlineClaimAfter.D(); d < 10*time.Millisecond || d >= j.Lease.D()/3 {
+		bad.add("jobs.inline_claim_after", "must be at least 10ms and under a third of jobs.lease (%s), got %s", j.Lease.D()/3, d)
 	}
 	if j.ReaperInterval.D() < 100*time.Millisecond {
 		bad.add("jobs.reaper_interval", "must be at least 100ms, got %s", j.ReaperInterval.D())

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,10 +11,12 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/completion"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/llm/openaiwire"
+	"github.com/tollgate/tollgate/quota/admission"
 )
 
 // maxChoices is the largest n a request may ask for (OpenAI's bound).
@@ -133,24 +136,28 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, toJobJSON(c))
 		return
 	}
-	executor := "api:" + a.cfg.InstanceID
-	c, err := a.recordRequest(r.Context(), md, cmd, a.cfg.Executor.StartCommand(executor))
+	// Nothing is stored before the provider is called: the request, its
+	// claim and its outcome are appended together (execution.Inline).
+	run, err := a.cfg.Executor.Prepare(md, cmd, "api:"+a.cfg.InstanceID)
 	if err != nil {
-		a.failRecord(w, r, adm, cmd.CompletionID, err)
+		a.admission.Release(r.Context(), adm)
+		a.fail(w, r, err)
 		return
 	}
 	if req.Stream {
-		a.streamInline(w, r, md, c, body)
+		a.streamInline(w, r, adm, run, body)
 		return
 	}
-	a.runInline(w, r, md, c)
+	a.runInline(w, r, adm, run)
 }
 
-// runInline runs a claimed completion for the client holding the
+// runInline runs a prepared completion for the client holding the
 // connection. Until the response deadline a client that goes away cancels
 // the provider call; past the deadline the client gets 202 with its job
-// and the work goes on without it. The outcome is recorded either way.
-func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c completion.Completion) {
+// (stored first, if the run has not stored it yet) and the work goes on
+// without it. The outcome is recorded either way.
+func (a *API) runInline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, p *execution.Inline) {
+	c := p.State()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	type outcome struct {
 		done completion.Completion
@@ -161,7 +168,7 @@ func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metada
 	go func() {
 		defer a.inflight.Done()
 		defer cancel()
-		done, err := a.cfg.Executor.Run(runCtx, md, c)
+		done, err := a.cfg.Executor.RunInline(runCtx, p)
 		result <- outcome{done, err}
 	}()
 	deadline := time.NewTimer(a.cfg.ResponseDeadline)
@@ -169,6 +176,9 @@ func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metada
 	select {
 	case o := <-result:
 		switch {
+		case errors.Is(o.err, execution.ErrNotStored):
+			a.admission.Release(r.Context(), adm)
+			a.fail(w, r, o.err)
 		case o.err != nil:
 			a.fail(w, r, o.err)
 		case o.done.Succeeded != nil:
@@ -180,6 +190,15 @@ func (a *API) runInline(w http.ResponseWriter, r *http.Request, md events.Metada
 		cancel()
 	case <-deadline.C:
 		a.deadlines.Inc()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), recordResolveFor)
+		err := p.Store(sctx)
+		cancel()
+		if err != nil {
+			// The run goes on and records its outcome when the store is
+			// back: the answer names the job it becomes.
+			a.failRecord(w, r, adm, c.ID, errors.Join(err, errUnresolved))
+			return
+		}
 		w.Header().Set("Location", "/v1/jobs/"+c.ID)
 		writeJSON(w, http.StatusAccepted, toJobJSON(c))
 	}

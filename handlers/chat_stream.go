@@ -6,17 +6,17 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/tollgate/tollgate/completion"
-	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/completion/execution"
 	"github.com/tollgate/tollgate/llm"
 	"github.com/tollgate/tollgate/llm/openaiwire"
+	"github.com/tollgate/tollgate/quota/admission"
 )
 
 // streamInline answers a claimed completion as OpenAI server-sent events.
 // Headers go out with the first chunk, so a failure before it is still an
 // ordinary JSON error with its status. A client that disconnects cancels
 // the provider call; what was generated is recorded and billed.
-func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Metadata, c completion.Completion, body []byte) {
+func (a *API) streamInline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, p *execution.Inline, body []byte) {
 	wantUsage := openaiwire.WantsUsage(body)
 	rc := http.NewResponseController(w)
 	started := false
@@ -47,7 +47,11 @@ func (a *API) streamInline(w http.ResponseWriter, r *http.Request, md events.Met
 	}
 	a.inflight.Add(1)
 	defer a.inflight.Done()
-	done, err := a.cfg.Executor.RunStream(r.Context(), md, c, emit)
+	done, err := a.cfg.Executor.StreamInline(r.Context(), p, emit)
+	if errors.Is(err, execution.ErrNotStored) {
+		// Nothing was stored or billed: the reservation is free again.
+		a.admission.Release(r.Context(), adm)
+	}
 	switch {
 	case err != nil && !started:
 		a.fail(w, r, err)

@@ -28,6 +28,6 @@ func (w *wiring) startCompletions(ctx context.Context) (err error) {
 	}
 	w.exec, err = execution.New(execution.Config{Service: w.svc, LLM: router, Streams: router, Models: cfg.Model, Logger: logger, Registry: w.reg, Lease: cfg.Jobs.Lease.D(),
 		Settled: w.settle, Renewed: admission.Extender(w.limiter, logger, time.Now), ReservationMargin: admission.ReservationMargin(cfg),
-		Transient: pgstore.Transient})
+		Transient: pgstore.Transient, Ambiguous: pgstore.Ambiguous, ClaimInlineAfter: cfg.Jobs.InlineClaimAfter.D()})
 	return err
 }

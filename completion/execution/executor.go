@@ -58,6 +58,16 @@ type Config struct {
 	// resolve). Default: Transient, which knows no driver; the server
 	// passes its store's own (pgstore.Transient).
 	Transient func(error) bool
+	// Ambiguous reports whether a failed append may still have been
+	// applied (sent, no answer). Default: Transient; the server passes
+	// pgstore.Ambiguous, so that a synchronous run whose append was
+	// refused before it was sent ends at once with ErrNotStored.
+	Ambiguous func(error) bool
+	// ClaimInlineAfter is how long a synchronous run goes on before its
+	// request and claim are stored on their own (see inline.go). Default
+	// 1s, or a tenth of a lease shorter than 10s; it must be under a third
+	// of the lease (when the first renewal is due).
+	ClaimInlineAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -73,6 +83,12 @@ func (c *Config) setDefaults() {
 	if c.Transient == nil {
 		c.Transient = Transient
 	}
+	if c.Ambiguous == nil {
+		c.Ambiguous = c.Transient
+	}
+	if c.ClaimInlineAfter == 0 {
+		c.ClaimInlineAfter = min(time.Second, c.Lease/10)
+	}
 }
 
 // Validate reports a missing dependency.
@@ -86,6 +102,8 @@ func (c *Config) Validate() error {
 		return errors.New("execution: Models is required")
 	case c.Lease < time.Second:
 		return errors.New("execution: Lease must be at least 1s")
+	case c.ClaimInlineAfter < 0 || c.ClaimInlineAfter >= c.Lease/renewAfter:
+		return fmt.Errorf("execution: ClaimInlineAfter must be between 0 and a third of the lease (%s)", c.Lease/renewAfter)
 	}
 	return nil
 }
@@ -175,6 +193,11 @@ func (x *Executor) StartCommand(executor string) *completion.StartCompletion {
 // still used what the provider produced), so the append runs without ctx's
 // cancellation.
 func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Completion) (completion.Completion, error) {
+	return x.run(ctx, md, c, nil)
+}
+
+// run is Run, and RunInline with p set.
+func (x *Executor) run(ctx context.Context, md events.Metadata, c completion.Completion, p *Inline) (completion.Completion, error) {
 	if c.Status != completion.StatusRunning {
 		return c, fmt.Errorf("run %s: %w", c.ID, domainerr.ErrWrongState)
 	}
@@ -189,7 +212,7 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Com
 	} else {
 		// The claim is renewed while the provider works (the router's
 		// deadline bounds the call).
-		k, kctx := x.keep(ctx, md, c)
+		k, kctx := x.keep(ctx, md, c, p)
 		resp, err = x.cfg.LLM.Complete(kctx, model, c.Request)
 		var lost error
 		if c, lost = k.stop(); lost != nil {
@@ -207,7 +230,7 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Com
 	if err != nil {
 		finish.Failed = failure(ctx, err, elapsed)
 	}
-	return x.record(ctx, md, c, finish, elapsed)
+	return x.record(ctx, md, c, finish, elapsed, p)
 }
 
 // attempts turns the router's failed attempts into their events.
@@ -230,13 +253,13 @@ func attempts(errs []*llm.Error) []events.CompletionAttemptFailed {
 // resolved (see resolve): the outcome is learned from the stream or
 // appended again while the claim's lease lasts; a first append that
 // succeeds costs nothing more.
-func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, elapsed time.Duration) (completion.Completion, error) {
+func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, elapsed time.Duration, p *Inline) (completion.Completion, error) {
 	ctx = context.WithoutCancel(ctx)
-	done, appendErr := x.cfg.Service.FinishClaimed(ctx, md, c, finish)
-	if appendErr != nil && (errors.Is(appendErr, events.ErrConflict) || x.cfg.Transient(appendErr)) {
+	done, appendErr := x.appendFirst(ctx, md, c, finish, p)
+	if appendErr != nil && !errors.Is(appendErr, ErrNotStored) && (errors.Is(appendErr, events.ErrConflict) || x.cfg.Transient(appendErr)) {
 		// A conflict: a renewal of this claim that committed after its
 		// call gave up, or a reaper; the stream says which.
-		done, appendErr = x.resolve(ctx, md, c, finish, appendErr)
+		done, appendErr = x.resolve(ctx, md, c, finish, appendErr, p)
 	}
 	if appendErr != nil {
 		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
@@ -257,6 +280,33 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.
 		}
 		return c, fmt.Errorf("record outcome of %s: %w", c.ID, appendErr)
 	}
+	x.count(ctx, md, c, done, elapsed)
+	return done, nil
+}
+
+// appendFirst makes the outcome's first append: with the request and
+// claim when p has not stored them. A synchronous run whose append was
+// refused before it was sent has stored nothing: ErrNotStored.
+func (x *Executor) appendFirst(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, p *Inline) (completion.Completion, error) {
+	if p == nil || p.isStored() {
+		return x.cfg.Service.FinishClaimed(ctx, md, c, finish)
+	}
+	done, err := x.finishInline(ctx, md, p, finish)
+	switch {
+	case err == nil:
+		p.markStored()
+	case errors.Is(err, events.ErrConflict):
+		// Its request and claim were stored meanwhile (Store, whose
+		// answer may have been lost): an ordinary claimed run now.
+		p.markStored()
+	case x.cfg.Transient(err) && !x.cfg.Ambiguous(err):
+		return c, fmt.Errorf("record %s: %w: %w", c.ID, ErrNotStored, err)
+	}
+	return done, err
+}
+
+// count settles a recorded outcome's reservation and counts it.
+func (x *Executor) count(ctx context.Context, md events.Metadata, c, done completion.Completion, elapsed time.Duration) {
 	if x.cfg.Settled != nil {
 		x.cfg.Settled(ctx, done)
 	}
@@ -274,7 +324,6 @@ func (x *Executor) record(ctx context.Context, md events.Metadata, c completion.
 			slog.Int("status", done.Failed.Status), slog.String("error_type", done.Failed.ErrorType),
 			slog.String("correlation_id", md.CorrelationID))
 	}
-	return done, nil
 }
 
 func (x *Executor) success(c completion.Completion, model config.Model, resp *llm.Response, elapsed time.Duration) (*events.CompletionSucceeded, error) {

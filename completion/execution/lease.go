@@ -48,6 +48,10 @@ type keeper struct {
 	done    chan struct{}
 	timer   *time.Timer
 
+	// p, for a synchronous run, stores its request and claim before the
+	// first renewal (at Config.ClaimInlineAfter).
+	p *Inline
+
 	mu   sync.Mutex
 	c    completion.Completion
 	lost error
@@ -60,13 +64,17 @@ type keeper struct {
 
 // keep starts renewing c's lease and returns the keeper and the run's
 // context, which ends when the claim is lost.
-func (x *Executor) keep(ctx context.Context, md events.Metadata, c completion.Completion) (*keeper, context.Context) {
+func (x *Executor) keep(ctx context.Context, md events.Metadata, c completion.Completion, p *Inline) (*keeper, context.Context) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	k := &keeper{x: x, md: md, cancel: cancel, c: c, stopped: make(chan struct{}), done: make(chan struct{})}
-	// No goroutine until the first renewal is due: a short request costs
-	// a timer and a context.
+	k := &keeper{x: x, md: md, cancel: cancel, c: c, p: p, stopped: make(chan struct{}), done: make(chan struct{})}
+	// No goroutine until the first renewal (or the store of an inline
+	// claim) is due: a short request costs a timer and a context.
 	bg := context.WithoutCancel(ctx)
-	k.timer = time.AfterFunc(k.untilDue(), func() { k.loop(bg) })
+	first := k.untilDue()
+	if p != nil {
+		first = min(first, x.cfg.ClaimInlineAfter)
+	}
+	k.timer = time.AfterFunc(first, func() { k.loop(bg) })
 	return k, ctx
 }
 
@@ -106,6 +114,9 @@ func (k *keeper) loop(ctx context.Context) {
 	defer close(k.done)
 	lease := k.x.cfg.Lease
 	retry := min(lease/10, time.Second)
+	if k.p != nil && !k.storeInline(ctx, retry) {
+		return
+	}
 	seen := int64(-1)
 	for {
 		if !k.pause(k.untilDue()) {
@@ -135,6 +146,25 @@ func (k *keeper) loop(ctx context.Context) {
 			if !k.pause(retry) {
 				return
 			}
+		}
+	}
+}
+
+// storeInline stores a synchronous run's request and claim, trying
+// again every retry while the store fails; false when the keeper was
+// stopped first (the outcome's append then carries them).
+func (k *keeper) storeInline(ctx context.Context, retry time.Duration) bool {
+	for {
+		actx, cancel := context.WithTimeout(ctx, min(k.x.cfg.Lease/renewAfter, renewTimeout))
+		err := k.p.Store(actx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		k.x.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "storing a long synchronous request failed", slog.String("completion_id", k.c.ID),
+			slog.String("error", err.Error()))
+		if !k.pause(retry) {
+			return false
 		}
 	}
 }

@@ -22,7 +22,7 @@ func BenchmarkKeeperShortRun(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.LeaseExpiresAt = time.Now().Add(10 * time.Minute)
-		k, _ := x.keep(ctx, events.Metadata{}, c)
+		k, _ := x.keep(ctx, events.Metadata{}, c, nil)
 		if _, err := k.stop(); err != nil {
 			b.Fatal(err)
 		}

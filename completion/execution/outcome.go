@@ -61,7 +61,11 @@ const (
 // wrapping domainerr.ErrClaimLost when a reaper ended the run, or an error
 // wrapping err when neither could be learned in time. Only this path,
 // never a first append that succeeded, costs extra statements.
-func (x *Executor) resolve(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, err error) (completion.Completion, error) {
+//
+// With p set and its request not stored yet, a stream found empty gets the
+// whole append (request, claim and outcome) again; the events' ids are the
+// same, so whichever append landed is found, never doubled.
+func (x *Executor) resolve(ctx context.Context, md events.Metadata, c completion.Completion, finish completion.FinishCompletion, err error, p *Inline) (completion.Completion, error) {
 	attempt := min(x.cfg.Lease/renewAfter, renewTimeout)
 	// Real time, not x.cfg.Now: the waits are real, and a clock a test
 	// holds still must not make them endless.
@@ -80,6 +84,19 @@ func (x *Executor) resolve(ctx context.Context, md events.Metadata, c completion
 			break
 		}
 		fresh, rerr := x.read(ctx, c.ID, attempt)
+		if p != nil && !p.isStored() && errors.Is(rerr, domainerr.ErrNotFound) {
+			// Nothing landed yet: the whole append again.
+			done, aerr := x.appendWhole(ctx, md, p, finish, attempt)
+			if aerr == nil {
+				x.resolved.WithLabelValues(c.Mode, resolvedAppended).Inc()
+				return done, nil
+			}
+			last = aerr
+			continue
+		}
+		if rerr == nil && p != nil {
+			p.markStored()
+		}
 		if rerr != nil {
 			if !x.cfg.Transient(rerr) {
 				return c, fmt.Errorf("read %s after its outcome's append failed (%w): %w", c.ID, err, rerr)
@@ -169,6 +186,17 @@ func (x *Executor) appendOutcome(ctx context.Context, md events.Metadata, c comp
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return x.cfg.Service.FinishClaimed(ctx, md, c, finish)
+}
+
+// appendWhole appends p's request, claim and outcome, bounded by d.
+func (x *Executor) appendWhole(ctx context.Context, md events.Metadata, p *Inline, finish completion.FinishCompletion, d time.Duration) (completion.Completion, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	done, err := x.finishInline(ctx, md, p, finish)
+	if err == nil {
+		p.markStored()
+	}
+	return done, err
 }
 
 // renewDue renews c's lease when a third of it has passed (as the keeper

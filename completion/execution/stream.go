@@ -40,6 +40,11 @@ const (
 // no streamed request is ever recorded at zero cost. A failure before the
 // first chunk records completion.failed, like Run.
 func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completion.Completion, emit func(chunk json.RawMessage) error) (completion.Completion, error) {
+	return x.runStream(ctx, md, c, nil, emit)
+}
+
+// runStream is RunStream, and StreamInline with p set.
+func (x *Executor) runStream(ctx context.Context, md events.Metadata, c completion.Completion, p *Inline, emit func(chunk json.RawMessage) error) (completion.Completion, error) {
 	if c.Status != completion.StatusRunning {
 		return c, fmt.Errorf("run %s: %w", c.ID, domainerr.ErrWrongState)
 	}
@@ -55,20 +60,24 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completi
 	model, ok := x.cfg.Models(c.Model)
 	if !ok {
 		finish.Failed = failure(ctx, llm.ModelRemoved(c.Model), x.cfg.Now().Sub(start))
-		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start))
+		return x.record(ctx, md, c, finish, x.cfg.Now().Sub(start), p)
 	}
 	// The claim is renewed while the stream is being opened (the router's
 	// deadline bounds it), then while its chunks keep reaching the client.
-	k, kctx := x.keep(ctx, md, c)
+	k, kctx := x.keep(ctx, md, c, p)
+	// A synchronous stream's request and claim are stored while the
+	// stream opens, before its first chunk reaches the client.
+	stored := p.storeAsync(kctx)
 	// recordKept stops the renewals and records the outcome on the claim
 	// as last renewed, unless the claim was lost.
 	recordKept := func(finish completion.FinishCompletion, elapsed time.Duration) (completion.Completion, error) {
+		_ = stored() // the outcome follows the claim's store, however it ended
 		held, lost := k.stop()
 		if lost != nil {
 			x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
 			return held, claimLost(c.ID, lost)
 		}
-		return x.record(ctx, md, held, finish, elapsed)
+		return x.record(ctx, md, held, finish, elapsed, p)
 	}
 	s, err := x.cfg.Streams.Stream(kctx, model, c.Request)
 	if err != nil {
@@ -77,6 +86,15 @@ func (x *Executor) RunStream(ctx context.Context, md events.Metadata, c completi
 		return recordKept(finish, x.cfg.Now().Sub(start))
 	}
 	defer s.Close()
+	if err := stored(); err != nil {
+		// Nothing may reach the client before its request is stored.
+		_, _ = k.stop()
+		x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+		if x.cfg.Transient(err) && !x.cfg.Ambiguous(err) {
+			err = fmt.Errorf("%w: %w", ErrNotStored, err)
+		}
+		return c, fmt.Errorf("stream %s: %w", c.ID, err)
+	}
 	k.gate()
 	finish.Attempts = attempts(s.Attempts())
 
