@@ -106,13 +106,20 @@ func (x *Executor) runStream(ctx context.Context, md events.Metadata, c completi
 		return recordKept(finish, x.cfg.Now().Sub(start))
 	}
 	elapsed := x.cfg.Now().Sub(start)
+	if finish.Succeeded, err = streamed(s, asm, model, interrupted, elapsed); err != nil {
+		finish.Failed = failure(ctx, err, elapsed)
+	}
+	return recordKept(finish, elapsed)
+}
+
+// streamed is the completion.succeeded of a stream that delivered.
+func streamed(s llm.Stream, asm *assembler, model config.Model, interrupted string, elapsed time.Duration) (*events.CompletionSucceeded, error) {
 	usage := s.Usage()
 	cost, err := model.ParsedPrice().Cost(usage.PromptTokens, usage.CompletionTokens)
 	if err != nil {
-		finish.Failed = failure(ctx, llm.BadAnswer(s.Provider(), "The provider reported unusable token counts."), elapsed)
-		return recordKept(finish, elapsed)
+		return nil, llm.BadAnswer(s.Provider(), "The provider reported unusable token counts.")
 	}
-	finish.Succeeded = &events.CompletionSucceeded{
+	return &events.CompletionSucceeded{
 		Provider:      s.Provider(),
 		UpstreamModel: s.UpstreamModel(),
 		Usage: events.Usage{
@@ -125,8 +132,7 @@ func (x *Executor) runStream(ctx context.Context, md events.Metadata, c completi
 		Stream:      true,
 		Interrupted: interrupted,
 		TTFTMS:      s.TimeToFirstToken().Milliseconds(),
-	}
-	return recordKept(finish, elapsed)
+	}, nil
 }
 
 // pump passes the stream's chunks through asm to emit until it ends, and
