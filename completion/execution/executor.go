@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/domainerr"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llm"
+	"github.com/tollgate/tollgate/llm/openaiwire"
 )
 
 // Completer calls a model's providers.
@@ -351,17 +352,13 @@ func (x *Executor) success(c completion.Completion, model config.Model, resp *ll
 }
 
 // clientResponse gives the provider's response Tollgate's completion id and
-// the client-facing model name, keeping every other field as it came.
+// the client-facing model name, keeping every other byte as it came.
 func clientResponse(body json.RawMessage, id, model string) (json.RawMessage, error) {
 	body = validUTF8(body)
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return nil, err
+	if !json.Valid(body) {
+		return nil, errors.New("the response is not JSON")
 	}
-	idJSON, _ := json.Marshal(id)
-	modelJSON, _ := json.Marshal(model)
-	obj["id"], obj["model"] = idJSON, modelJSON
-	return json.Marshal(obj)
+	return openaiwire.WithIDAndModel(body, id, model)
 }
 
 // failure is the completion.failed of a run that ended with err

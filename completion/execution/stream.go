@@ -252,7 +252,8 @@ func (a *assembler) add(chunk json.RawMessage) (json.RawMessage, error) {
 			c.finish = ch.FinishReason
 		}
 	}
-	return clientResponse(chunk, a.id, a.model)
+	// Decoded above: valid JSON, valid UTF-8.
+	return openaiwire.WithIDAndModel(chunk, a.id, a.model)
 }
 
 // response returns the assembled chat.completion.
