@@ -43,6 +43,9 @@ type Envelope struct {
 	// until stored. Positions increase with the store's global order but
 	// can have gaps (a rolled-back transaction burns its numbers).
 	Position int64 `json:"position,omitempty"`
+	// decoded is Data decoded, for an envelope made by New in this
+	// process: Decode returns it instead of decoding Data again.
+	decoded Data
 }
 
 // Metadata is the envelope's who-and-why.
@@ -88,6 +91,7 @@ func New(streamID string, data Data, md Metadata, at time.Time, idSeed string) (
 		OccurredAt:    at.UTC(),
 		Data:          raw,
 		Metadata:      md,
+		decoded:       data,
 	}, nil
 }
 

@@ -61,6 +61,9 @@ func Decode(e Envelope) (Data, error) {
 	if !ok {
 		return nil, fmt.Errorf("event %s type %q: %w", e.EventID, e.Type, ErrUnknownType)
 	}
+	if e.decoded != nil && e.SchemaVersion == t.version {
+		return e.decoded, nil
+	}
 	raw := e.Data
 	for v := e.SchemaVersion; v < t.version; v++ {
 		up, ok := t.upcasters[v]
