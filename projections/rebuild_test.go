@@ -92,21 +92,10 @@ func TestLiveEqualsRebuild(t *testing.T) {
 // BenchmarkRebuild measures a rebuild of a log of 5000 completions (about
 // 15000 events) in batches of 1000.
 func BenchmarkRebuild(b *testing.B) {
-	ctx := context.Background()
 	pool, _ := pgtest.NewPool(b)
 	l := newLog(b, pool)
 	appendCompletions(b, l, pool, 5000)
-	var events int64
-	var elapsed time.Duration
-	for b.Loop() {
-		stats, err := projections.Rebuild(ctx, pool, l.Store, "rebuild", 1000, buildAll, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		events += stats.Events
-		elapsed += stats.Elapsed
-	}
-	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
+	benchRebuild(b, pool, l, 1000, buildAll)
 }
 
 func appendCompletions(b *testing.B, l *evlog, _ *pgxpool.Pool, n int) {
