@@ -13,6 +13,9 @@ type typeInfo struct {
 	version int
 	// decode unmarshals current-version data.
 	decode func(json.RawMessage) (Data, error)
+	// fast, when not nil, decodes current-version data without
+	// reflection, or returns false for decode to do it.
+	fast func(json.RawMessage) (Data, bool)
 	// upcasters[v] lifts version v to v+1.
 	upcasters map[int]Upcaster
 }
@@ -39,6 +42,7 @@ func mergeTypes(tables ...map[string]typeInfo) map[string]typeInfo {
 	out := map[string]typeInfo{}
 	for _, t := range tables {
 		for name, info := range t {
+			info.fast = fastDecoder(info.decode)
 			out[name] = info
 		}
 	}
@@ -77,6 +81,11 @@ func Decode(e Envelope) (Data, error) {
 	}
 	if e.SchemaVersion > t.version {
 		return nil, fmt.Errorf("event %s: %s v%d is newer than this build knows (v%d)", e.EventID, e.Type, e.SchemaVersion, t.version)
+	}
+	if t.fast != nil {
+		if d, ok := t.fast(raw); ok {
+			return d, nil
+		}
 	}
 	d, err := t.decode(raw)
 	if err != nil {
