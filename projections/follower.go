@@ -97,7 +97,7 @@ func (f *Follower) RunOnce(ctx context.Context) (int, error) {
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
-	if err := f.cfg.Set.apply(ctx, evs, &checkpoint{name: f.cfg.Name, next: next}); err != nil {
+	if err := f.cfg.Set.apply(ctx, evs, nil, &checkpoint{name: f.cfg.Name, next: next}); err != nil {
 		return 0, fmt.Errorf("projections follower: %w", err)
 	}
 	*f.cur = next

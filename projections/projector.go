@@ -33,15 +33,6 @@ type Projector interface {
 	Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error
 }
 
-// queuer is implemented by the projectors of this package: instead of
-// executing its statements one round trip at a time, a queuer appends them
-// to a batch, so a Set sends the writes of many events in one round trip.
-// Each statement does its own reads in SQL, so statements queued for later
-// events see the effects of earlier ones without the client in between.
-type queuer interface {
-	queue(b *pgx.Batch, e events.Envelope, d events.Data) error
-}
-
 // Accumulator is implemented by projectors whose writes for many events
 // fold into a few set-based statements (their effects commute, they fold
 // one stream's events in order in Go, or they keep in order the few
@@ -63,26 +54,18 @@ type Pending interface {
 	Flush(b *pgx.Batch)
 }
 
+// Selective is implemented by projectors that read only some event types:
+// a Set gives such a projector only the events of those types, and
+// decodes an event that none of its projectors reads not at all. A
+// projector that is not Selective is given every event.
+type Selective interface {
+	// Handles reports whether the projector reads events of type t.
+	Handles(eventType string) bool
+}
+
 // ApplyPending runs an Accumulator's statements for one event in tx: what
 // its Apply does when it is used outside a Set.
 func ApplyPending(ctx context.Context, tx pgx.Tx, a Accumulator, name string, e events.Envelope) error {
-	return applyQueued(ctx, tx, queueFunc(func(b *pgx.Batch, e events.Envelope, d events.Data) error {
-		p := a.Pending()
-		if err := p.Add(e, d); err != nil {
-			return err
-		}
-		p.Flush(b)
-		return nil
-	}), name, e)
-}
-
-// queueFunc adapts a function to queuer.
-type queueFunc func(b *pgx.Batch, e events.Envelope, d events.Data) error
-
-func (f queueFunc) queue(b *pgx.Batch, e events.Envelope, d events.Data) error { return f(b, e, d) }
-
-// applyQueued runs a queuer's statements for one event in tx.
-func applyQueued(ctx context.Context, tx pgx.Tx, q queuer, name string, e events.Envelope) error {
 	d, err := events.Decode(e)
 	if errors.Is(err, events.ErrUnknownType) {
 		return nil
@@ -90,10 +73,12 @@ func applyQueued(ctx context.Context, tx pgx.Tx, q queuer, name string, e events
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	b := &pgx.Batch{}
-	if err := q.queue(b, e, d); err != nil {
+	p := a.Pending()
+	if err := p.Add(e, d); err != nil {
 		return fmt.Errorf("%s: event %s: %w", name, e.EventID, err)
 	}
+	b := &pgx.Batch{}
+	p.Flush(b)
 	if b.Len() == 0 {
 		return nil
 	}

@@ -37,6 +37,10 @@ type Set struct {
 	schema string
 	logger *slog.Logger
 	ps     []Projector
+	// readers lists, for each registered event type, the indexes in ps of
+	// the projectors that read it; all is every index, for other types.
+	readers map[string][]int
+	all     []int
 	// asyncCommit skips waiting for the WAL flush at commit: a rebuild that
 	// crashes is simply started again, so it need not be durable per batch.
 	asyncCommit bool
@@ -74,9 +78,14 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 		logger: logger.With("projection", SetName, "schema", schema),
 		ps:     ps,
 		// FOR UPDATE: a redelivery handled concurrently waits for this
-		// transaction and then sees the version it stored.
-		selectGuard: fmt.Sprintf(`SELECT stream_id, version FROM %s WHERE projection = $1 AND stream_id = ANY($2::text[])
-			ORDER BY stream_id FOR UPDATE`, guard),
+		// transaction and then sees the version it stored. One index
+		// lookup per stream, in the order given (sorted, so concurrent
+		// batches lock alike), whatever the table's statistics say: the
+		// subquery's LIMIT keeps the planner from joining it otherwise
+		// (without statistics, a new table's, it scanned every row).
+		selectGuard: fmt.Sprintf(`SELECT g.stream_id, g.version FROM unnest($2::text[]) WITH ORDINALITY AS u(s, n)
+			CROSS JOIN LATERAL (SELECT stream_id, version FROM %s WHERE projection = $1 AND stream_id = u.s LIMIT 1 FOR UPDATE) g
+			ORDER BY u.n`, guard),
 		updateGuard: fmt.Sprintf(`UPDATE %s AS g SET version = u.v FROM unnest($2::text[], $3::bigint[]) AS u(s, v)
 			WHERE g.projection = $1 AND g.stream_id = u.s`, guard),
 		// No ON CONFLICT: when two transactions apply a stream's first
@@ -105,6 +114,7 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 			ConstLabels: labels,
 		}),
 	}
+	s.readers, s.all = readersOf(ps)
 	if reg != nil {
 		for _, c := range []prometheus.Collector{s.events, s.seconds, s.position, s.lag} {
 			if err := reg.Register(c); err != nil {
@@ -115,12 +125,49 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 	return s, nil
 }
 
+// readersOf returns, for each registered event type, the indexes of the
+// projectors of ps that read it, and every index.
+func readersOf(ps []Projector) (map[string][]int, []int) {
+	readers := map[string][]int{}
+	all := make([]int, len(ps))
+	for t := range events.Types() {
+		readers[t] = []int{}
+	}
+	for i, p := range ps {
+		all[i] = i
+		sel, ok := p.(Selective)
+		for t := range readers {
+			if !ok || sel.Handles(t) {
+				readers[t] = append(readers[t], i)
+			}
+		}
+	}
+	return readers, all
+}
+
+// decode returns e's data for the Set's projectors: nil when none of them
+// reads its type, or this build does not know the type (its projectors
+// from elsewhere are still given the event).
+func (s *Set) decode(e events.Envelope) (events.Data, error) {
+	if r, ok := s.readers[e.Type]; ok && len(r) == 0 {
+		return nil, nil
+	}
+	d, err := events.Decode(e)
+	if errors.Is(err, events.ErrUnknownType) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("projections: %w", err)
+	}
+	return d, nil
+}
+
 // Handle applies one event. A redelivered event (its stream version is
 // not above the stored one) commits nothing and returns nil; an event
 // whose predecessor has not been applied returns an error wrapping ErrGap.
 // Event types no projector knows only advance the guard.
 func (s *Set) Handle(ctx context.Context, e events.Envelope) error {
-	return s.apply(ctx, []events.Envelope{e}, nil)
+	return s.apply(ctx, []events.Envelope{e}, nil, nil)
 }
 
 // HandleBatch applies evs, in order, in one transaction, skipping the ones
@@ -128,7 +175,7 @@ func (s *Set) Handle(ctx context.Context, e events.Envelope) error {
 // applies nothing. It is meant for rebuilds and catching up, where one
 // round trip for many events matters.
 func (s *Set) HandleBatch(ctx context.Context, evs []events.Envelope) error {
-	return s.apply(ctx, evs, nil)
+	return s.apply(ctx, evs, nil, nil)
 }
 
 // LastPosition returns the highest global position applied by this Set.
@@ -141,7 +188,10 @@ type checkpoint struct {
 	next pgstore.Cursor
 }
 
-func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) (err error) {
+// apply applies evs in one transaction, with the checkpoint cp when not
+// nil. ds, when not nil, holds each event's data as decode returns it,
+// decoded beforehand.
+func (s *Set) apply(ctx context.Context, evs []events.Envelope, ds []events.Data, cp *checkpoint) (err error) {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -170,7 +220,7 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 	}
 
 	b, pend := s.newBatch()
-	b, applied, skipped, maxPos, err := s.queueAll(ctx, tx, b, pend, evs, current)
+	b, applied, skipped, maxPos, err := s.queueAll(ctx, tx, b, pend, evs, ds, current)
 	if err != nil {
 		return err
 	}
@@ -183,7 +233,9 @@ func (s *Set) apply(ctx context.Context, evs []events.Envelope, cp *checkpoint) 
 	}
 
 	for _, p := range pend {
-		p.Flush(b)
+		if p != nil {
+			p.Flush(b)
+		}
 	}
 	s.queueGuard(b, streams, stored, current)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -215,16 +267,16 @@ func streamsOf(evs []events.Envelope) []string {
 }
 
 // newBatch starts one transaction's statements and each accumulator's
-// pending writes.
+// pending writes (nil for the other projectors), by index in s.ps.
 func (s *Set) newBatch() (*pgx.Batch, []Pending) {
 	b := &pgx.Batch{}
 	if s.asyncCommit {
 		b.Queue(`SET LOCAL synchronous_commit = off`)
 	}
-	var pend []Pending
-	for _, p := range s.ps {
+	pend := make([]Pending, len(s.ps))
+	for i, p := range s.ps {
 		if a, ok := p.(Accumulator); ok {
-			pend = append(pend, a.Pending())
+			pend[i] = a.Pending()
 		}
 	}
 	return b, pend
@@ -235,9 +287,9 @@ func (s *Set) newBatch() (*pgx.Batch, []Pending) {
 // stream's applied version and is advanced); an event ahead of its stream
 // fails the whole batch with a GapError. It returns the batch to go on
 // with, what it applied and skipped, and the highest position applied.
-func (s *Set) queueAll(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, evs []events.Envelope,
+func (s *Set) queueAll(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, evs []events.Envelope, ds []events.Data,
 	current map[string]int64) (_ *pgx.Batch, applied, skipped []events.Envelope, maxPos int64, err error) {
-	for _, e := range evs {
+	for i, e := range evs {
 		cur := current[e.StreamID]
 		if e.StreamVersion <= cur {
 			skipped = append(skipped, e)
@@ -250,7 +302,13 @@ func (s *Set) queueAll(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pend
 			return b, nil, nil, 0, fmt.Errorf("projections: event %s: %w", e.EventID,
 				&GapError{StreamID: e.StreamID, Applied: cur, Got: e.StreamVersion})
 		}
-		if b, err = s.applyOne(ctx, tx, b, pend, e); err != nil {
+		var d events.Data
+		if ds != nil {
+			d = ds[i]
+		} else if d, err = s.decode(e); err != nil {
+			return b, nil, nil, 0, err
+		}
+		if b, err = s.applyOne(ctx, tx, b, pend, e, d); err != nil {
 			return b, nil, nil, 0, err
 		}
 		current[e.StreamID] = e.StreamVersion
@@ -260,35 +318,22 @@ func (s *Set) queueAll(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pend
 	return b, applied, skipped, maxPos, nil
 }
 
-// applyOne adds e to the accumulators' pending writes, queues the
-// statements of the other projectors of this package, executes those of
-// projectors from elsewhere, and returns the batch to go on queueing into.
-func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, e events.Envelope) (*pgx.Batch, error) {
-	d, err := events.Decode(e)
-	switch {
-	case errors.Is(err, events.ErrUnknownType):
-		// Not ours to understand; the guard still advances past it.
-		d = nil
-	case err != nil:
-		return b, fmt.Errorf("projections: %w", err)
+// applyOne adds e, decoded as d (nil: not read by any accumulator), to
+// the pending writes of the accumulators that read it, executes the
+// statements of the projectors from elsewhere, and returns the batch to
+// go on queueing into.
+func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pending, e events.Envelope, d events.Data) (*pgx.Batch, error) {
+	readers, ok := s.readers[e.Type]
+	if !ok {
+		readers = s.all
 	}
-	if d != nil {
-		for _, p := range pend {
-			if err := p.Add(e, d); err != nil {
-				return b, fmt.Errorf("projections: event %s: %w", e.EventID, err)
-			}
-		}
-	}
-	for _, p := range s.ps {
-		if _, ok := p.(Accumulator); ok {
-			continue
-		}
-		if q, ok := p.(queuer); ok {
+	for _, i := range readers {
+		if p := pend[i]; p != nil {
 			if d == nil {
 				continue
 			}
-			if err := q.queue(b, e, d); err != nil {
-				return b, fmt.Errorf("projections: %s: event %s: %w", p.Name(), e.EventID, err)
+			if err := p.Add(e, d); err != nil {
+				return b, fmt.Errorf("projections: %s: event %s: %w", s.ps[i].Name(), e.EventID, err)
 			}
 			continue
 		}
@@ -300,8 +345,8 @@ func (s *Set) applyOne(ctx context.Context, tx pgx.Tx, b *pgx.Batch, pend []Pend
 			}
 			b = &pgx.Batch{}
 		}
-		if err := p.Apply(ctx, tx, e); err != nil {
-			return b, fmt.Errorf("projections: %s: event %s: %w", p.Name(), e.EventID, err)
+		if err := s.ps[i].Apply(ctx, tx, e); err != nil {
+			return b, fmt.Errorf("projections: %s: event %s: %w", s.ps[i].Name(), e.EventID, err)
 		}
 	}
 	return b, nil

@@ -56,6 +56,9 @@ func (p *usageLedger) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) e
 	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
+// Handles implements projections.Selective.
+func (p *usageLedger) Handles(t string) bool { return t == events.TypeCompletionSucceeded }
+
 func (p *usageLedger) Pending() projections.Pending { return &ledgerRows{sql: p.insert} }
 
 // ledgerRows are the ledger rows of one transaction, column by column.

@@ -21,7 +21,7 @@ import (
 // agree and applying a link twice changes nothing.
 func NewCustomerLinks(schema string) projections.Projector {
 	byAccount, byCustomer := linkStatements(schema)
-	return &statements{name: "billing_customer_links", queue: func(b *pgx.Batch, e events.Envelope, d events.Data) {
+	return &statements{name: "billing_customer_links", types: []string{events.TypeBillingCustomerLinked}, queue: func(b *pgx.Batch, e events.Envelope, d events.Data) {
 		if d, ok := d.(events.BillingCustomerLinked); ok {
 			b.Queue(byAccount, d.AccountID, d.StripeCustomerID)
 			b.Queue(byCustomer, d.StripeCustomerID, d.AccountID, e.Position)

@@ -21,7 +21,8 @@ func NewDunning(schema string) projections.Projector {
 	failed := fmt.Sprintf(`INSERT INTO %[1]s AS d (account_id, grace_until) VALUES ($1, $2)
 		ON CONFLICT (account_id) DO UPDATE SET grace_until = least(d.grace_until, EXCLUDED.grace_until)`, t)
 	resolved := fmt.Sprintf(`DELETE FROM %s WHERE account_id = $1`, t)
-	return &statements{name: "billing_dunning", queue: func(b *pgx.Batch, _ events.Envelope, d events.Data) {
+	types := []string{events.TypeBillingPaymentFailed, events.TypeBillingPaymentSucceeded, events.TypeAccountDowngraded}
+	return &statements{name: "billing_dunning", types: types, queue: func(b *pgx.Batch, _ events.Envelope, d events.Data) {
 		switch d := d.(type) {
 		case events.BillingPaymentFailed:
 			b.Queue(failed, d.AccountID, d.GraceUntil)

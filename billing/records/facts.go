@@ -25,7 +25,8 @@ func NewFacts(schema string) projections.Projector {
 		ON CONFLICT (record_id) DO UPDATE SET reported_event_id = EXCLUDED.reported_event_id,
 			reported_quantity = EXCLUDED.reported_quantity, stripe_customer_id = EXCLUDED.stripe_customer_id,
 			identifier = EXCLUDED.identifier`, t)
-	return &statements{name: "billing_record_facts", queue: func(b *pgx.Batch, e events.Envelope, d events.Data) {
+	types := []string{events.TypeBillingRecordClosed, events.TypeBillingRecordFlagged, events.TypeBillingUsageReported}
+	return &statements{name: "billing_record_facts", types: types, queue: func(b *pgx.Batch, e events.Envelope, d events.Data) {
 		// A record's facts are those of its own stream.
 		id, ok := strings.CutPrefix(e.StreamID, events.StreamBillingRecord)
 		if !ok {

@@ -2,6 +2,7 @@ package records
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,12 +22,17 @@ func Projectors(schema string, window time.Duration, unit string) []projections.
 // commute with other streams' and run in event order within a stream: its
 // Pending queues them all into the Set's batch.
 type statements struct {
-	name  string
+	name string
+	// types are the event types queue reads.
+	types []string
 	queue func(b *pgx.Batch, e events.Envelope, d events.Data)
 }
 
 // Name implements projections.Projector.
 func (p *statements) Name() string { return p.name }
+
+// Handles implements projections.Selective.
+func (p *statements) Handles(t string) bool { return slices.Contains(p.types, t) }
 
 // Apply implements projections.Projector.
 func (p *statements) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {

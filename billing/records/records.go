@@ -125,6 +125,16 @@ func (p *billingRecords) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope
 	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
+// Handles implements projections.Selective: the types billingChanges.Add
+// reads.
+func (p *billingRecords) Handles(t string) bool {
+	switch t {
+	case events.TypeCompletionSucceeded, events.TypeBillingRecordClosed, events.TypeBillingRecordFlagged, events.TypeBillingUsageReported:
+		return true
+	}
+	return false
+}
+
 // Pending implements projections.Accumulator.
 func (p *billingRecords) Pending() projections.Pending {
 	return &billingChanges{p: p, seen: map[string]bool{}}

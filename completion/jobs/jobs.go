@@ -77,6 +77,17 @@ func (p *jobs) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
 	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
+// Handles implements projections.Selective: the types jobChanges.Add reads.
+func (p *jobs) Handles(t string) bool {
+	switch t {
+	case events.TypeCompletionRequested, events.TypeCompletionStarted, events.TypeCompletionSucceeded,
+		events.TypeCompletionLeaseRenewed, events.TypeCompletionFailed, events.TypeCompletionAbandoned,
+		events.TypeCompletionRequeued, events.TypeCompletionCallbackDelivered, events.TypeCompletionCallbackFailed:
+		return true
+	}
+	return false
+}
+
 func (p *jobs) Pending() projections.Pending { return &jobChanges{p: p, byID: map[string]*jobChange{}} }
 
 // jobChange is what one transaction's events did to a job.

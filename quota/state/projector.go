@@ -87,6 +87,17 @@ func (p *projector) Apply(ctx context.Context, tx pgx.Tx, e events.Envelope) err
 	return projections.ApplyPending(ctx, tx, p, p.Name(), e)
 }
 
+// Handles implements projections.Selective: the types changes.Add reads.
+func (p *projector) Handles(t string) bool {
+	switch t {
+	case events.TypeQuotaReserved, events.TypeQuotaSettled, events.TypeQuotaReleased, events.TypeCompletionAbandoned,
+		events.TypeCompletionLeaseRenewed, events.TypeAccountCreated, events.TypeAccountPlanChanged, events.TypeAccountLimitsChanged,
+		events.TypeAPIKeyIssued, events.TypeAPIKeyLimitsChanged, events.TypeAPIKeySuspended, events.TypeAPIKeyUnsuspended:
+		return true
+	}
+	return false
+}
+
 func (p *projector) Pending() projections.Pending {
 	return &changes{p: p, budgets: map[budgetKey]*budgetDelta{}, winRows: map[windowKey]*windowDelta{}, windows: map[string]*accountWindows{},
 		res: map[string]*resFold{}}
