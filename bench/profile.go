@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -53,4 +54,17 @@ func StartProfiles(cpuProfile, blockProfile string) (stop func() error, err erro
 		})
 	}
 	return stop, nil
+}
+
+// writeHeapProfile writes a heap profile to path (after a GC, so it shows
+// what is live); a failure is logged.
+func writeHeapProfile(path string, logger *slog.Logger) {
+	f, err := os.Create(path)
+	if err == nil {
+		runtime.GC()
+		err = errors.Join(pprof.WriteHeapProfile(f), f.Close())
+	}
+	if err != nil {
+		logger.Error("bench: heap profile", "error", err)
+	}
 }

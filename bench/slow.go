@@ -51,6 +51,9 @@ type SlowConfig struct {
 	MaxDBConns int32
 	// Logger receives progress and failures; discarded when nil.
 	Logger *slog.Logger
+	// HeapProfile, when set, is where a heap profile is written while
+	// every request through Tollgate is in flight.
+	HeapProfile string
 }
 
 func (cfg SlowConfig) withDefaults() SlowConfig {
@@ -156,8 +159,9 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (_ SlowReport, err error) {
 	rep.Config.Logger = nil
 	timeout := 2*time.Minute + cfg.UpstreamLatency
 
+	providers := newH2CTransport(timeout)
 	st, err := startStack(ctx, stackConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, UpstreamLatency: cfg.UpstreamLatency,
-		ProviderTransport: newH2CTransport(timeout), MaxDBConns: cfg.MaxDBConns, Logger: logger})
+		ProviderTransport: providers, MaxDBConns: cfg.MaxDBConns, Logger: logger})
 	if err != nil {
 		return SlowReport{}, err
 	}
@@ -173,7 +177,7 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (_ SlowReport, err error) {
 
 	logger.Info("bench slow: direct", "requests", cfg.Requests, "upstream_latency", cfg.UpstreamLatency)
 	upConns := st.up.accepted.Load()
-	if rep.Direct, err = slowPhase(ctx, cfg.Requests, direct, st.up, nil, nil); err != nil {
+	if rep.Direct, err = slowPhase(ctx, cfg.Requests, direct, st.up, nil, nil, ""); err != nil {
 		return SlowReport{}, err
 	}
 	rep.Direct.Connections = st.up.accepted.Load() - upConns
@@ -183,7 +187,12 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (_ SlowReport, err error) {
 	upConns, tgConns := st.up.accepted.Load(), st.accepted.Load()
 	before := st.srv.Pool.Stat()
 	rep.Pool.MaxConns = before.MaxConns()
-	if rep.Tollgate, err = slowPhase(ctx, cfg.Requests, via, st.up, st.srv.Pool, &rep.Pool); err != nil {
+	// Tollgate's own connection to the upstream is opened first too, as
+	// the clients' are (see slowPhase): a deployment's is warm.
+	if err := (&target{name: "tollgate's provider client", client: &http.Client{Transport: providers, Timeout: timeout}, url: st.up.baseURL}).prime(ctx); err != nil {
+		return SlowReport{}, err
+	}
+	if rep.Tollgate, err = slowPhase(ctx, cfg.Requests, via, st.up, st.srv.Pool, &rep.Pool, cfg.HeapProfile); err != nil {
 		return SlowReport{}, err
 	}
 	after := st.srv.Pool.Stat()
@@ -214,7 +223,7 @@ func newH2CTransport(timeout time.Duration) *http.Transport {
 
 // slowPhase sends n requests to t at once and waits for every answer,
 // sampling the process's peaks (and pool's, when not nil) meanwhile.
-func slowPhase(ctx context.Context, n int, t *target, up *upstream, pool *pgxpool.Pool, ps *DBPool) (SlowPhase, error) {
+func slowPhase(ctx context.Context, n int, t *target, up *upstream, pool *pgxpool.Pool, ps *DBPool, heapProfile string) (SlowPhase, error) {
 	// One request first opens the client's h2c connection: requests that
 	// find no connection each dial their own (net/http's pool does not
 	// share a dial in progress), so a burst on a cold client would open a
@@ -237,6 +246,10 @@ func slowPhase(ctx context.Context, n int, t *target, up *upstream, pool *pgxpoo
 		defer tick.Stop()
 		for {
 			s.sample(&ph)
+			if heapProfile != "" && up.peak.Load() >= int64(n) {
+				writeHeapProfile(heapProfile, t.logger)
+				heapProfile = ""
+			}
 			if pool != nil {
 				st := pool.Stat()
 				ps.PeakAcquired = max(ps.PeakAcquired, st.AcquiredConns())

@@ -12,7 +12,7 @@ const (
 	DefaultCallbackMaxBackoff     = 5 * time.Minute
 	DefaultCallbackTimeout        = 10 * time.Second
 	DefaultMaxRetries             = 2
-	DefaultInlineClaimAfter       = time.Second
+	DefaultInlineClaimAfter       = 30 * time.Second
 	// MinCallbackSecret is the shortest TOLLGATE_CALLBACK_SECRET accepted.
 	MinCallbackSecret = 16
 )
@@ -43,8 +43,8 @@ type Jobs struct {
 	ReaperInterval Duration `yaml:"reaper_interval"`
 	// InlineClaimAfter is how long a synchronous request runs before its
 	// request and claim are stored on their own; a shorter one stores
-	// them with its outcome, in one append. Default 1s (a tenth of a
-	// lease shorter than 10s); under a third of the lease.
+	// them with its outcome, in one append. Default 30s (a tenth of a
+	// lease shorter than 5m); under a third of the lease.
 	InlineClaimAfter Duration `yaml:"inline_claim_after"`
 	// LongPollMax bounds GET /v1/jobs/{id}?wait=; default 60s.
 	LongPollMax Duration `yaml:"long_poll_max"`

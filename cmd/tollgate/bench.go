@@ -71,7 +71,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 type benchOptions struct {
 	cfg                                tgbench.Config
 	slow, dbConns                      int
-	cpuProfile, blockProfile, logLevel string
+	cpuProfile, blockProfile, heapProfile, logLevel string
 	json                               bool
 }
 
@@ -124,6 +124,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 	fs.IntVar(&o.dbConns, "db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of Tollgate's process (with -slow: of the whole run) to this file")
+	fs.StringVar(&o.heapProfile, "heapprofile", "", "slow mode: write a heap profile to this file while every request through Tollgate is in flight")
 	fs.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where Tollgate's goroutines waited (channels, locks, I/O; with -slow: the whole run's) to this file")
 	fs.BoolVar(&o.json, "json", false, "write the report as JSON (durations in nanoseconds)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr, of the bench and of its child processes: debug, info, warn, error")
@@ -164,7 +165,7 @@ func benchSlow(ctx context.Context, o *benchOptions, stdout io.Writer) error {
 	}
 	cfg := o.cfg
 	rep, err := tgbench.RunSlow(ctx, tgbench.SlowConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, Requests: o.slow,
-		UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(o.dbConns), Logger: cfg.Logger})
+		UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(o.dbConns), Logger: cfg.Logger, HeapProfile: o.heapProfile})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ type Config struct {
 	Ambiguous func(error) bool
 	// ClaimInlineAfter is how long a synchronous run goes on before its
 	// request and claim are stored on their own (see inline.go). Default
-	// 1s, or a tenth of a lease shorter than 10s; it must be under a third
+	// 30s, or a tenth of a lease shorter than 5m; it must be under a third
 	// of the lease (when the first renewal is due).
 	ClaimInlineAfter time.Duration
 }
@@ -88,7 +88,7 @@ func (c *Config) setDefaults() {
 		c.Ambiguous = c.Transient
 	}
 	if c.ClaimInlineAfter == 0 {
-		c.ClaimInlineAfter = min(time.Second, c.Lease/10)
+		c.ClaimInlineAfter = min(30*time.Second, c.Lease/10)
 	}
 }
 
