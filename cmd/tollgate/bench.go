@@ -69,10 +69,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 
 // benchOptions are `tollgate bench`'s flags.
 type benchOptions struct {
-	cfg                                tgbench.Config
-	slow, dbConns                      int
+	cfg                                             tgbench.Config
+	slow, dbConns                                   int
 	cpuProfile, blockProfile, heapProfile, logLevel string
-	json                               bool
+	json                                            bool
 }
 
 const benchUsage = `usage: tollgate bench [flags]
