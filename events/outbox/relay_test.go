@@ -112,7 +112,7 @@ func appendEvents(t *testing.T, s *pgstore.Store, n, workers int) {
 // The store reads below the oldest running transaction of the whole
 // PostgreSQL cluster, and other tests write to it concurrently, so a
 // committed event may take a moment to become readable: stored waits.
-func stored(t *testing.T, s *pgstore.Store, n int) []events.Envelope {
+func stored(t testing.TB, s *pgstore.Store, n int) []events.Envelope {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
