@@ -63,19 +63,25 @@ func ToMessageWithSource(e events.Envelope, source string) (*message.Message, er
 	if source == "" {
 		source = DefaultSource
 	}
-	payload, err := json.Marshal(e)
+	// The envelope as json.Marshal writes it, without re-validating and
+	// re-compacting Data: the store's is valid JSON already.
+	md := e.Metadata
+	size := 320 + len(e.StreamID) + len(e.Type) + len(e.Data) + len(md.AccountID) + len(md.CorrelationID) + len(md.CausationID) + len(md.Actor)
+	payload, err := e.AppendJSON(make([]byte, 0, size))
 	if err != nil {
 		return nil, fmt.Errorf("bus: marshal event %s: %w", e.EventID, err)
 	}
-	m := message.NewMessage(e.EventID.String(), payload)
+	id := e.EventID.String()
+	m := message.NewMessage(id, payload)
+	m.Metadata = make(message.Metadata, 8)
 	m.Metadata.Set(MetaSpecVersion, SpecVersion)
-	m.Metadata.Set(MetaID, e.EventID.String())
+	m.Metadata.Set(MetaID, id)
 	m.Metadata.Set(MetaType, e.Type)
 	m.Metadata.Set(MetaSource, source)
 	m.Metadata.Set(MetaTime, e.OccurredAt.UTC().Format(time.RFC3339Nano))
 	m.Metadata.Set(MetaSubject, e.StreamID)
 	m.Metadata.Set(MetaContentType, ContentType)
-	m.Metadata.Set(MetaAccountID, e.Metadata.AccountID)
+	m.Metadata.Set(MetaAccountID, md.AccountID)
 	return m, nil
 }
 
@@ -115,6 +121,12 @@ func partitionKey(_ string, m *message.Message) (string, error) {
 // JobsTopic carries the queued (async) completion requests the worker pool
 // executes, so workers read only their work, not the whole event stream.
 const JobsTopic = "tollgate.jobs"
+
+// JobTypes returns the event types IsJob can select: the relay reads only
+// these when it publishes the jobs topic alone.
+func JobTypes() []string {
+	return []string{events.TypeCompletionRequested, events.TypeCompletionRequeued}
+}
 
 // IsJob reports whether e is a queued completion request for the workers
 // (completion.QueuedJob decides).

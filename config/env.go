@@ -42,6 +42,11 @@ type Env struct {
 	// job result callbacks; empty = callbacks are off (a callback_url is
 	// refused).
 	CallbackSecret string
+	// BusPublish (TOLLGATE_BUS_PUBLISH) is what the outbox relay
+	// publishes: BusPublishAll (every event, and the jobs; the default on
+	// Kafka) or BusPublishRoutes (only the jobs; the default on the
+	// PostgreSQL bus). See PublishAllEvents.
+	BusPublish string
 }
 
 // parseEnv reads Env from getenv, with defaults; a duration that does not
@@ -72,6 +77,7 @@ func parseEnv(getenv func(string) string) (Env, problems) {
 		HTTPAddr:             or("TOLLGATE_HTTP_ADDR", DefaultHTTPAddr),
 		AdminToken:           getenv("TOLLGATE_ADMIN_TOKEN"),
 		KafkaBrokers:         brokers,
+		BusPublish:           parseBusPublish(getenv("TOLLGATE_BUS_PUBLISH"), brokers),
 		RedisURL:             getenv("TOLLGATE_REDIS_URL"),
 		StripeSecretKey:      getenv("STRIPE_SECRET_KEY"),
 		StripeWebhookSecret:  getenv("STRIPE_WEBHOOK_SECRET"),
@@ -112,7 +118,7 @@ func parsePositiveDuration(s string, def time.Duration) (time.Duration, bool) {
 }
 
 // validate checks the durations (a negative one is set in code: parseEnv
-// refuses them) and the callback secret's length.
+// refuses them), the callback secret's length and what the bus publishes.
 func (e Env) validate(bad *problems) {
 	if e.ResponseDeadline < 0 {
 		bad.add("TOLLGATE_RESPONSE_DEADLINE", "must be a positive duration such as 55s")
@@ -123,4 +129,5 @@ func (e Env) validate(bad *problems) {
 	if s := e.CallbackSecret; s != "" && len(s) < MinCallbackSecret {
 		bad.add("TOLLGATE_CALLBACK_SECRET", "must be at least %d characters", MinCallbackSecret)
 	}
+	e.validateBus(bad)
 }

@@ -44,7 +44,7 @@ func TestEnv(t *testing.T) {
 	}
 	want := Env{ResponseDeadline: 20 * time.Second, DatabaseQueryTimeout: 3 * time.Second,
 		DatabaseURL: "postgres://db/x", HTTPAddr: "127.0.0.1:9000", AdminToken: "adm",
-		KafkaBrokers: []string{"k1:9092", "k2:9092"}, RedisURL: "redis://r:6379/0",
+		KafkaBrokers: []string{"k1:9092", "k2:9092"}, BusPublish: BusPublishAll, RedisURL: "redis://r:6379/0",
 		StripeSecretKey: "sk_test_x", StripeWebhookSecret: "whsec_x", StripeAPIBase: "http://127.0.0.1:12111",
 		StripeMeterEventName: "custom", InstanceID: "api-1", LogLevel: "debug",
 	}

@@ -14,13 +14,15 @@ func (w *wiring) openPublisher() (err error) {
 	return nil
 }
 
-// startRelay runs the relay role: it publishes every committed event to
-// the bus, and queued jobs once more on the jobs topic. One relay runs
-// across replicas (a leader lock).
+// startRelay runs the relay role: it publishes queued jobs on the jobs
+// topic and, when the bus publishes all events (TOLLGATE_BUS_PUBLISH, by
+// default on Kafka), every committed event to bus.Topic before them. One
+// relay runs across replicas (a leader lock).
 func (w *wiring) startRelay() error {
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
 		Store: w.Store, Publisher: bus.EventPublisher{Publisher: w.pub}, Topic: bus.Topic, Logger: w.logger, Registerer: w.reg,
-		Routes: []outbox.Route{{Topic: bus.JobsTopic, Match: bus.IsJob}},
+		Routes:     []outbox.Route{{Topic: bus.JobsTopic, Match: bus.IsJob, Types: bus.JobTypes()}},
+		RoutesOnly: !w.cfg.Env.PublishAllEvents(),
 	})
 	if err != nil {
 		return err

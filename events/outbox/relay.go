@@ -5,6 +5,11 @@
 // consumers are idempotent by event id), and nothing committed is ever
 // skipped or lost; nothing uncommitted is ever published, because the store
 // only reads transactions older than every running one.
+//
+// A relay publishes every event to its topic and some to its routes'
+// topics as well, or (RoutesOnly) only the routes: then it reads only the
+// event types the routes can match, and its checkpoint moves past the
+// others unread.
 package outbox
 
 import (
@@ -12,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,11 +50,19 @@ type RelayConfig struct {
 	Store *pgstore.Store
 	// Publisher is the bus publisher. Required.
 	Publisher Publisher
-	// Topic is where events are published (bus.Topic). Required.
+	// Topic is where events are published (bus.Topic). Required: it names
+	// the checkpoint even when RoutesOnly.
 	Topic string
 	// Routes publish some events to further topics as well (after Topic,
 	// before the checkpoint moves), e.g. queued jobs to the workers' topic.
 	Routes []Route
+	// RoutesOnly publishes the Routes alone, nothing to Topic: for a bus
+	// where nobody reads Topic (the PostgreSQL bus, where Tollgate's own
+	// roles read only the jobs topic), which would otherwise hold a second
+	// copy of the log. When every route lists its Types, the relay reads
+	// only events of those types (pgstore.Store.ReadMatching), and its
+	// checkpoint still moves over the whole log. It needs a route.
+	RoutesOnly bool
 	// Name names the relay's checkpoint; "outbox:<Topic>" when empty.
 	Name string
 	// PollInterval is the wait after a batch that was not full;
@@ -71,6 +85,10 @@ type RelayConfig struct {
 type Route struct {
 	Topic string
 	Match func(events.Envelope) bool
+	// Types are the event types Match can select (bus.JobTypes for
+	// bus.IsJob); empty when it may select any. Under RoutesOnly the relay
+	// reads no other type when every route has them.
+	Types []string
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -118,6 +136,9 @@ func (c RelayConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("route %d needs a topic and a match", i))
 		}
 	}
+	if c.RoutesOnly && len(c.Routes) == 0 {
+		errs = append(errs, errors.New("routes only, but no route"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("relay config: %w", err)
 	}
@@ -129,7 +150,10 @@ type Relay struct {
 	cfg RelayConfig
 	// cur is the checkpoint, loaded once: while a relay runs it is the
 	// checkpoint's only writer (RunAsLeader makes sure of that).
-	cur           *pgstore.Cursor
+	cur *pgstore.Cursor
+	// types are the only event types read (RoutesOnly, every route's
+	// Types); nil reads every event.
+	types         []string
 	lagUpdated    time.Time
 	relayed       prometheus.Counter
 	publishErrors prometheus.Counter
@@ -146,10 +170,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	cfg.setDefaults()
 	labels := prometheus.Labels{"relay": cfg.Name}
 	r := &Relay{
-		cfg: cfg,
+		cfg:   cfg,
+		types: readTypes(cfg),
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name:        "tollgate_outbox_events_relayed_total",
-			Help:        "Events published to the bus by the outbox relay (re-publications after a crash included).",
+			Help:        "Events published to the bus by the outbox relay: to its topic, or under routes only to its routes (re-publications after a crash included).",
 			ConstLabels: labels,
 		}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -176,9 +201,28 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 // Name returns the relay's checkpoint name.
 func (r *Relay) Name() string { return r.cfg.Name }
 
+// readTypes returns the only event types a relay of cfg needs to read:
+// nil (all of them) unless it publishes only routes that each list theirs.
+func readTypes(cfg RelayConfig) []string {
+	if !cfg.RoutesOnly {
+		return nil
+	}
+	var types []string
+	for _, route := range cfg.Routes {
+		if len(route.Types) == 0 {
+			return nil
+		}
+		types = append(types, route.Types...)
+	}
+	slices.Sort(types)
+	return slices.Compact(types)
+}
+
 // RunOnce relays one batch: it reads up to BatchSize events after the
 // checkpoint, publishes them in order and saves the checkpoint after the
-// last. It returns how many events it published.
+// last (under RoutesOnly with typed routes: the events of those types,
+// and the checkpoint after the last event of any type it passed). It
+// returns how many events it read; BatchSize means more may be waiting.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	pool := r.cfg.Store.Pool()
 	if r.cur == nil {
@@ -189,31 +233,23 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		r.cur = &c
 	}
 	cur := *r.cur
-	evs, next, err := r.cfg.Store.ReadAll(ctx, cur, r.cfg.BatchSize, pgstore.Filter{})
+	var evs []events.Envelope
+	var next pgstore.Cursor
+	var err error
+	if r.types != nil {
+		evs, next, err = r.cfg.Store.ReadMatching(ctx, cur, r.cfg.BatchSize, pgstore.Filter{Types: r.types})
+	} else {
+		evs, next, err = r.cfg.Store.ReadAll(ctx, cur, r.cfg.BatchSize, pgstore.Filter{})
+	}
 	if err != nil {
 		return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
 	}
-	if len(evs) > 0 {
-		if err := r.cfg.Publisher.Publish(ctx, r.cfg.Topic, evs...); err != nil {
-			r.publishErrors.Inc()
-			return 0, fmt.Errorf("outbox %s: publish %d events after position %d: %w", r.cfg.Name, len(evs), cur.Position, err)
-		}
-		for _, route := range r.cfg.Routes {
-			var routed []events.Envelope
-			for _, e := range evs {
-				if route.Match(e) {
-					routed = append(routed, e)
-				}
-			}
-			if len(routed) == 0 {
-				continue
-			}
-			if err := r.cfg.Publisher.Publish(ctx, route.Topic, routed...); err != nil {
-				r.publishErrors.Inc()
-				return 0, fmt.Errorf("outbox %s: publish %d events to %s: %w", r.cfg.Name, len(routed), route.Topic, err)
-			}
-		}
-		r.relayed.Add(float64(len(evs)))
+	if err := r.publish(ctx, cur, evs); err != nil {
+		r.publishErrors.Inc()
+		return 0, fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
+	}
+	// Publish, then checkpoint: a crash in between publishes again.
+	if next != cur {
 		if err := pgstore.SaveCheckpoint(ctx, pool, r.cfg.Name, next); err != nil {
 			return len(evs), fmt.Errorf("outbox %s: %w", r.cfg.Name, err)
 		}
@@ -233,12 +269,53 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	return len(evs), nil
 }
 
+// publish sends evs to the topic (unless RoutesOnly), then to each route
+// what it selects, in order; it returns once the bus holds them all.
+func (r *Relay) publish(ctx context.Context, cur pgstore.Cursor, evs []events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	published := 0
+	if !r.cfg.RoutesOnly {
+		if err := r.cfg.Publisher.Publish(ctx, r.cfg.Topic, evs...); err != nil {
+			return fmt.Errorf("publish %d events after position %d: %w", len(evs), cur.Position, err)
+		}
+		published = len(evs)
+	}
+	for _, route := range r.cfg.Routes {
+		var routed []events.Envelope
+		for _, e := range evs {
+			if route.Match(e) {
+				routed = append(routed, e)
+			}
+		}
+		if len(routed) == 0 {
+			continue
+		}
+		if err := r.cfg.Publisher.Publish(ctx, route.Topic, routed...); err != nil {
+			return fmt.Errorf("publish %d events to %s: %w", len(routed), route.Topic, err)
+		}
+		if r.cfg.RoutesOnly {
+			published += len(routed)
+		}
+	}
+	r.relayed.Add(float64(published))
+	return nil
+}
+
 // Run relays until ctx ends, then returns nil. After a full batch it reads
 // again at once, otherwise it waits PollInterval; after an error it logs it
 // and backs off (PollInterval doubling up to MaxBackoff).
 func (r *Relay) Run(ctx context.Context) error {
 	log := r.cfg.Logger.With("component", "outbox", "relay", r.cfg.Name)
-	log.Info("outbox relay started", "topic", r.cfg.Topic, "batch_size", r.cfg.BatchSize)
+	topics := make([]string, 0, 1+len(r.cfg.Routes))
+	if !r.cfg.RoutesOnly {
+		topics = append(topics, r.cfg.Topic)
+	}
+	for _, route := range r.cfg.Routes {
+		topics = append(topics, route.Topic)
+	}
+	log.Info("outbox relay started", "topics", topics, "reads_types", r.types, "batch_size", r.cfg.BatchSize)
 	backoff := r.cfg.PollInterval
 	for {
 		n, err := r.RunOnce(ctx)

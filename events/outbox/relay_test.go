@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -21,48 +20,6 @@ import (
 	"github.com/tollgate/tollgate/events/pgstore"
 	"github.com/tollgate/tollgate/pgtest"
 )
-
-// recorder is a publisher that keeps what it was given, for tests about
-// the relay's logic rather than the bus.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*message.Message
-	// failAfter, when >= 0, makes Publish deliver that many messages of a
-	// call and then fail, as a process that dies mid-batch would.
-	failAfter int
-}
-
-func newRecorder() *recorder { return &recorder{failAfter: -1} }
-
-func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if topic != bus.Topic {
-		return fmt.Errorf("unexpected topic %q", topic)
-	}
-	for i, m := range msgs {
-		if r.failAfter >= 0 && i == r.failAfter {
-			return errors.New("publisher died")
-		}
-		r.msgs = append(r.msgs, m)
-	}
-	if r.failAfter >= 0 && len(msgs) <= r.failAfter {
-		return errors.New("publisher died after publishing")
-	}
-	return nil
-}
-
-func (r *recorder) Close() error { return nil }
-
-func (r *recorder) ids() []uuid.UUID {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]uuid.UUID, len(r.msgs))
-	for i, m := range r.msgs {
-		out[i] = uuid.MustParse(m.UUID)
-	}
-	return out
-}
 
 func newStore(t *testing.T) *pgstore.Store {
 	t.Helper()

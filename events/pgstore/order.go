@@ -37,6 +37,29 @@ type Filter struct {
 	Until     time.Time
 }
 
+// where returns f's conditions on the events table (" AND …", empty when
+// f is zero) and args with their parameters appended.
+func (f Filter) where(args []any) (string, []any) {
+	var q string
+	if len(f.Types) > 0 {
+		args = append(args, f.Types)
+		q += fmt.Sprintf(" AND events.type = ANY($%d)", len(args))
+	}
+	if f.AccountID != "" {
+		args = append(args, f.AccountID)
+		q += fmt.Sprintf(" AND events.account_id = $%d", len(args))
+	}
+	if !f.Since.IsZero() {
+		args = append(args, f.Since)
+		q += fmt.Sprintf(" AND events.occurred_at >= $%d", len(args))
+	}
+	if !f.Until.IsZero() {
+		args = append(args, f.Until)
+		q += fmt.Sprintf(" AND events.occurred_at < $%d", len(args))
+	}
+	return q, args
+}
+
 // AppenderLock is the advisory lock key every transaction appending
 // events holds (shared) from before it has a transaction id until it ends
 // (migration 0007): readers find the appenders in pg_locks by it.
@@ -93,28 +116,12 @@ func (s *Store) ReadBelow(ctx context.Context, cur Cursor, horizon uint64, limit
 func (s *Store) read(ctx context.Context, cur Cursor, bound string, boundArg any, limit int, f Filter) ([]events.Envelope, Cursor, error) {
 	// Qualified names: an unqualified ORDER BY transaction_id would sort
 	// the text output column, where 100000 comes before 99999.
+	filter, args := f.where([]any{strconv.FormatUint(cur.TransactionID, 10), cur.Position, boundArg})
+	args = append(args, limit)
 	q := selectEnvelope + `
 		WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2)
-		  AND events.transaction_id < ` + bound
-	args := []any{strconv.FormatUint(cur.TransactionID, 10), cur.Position, boundArg}
-	if len(f.Types) > 0 {
-		args = append(args, f.Types)
-		q += fmt.Sprintf(" AND events.type = ANY($%d)", len(args))
-	}
-	if f.AccountID != "" {
-		args = append(args, f.AccountID)
-		q += fmt.Sprintf(" AND events.account_id = $%d", len(args))
-	}
-	if !f.Since.IsZero() {
-		args = append(args, f.Since)
-		q += fmt.Sprintf(" AND events.occurred_at >= $%d", len(args))
-	}
-	if !f.Until.IsZero() {
-		args = append(args, f.Until)
-		q += fmt.Sprintf(" AND events.occurred_at < $%d", len(args))
-	}
-	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY events.transaction_id, events.position LIMIT $%d", len(args))
+		  AND events.transaction_id < ` + bound + filter +
+		fmt.Sprintf(" ORDER BY events.transaction_id, events.position LIMIT $%d", len(args))
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, cur, fmt.Errorf("read all: %w", err)
