@@ -2,26 +2,18 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/completion/callbacks"
-	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/events"
 	"github.com/tollgate/tollgate/llmtest"
-	"github.com/tollgate/tollgate/pgtest"
-	"github.com/tollgate/tollgate/server"
 )
 
 const cbSecret = "whsec_jobs_test_0123456789"
@@ -63,6 +55,20 @@ func (e *jobsEnv) do(method, path, token string, body any, headers ...string) (i
 	return resp.StatusCode, out
 }
 
+// key creates an account on the free plan and returns a key of it.
+func (e *jobsEnv) key(name string) string {
+	e.t.Helper()
+	st, acc := e.do("POST", "/v1/admin/accounts", e.admin, map[string]any{"name": name, "email": name + "@x.test", "plan": "free"})
+	if st != 200 && st != 201 {
+		e.t.Fatalf("create account: %d %v", st, acc)
+	}
+	st, k := e.do("POST", "/v1/admin/accounts/"+acc["id"].(string)+"/keys", e.admin, map[string]any{"name": "k"})
+	if st != 200 && st != 201 {
+		e.t.Fatalf("issue key: %d %v", st, k)
+	}
+	return k["key"].(string)
+}
+
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -97,55 +103,9 @@ func TestAsyncJobWaitCallbackAndTimeline(t *testing.T) {
 	}))
 	defer recv.Close()
 
-	dir := t.TempDir()
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(llmtest.ConfigYAML(up.URL, "1", "2",
-		"jobs: {reaper_interval: 1s, callbacks: {allow_private_networks: true, initial_backoff: 100ms, max_backoff: 200ms}}")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	vars := map[string]string{
-		"TOLLGATE_DATABASE_URL":    pgtest.NewDatabase(t),
-		"TOLLGATE_ADMIN_TOKEN":     "admin-token-for-jobs-tests",
-		"TOLLGATE_INSTANCE_ID":     "jobs",
-		"TOLLGATE_CALLBACK_SECRET": cbSecret,
-	}
-	getenv := func(k string) string { return vars[k] }
-	cfg, err := config.Load(path, getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.Start(context.Background(), server.Options{
-		Config: cfg, Roles: server.AllRoles(), Listener: ln, Getenv: getenv,
-		Logger: slog.New(slog.DiscardHandler), BusPollInterval: 20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	e := &jobsEnv{t: t, base: "http://" + srv.Addr, admin: "admin-token-for-jobs-tests"}
-	key := func(name string) string {
-		t.Helper()
-		st, acc := e.do("POST", "/v1/admin/accounts", e.admin, map[string]any{"name": name, "email": name + "@x.test", "plan": "free"})
-		if st != 200 && st != 201 {
-			t.Fatalf("create account: %d %v", st, acc)
-		}
-		st, k := e.do("POST", "/v1/admin/accounts/"+acc["id"].(string)+"/keys", e.admin, map[string]any{"name": "k"})
-		if st != 200 && st != 201 {
-			t.Fatalf("issue key: %d %v", st, k)
-		}
-		return k["key"].(string)
-	}
-	k1, k2 := key("acme"), key("other")
+	_, e := startServer(t, up.URL, "jobs: {reaper_interval: 1s, callbacks: {allow_private_networks: true, initial_backoff: 100ms, max_backoff: 200ms}}",
+		map[string]string{"TOLLGATE_INSTANCE_ID": "jobs", "TOLLGATE_CALLBACK_SECRET": cbSecret})
+	k1, k2 := e.key("acme"), e.key("other")
 
 	// Edge validation of callback_url and wait.
 	for _, bad := range []any{"ftp://x.example/", "https://user:pw@x.example/", 42} {

@@ -14,8 +14,38 @@ import (
 
 	"github.com/tollgate/tollgate/bus"
 	"github.com/tollgate/tollgate/events"
+	"github.com/tollgate/tollgate/events/outbox"
 	"github.com/tollgate/tollgate/events/pgstore"
 )
+
+// sqlBus returns the configuration of the PostgreSQL bus on s's database
+// and a publisher on it, closed when the test ends.
+func sqlBus(t *testing.T, s *pgstore.Store) (bus.Config, message.Publisher) {
+	t.Helper()
+	cfg := bus.Config{Pool: s.Pool(), SQLPollInterval: 10 * time.Millisecond}
+	pub, err := bus.NewPublisher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	return cfg, pub
+}
+
+// run runs relay until the returned stop is called, which fails the test
+// if Run returned an error.
+func run(ctx context.Context, t *testing.T, relay *outbox.Relay) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- relay.Run(runCtx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // recorder is a publisher that keeps what it was given, for tests about
 // the relay's logic rather than the bus.

@@ -140,12 +140,7 @@ func head(t *testing.T, s *pgstore.Store) pgstore.Cursor {
 func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	busCfg := bus.Config{Pool: s.Pool(), SQLPollInterval: 10 * time.Millisecond}
-	pub, err := bus.NewPublisher(busCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	busCfg, pub := sqlBus(t, s)
 	reg := prometheus.NewRegistry()
 	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: s, Publisher: bus.EventPublisher{Publisher: pub}, Topic: bus.Topic, BatchSize: 7, Registerer: reg})
 	if err != nil {
@@ -153,9 +148,7 @@ func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- relay.Run(runCtx) }()
+	stop := run(ctx, t, relay)
 
 	// Appends from several writers at once, while the relay runs.
 	const n = 120
@@ -165,15 +158,7 @@ func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
 		t.Fatalf("stored %d events, want %d", len(want), n)
 	}
 
-	sub, err := bus.NewSubscriber(busCfg, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ch, err := sub.Subscribe(ctx, bus.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := subscribe(ctx, t, busCfg, "test", bus.Topic)
 	for i, w := range want {
 		var m *message.Message
 		select {
@@ -206,9 +191,6 @@ func TestRelayPublishesEveryEventInGlobalOrder(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
-	if err := <-runErr; err != nil {
-		t.Fatal(err)
-	}
 	if relay.Name() != "outbox:"+bus.Topic {
 		t.Fatalf("name %q", relay.Name())
 	}
