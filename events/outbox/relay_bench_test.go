@@ -23,7 +23,9 @@ const benchCompletions = outbox.DefaultBatchSize / 5
 // PostgreSQL bus (watermill-sql, its inserts included); publish=all sends
 // every event to bus.Topic and the jobs to bus.JobsTopic, publish=routes
 // only the jobs (TOLLGATE_BUS_PUBLISH=routes, the PostgreSQL bus's
-// default), reading only the event types a job can be.
+// default), reading only the event types a job can be. Besides the wall
+// time (which includes PostgreSQL's, the relay waiting on it), it reports
+// the CPU time of the relay's process and of the database's backends.
 //
 // Run: go test -run '^$' -bench RelayBatch -benchtime 200x -count 6 ./events/outbox | tee new.txt; benchstat old.txt new.txt
 func BenchmarkRelayBatch(b *testing.B) {
@@ -52,6 +54,7 @@ func BenchmarkRelayBatch(b *testing.B) {
 			b.Run("publish="+mode.name+"/bus="+pub.name, func(b *testing.B) {
 				ctx := context.Background()
 				b.ReportAllocs()
+				cpu := startCPU(b, pool)
 				for b.Loop() {
 					seq++
 					relay, err := outbox.NewRelay(outbox.RelayConfig{
@@ -67,6 +70,7 @@ func BenchmarkRelayBatch(b *testing.B) {
 						b.Fatalf("read %d, %v; want %d", n, err, mode.read)
 					}
 				}
+				cpu.report(b)
 			})
 		}
 	}

@@ -1,0 +1,88 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// clockTick is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100 on
+// Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuMeter measures CPU time spent by this process and by the PostgreSQL
+// backends of pool's database (from /proc: the server runs on this
+// machine), so a benchmark reports what a batch costs on both sides.
+type cpuMeter struct {
+	pool     *pgxpool.Pool
+	self     time.Duration
+	backends map[int]time.Duration
+}
+
+func startCPU(b *testing.B, pool *pgxpool.Pool) *cpuMeter {
+	b.Helper()
+	m := &cpuMeter{pool: pool}
+	m.self, m.backends = selfCPU(b), backendsCPU(b, pool)
+	return m
+}
+
+// report adds relay-cpu-ns/op and pg-cpu-ns/op to the benchmark's result.
+// A backend that ended during the run is not counted.
+func (m *cpuMeter) report(b *testing.B) {
+	b.Helper()
+	self := selfCPU(b) - m.self
+	var pg time.Duration
+	for pid, t := range backendsCPU(b, m.pool) {
+		pg += t - m.backends[pid]
+	}
+	b.ReportMetric(float64(self.Nanoseconds())/float64(b.N), "relay-cpu-ns/op")
+	b.ReportMetric(float64(pg.Nanoseconds())/float64(b.N), "pg-cpu-ns/op")
+}
+
+func selfCPU(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendsCPU returns the CPU time of each backend connected to pool's
+// database.
+func backendsCPU(b *testing.B, pool *pgxpool.Pool) map[int]time.Duration {
+	b.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[int]time.Duration{}
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			b.Fatal(err)
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		// Fields after the command (which may hold spaces) in parentheses:
+		// utime and stime are the 14th and 15th of the line.
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		out[pid] = time.Duration(utime+stime) * clockTick
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
