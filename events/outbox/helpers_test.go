@@ -103,9 +103,10 @@ type discard struct{}
 func (discard) Publish(string, ...*message.Message) error { return nil }
 func (discard) Close() error                              { return nil }
 
-// appendCompletions appends n completions the way the API does (quota
-// reserved, requested and started in one transaction; succeeded and quota
-// settled in another), one in ten queued (async): the jobs.
+// appendCompletions appends n completions of five events each in two
+// transactions (quota reserved, requested and started; succeeded and quota
+// settled), one in ten queued (async): the jobs. (The API's synchronous
+// path now stores its five in one; the relay reads the same events.)
 func appendCompletions(tb testing.TB, s *pgstore.Store, n int) (jobs int) {
 	tb.Helper()
 	ctx := context.Background()
