@@ -21,9 +21,10 @@ const ChildEnv = "TOLLGATE_BENCH_CHILD"
 
 // The roles a child runs.
 const (
-	roleTollgate  = "tollgate"  // Tollgate with every role
-	roleReference = "reference" // the naive reference proxy
-	roleRebuild   = "rebuild"   // `tollgate project rebuild`, on "go"
+	roleTollgate     = "tollgate"      // Tollgate with every role
+	roleSlowTollgate = "tollgate-slow" // the same for the slow mode, measuring itself (slowchild.go)
+	roleReference    = "reference"     // the naive reference proxy
+	roleRebuild      = "rebuild"       // `tollgate project rebuild`, on "go"
 )
 
 // childSpec is what a child runs, and on what.
@@ -39,6 +40,10 @@ type childSpec struct {
 	LogLevel     string   `json:"log_level"`
 	CPUProfile   string   `json:"cpu_profile,omitempty"`
 	BlockProfile string   `json:"block_profile,omitempty"`
+	// MaxDBConns is the slow mode's pool size (0: the server's default);
+	// HeapProfile where its child writes a heap profile on slowHeap.
+	MaxDBConns  int32  `json:"max_db_conns,omitempty"`
+	HeapProfile string `json:"heap_profile,omitempty"`
 }
 
 // childMessage is a line a child writes on its stdout.
@@ -53,6 +58,9 @@ type childMessage struct {
 	Diffs   []string `json:"diffs,omitempty"`
 	// Compared is sent with Diffs (which may be empty).
 	Compared bool `json:"compared,omitempty"`
+	// Started and Slow answer the slow mode's slowStart and slowStop.
+	Started bool       `json:"started,omitempty"`
+	Slow    *slowStats `json:"slow,omitempty"`
 }
 
 // rebuilt is what a rebuild reports.

@@ -25,7 +25,8 @@ const rebuildSchema = "bench_rebuild"
 const rebuildBatch = 5000
 
 // RunChild runs the child process a spec (ChildEnv's value) describes:
-// Tollgate or the reference proxy, serving until stdin ends, or the
+// Tollgate (as the bench or its slow mode configures it) or the reference
+// proxy, serving until stdin ends, or the
 // rebuild, run when "go" arrives on stdin. It reports on stdout (one JSON
 // object a line) and logs to stderr. The bench's parent process starts it
 // through Config.ChildCommand: `tollgate bench` re-executes itself, a
@@ -50,7 +51,7 @@ func RunChild(ctx context.Context, spec string, stdin io.Reader, stdout, stderr 
 	// parent dies, so a child never outlives its bench.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	commands := make(chan string, 1)
+	commands := make(chan string, 16)
 	go func() {
 		defer cancel()
 		sc := bufio.NewScanner(stdin)
@@ -65,6 +66,8 @@ func RunChild(ctx context.Context, spec string, stdin io.Reader, stdout, stderr 
 	switch s.Role {
 	case roleTollgate:
 		return serveTollgate(ctx, s, logger, out)
+	case roleSlowTollgate:
+		return serveSlowTollgate(ctx, s, logger, out, commands)
 	case roleReference:
 		return serveReference(ctx, s, logger, out)
 	case roleRebuild:
@@ -110,6 +113,12 @@ func serveTollgate(ctx context.Context, s childSpec, logger *slog.Logger, out *m
 		case err = <-srv.Err():
 		}
 	}
+	return closeTollgate(ctx, srv, err)
+}
+
+// closeTollgate stops srv (within 30 s, even when ctx has ended) and
+// returns err joined with how that went.
+func closeTollgate(ctx context.Context, srv *server.Server, err error) error {
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return errors.Join(err, srv.Close(closeCtx))

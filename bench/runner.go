@@ -52,25 +52,11 @@ type runner struct {
 // and provisions Tollgate's account and key.
 func (r *runner) start(ctx context.Context) error {
 	cfg := r.cfg
-	dbURL, drop, err := createDatabase(ctx, cfg.DatabaseURL, cfg.Keep, r.log)
-	if err != nil {
+	var adminToken string
+	var err error
+	if r.dbURL, r.up, adminToken, err = startBase(ctx, &r.cleanup, cfg.DatabaseURL, cfg.Keep, cfg.UpstreamLatency, r.log); err != nil {
 		return err
 	}
-	r.dbURL = dbURL
-	r.add(drop)
-	if r.up, err = startUpstream(cfg.UpstreamLatency, r.log); err != nil {
-		return err
-	}
-	r.add(func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		return r.up.close(cctx)
-	})
-	token, err := randomHex(24)
-	if err != nil {
-		return err
-	}
-	adminToken := "tga_" + token
 	addrs, err := r.startGateways(ctx, adminToken)
 	if err != nil {
 		return err

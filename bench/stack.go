@@ -16,99 +16,29 @@ import (
 	"github.com/tollgate/tollgate/server"
 )
 
-// stackConfig configures what both bench modes run: a database of their
-// own, the fake upstream and a complete Tollgate.
-type stackConfig struct {
-	DatabaseURL     string
-	Keep            bool
-	UpstreamLatency time.Duration
-	KafkaBrokers    []string
-	// ProviderTransport is Tollgate's transport to the fake upstream.
-	ProviderTransport http.RoundTripper
-	// MaxDBConns is Tollgate's database pool size; the server's default when zero.
-	MaxDBConns int32
-	Logger     *slog.Logger
-}
-
-// stack is a running bench setup: the fake upstream, Tollgate on a fresh
-// database, and an API key of an account on the bench plan.
-type stack struct {
-	up          *upstream
-	srv         *server.Server
-	tollgateURL string
-	// accepted counts the connections Tollgate's HTTP server accepted.
-	accepted *atomic.Int64
-	key      string
-	dbURL    string
-	cleanup
-}
-
-// startStack starts a stack; on error everything started is stopped again.
-func startStack(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
-	logger := cfg.Logger
-	st := &stack{}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, st.close(ctx))
-		}
-	}()
-	if err := st.createDatabase(ctx, cfg); err != nil {
-		return nil, err
+// startBase starts what both bench modes run beside their gateways: it
+// creates the bench's database on the server of serverURL and starts the
+// fake upstream (latency), registering their ends on c, and makes the
+// admin token of the run's Tollgate.
+func startBase(ctx context.Context, c *cleanup, serverURL string, keep bool, latency time.Duration, logger *slog.Logger) (dbURL string, up *upstream, adminToken string, err error) {
+	dbURL, drop, err := createDatabase(ctx, serverURL, keep, logger)
+	if err != nil {
+		return "", nil, "", err
 	}
-	if st.up, err = startUpstream(cfg.UpstreamLatency, logger); err != nil {
-		return nil, err
+	c.add(drop)
+	if up, err = startUpstream(latency, logger); err != nil {
+		return "", nil, "", err
 	}
-	st.add(func(ctx context.Context) error {
+	c.add(func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		return st.up.close(cctx)
+		return up.close(cctx)
 	})
-
-	adminToken, err := randomHex(24)
+	token, err := randomHex(24)
 	if err != nil {
-		return nil, err
+		return "", nil, "", err
 	}
-	tcfg, err := tollgateConfig(st.up.baseURL, st.dbURL, "tga_"+adminToken, cfg.UpstreamLatency, cfg.KafkaBrokers)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("bench: listen: %w", err)
-	}
-	cl := &countingListener{Listener: ln}
-	st.accepted = &cl.accepted
-	srv, err := startTollgate(ctx, tcfg, logger, cfg.ProviderTransport, cl, cfg.MaxDBConns)
-	if err != nil {
-		return nil, err
-	}
-	st.srv = srv
-	st.add(func(ctx context.Context) error {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := srv.Close(cctx); err != nil {
-			return fmt.Errorf("bench: stop Tollgate: %w", err)
-		}
-		return nil
-	})
-	st.tollgateURL = "http://" + srv.Addr
-
-	if st.key, err = provision(ctx, newClient(1, 30*time.Second), st.tollgateURL, srv.AdminToken); err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
-// createDatabase makes the bench's own database and registers its drop
-// (unless cfg.Keep).
-func (st *stack) createDatabase(ctx context.Context, cfg stackConfig) error {
-	dbURL, drop, err := createDatabase(ctx, cfg.DatabaseURL, cfg.Keep, cfg.Logger)
-	if err != nil {
-		return err
-	}
-	st.dbURL = dbURL
-	st.add(drop)
-	return nil
+	return dbURL, up, "tga_" + token, nil
 }
 
 // createDatabase makes a database tollgate_bench_<random> on the server of

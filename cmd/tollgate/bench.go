@@ -30,20 +30,16 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 	if err != nil || opts == nil {
 		return err
 	}
-	if opts.slow > 0 {
-		stop, err := tgbench.StartProfiles(opts.cpuProfile, opts.blockProfile)
-		if err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, stop()) }()
-		return benchSlow(ctx, opts, stdout)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("bench: find this binary to run the gateways: %w", err)
 	}
+	childCommand := []string{exe, "bench", benchChildArg}
+	if opts.slow > 0 {
+		return benchSlow(ctx, opts, childCommand, stdout, stderr)
+	}
 	cfg := opts.cfg
-	cfg.ChildCommand = []string{exe, "bench", benchChildArg}
+	cfg.ChildCommand = childCommand
 	cfg.ChildStderr, cfg.ChildLogLevel = stderr, opts.logLevel
 	cfg.CPUProfile, cfg.BlockProfile = opts.cpuProfile, opts.blockProfile
 	rep, err := tgbench.Run(ctx, cfg)
@@ -96,10 +92,12 @@ to the reference and issue 10's targets:
 
 With -slow N it instead sends N synchronous completions at once, against an
 upstream that thinks -upstream-latency (10s when unset) per request, first
-straight to the upstream and then through Tollgate over h2c (all in this
-process), and reports successes, errors by kind, p50/p99 latency, the
-process's peak goroutines, heap and RSS, the database pool's peak use, and
-the completion.succeeded events recorded: tollgate bench -slow 10000 -upstream-latency 10s
+straight to the upstream and then through Tollgate over h2c (client and
+upstream in this process, Tollgate in its own), and reports successes,
+errors by kind, p50/p99 latency, the peak goroutines, heap, stacks and RSS
+and the CPU of the target's process (Tollgate's own, for Tollgate), the
+database pool's peak use, and the completion.succeeded events recorded:
+tollgate bench -slow 10000 -upstream-latency 10s
 
 flags:
 `
@@ -123,9 +121,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 	fs.IntVar(&o.slow, "slow", 0, "slow mode: send this many synchronous completions at once (e.g. 10000, with -upstream-latency 10s), straight to the upstream and through Tollgate")
 	fs.IntVar(&o.dbConns, "db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of Tollgate's process (with -slow: of the whole run) to this file")
-	fs.StringVar(&o.heapProfile, "heapprofile", "", "slow mode: write a heap profile to this file while every request through Tollgate is in flight")
-	fs.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where Tollgate's goroutines waited (channels, locks, I/O; with -slow: the whole run's) to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of Tollgate's process to this file")
+	fs.StringVar(&o.heapProfile, "heapprofile", "", "slow mode: Tollgate's process writes a heap profile to this file while every request through it is in flight")
+	fs.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where Tollgate's goroutines waited (channels, locks, I/O) to this file")
 	fs.BoolVar(&o.json, "json", false, "write the report as JSON (durations in nanoseconds)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr, of the bench and of its child processes: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -158,14 +156,17 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 	return o, nil
 }
 
-// benchSlow runs the slow mode (-slow N).
-func benchSlow(ctx context.Context, o *benchOptions, stdout io.Writer) error {
+// benchSlow runs the slow mode (-slow N), Tollgate in a child process
+// (childCommand).
+func benchSlow(ctx context.Context, o *benchOptions, childCommand []string, stdout, stderr io.Writer) error {
 	if o.dbConns < 0 || o.dbConns > 10_000 {
 		return fmt.Errorf("bench: -db-conns must be between 0 and 10000, got %d", o.dbConns)
 	}
 	cfg := o.cfg
 	rep, err := tgbench.RunSlow(ctx, tgbench.SlowConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, Requests: o.slow,
-		UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(o.dbConns), Logger: cfg.Logger, HeapProfile: o.heapProfile})
+		UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(o.dbConns), Logger: cfg.Logger,
+		ChildCommand: childCommand, ChildStderr: stderr, ChildLogLevel: o.logLevel,
+		HeapProfile: o.heapProfile, CPUProfile: o.cpuProfile, BlockProfile: o.blockProfile})
 	if err != nil {
 		return err
 	}
