@@ -93,11 +93,12 @@ func (f *Follower) RunOnce(ctx context.Context) (int, error) {
 		}
 		f.cur = &c
 	}
-	evs, next, err := f.cfg.Store.ReadAll(ctx, *f.cur, f.cfg.BatchSize, pgstore.Filter{})
+	// No read model reads the events' metadata.
+	evs, next, err := f.cfg.Store.ReadAll(ctx, *f.cur, f.cfg.BatchSize, pgstore.Filter{WithoutMetadata: true})
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
-	if err := f.cfg.Set.apply(ctx, evs, nil, &checkpoint{name: f.cfg.Name, next: next}); err != nil {
+	if err := f.cfg.Set.applyInOrder(ctx, evs, &checkpoint{name: f.cfg.Name, next: next}); err != nil {
 		return 0, fmt.Errorf("projections follower: %w", err)
 	}
 	*f.cur = next

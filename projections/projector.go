@@ -54,6 +54,17 @@ type Pending interface {
 	Flush(b *pgx.Batch)
 }
 
+// Rebuilding is implemented by an Accumulator part of whose model is
+// cheaper to derive once, at the end of a rebuild, from what the rest of
+// it holds (a sum over the rows it inserted, say) than to keep up to date
+// batch by batch. A rebuild applies its events with the accumulator
+// ForRebuild returns, then runs the statements it returns, in order,
+// after the last batch. Rebuilt models must equal live ones all the same
+// (TestLiveEqualsRebuild).
+type Rebuilding interface {
+	ForRebuild() (Accumulator, []string)
+}
+
 // Selective is implemented by projectors that read only some event types:
 // a Set gives such a projector only the events of those types, and
 // decodes an event that none of its projectors reads not at all. A

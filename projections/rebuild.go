@@ -46,10 +46,13 @@ const rebuildWait = time.Minute
 // minute) for transactions still appending then. The live model is not
 // touched, so a rebuild runs beside it; schema must therefore not be the
 // live schema.
+//
+// Reading, decoding and folding a batch (prepare) overlap with writing
+// the batch before it, and the first batch is read while the tables are
+// made: the database's and this process's cores work at once.
 func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, schema string, batch int,
 	build func(schema string) []Projector, logger *slog.Logger) (RebuildStats, error) {
 	start := time.Now()
-	wait := rebuildWait
 	var stats RebuildStats
 	if schema == "" || schema == LiveSchema {
 		return stats, fmt.Errorf("rebuild: schema %q: want a schema beside the live one", schema)
@@ -60,57 +63,42 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := CreateReadModels(ctx, pool, schema); err != nil {
-		return stats, err
-	}
-	set, err := NewSet(pool, schema, logger, nil, build(schema)...)
+	ps, finish := forRebuild(build(schema))
+	set, err := NewSet(pool, schema, logger, nil, ps...)
 	if err != nil {
 		return stats, fmt.Errorf("rebuild: %w", err)
 	}
 	set.asyncCommit = true
 
-	// Read the next batch while the current one is applied: the reads and
-	// the writes then use both the database's and this process's cores.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type page struct {
-		evs []events.Envelope
-		cur pgstore.Cursor
-		err error
+	prepared := set.readPrepared(ctx, store, batch)
+	indexes, err := createForRebuild(ctx, pool, schema)
+	if err != nil {
+		return stats, err
 	}
-	pages := make(chan page, 2)
-	go func() {
-		defer close(pages)
-		// Everything committed before the rebuild started, waiting for
-		// transactions still appending rather than taking an empty read
-		// for the end of the log.
-		_, err := store.CatchUp(ctx, pgstore.CatchUpConfig{BatchSize: batch, Wait: wait}, func(evs []events.Envelope, next pgstore.Cursor) error {
-			select {
-			case pages <- page{evs: evs, cur: next}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-		if err != nil {
-			select {
-			case pages <- page{err: err}:
-			case <-ctx.Done():
-			}
-		}
-	}()
-	for p := range pages {
+	analyzeAt := int64(1)
+	for p := range prepared {
 		if p.err != nil {
-			return stats, fmt.Errorf("rebuild %s: %w", schema, p.err)
+			return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, p.err)
 		}
-		if err := set.HandleBatch(ctx, p.evs); err != nil {
+		if err := set.commitPrepared(ctx, p.batch, nil); err != nil {
 			return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, err)
 		}
-		stats.Events += int64(len(p.evs))
+		stats.Events += int64(len(p.batch.evs))
 		stats.Cursor = p.cur
+		if stats.Events >= analyzeAt {
+			if err := analyze(ctx, pool, schema); err != nil {
+				return stats, err
+			}
+			analyzeAt = max(100_000, 10*analyzeAt)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return stats, fmt.Errorf("rebuild %s: %w", schema, err)
+	}
+	if err := execAll(ctx, pool, append(finish, indexes...)); err != nil {
+		return stats, fmt.Errorf("rebuild %s: finish: %w", schema, err)
 	}
 	stats.Elapsed = time.Since(start)
 	logger.InfoContext(ctx, "read models rebuilt", "schema", schema, "events", stats.Events,
@@ -118,26 +106,72 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 	return stats, nil
 }
 
-// CreateReadModels makes schema hold empty copies of the live read-model
-// tables, indexes and constraints included.
-func CreateReadModels(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
-			return err
+// forRebuild returns the projectors a rebuild applies the log with (a
+// Rebuilding one's ForRebuild), and the statements that complete their
+// models after the last batch.
+func forRebuild(ps []Projector) ([]Projector, []string) {
+	out := make([]Projector, 0, len(ps))
+	var finish []string
+	for _, p := range ps {
+		if r, ok := p.(Rebuilding); ok {
+			a, stmts := r.ForRebuild()
+			out, finish = append(out, a), append(finish, stmts...)
+			continue
 		}
-		for _, t := range readModelTables() {
-			sql := fmt.Sprintf("DROP TABLE IF EXISTS %[1]s; CREATE TABLE %[1]s (LIKE %[2]s INCLUDING ALL)",
-				Table(schema, t), Table(LiveSchema, t))
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				return fmt.Errorf("table %s: %w", t, err)
+		out = append(out, p)
+	}
+	return out, finish
+}
+
+// preparedPage is a batch of a rebuild read and prepared, with the cursor
+// after it, or the error that ended the reading.
+type preparedPage struct {
+	batch *preparedBatch
+	cur   pgstore.Cursor
+	err   error
+}
+
+// readPrepared reads the log from the beginning in batches of batch events
+// (every event committed before it started, waiting for transactions
+// still appending rather than taking an empty read for the end of the
+// log) and prepares each, a batch ahead of the caller, until ctx ends.
+func (s *Set) readPrepared(ctx context.Context, store *pgstore.Store, batch int) <-chan preparedPage {
+	// A few batches ahead: the first are read and prepared while the
+	// tables are made.
+	read, out := make(chan preparedPage, 1), make(chan preparedPage, 3)
+	send := func(ch chan<- preparedPage, p preparedPage) bool {
+		select {
+		case ch <- p:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	go func() {
+		defer close(read)
+		cfg := pgstore.CatchUpConfig{BatchSize: batch, Wait: rebuildWait, Filter: pgstore.Filter{WithoutMetadata: true}}
+		_, err := store.CatchUp(ctx, cfg, func(evs []events.Envelope, next pgstore.Cursor) error {
+			if !send(read, preparedPage{batch: &preparedBatch{evs: evs}, cur: next}) {
+				return ctx.Err()
+			}
+			return nil
+		})
+		if err != nil {
+			send(read, preparedPage{err: err})
+		}
+	}()
+	go func() {
+		defer close(out)
+		for p := range read {
+			if p.err == nil {
+				p.batch, p.err = s.prepare(p.batch.evs)
+			}
+			if !send(out, p) || p.err != nil {
+				return
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("rebuild: create read models in %s: %w", schema, err)
-	}
-	return nil
+	}()
+	return out
 }
 
 // Dump returns every read-model table of schema as text rows (each row

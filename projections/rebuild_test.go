@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/projections"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/events"
@@ -73,6 +75,15 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	}
 	t.Logf("%d events: %d failed, %d queued", len(l.All), failed, queued)
 
+	// The indexes a rebuild leaves out while it applies the log are there
+	// at its end: its tables are as CreateReadModels makes them.
+	if err := projections.CreateReadModels(ctx, pool, "shape"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := indexes(t, pool, "rebuild"), indexes(t, pool, "shape"); !reflect.DeepEqual(got, want) || len(want) < 20 {
+		t.Errorf("rebuild's indexes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
 	// Compare does see a difference.
 	if _, err := pool.Exec(ctx, `UPDATE rebuild.jobs SET status = 'lost' WHERE completion_id = 'c1'`); err != nil {
 		t.Fatal(err)
@@ -87,6 +98,23 @@ func TestLiveEqualsRebuild(t *testing.T) {
 	if _, err := projections.Rebuild(ctx, pool, l.Store, projections.LiveSchema, 100, buildAll, nil); err == nil {
 		t.Error("rebuild into the live schema: no error")
 	}
+}
+
+// indexes returns the definitions of the indexes of schema's tables,
+// without the schema's name.
+func indexes(t *testing.T, pool *pgxpool.Pool, schema string) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT replace(pg_get_indexdef(indexrelid), $1 || '.', '')
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 ORDER BY 1`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return defs
 }
 
 // BenchmarkRebuild measures a rebuild of a log of 5000 completions (about

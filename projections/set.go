@@ -46,6 +46,9 @@ type Set struct {
 	asyncCommit bool
 
 	selectGuard, updateGuard, insertGuard string
+	// updateExpectedGuard and insertNewGuard store a prepared batch's
+	// versions where the guard holds what it expected (see inorder.go).
+	updateExpectedGuard, insertNewGuard string
 
 	events   *prometheus.CounterVec
 	seconds  prometheus.Histogram
@@ -92,6 +95,10 @@ func NewSet(pool *pgxpool.Pool, schema string, logger *slog.Logger, reg promethe
 		// event at once, the second fails here and rolls back.
 		insertGuard: fmt.Sprintf(`INSERT INTO %s (projection, stream_id, version)
 			SELECT $1, s, v FROM unnest($2::text[], $3::bigint[]) AS u(s, v)`, guard),
+		updateExpectedGuard: fmt.Sprintf(`UPDATE %s AS g SET version = u.v FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(s, v, prev)
+			WHERE g.projection = $1 AND g.stream_id = u.s AND g.version = u.prev`, guard),
+		insertNewGuard: fmt.Sprintf(`INSERT INTO %s (projection, stream_id, version)
+			SELECT $1, s, v FROM unnest($2::text[], $3::bigint[]) AS u(s, v) ON CONFLICT DO NOTHING`, guard),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "tollgate_projection_events_total",
 			Help:        "Events handled by the read-model projections, by event type and outcome (applied, skipped, gap).",

@@ -7,7 +7,6 @@ import (
 
 	"github.com/tollgate/tollgate/projections"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate/tollgate/events"
@@ -16,36 +15,55 @@ import (
 // usageLedger keeps usage_ledger (one row per successful completion) and
 // usage_rollups (per account, UTC day, key and model). Both are sums over
 // completions, so the order of events does not matter and a batch of
-// events is written with two set-based statements.
+// events is written with one set-based statement.
 type usageLedger struct {
 	insert string
+	// rebuild is the projector a rebuild uses: the ledger only, the
+	// rollups summed from it at the end (rollups).
+	rebuild *usageLedger
+	rollups string
 }
 
 // New returns the projector of usage_ledger and usage_rollups in
 // schema.
 func New(schema string) projections.Projector {
-	// One statement: the rollups are added to only for ledger rows that
-	// were inserted, so a completion recorded twice (past the stream
-	// guard, e.g. under another event id) is counted once.
-	return &usageLedger{insert: fmt.Sprintf(`
-		WITH ins AS (
-			INSERT INTO %[1]s (completion_id, account_id, key_id, model, provider, upstream_model,
+	ledger, rollups := projections.Table(schema, "usage_ledger"), projections.Table(schema, "usage_rollups")
+	insertLedger := fmt.Sprintf(`INSERT INTO %s (completion_id, account_id, key_id, model, provider, upstream_model,
 				prompt_tokens, completion_tokens, tokens_estimated, cost_nano_usd, occurred_at, event_id)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 				$7::bigint[], $8::bigint[], $9::boolean[], $10::bigint[], $11::timestamptz[], $12::uuid[])
-			ON CONFLICT (completion_id) DO NOTHING
-			RETURNING account_id, key_id, model, prompt_tokens, completion_tokens, cost_nano_usd, occurred_at
-		)
-		INSERT INTO %[2]s AS r (account_id, day, key_id, model, requests, prompt_tokens, completion_tokens, cost_nano_usd)
+			ON CONFLICT (completion_id) DO NOTHING`, ledger)
+	// The ledger rows' rollups; from is the rows summed.
+	sumRollups := func(from string) string {
+		return fmt.Sprintf(`INSERT INTO %s AS r (account_id, day, key_id, model, requests, prompt_tokens, completion_tokens, cost_nano_usd)
 		SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, key_id, model,
 			count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_nano_usd)::bigint
-		FROM ins GROUP BY 1, 2, 3, 4
-		ON CONFLICT (account_id, day, key_id, model) DO UPDATE SET
-			requests = r.requests + EXCLUDED.requests,
-			prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
-			completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
-			cost_nano_usd = r.cost_nano_usd + EXCLUDED.cost_nano_usd`,
-		projections.Table(schema, "usage_ledger"), projections.Table(schema, "usage_rollups"))}
+		FROM %s GROUP BY 1, 2, 3, 4`, rollups, from)
+	}
+	return &usageLedger{
+		// One statement: the rollups are added to only for ledger rows
+		// that were inserted, so a completion recorded twice (past the
+		// stream guard, e.g. under another event id) is counted once.
+		insert: `WITH ins AS (` + insertLedger + `
+				RETURNING account_id, key_id, model, prompt_tokens, completion_tokens, cost_nano_usd, occurred_at)
+			` + sumRollups("ins") + `
+			ON CONFLICT (account_id, day, key_id, model) DO UPDATE SET
+				requests = r.requests + EXCLUDED.requests,
+				prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
+				completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
+				cost_nano_usd = r.cost_nano_usd + EXCLUDED.cost_nano_usd`,
+		// Summing every ledger row once, at the end, costs a fraction of
+		// adding each batch's to its rollups (one upsert per rollup row and
+		// batch, nearly one per completion when a batch spans many days).
+		rebuild: &usageLedger{insert: insertLedger},
+		rollups: sumRollups(ledger),
+	}
+}
+
+// ForRebuild implements projections.Rebuilding: a rebuild writes the
+// ledger only, then sums it into the rollups, which were empty.
+func (p *usageLedger) ForRebuild() (projections.Accumulator, []string) {
+	return p.rebuild, []string{p.rollups}
 }
 
 // Name implements Projector.
@@ -68,7 +86,8 @@ type ledgerRows struct {
 	prompt, completionTokens, cost               []int64
 	estimated                                    []bool
 	at                                           []time.Time
-	eventID                                      []uuid.UUID
+	// eventID is as bytes: pgx encodes a uuid.UUID through its text.
+	eventID [][16]byte
 }
 
 func (r *ledgerRows) Add(e events.Envelope, d events.Data) error {
@@ -80,7 +99,7 @@ func (r *ledgerRows) Add(e events.Envelope, d events.Data) error {
 	r.model, r.prov, r.upstr = append(r.model, s.Model), append(r.prov, s.Provider), append(r.upstr, s.UpstreamModel)
 	r.prompt, r.completionTokens = append(r.prompt, s.Usage.PromptTokens), append(r.completionTokens, s.Usage.CompletionTokens)
 	r.estimated, r.cost = append(r.estimated, s.Usage.Estimated), append(r.cost, s.CostNanoUSD)
-	r.at, r.eventID = append(r.at, e.OccurredAt.UTC()), append(r.eventID, e.EventID)
+	r.at, r.eventID = append(r.at, e.OccurredAt.UTC()), append(r.eventID, [16]byte(e.EventID))
 	return nil
 }
 

@@ -35,7 +35,14 @@ type Filter struct {
 	AccountID string
 	Since     time.Time
 	Until     time.Time
+	// WithoutMetadata reads the events without their Metadata (left
+	// empty): less to send and decode for readers that never look at it,
+	// such as the read models' projectors.
+	WithoutMetadata bool
 }
+
+// selectData is selectEnvelope without the metadata (read as JSON null).
+const selectData = `SELECT event_id, stream_id, stream_version, type, schema_version, occurred_at, data, 'null'::jsonb, position, transaction_id::text::bigint AS txid FROM events`
 
 // where returns f's conditions on the events table (" AND …", empty when
 // f is zero) and args with their parameters appended.
@@ -118,7 +125,11 @@ func (s *Store) read(ctx context.Context, cur Cursor, bound string, boundArg any
 	// the text output column, where 100000 comes before 99999.
 	filter, args := f.where([]any{strconv.FormatUint(cur.TransactionID, 10), cur.Position, boundArg})
 	args = append(args, limit)
-	q := selectEnvelope + `
+	q := selectEnvelope
+	if f.WithoutMetadata {
+		q = selectData
+	}
+	q += `
 		WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2)
 		  AND events.transaction_id < ` + bound + filter +
 		fmt.Sprintf(" ORDER BY events.transaction_id, events.position LIMIT $%d", len(args))

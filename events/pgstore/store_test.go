@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -367,6 +369,7 @@ func TestReadAllFiltersAndCursors(t *testing.T) {
 		{"until exclusive", pgstore.Filter{Until: t0.Add(20 * time.Second)}, "account-acc_1/1 apikey-k1/1"},
 		{"window", pgstore.Filter{Since: t0.Add(10 * time.Second), Until: t0.Add(40 * time.Second)}, "apikey-k1/1 apikey-k1/2 account-acc_2/1"},
 		{"window and account", pgstore.Filter{AccountID: "acc_2", Since: t0.Add(10 * time.Second), Until: t0.Add(45 * time.Second)}, "account-acc_2/1 apikey-k2/1"},
+		{"without metadata", pgstore.Filter{WithoutMetadata: true}, wantAll},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, gotCur, err := s.ReadAll(ctx, pgstore.Cursor{}, 100, tc.f)
@@ -375,6 +378,15 @@ func TestReadAllFiltersAndCursors(t *testing.T) {
 			}
 			if ids(got) != tc.want {
 				t.Errorf("ReadAll = %q, want %q", ids(got), tc.want)
+			}
+			if tc.f.WithoutMetadata {
+				want := slices.Clone(all)
+				for i := range want {
+					want[i].Metadata = events.Metadata{}
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("read without metadata = %+v, want %+v", got, want)
+				}
 			}
 			if len(got) > 0 && gotCur.Position != got[len(got)-1].Position {
 				t.Errorf("cursor %+v is not at the last event (%d)", gotCur, got[len(got)-1].Position)
