@@ -29,9 +29,9 @@ const outageAdmin = "admin-token-for-outage-faults"
 const outageLogInterval = 2 * time.Second
 
 // outageConfig: the echo model, limits no test reaches, and the default
-// on_expired_lease (abandon) with a lease longer than the outages (12s;
-// the pause is 8s): a worker that loses the database while claiming a job
-// or recording its outcome resolves the append (reads the stream again,
+// on_expired_lease (abandon) with a lease (outageLease) longer than each
+// outage: a worker that loses the database while claiming a job or
+// recording its outcome resolves the append (reads the stream again,
 // appends again while its lease lasts), so a queued job is not abandoned
 // when the database comes back within the lease. (With a 3s lease, an
 // async job in flight when the database went was abandoned about once in
@@ -43,8 +43,15 @@ models:
     deployments: [{provider: echo, model: echo}]
     price: {input_per_million: "0.50", output_per_million: "1.50"}
 plans: [{name: free, requests_per_minute: 1000000, tokens_per_minute: 1000000000}]
-jobs: {lease: 12s, reaper_interval: 500ms}
+jobs: {lease: %s, reaper_interval: 500ms}
 `
+
+// outageLease is the jobs' lease in these tests: the longest outage (the
+// pause) and 4s, the time an executor may take to see the database back
+// (its resolution's backoff reaches 2s, and a connection attempt in
+// flight at the resume may take its 2s connect_timeout): 12s by default.
+// It holds only for one outage at a time; see drainQueued.
+func outageLease() time.Duration { return pauseWindow + 4*time.Second }
 
 // outageRecord is one log record the server wrote.
 type outageRecord struct {
@@ -92,6 +99,19 @@ func (l *outageLog) warnings(from, to time.Time) []outageRecord {
 	var out []outageRecord
 	for _, r := range l.recs {
 		if r.level >= slog.LevelWarn && !r.at.Before(from) && r.at.Before(to) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// naming returns the records (every level) whose attributes name id.
+func (l *outageLog) naming(id string) []outageRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []outageRecord
+	for _, r := range l.recs {
+		if strings.Contains(r.attrs, id) {
 			out = append(out, r)
 		}
 	}
@@ -154,7 +174,7 @@ func outageStart(t *testing.T, withRedis bool) *outageEnv {
 	// outage: connect_timeout here, Options.QueryTimeout below.
 	e.dsn = e.pg.CreateDatabase("tollgate") + "&connect_timeout=2"
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(outageConfig), 0o600); err != nil {
+	if err := os.WriteFile(path, fmt.Appendf(nil, outageConfig, outageLease()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	vars := map[string]string{

@@ -121,14 +121,15 @@ func TestOutagePostgreSQLStoppedAndPausedUnderLoad(t *testing.T) {
 	load.waitOK(t, time.Now(), 30*time.Second)
 	time.Sleep(time.Second)
 
-	figs := []outageFigures{
-		e.outage(t, load, "PostgreSQL stopped (immediate) "+outageWindow.String(), "database", outageWindow, false,
-			func() { e.pg.Stop("immediate") }, e.pg.Start),
-		// Longer: a request meets a statement timeout (2s here) or a
-		// connect timeout (2s), or waits for a connection, before it is
-		// answered.
-		e.outage(t, load, "PostgreSQL paused (SIGSTOP) "+pauseWindow.String(), "database", pauseWindow, true, e.pg.Pause, e.pg.Resume),
-	}
+	stopped := e.outage(t, load, "PostgreSQL stopped (immediate) "+outageWindow.String(), "database", outageWindow, false,
+		func() { e.pg.Stop("immediate") }, e.pg.Start)
+	// The queued jobs the stop caught are recorded before the pause, so
+	// that each outage is measured on its own (see drainQueued).
+	e.drainQueued(t, acc, load.results())
+	// Longer: a request meets a statement timeout (2s here) or a connect
+	// timeout (2s), or waits for a connection, before it is answered.
+	paused := e.outage(t, load, "PostgreSQL paused (SIGSTOP) "+pauseWindow.String(), "database", pauseWindow, true, e.pg.Pause, e.pg.Resume)
+	figs := []outageFigures{stopped, paused}
 	res := load.finish()
 	all := countResults(res, time.Time{}, time.Now())
 	back := time.Now()
