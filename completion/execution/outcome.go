@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -143,15 +144,18 @@ func (x *Executor) resolve(ctx context.Context, md events.Metadata, c completion
 // resolveClaim settles a claim (cmd) whose append failed with err, a
 // Transient error: it reads the stream again until it answers (with a
 // bounded backoff, for as long as the claim's lease and learnAfterLease),
-// returns the claim when it landed (its lease's end is the one cmd set:
-// no other claim has it), claims again when the job is still queued, and
-// returns domainerr.ErrAlreadyClaimed when someone else holds or finished
-// it. ctx ending (the message given up) ends it.
+// returns the claim when it landed (its lease's end is one this call set:
+// no other claim has it), claims again when the job is still queued (and
+// reads again when that claim conflicts or fails without an answer: a
+// claim tried before may have landed after the read), and returns
+// domainerr.ErrAlreadyClaimed when someone else holds or finished it. ctx
+// ending (the message given up) ends it.
 func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id string, cmd completion.StartCompletion, err error) (completion.Completion, error) {
 	attempt := min(x.cfg.Lease/renewAfter, renewTimeout)
 	until := time.Now().Add(x.cfg.Lease + learnAfterLease)
 	wait := min(resolveFirstWait, x.cfg.Lease/10)
-	mine := cmd.Now.Add(cmd.Lease)
+	// The lease ends of the claims tried: each is known by its own.
+	mine := []time.Time{cmd.Now.Add(cmd.Lease)}
 	for ctx.Err() == nil && pauseFor(min(wait, time.Until(until))) {
 		wait = min(2*wait, resolveMaxWait, max(x.cfg.Lease/4, resolveFirstWait))
 		fresh, rerr := x.read(ctx, id, attempt)
@@ -160,12 +164,19 @@ func (x *Executor) resolveClaim(ctx context.Context, md events.Metadata, id stri
 			continue
 		case rerr != nil:
 			return fresh, fmt.Errorf("read %s after its claim's append failed (%w): %w", id, err, rerr)
-		case fresh.Status == completion.StatusRunning && fresh.Executor == cmd.Executor && fresh.Renewals == 0 && fresh.LeaseExpiresAt.Equal(mine):
+		case fresh.Status == completion.StatusRunning && fresh.Executor == cmd.Executor && fresh.Renewals == 0 && slices.ContainsFunc(mine, fresh.LeaseExpiresAt.Equal):
 			x.resolved.WithLabelValues(fresh.Mode, "claim_"+resolvedLanded).Inc()
 			return fresh, nil
 		case fresh.Status == completion.StatusQueued:
 			cmd.Now = x.cfg.Now()
-			return x.cfg.Service.StartCompletion(ctx, md, id, cmd)
+			mine = append(mine, cmd.Now.Add(cmd.Lease))
+			c, cerr := x.cfg.Service.StartCompletion(ctx, md, id, cmd)
+			if cerr == nil || (!errors.Is(cerr, domainerr.ErrAlreadyClaimed) && !x.cfg.Transient(cerr)) {
+				return c, cerr
+			}
+			// A claim tried before may have landed after the read (a
+			// resuming server applying the append it had received), or
+			// this one without an answer: the next read says whose.
 		default:
 			return fresh, fmt.Errorf("completion %s is %s by %s after the claim's append failed (%w): %w", id, fresh.Status, fresh.Executor, err, domainerr.ErrAlreadyClaimed)
 		}

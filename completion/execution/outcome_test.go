@@ -38,6 +38,11 @@ const (
 	// commitThenTimeout: the append commits, then fails as timed out (a
 	// statement timeout that fired as the server applied it).
 	commitThenTimeout
+	// commitLate: the append fails as timed out and is applied just
+	// before the next append of a claim (a paused server resuming: the
+	// statement it had received commits after the writer read the
+	// stream again).
+	commitLate
 )
 
 // outageStore is the real store, every call bounded like the server's
@@ -53,6 +58,8 @@ type outageStore struct {
 	// claim, when set, decides on a claim's append (completion.started
 	// alone, not the inline path's request and claim).
 	claim func() injection
+	// late is a commitLate append, applied before the next claim's.
+	late atomic.Pointer[func()]
 }
 
 func (s *outageStore) Load(ctx context.Context, streamID string) ([]events.Envelope, error) {
@@ -73,10 +80,17 @@ func (s *outageStore) Append(ctx context.Context, streamID string, expected int6
 		inject = func() injection { return s.inject(s.outcomes.Add(1)) }
 	case len(evs) == 1 && evs[0].Type == events.TypeCompletionStarted && s.claim != nil:
 		inject = s.claim
+		if late := s.late.Swap(nil); late != nil {
+			(*late)()
+		}
 	}
 	timedOut := fmt.Errorf("append %s: timeout: %w", streamID, context.DeadlineExceeded)
 	switch inject() {
 	case drop:
+		return nil, timedOut
+	case commitLate:
+		late := func() { _, _ = s.Store.Append(context.WithoutCancel(ctx), streamID, expected, evs...) }
+		s.late.Store(&late)
 		return nil, timedOut
 	case commitThenTimeout:
 		if _, err := s.Store.Append(ctx, streamID, expected, evs...); err != nil {
@@ -240,7 +254,10 @@ func TestOutcomeLostOnTheWayIsAppendedAgain(t *testing.T) {
 // the way is made again.
 func TestClaimThroughATimeoutIsKept(t *testing.T) {
 	t.Parallel()
-	for _, inj := range []injection{commitThenTimeout, drop} {
+	// commitLate: the worker reads the job still queued, claims it again,
+	// and conflicts with its own first claim, applied meanwhile: it is
+	// still its claim to run, not someone else's.
+	for _, inj := range []injection{commitThenTimeout, drop, commitLate} {
 		o := newOutcomeRig(t, nil, 3*time.Second, func(int64) injection { return reach })
 		var once atomic.Bool
 		o.flaky.claim = func() injection {
