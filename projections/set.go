@@ -179,10 +179,12 @@ func (s *Set) Handle(ctx context.Context, e events.Envelope) error {
 
 // HandleBatch applies evs, in order, in one transaction, skipping the ones
 // already applied. A gap anywhere fails the whole batch (with ErrGap) and
-// applies nothing. It is meant for rebuilds and catching up, where one
-// round trip for many events matters.
+// applies nothing. It is meant for catching up, where one round trip for
+// many events matters: it expects the events to be each stream's next
+// ones (the follower's case, see inorder.go), and falls back to reading
+// the guard first when they are not.
 func (s *Set) HandleBatch(ctx context.Context, evs []events.Envelope) error {
-	return s.apply(ctx, evs, nil, nil)
+	return s.applyInOrder(ctx, evs, nil)
 }
 
 // LastPosition returns the highest global position applied by this Set.

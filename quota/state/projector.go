@@ -69,8 +69,13 @@ func New(schema string) projections.Projector {
 		addWindow: fmt.Sprintf(`INSERT INTO %s AS w (scope, id, account_id, second, requests, tokens)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
 			ON CONFLICT (scope, id, second) DO UPDATE SET requests = w.requests + EXCLUDED.requests, tokens = w.tokens + EXCLUDED.tokens`, win),
-		pruneWindow: fmt.Sprintf(`DELETE FROM %s AS w USING unnest($1::text[], $2::bigint[]) AS u(account_id, upto)
-			WHERE w.account_id = u.account_id AND w.second <= u.upto`, win),
+		// One index range scan per account (the lateral subquery is not
+		// flattened into a join: OFFSET 0), whatever the statistics say;
+		// joined, the rows were scanned whole for each batch when they
+		// were stale or missing.
+		pruneWindow: fmt.Sprintf(`DELETE FROM %[1]s WHERE ctid = ANY(ARRAY(
+			SELECT x.ctid FROM unnest($1::text[], $2::bigint[]) AS u(account_id, upto)
+			CROSS JOIN LATERAL (SELECT ctid FROM %[1]s AS w WHERE w.account_id = u.account_id AND w.second <= u.upto OFFSET 0) x))`, win),
 		upsertLimits: fmt.Sprintf(`INSERT INTO %s AS l (scope, id, account_id, plan, limits, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (scope, id) DO UPDATE SET plan = CASE WHEN EXCLUDED.plan = '' THEN l.plan ELSE EXCLUDED.plan END,
 				limits = CASE WHEN $7 THEN EXCLUDED.limits ELSE l.limits END, updated_at = EXCLUDED.updated_at`, lim),
