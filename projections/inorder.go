@@ -32,7 +32,8 @@ type preparedBatch struct {
 	// ds are the events' data (nil where no projector reads it), for the
 	// fallback to apply.
 	ds []events.Data
-	b  *pgx.Batch
+	// lanes are the statements: the guard's, then each accumulator's.
+	lanes []*pgx.Batch
 	// inOrder is false when the events are not each stream's next ones in
 	// order: b is nil and apply decides.
 	inOrder bool
@@ -55,22 +56,36 @@ func (s *Set) prepare(evs []events.Envelope) (*preparedBatch, error) {
 	if !ok || !s.accumulatorsOnly() {
 		return p, nil
 	}
-	rows, pend := s.newBatch()
+	_, pend := s.newBatch()
 	for i, e := range evs {
-		var err error
-		if rows, err = s.applyOne(context.Background(), nil, rows, pend, e, p.ds[i]); err != nil {
+		// Accumulators only: nothing runs, nothing is queued in the batch.
+		if _, err := s.applyOne(context.Background(), nil, nil, pend, e, p.ds[i]); err != nil {
 			return nil, err
 		}
 		p.maxPos = max(p.maxPos, e.Position)
 	}
-	for _, q := range pend {
-		q.Flush(rows)
+	p.lanes = make([]*pgx.Batch, 1+len(pend))
+	p.lanes[0] = &pgx.Batch{}
+	s.queueExpectedGuard(p.lanes[0], streamsOf(evs), first, last)
+	for i, q := range pend {
+		p.lanes[i+1] = &pgx.Batch{}
+		q.Flush(p.lanes[i+1])
 	}
-	p.b = &pgx.Batch{}
-	s.queueExpectedGuard(p.b, streamsOf(evs), first, last)
-	p.b.QueuedQueries = append(p.b.QueuedQueries, rows.QueuedQueries...)
 	p.inOrder = true
 	return p, nil
+}
+
+// statements returns lanes' statements in one batch, after the
+// transaction's settings.
+func (s *Set) statements(lanes ...*pgx.Batch) *pgx.Batch {
+	b := &pgx.Batch{}
+	if s.asyncCommit {
+		b.Queue(`SET LOCAL synchronous_commit = off`)
+	}
+	for _, l := range lanes {
+		b.QueuedQueries = append(b.QueuedQueries, l.QueuedQueries...)
+	}
+	return b
 }
 
 // accumulatorsOnly reports whether every projector of s is an
@@ -154,7 +169,7 @@ func (s *Set) commitPrepared(ctx context.Context, p *preparedBatch, cp *checkpoi
 	}
 	start := time.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.SendBatch(ctx, p.b).Close(); err != nil {
+		if err := tx.SendBatch(ctx, s.statements(p.lanes...)).Close(); err != nil {
 			return err
 		}
 		if cp != nil {

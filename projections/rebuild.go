@@ -39,26 +39,48 @@ func (s RebuildStats) EventsPerSecond() float64 {
 // appending events when it started.
 const rebuildWait = time.Minute
 
-// Rebuild (re)creates every read-model table in schema, empty and shaped
-// like the live one, and applies the whole event log to it in the global
-// order, batch events per transaction, with the projectors build returns
-// for schema: every event committed before it started, waiting (up to a
-// minute) for transactions still appending then. The live model is not
-// touched, so a rebuild runs beside it; schema must therefore not be the
-// live schema.
+// RebuildConfig tunes a rebuild.
+type RebuildConfig struct {
+	// Batch is the most events applied per transaction. Required.
+	Batch int
+	// DeferIndexesAfter is how many events a rebuild applies keeping
+	// every index up to date; then it drops the secondary indexes its
+	// statements do not read, and builds them once at its end. From a large
+	// table a build costs a fraction of keeping the index up row by row,
+	// but each flushes its index to disk when it ends: worth it for a large
+	// log only. 100,000 when zero.
+	DeferIndexesAfter int64
+}
+
+// Rebuild is RebuildWith with batch events per transaction.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, schema string, batch int,
+	build func(schema string) []Projector, logger *slog.Logger) (RebuildStats, error) {
+	return RebuildWith(ctx, pool, store, schema, RebuildConfig{Batch: batch}, build, logger)
+}
+
+// RebuildWith (re)creates every read-model table in schema, empty and
+// shaped like the live one, and applies the whole event log to it in the
+// global order, cfg.Batch events per transaction, with the projectors
+// build returns for schema: every event committed before it started,
+// waiting (up to a minute) for transactions still appending then. The
+// live model is not touched, so a rebuild runs beside it; schema must
+// therefore not be the live schema.
 //
 // Reading, decoding and folding a batch (prepare) overlap with writing
-// the batch before it, and the first batch is read while the tables are
-// made: the database's and this process's cores work at once.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, schema string, batch int,
+// the batch before it, and the first batches are read while the tables
+// are made: the database's and this process's cores work at once.
+func RebuildWith(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, schema string, cfg RebuildConfig,
 	build func(schema string) []Projector, logger *slog.Logger) (RebuildStats, error) {
 	start := time.Now()
 	var stats RebuildStats
 	if schema == "" || schema == LiveSchema {
 		return stats, fmt.Errorf("rebuild: schema %q: want a schema beside the live one", schema)
 	}
-	if batch <= 0 {
-		return stats, fmt.Errorf("rebuild: batch %d: want a positive size", batch)
+	if cfg.Batch <= 0 {
+		return stats, fmt.Errorf("rebuild: batch %d: want a positive size", cfg.Batch)
+	}
+	if cfg.DeferIndexesAfter <= 0 {
+		cfg.DeferIndexesAfter = 100_000
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -72,38 +94,54 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *pgstore.Store, sche
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	prepared := set.readPrepared(ctx, store, batch)
-	indexes, err := createForRebuild(ctx, pool, schema)
-	if err != nil {
+	prepared := set.readPrepared(ctx, store, cfg.Batch)
+	if err := CreateReadModels(ctx, pool, schema); err != nil {
 		return stats, err
 	}
-	analyzeAt := int64(1)
-	for p := range prepared {
-		if p.err != nil {
-			return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, p.err)
-		}
-		if err := set.commitPrepared(ctx, p.batch, nil); err != nil {
-			return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, err)
-		}
-		stats.Events += int64(len(p.batch.evs))
-		stats.Cursor = p.cur
-		if stats.Events >= analyzeAt {
-			if err := analyze(ctx, pool, schema); err != nil {
-				return stats, err
-			}
-			analyzeAt = max(100_000, 10*analyzeAt)
-		}
+	if stats, finish, err = rebuildFrom(ctx, pool, set, prepared, cfg, finish); err != nil {
+		return stats, fmt.Errorf("rebuild %s after %d events: %w", schema, stats.Events, err)
 	}
-	if err := ctx.Err(); err != nil {
-		return stats, fmt.Errorf("rebuild %s: %w", schema, err)
-	}
-	if err := execAll(ctx, pool, append(finish, indexes...)); err != nil {
+	if err := execAll(ctx, pool, finish); err != nil {
 		return stats, fmt.Errorf("rebuild %s: finish: %w", schema, err)
 	}
 	stats.Elapsed = time.Since(start)
 	logger.InfoContext(ctx, "read models rebuilt", "schema", schema, "events", stats.Events,
 		"elapsed", stats.Elapsed, "events_per_second", int64(stats.EventsPerSecond()))
 	return stats, nil
+}
+
+// rebuildFrom writes the prepared batches to set's schema, analyzing its
+// tables after the first and dropping its deferred indexes after
+// cfg.DeferIndexesAfter events; it returns finish with the statements
+// that build those indexes again appended.
+func rebuildFrom(ctx context.Context, pool *pgxpool.Pool, set *Set, prepared <-chan preparedPage, cfg RebuildConfig,
+	finish []string) (RebuildStats, []string, error) {
+	var stats RebuildStats
+	analyzed, deferred := false, false
+	for p := range prepared {
+		if p.err != nil {
+			return stats, finish, p.err
+		}
+		if err := set.commitPrepared(ctx, p.batch, nil); err != nil {
+			return stats, finish, err
+		}
+		stats.Events += int64(len(p.batch.evs))
+		stats.Cursor = p.cur
+		if !analyzed {
+			if err := analyze(ctx, pool, set.schema); err != nil {
+				return stats, finish, err
+			}
+			analyzed = true
+		}
+		if !deferred && stats.Events >= cfg.DeferIndexesAfter {
+			build, err := dropDeferredIndexes(ctx, pool, set.schema)
+			if err != nil {
+				return stats, finish, err
+			}
+			finish, deferred = append(finish, build...), true
+		}
+	}
+	return stats, finish, ctx.Err()
 }
 
 // forRebuild returns the projectors a rebuild applies the log with (a

@@ -22,7 +22,8 @@ func CreateReadModels(ctx context.Context, pool *pgxpool.Pool, schema string) er
 // createTables (re)creates schema's read-model tables in tx, in one
 // round trip.
 func createTables(ctx context.Context, tx pgx.Tx, schema string) error {
-	sql := []string{"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize()}
+	// Like a rebuild's batches, not waiting for its commit to be flushed.
+	sql := []string{"SET LOCAL synchronous_commit = off", "CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize()}
 	for _, t := range readModelTables() {
 		sql = append(sql, fmt.Sprintf("DROP TABLE IF EXISTS %[1]s; CREATE TABLE %[1]s (LIKE %[2]s INCLUDING ALL)",
 			Table(schema, t), Table(LiveSchema, t)))
@@ -33,22 +34,16 @@ func createTables(ctx context.Context, tx pgx.Tx, schema string) error {
 }
 
 // rebuildKeepsIndexesOf lists the tables whose secondary indexes a
-// rebuild keeps while it applies the log, because its statements read
-// them: the window prune of the quota state reads quota_windows by
-// account.
+// rebuild never drops, because its statements read them: the window
+// prune of the quota state reads quota_windows by account.
 var rebuildKeepsIndexesOf = []string{"quota_windows"}
 
-// createForRebuild makes schema's read-model tables like
-// CreateReadModels, but without the secondary indexes a rebuild's
-// statements do not read: built once at the end, from the whole table,
-// they cost a fraction of what they cost kept up row by row. It returns
-// the statements that build them.
-func createForRebuild(ctx context.Context, pool *pgxpool.Pool, schema string) ([]string, error) {
+// dropDeferredIndexes drops the secondary indexes of schema's read models
+// that a rebuild's statements do not read, and returns the statements
+// that build them again.
+func dropDeferredIndexes(ctx context.Context, pool *pgxpool.Pool, schema string) ([]string, error) {
 	var build []string
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := createTables(ctx, tx, schema); err != nil {
-			return err
-		}
 		rows, err := tx.Query(ctx, `SELECT c.relname, format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
 			FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 			JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -71,7 +66,7 @@ func createForRebuild(ctx context.Context, pool *pgxpool.Pool, schema string) ([
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("rebuild: create read models in %s: %w", schema, err)
+		return nil, fmt.Errorf("drop indexes of %s: %w", schema, err)
 	}
 	return build, nil
 }
