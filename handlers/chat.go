@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,43 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var c chatCall
+	onOwnStack(func() { c = a.checkChat(r, p, body) })
+	switch {
+	case c.ae != nil:
+		writeError(w, c.ae)
+		return
+	case c.err != nil:
+		a.fail(w, r, c.err)
+		return
+	}
+	writeRateHeaders(w, c.adm)
+	switch {
+	case c.run == nil:
+		a.queueChat(w, r, c)
+	case c.stream:
+		a.streamInline(w, r, c.adm, c.run, body)
+	default:
+		a.runInline(w, r, c.adm, c.run)
+	}
+}
+
+// chatCall is a chat request checked and admitted: to be queued (run is
+// nil), or prepared to run inline (streamed or not). ae or err, when set,
+// is the answer instead: a refusal, or a failure (the admission released).
+type chatCall struct {
+	md     events.Metadata
+	cmd    completion.RequestCompletion
+	adm    *admission.Admitted
+	run    *execution.Inline
+	stream bool
+	ae     *apiError
+	err    error
+}
+
+// checkChat validates a chat request, admits it and, unless the client
+// asked for an asynchronous answer, prepares its inline run.
+func (a *API) checkChat(r *http.Request, p principal, body []byte) chatCall {
 	async := preferAsync(r)
 	req, ae := validateChat(body)
 	if ae == nil && async && req.Stream {
@@ -108,47 +146,43 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	if ae != nil {
 		a.rejected.WithLabelValues(ae.Code).Inc()
-		writeError(w, ae)
-		return
+		return chatCall{ae: ae}
 	}
 	cid := correlationID(r.Context())
-	md := events.Metadata{AccountID: p.AccountID, CorrelationID: cid, CausationID: cid, Actor: "key:" + p.KeyID}
-	cmd := completion.RequestCompletion{
-		CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
-		Model: req.Model, Mode: events.ModeSync, Request: body,
+	c := chatCall{
+		md: events.Metadata{AccountID: p.AccountID, CorrelationID: cid, CausationID: cid, Actor: "key:" + p.KeyID},
+		cmd: completion.RequestCompletion{
+			CompletionID: "chatcmpl-" + randomID(29), AccountID: p.AccountID, KeyID: p.KeyID,
+			Model: req.Model, Mode: events.ModeSync, Request: body,
+		},
+		stream: req.Stream,
 	}
-	adm, ae := a.admit(r.Context(), p, req.Model, cmd.CompletionID, body)
-	if ae != nil {
-		writeError(w, ae)
-		return
+	if c.adm, c.ae = a.admit(r.Context(), p, req.Model, c.cmd.CompletionID, body); c.ae != nil {
+		return c
 	}
-	writeRateHeaders(w, adm)
-	cmd.Reservation = adm.Reservation
+	c.cmd.Reservation = c.adm.Reservation
 	if async {
-		cmd.Mode = events.ModeAsync
-		c, err := a.recordRequest(r.Context(), md, cmd, nil)
-		if err != nil {
-			a.failRecord(w, r, adm, cmd.CompletionID, err)
-			return
-		}
-		w.Header().Set("Preference-Applied", "respond-async")
-		w.Header().Set("Location", "/v1/jobs/"+c.ID)
-		writeJSON(w, http.StatusAccepted, toJobJSON(c))
-		return
+		c.cmd.Mode = events.ModeAsync
+		return c
 	}
 	// Nothing is stored before the provider is called: the request, its
 	// claim and its outcome are appended together (execution.Inline).
-	run, err := a.cfg.Executor.Prepare(md, cmd, "api:"+a.cfg.InstanceID)
+	if c.run, c.err = a.cfg.Executor.Prepare(c.md, c.cmd, "api:"+a.cfg.InstanceID); c.err != nil {
+		a.admission.Release(r.Context(), c.adm)
+	}
+	return c
+}
+
+// queueChat records an admitted request as a job and answers 202.
+func (a *API) queueChat(w http.ResponseWriter, r *http.Request, c chatCall) {
+	job, err := a.recordRequest(r.Context(), c.md, c.cmd, nil)
 	if err != nil {
-		a.admission.Release(r.Context(), adm)
-		a.fail(w, r, err)
+		a.failRecord(w, r, c.adm, c.cmd.CompletionID, err)
 		return
 	}
-	if req.Stream {
-		a.streamInline(w, r, adm, run, body)
-		return
-	}
-	a.runInline(w, r, adm, run)
+	w.Header().Set("Preference-Applied", "respond-async")
+	w.Header().Set("Location", "/v1/jobs/"+job.ID)
+	writeJSON(w, http.StatusAccepted, toJobJSON(job))
 }
 
 // runInline runs a prepared completion for the client holding the
@@ -156,52 +190,84 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 // the provider call; past the deadline the client gets 202 with its job
 // (stored first, if the run has not stored it yet) and the work goes on
 // without it. The outcome is recorded either way.
+//
+// This goroutine, the connection's, waits here for as long as the
+// provider works, and the run's goroutine in the call: both keep their
+// frames small (the rare answers are built in functions of their own), so
+// that each request in flight holds two stacks of 8 KiB (see onOwnStack).
 func (a *API) runInline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, p *execution.Inline) {
-	c := p.State()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	type outcome struct {
-		done completion.Completion
-		err  error
-	}
-	result := make(chan outcome, 1)
+	result := make(chan inlineOutcome, 1)
 	a.inflight.Add(1)
-	go func() {
-		defer a.inflight.Done()
-		defer cancel()
-		done, err := a.cfg.Executor.RunInline(runCtx, p)
-		result <- outcome{done, err}
-	}()
+	go a.execInline(runCtx, cancel, p, result)
 	deadline := time.NewTimer(a.cfg.ResponseDeadline)
 	defer deadline.Stop()
 	select {
 	case o := <-result:
-		switch {
-		case errors.Is(o.err, execution.ErrNotStored):
-			a.admission.Release(r.Context(), adm)
-			a.fail(w, r, o.err)
-		case o.err != nil:
-			a.fail(w, r, o.err)
-		case o.done.Succeeded != nil:
-			writeRaw(w, http.StatusOK, o.done.Succeeded.Response)
-		case o.done.Failed != nil:
-			writeError(w, failedError(o.done.Failed))
-		}
+		a.answerInline(w, r, adm, o)
 	case <-r.Context().Done():
 		cancel()
 	case <-deadline.C:
-		a.deadlines.Inc()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), recordResolveFor)
-		err := p.Store(sctx)
-		cancel()
-		if err != nil {
-			// The run goes on and records its outcome when the store is
-			// back: the answer names the job it becomes.
-			a.failRecord(w, r, adm, c.ID, errors.Join(err, errUnresolved))
-			return
-		}
-		w.Header().Set("Location", "/v1/jobs/"+c.ID)
-		writeJSON(w, http.StatusAccepted, toJobJSON(c))
+		a.answerDeadline(w, r, adm, p)
 	}
+}
+
+// inlineOutcome is what an inline run ended with: the response for the
+// client, or the failure recorded, or the error that kept it from being
+// recorded.
+type inlineOutcome struct {
+	response json.RawMessage
+	failed   *events.CompletionFailed
+	err      error
+}
+
+// execInline runs p (the run's goroutine) and sends its outcome.
+func (a *API) execInline(ctx context.Context, cancel context.CancelFunc, p *execution.Inline, result chan<- inlineOutcome) {
+	defer a.inflight.Done()
+	defer cancel()
+	done, err := a.cfg.Executor.RunInline(ctx, p)
+	o := inlineOutcome{err: err, failed: done.Failed}
+	if err == nil && done.Succeeded != nil {
+		o.response = done.Succeeded.Response
+	}
+	result <- o
+}
+
+// answerInline answers the client with the outcome of its inline run.
+//
+//go:noinline
+func (a *API) answerInline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, o inlineOutcome) {
+	switch {
+	case errors.Is(o.err, execution.ErrNotStored):
+		a.admission.Release(r.Context(), adm)
+		a.fail(w, r, o.err)
+	case o.err != nil:
+		a.fail(w, r, o.err)
+	case o.failed != nil:
+		writeError(w, failedError(o.failed))
+	default:
+		writeRaw(w, http.StatusOK, o.response)
+	}
+}
+
+// answerDeadline answers 202 with the job a run still at work at the
+// response deadline becomes, its request and claim stored first.
+//
+//go:noinline
+func (a *API) answerDeadline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, p *execution.Inline) {
+	a.deadlines.Inc()
+	c := p.State()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), recordResolveFor)
+	err := p.Store(sctx)
+	cancel()
+	if err != nil {
+		// The run goes on and records its outcome when the store is
+		// back: the answer names the job it becomes.
+		a.failRecord(w, r, adm, c.ID, errors.Join(err, errUnresolved))
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+c.ID)
+	writeJSON(w, http.StatusAccepted, toJobJSON(c))
 }
 
 // Wait blocks until every inline execution that outlived its request has
