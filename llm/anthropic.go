@@ -21,6 +21,7 @@ type Anthropic struct {
 	httpBase
 	url     string
 	version string
+	headers providerHeaders
 }
 
 // NewAnthropic returns a provider for p (kind anthropic) that authenticates
@@ -45,7 +46,8 @@ func NewAnthropic(p config.Provider, apiKey string, client *http.Client) *Anthro
 // max_output_tokens when the client sets none.
 func (a *Anthropic) requiresMaxTokens() bool { return true }
 
-func (a *Anthropic) headers() http.Header {
+// authHeader is the key's header and the API version's.
+func (a *Anthropic) authHeader() http.Header {
 	h := http.Header{}
 	if a.apiKey != "" {
 		h.Set("x-api-key", a.apiKey)
@@ -67,8 +69,7 @@ func (a *Anthropic) ChatCompletion(ctx context.Context, upstreamModel string, bo
 	parent := ctx
 	ctx, _, stop := a.attempt(ctx)
 	defer stop()
-	h := a.headers()
-	h.Set("Accept", "application/json")
+	h, _ := a.headers.get(a.authHeader)
 	resp, err := a.post(parent, ctx, a.url, h, sent, anthropicErrorBody)
 	if err != nil {
 		return nil, err
@@ -93,7 +94,8 @@ func (a *Anthropic) ChatCompletionStream(ctx context.Context, upstreamModel stri
 	if err != nil {
 		return nil, fmt.Errorf("llm provider %q: %w", a.name, err)
 	}
-	return a.openStream(ctx, a.url, a.headers(), sent, body, anthropicErrorBody, upstreamModel,
+	_, h := a.headers.get(a.authHeader)
+	return a.openStream(ctx, a.url, h, sent, body, anthropicErrorBody, upstreamModel,
 		&anthropicDecoder{base: &a.httpBase, created: a.now().Unix(), model: upstreamModel, blocks: map[int]int{}})
 }
 

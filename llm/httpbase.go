@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -28,12 +29,22 @@ type httpBase struct {
 	name    string
 	apiKey  string
 	timeout time.Duration
-	client  *http.Client
-	now     func() time.Time
+	// transport makes the calls (the client's Transport; see newHTTPBase).
+	transport http.RoundTripper
+	now       func() time.Time
 }
 
-// newHTTPBase is p's transport: client (nil: NewHTTPClient()) and p's
+// newHTTPBase is p's transport: client's (nil: NewHTTPClient()), and p's
 // timeout (unset: config.DefaultProviderTimeout).
+//
+// Only the client's Transport is used (http.DefaultTransport when nil):
+// each call is bounded by its context, not by the client's Timeout, and a
+// provider's redirect is not followed (http.Client would follow a 307 or
+// 308 with the body and turn a POST into a GET on a 301 to 303) but
+// answered as the misconfigured base_url it is (see statusError). Calling
+// the transport also spares the client's copy of each request's headers
+// and three frames on a stack that waits for the provider (handlers'
+// runInline).
 func newHTTPBase(p config.Provider, apiKey string, client *http.Client) httpBase {
 	if client == nil {
 		client = NewHTTPClient()
@@ -42,7 +53,32 @@ func newHTTPBase(p config.Provider, apiKey string, client *http.Client) httpBase
 	if timeout <= 0 {
 		timeout = config.DefaultProviderTimeout
 	}
-	return httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, client: client, now: time.Now}
+	var rt http.RoundTripper = http.DefaultTransport
+	if client.Transport != nil {
+		rt = client.Transport
+	}
+	return httpBase{name: p.Name, apiKey: apiKey, timeout: timeout, transport: rt, now: time.Now}
+}
+
+// providerHeaders are a provider's request headers, for a JSON answer and
+// for a stream: built once from its auth headers and shared by all its
+// requests, which never modify them (nor does a transport).
+type providerHeaders struct {
+	once         sync.Once
+	json, stream http.Header
+}
+
+// get returns the headers, built with auth (called once) the first time.
+func (h *providerHeaders) get(auth func() http.Header) (jsonHeader, streamHeader http.Header) {
+	h.once.Do(func() {
+		h.json, h.stream = auth(), auth()
+		for _, x := range []http.Header{h.json, h.stream} {
+			x.Set("Content-Type", "application/json")
+		}
+		h.json.Set("Accept", "application/json")
+		h.stream.Set("Accept", "text/event-stream")
+	})
+	return h.json, h.stream
 }
 
 // attempt bounds one call by the provider timeout. The returned reset
@@ -53,8 +89,9 @@ func (b *httpBase) attempt(parent context.Context) (ctx context.Context, reset f
 	return ctx, func() { timer.Reset(b.timeout) }, func() { timer.Stop(); cancel(context.Canceled) }
 }
 
-// post sends body as JSON and returns the response; a non-2xx response is
-// read, closed and mapped with parseErr.
+// post sends body (JSON) with header (providerHeaders', never modified)
+// and returns the response; a non-2xx response is read, closed and mapped
+// with parseErr.
 func (b *httpBase) post(parent, ctx context.Context, url string, header http.Header, body []byte, parseErr errorParser) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -62,8 +99,7 @@ func (b *httpBase) post(parent, ctx context.Context, url string, header http.Hea
 			Message: fmt.Sprintf("provider %q is misconfigured: %v", b.name, err)}
 	}
 	req.Header = header
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.client.Do(req)
+	resp, err := b.transport.RoundTrip(req)
 	if err != nil {
 		return nil, b.transportError(parent, ctx, err)
 	}
@@ -153,8 +189,8 @@ func (b *httpBase) statusError(resp *http.Response, raw []byte, parse errorParse
 			e.Message = fmt.Sprintf("provider %q rejected the request (HTTP %d %s)", b.name, status, http.StatusText(status))
 		}
 	default:
-		// 1xx/3xx: the client does not follow redirects from POSTs to other hosts
-		// silently, so this is a misconfigured base_url.
+		// 1xx/3xx: redirects are not followed (see newHTTPBase), so
+		// this is a misconfigured base_url.
 		e.Status, e.Type, e.Class = http.StatusBadGateway, openaiwire.TypeUpstream, ClassServerError
 		e.Message = fmt.Sprintf("provider %q answered with unexpected HTTP %d", b.name, status)
 	}

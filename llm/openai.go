@@ -28,6 +28,7 @@ type OpenAI struct {
 	httpBase
 	base       string
 	apiVersion string // non-empty = Azure OpenAI
+	headers    providerHeaders
 }
 
 // NewOpenAI returns a provider for p that authenticates with apiKey (empty:
@@ -57,20 +58,28 @@ func NewHTTPClient() *http.Client {
 	}}
 }
 
-// endpoint returns the chat completions URL and auth headers for a call.
-func (o *OpenAI) endpoint(upstreamModel string) (string, http.Header) {
-	h := http.Header{}
+// endpoint returns the chat completions URL and the headers of a call,
+// for a JSON answer or a stream (shared: not to be modified).
+func (o *OpenAI) endpoint(upstreamModel string) (u string, jsonHeader, streamHeader http.Header) {
+	jsonHeader, streamHeader = o.headers.get(o.authHeader)
 	if o.apiVersion != "" {
-		// Azure: the deployment is in the path, the key in api-key.
-		if o.apiKey != "" {
-			h.Set("api-key", o.apiKey)
-		}
-		return o.base + "/openai/deployments/" + url.PathEscape(upstreamModel) + "/chat/completions?api-version=" + url.QueryEscape(o.apiVersion), h
+		// Azure: the deployment is in the path.
+		return o.base + "/openai/deployments/" + url.PathEscape(upstreamModel) + "/chat/completions?api-version=" + url.QueryEscape(o.apiVersion), jsonHeader, streamHeader
 	}
-	if o.apiKey != "" {
+	return o.base + "/chat/completions", jsonHeader, streamHeader
+}
+
+// authHeader is the key's header: Azure's api-key, or OpenAI's bearer token.
+func (o *OpenAI) authHeader() http.Header {
+	h := http.Header{}
+	switch {
+	case o.apiKey == "":
+	case o.apiVersion != "":
+		h.Set("api-key", o.apiKey)
+	default:
 		h.Set("Authorization", "Bearer "+o.apiKey)
 	}
-	return o.base + "/chat/completions", h
+	return h
 }
 
 // ChatCompletion implements Provider.
@@ -78,8 +87,7 @@ func (o *OpenAI) ChatCompletion(ctx context.Context, upstreamModel string, body 
 	parent := ctx
 	ctx, _, stop := o.attempt(ctx)
 	defer stop()
-	u, h := o.endpoint(upstreamModel)
-	h.Set("Accept", "application/json")
+	u, h, _ := o.endpoint(upstreamModel)
 	resp, err := o.post(parent, ctx, u, h, body, openAIErrorBody)
 	if err != nil {
 		return nil, err
@@ -113,7 +121,7 @@ func (o *OpenAI) ChatCompletionStream(ctx context.Context, upstreamModel string,
 	if err != nil {
 		return nil, fmt.Errorf("llm provider %q: %w", o.name, err)
 	}
-	u, h := o.endpoint(upstreamModel)
+	u, _, h := o.endpoint(upstreamModel)
 	return o.openStream(ctx, u, h, sent, sent, openAIErrorBody, upstreamModel, &openAIDecoder{base: &o.httpBase})
 }
 

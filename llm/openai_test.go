@@ -275,3 +275,30 @@ func TestErrorFormats(t *testing.T) {
 		t.Errorf("OpenAIBody() = %s", got)
 	}
 }
+
+// TestOpenAIRedirectNotFollowed: a provider's redirect is answered as the
+// misconfiguration it is (502 naming the status), not followed: the
+// redirect's target never gets the request nor the key.
+func TestOpenAIRedirectNotFollowed(t *testing.T) {
+	t.Parallel()
+	var followed atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		followed.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, completionJSON)
+	}))
+	t.Cleanup(target.Close)
+	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		p := newProvider(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, target.URL+"/v1/chat/completions", status)
+		}, time.Minute)
+		_, err := p.ChatCompletion(context.Background(), "gpt-4o-mini", json.RawMessage(`{"messages":[{"role":"user","content":"hi"}]}`))
+		var le *Error
+		if !errors.As(err, &le) || le.Status != http.StatusBadGateway || le.UpstreamStatus != status || !strings.Contains(le.Message, "unexpected HTTP") {
+			t.Errorf("HTTP %d: err = %v, want a 502 naming the status", status, err)
+		}
+	}
+	if n := followed.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times", n)
+	}
+}

@@ -343,7 +343,6 @@ func (b *httpBase) openStream(parent context.Context, url string, header http.He
 	parseErr errorParser, upstreamModel string, dec sseDecoder) (Stream, error) {
 	start := b.now()
 	ctx, reset, stop := b.attempt(parent)
-	header.Set("Accept", "text/event-stream")
 	resp, err := b.post(parent, ctx, url, header, body, parseErr)
 	if err != nil {
 		stop()

@@ -420,7 +420,7 @@ func TestAzureOpenAI(t *testing.T) {
 	if !cfg.IsAzure() {
 		t.Fatal("IsAzure")
 	}
-	u, h := NewOpenAI(cfg, "k", nil).endpoint("gpt-4o")
+	u, h, _ := NewOpenAI(cfg, "k", nil).endpoint("gpt-4o")
 	if u != "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21" || h.Get("api-key") != "k" {
 		t.Errorf("endpoint %q %v", u, h)
 	}

@@ -198,40 +198,97 @@ func (x *Executor) Run(ctx context.Context, md events.Metadata, c completion.Com
 }
 
 // run is Run, and RunInline with p set.
-func (x *Executor) run(ctx context.Context, md events.Metadata, c completion.Completion, p *Inline) (completion.Completion, error) {
+//
+// Its goroutine waits in call for as long as the provider works, with run
+// and call on its stack: both keep their frames small (the renewals start
+// and stop, and the outcome is recorded, in functions of their own), as a
+// goroutine's stack is the deepest its calls went, rounded up to a power
+// of two, and thousands of slow calls wait at once.
+func (x *Executor) run(ctx context.Context, md events.Metadata, c completion.Completion, p *Inline) (done completion.Completion, err error) {
 	if c.Status != completion.StatusRunning {
-		return c, fmt.Errorf("run %s: %w", c.ID, domainerr.ErrWrongState)
+		return c, wrongState(c.ID)
 	}
 	md.Actor = c.Executor
-	finish := completion.FinishCompletion{Executor: c.Executor}
+	o := x.call(ctx, &md, &c, p)
+	if o.lost != nil {
+		return c, x.lost(&c, o.lost)
+	}
+	err = x.conclude(ctx, &md, &c, &o, p, &done)
+	return done, err
+}
+
+// wrongState is the error of a run of a completion not running.
+//
+//go:noinline
+func wrongState(id string) error { return fmt.Errorf("run %s: %w", id, domainerr.ErrWrongState) }
+
+// lost counts a run whose claim was lost, and returns its error.
+//
+//go:noinline
+func (x *Executor) lost(c *completion.Completion, err error) error {
+	x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
+	return claimLost(c.ID, err)
+}
+
+// called is what a run's provider call ended with.
+type called struct {
+	model config.Model
+	resp  *llm.Response
+	err   error
+	// lost is why the claim was lost meanwhile (nil: it was not).
+	lost    error
+	elapsed time.Duration
+}
+
+// call calls c's providers, its claim renewed while they work (the
+// router's deadline bounds the call); c becomes the claim as last renewed.
+func (x *Executor) call(ctx context.Context, md *events.Metadata, c *completion.Completion, p *Inline) called {
 	start := x.cfg.Now()
 	model, ok := x.cfg.Models(c.Model)
-	var resp *llm.Response
-	var err error
+	o := called{model: model}
 	if !ok {
-		err = llm.ModelRemoved(c.Model)
+		o.err = llm.ModelRemoved(c.Model)
 	} else {
-		// The claim is renewed while the provider works (the router's
-		// deadline bounds the call).
-		k, kctx := x.keep(ctx, md, c, p)
-		resp, err = x.cfg.LLM.Complete(kctx, model, c.Request)
-		var lost error
-		if c, lost = k.stop(); lost != nil {
-			x.outcomes.WithLabelValues(c.Model, c.Mode, "unrecorded").Inc()
-			return c, claimLost(c.ID, lost)
-		}
+		k, kctx := x.keepFor(ctx, md, c, p)
+		o.resp, o.err = x.cfg.LLM.Complete(kctx, model, c.Request)
+		o.lost = k.stopInto(c)
 	}
-	elapsed := x.cfg.Now().Sub(start)
+	o.elapsed = x.cfg.Now().Sub(start)
+	return o
+}
+
+// keepFor is keep, out of call's frame.
+//
+//go:noinline
+func (x *Executor) keepFor(ctx context.Context, md *events.Metadata, c *completion.Completion, p *Inline) (*keeper, context.Context) {
+	return x.keep(ctx, *md, *c, p)
+}
+
+// stopInto is stop, out of call's frame: c becomes the claim as last
+// renewed, and the error that lost it is returned.
+//
+//go:noinline
+func (k *keeper) stopInto(c *completion.Completion) error {
+	var lost error
+	*c, lost = k.stop()
+	return lost
+}
+
+// conclude records the outcome of c's call o, which becomes *done.
+func (x *Executor) conclude(ctx context.Context, md *events.Metadata, c *completion.Completion, o *called, p *Inline, done *completion.Completion) error {
+	finish := completion.FinishCompletion{Executor: c.Executor}
+	err := o.err
 	if err == nil {
-		finish.Attempts = attempts(resp.Attempts)
-		finish.Succeeded, err = x.success(c, model, resp, elapsed)
+		finish.Attempts = attempts(o.resp.Attempts)
+		finish.Succeeded, err = x.success(*c, o.model, o.resp, o.elapsed)
 	} else {
 		finish.Attempts = attempts(llm.AttemptsOf(err))
 	}
 	if err != nil {
-		finish.Failed = failure(ctx, err, elapsed)
+		finish.Failed = failure(ctx, err, o.elapsed)
 	}
-	return x.record(ctx, md, c, finish, elapsed, p)
+	*done, err = x.record(ctx, *md, *c, finish, o.elapsed, p)
+	return err
 }
 
 // attempts turns the router's failed attempts into their events.
