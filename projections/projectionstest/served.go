@@ -60,8 +60,9 @@ func (s Served) Append(l *Log) {
 	l.Append(s.Stream, s.Account, s.At.Add(time.Second), s.Answered...)
 }
 
-// Envelopes returns s's five events as stored, without a store: stream
-// versions 1 to 5 and positions from pos on.
+// Envelopes returns s's five events as a store reads them back, without a
+// store: stream versions 1 to 5, positions from pos on, and only their
+// JSON (not the decoded data an envelope events.New made carries).
 func (s Served) Envelopes(pos int64) ([]events.Envelope, error) {
 	out := make([]events.Envelope, 0, len(s.Admitted)+len(s.Answered))
 	for i, d := range append(append([]events.Data{}, s.Admitted...), s.Answered...) {
@@ -73,8 +74,15 @@ func (s Served) Envelopes(pos int64) ([]events.Envelope, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.StreamVersion, e.Position = int64(i+1), pos+int64(i)
-		out = append(out, e)
+		out = append(out, Stored(e, int64(i+1), pos+int64(i)))
 	}
 	return out, nil
+}
+
+// Stored returns e as a store would read it back at version and
+// position: its fields, without the decoded data of an envelope made by
+// events.New.
+func Stored(e events.Envelope, version, position int64) events.Envelope {
+	return events.Envelope{EventID: e.EventID, StreamID: e.StreamID, StreamVersion: version, Type: e.Type,
+		SchemaVersion: e.SchemaVersion, OccurredAt: e.OccurredAt, Data: e.Data, Metadata: e.Metadata, Position: position}
 }
