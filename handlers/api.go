@@ -210,23 +210,36 @@ func (a *API) Handler() http.Handler {
 
 type ctxKey int
 
-const (
-	principalKey ctxKey = iota
-	correlationKey
-	routeKey
-)
+// infoKey is the context key of a request's *requestInfo.
+const infoKey ctxKey = 0
 
-// matchedRoute carries the matched route's template back out of the router
-// to observe, for metrics and logs labelled by route, not by raw path.
-type matchedRoute struct{ name string }
+// requestInfo is what the middleware learns of a request, under one
+// context key: one value and one copy of the request (WithContext copies
+// it) for them all, not one per item, as thousands of slow requests keep
+// theirs for as long as they wait.
+type requestInfo struct {
+	correlationID string
+	// route is the matched route's template (see recordRoute).
+	route string
+	// principal is the authenticated caller of a client endpoint (see requireKey).
+	principal principal
+}
 
-// recordRoute is router middleware: it runs once a route matched.
+// info returns the request's information (nil outside observe).
+func info(ctx context.Context) *requestInfo {
+	i, _ := ctx.Value(infoKey).(*requestInfo)
+	return i
+}
+
+// recordRoute is router middleware: it runs once a route matched, and
+// records its template for observe (the router matches on a copy of the
+// request, so it comes back through requestInfo).
 func recordRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m, ok := r.Context().Value(routeKey).(*matchedRoute); ok {
+		if i := info(r.Context()); i != nil {
 			if cur := mux.CurrentRoute(r); cur != nil {
 				if t, err := cur.GetPathTemplate(); err == nil {
-					m.name = t
+					i.route = t
 				}
 			}
 		}
@@ -236,8 +249,10 @@ func recordRoute(next http.Handler) http.Handler {
 
 // correlationID returns the request's correlation id.
 func correlationID(ctx context.Context) string {
-	id, _ := ctx.Value(correlationKey).(string)
-	return id
+	if i := info(ctx); i != nil {
+		return i.correlationID
+	}
+	return ""
 }
 
 // statusRecorder remembers the status a handler wrote.
@@ -266,15 +281,12 @@ func (a *API) observe(next http.Handler) http.Handler {
 			cid = "req_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 		}
 		w.Header().Set("X-Request-Id", cid)
-		r = r.WithContext(context.WithValue(r.Context(), correlationKey, cid))
+		ri := &requestInfo{correlationID: cid, route: "unmatched"}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey, ri))
 		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
-		// The router matches on a copy of the request, so the matched route
-		// comes back through this holder (see recordRoute).
-		matched := &matchedRoute{name: "unmatched"}
-		r = r.WithContext(context.WithValue(r.Context(), routeKey, matched))
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		route := matched.name
+		route := ri.route
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
@@ -322,8 +334,10 @@ type principal struct {
 }
 
 func principalFrom(ctx context.Context) principal {
-	p, _ := ctx.Value(principalKey).(principal)
-	return p
+	if i := info(ctx); i != nil {
+		return i.principal
+	}
+	return principal{}
 }
 
 func (a *API) requireKey(next http.Handler) http.Handler {
@@ -347,7 +361,12 @@ func (a *API) requireKey(next http.Handler) http.Handler {
 				Message: "Incorrect API key provided."})
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+		if i := info(r.Context()); i != nil {
+			i.principal = p
+		} else { // not behind observe
+			r = r.WithContext(context.WithValue(r.Context(), infoKey, &requestInfo{principal: p}))
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
