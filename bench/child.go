@@ -44,6 +44,9 @@ type childSpec struct {
 	// HeapProfile where its child writes a heap profile on slowHeap.
 	MaxDBConns  int32  `json:"max_db_conns,omitempty"`
 	HeapProfile string `json:"heap_profile,omitempty"`
+	// GoMemLimit, when set, is the child's GOMEMLIMIT (Go's soft memory
+	// limit, read by the runtime as the process starts, e.g. "550MiB").
+	GoMemLimit string `json:"go_mem_limit,omitempty"`
 }
 
 // childMessage is a line a child writes on its stdout.
@@ -96,6 +99,9 @@ func startChild(command []string, spec childSpec, stderr io.Writer) (*child, err
 	c := &child{name: spec.Role, lines: make(chan []byte, 4), exited: make(chan struct{}), log: &tail{}}
 	c.cmd = exec.Command(command[0], command[1:]...)
 	c.cmd.Env = append(os.Environ(), ChildEnv+"="+string(raw))
+	if spec.GoMemLimit != "" {
+		c.cmd.Env = append(c.cmd.Env, "GOMEMLIMIT="+spec.GoMemLimit)
+	}
 	c.cmd.Stderr = c.log
 	if stderr != nil {
 		c.cmd.Stderr = io.MultiWriter(c.log, stderr)

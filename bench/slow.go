@@ -40,6 +40,10 @@ type SlowConfig struct {
 	// profile while every request through it is in flight; CPUProfile and
 	// BlockProfile, as in Config, profile Tollgate's process.
 	HeapProfile, CPUProfile, BlockProfile string
+	// GoMemLimit, when set, is the GOMEMLIMIT of Tollgate's process (Go's
+	// soft memory limit, e.g. "550MiB"); unset, it has the bench's
+	// environment's.
+	GoMemLimit string
 	// Logger receives progress and failures; discarded when nil.
 	Logger *slog.Logger
 }
@@ -104,6 +108,8 @@ type SlowReport struct {
 	Direct, Tollgate SlowPhase
 	// Pool is Tollgate's database pool in the Tollgate phase.
 	Pool DBPool
+	// Runtime is the Go memory settings of Tollgate's process.
+	Runtime GoRuntime
 	// Requested and Recorded count the completion.requested and
 	// completion.succeeded events in the event store after the run: every
 	// request must be durably recorded, so Recorded must equal
@@ -163,7 +169,7 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (_ SlowReport, err error) {
 	rep.Direct.UpstreamConnections = rep.Direct.Connections
 
 	logger.Info("bench slow: tollgate", "requests", cfg.Requests, "upstream_latency", cfg.UpstreamLatency)
-	if rep.Tollgate, rep.Pool, err = r.tollgatePhase(ctx); err != nil {
+	if rep.Tollgate, rep.Pool, rep.Runtime, err = r.tollgatePhase(ctx); err != nil {
 		return SlowReport{}, err
 	}
 	if rep.Requested, rep.Recorded, err = countRecorded(ctx, r.dbURL); err != nil {
@@ -198,7 +204,7 @@ func (r *slowRunner) start(ctx context.Context) error {
 	}
 	spec := childSpec{Role: roleSlowTollgate, DatabaseURL: tgURL, UpstreamURL: r.up.baseURL, UpstreamLatency: cfg.UpstreamLatency,
 		AdminToken: adminToken, LogLevel: cfg.ChildLogLevel, MaxDBConns: cfg.MaxDBConns,
-		HeapProfile: cfg.HeapProfile, CPUProfile: cfg.CPUProfile, BlockProfile: cfg.BlockProfile}
+		HeapProfile: cfg.HeapProfile, CPUProfile: cfg.CPUProfile, BlockProfile: cfg.BlockProfile, GoMemLimit: cfg.GoMemLimit}
 	if r.tollgate, err = startChild(cfg.ChildCommand, spec, cfg.ChildStderr); err != nil {
 		return err
 	}
@@ -230,13 +236,13 @@ func (r *slowRunner) start(ctx context.Context) error {
 // tollgatePhase runs the Tollgate phase, Tollgate's process measuring
 // itself from before its connection to the upstream opens (as the
 // client's, it is opened first: a deployment's is warm) to the last answer.
-func (r *slowRunner) tollgatePhase(ctx context.Context) (SlowPhase, DBPool, error) {
+func (r *slowRunner) tollgatePhase(ctx context.Context) (SlowPhase, DBPool, GoRuntime, error) {
 	upConns := r.up.accepted.Load()
 	if err := r.tollgate.send(slowStart); err != nil {
-		return SlowPhase{}, DBPool{}, err
+		return SlowPhase{}, DBPool{}, GoRuntime{}, err
 	}
 	if m, err := r.tollgate.next(ctx, time.Minute); err != nil || !m.Started {
-		return SlowPhase{}, DBPool{}, errors.Join(err, fmt.Errorf("bench: the tollgate child answered %+v to %s", m, slowStart))
+		return SlowPhase{}, DBPool{}, GoRuntime{}, errors.Join(err, fmt.Errorf("bench: the tollgate child answered %+v to %s", m, slowStart))
 	}
 	var onSample func()
 	if r.cfg.HeapProfile != "" {
@@ -252,16 +258,16 @@ func (r *slowRunner) tollgatePhase(ctx context.Context) (SlowPhase, DBPool, erro
 	}
 	ph, err := slowPhase(ctx, r.cfg.Requests, r.viaTG, r.up, onSample)
 	if err != nil {
-		return SlowPhase{}, DBPool{}, err
+		return SlowPhase{}, DBPool{}, GoRuntime{}, err
 	}
 	ph.UpstreamConnections = r.up.accepted.Load() - upConns
 	if err := r.tollgate.send(slowStop); err != nil {
-		return SlowPhase{}, DBPool{}, err
+		return SlowPhase{}, DBPool{}, GoRuntime{}, err
 	}
 	m, err := r.tollgate.next(ctx, time.Minute)
 	if err != nil || m.Slow == nil {
-		return SlowPhase{}, DBPool{}, errors.Join(err, fmt.Errorf("bench: the tollgate child answered %+v to %s", m, slowStop))
+		return SlowPhase{}, DBPool{}, GoRuntime{}, errors.Join(err, fmt.Errorf("bench: the tollgate child answered %+v to %s", m, slowStop))
 	}
 	ph.Process, ph.Connections = m.Slow.Peaks, m.Slow.Accepted
-	return ph, m.Slow.Pool, nil
+	return ph, m.Slow.Pool, m.Slow.Runtime, nil
 }

@@ -32,7 +32,7 @@ func TestRunSlow(t *testing.T) {
 	const n = 50
 	heap := filepath.Join(t.TempDir(), "heap.pprof")
 	rep, err := RunSlow(ctx, SlowConfig{DatabaseURL: pgtest.ServerURL(), Requests: n, UpstreamLatency: 1500 * time.Millisecond, Logger: logger,
-		ChildCommand: []string{exe}, ChildStderr: t.Output(), HeapProfile: heap})
+		ChildCommand: []string{exe}, ChildStderr: t.Output(), HeapProfile: heap, GoMemLimit: "1GiB"})
 	if err != nil {
 		t.Fatalf("RunSlow: %v\n%s", err, pgtest.HowToStart)
 	}
@@ -66,6 +66,10 @@ func TestRunSlow(t *testing.T) {
 		t.Errorf("peaks: direct %+v / %+v, tollgate %+v / %+v; want direct's one process, tollgate's two",
 			rep.Direct.Process, rep.Direct.Bench, rep.Tollgate.Process, rep.Tollgate.Bench)
 	}
+	// Tollgate's process ran with the GOMEMLIMIT asked for, whatever the bench's environment says.
+	if rep.Runtime.MemoryLimit != 1<<30 {
+		t.Errorf("Tollgate's memory limit %d, want 1GiB", rep.Runtime.MemoryLimit)
+	}
 	if rep.Tollgate.Process.CPU <= 0 {
 		t.Errorf("Tollgate's process used no CPU: %+v", rep.Tollgate.Process)
 	}
@@ -86,7 +90,7 @@ func TestRunSlow(t *testing.T) {
 	if err := rep.Write(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GOMAXPROCS", "peak goroutines", "peak RSS", "database pool: size 20", "50 completion.succeeded"} {
+	for _, want := range []string{"GOMAXPROCS", "GOMEMLIMIT 1024MiB", "peak goroutines", "peak RSS", "database pool: size 20", "50 completion.succeeded"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

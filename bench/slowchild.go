@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 )
 
@@ -29,6 +31,22 @@ type slowStats struct {
 	Pool  DBPool `json:"pool"`
 	// Accepted counts the connections Tollgate's HTTP server accepted.
 	Accepted int64 `json:"accepted"`
+	// Runtime is the Go runtime's memory settings in Tollgate's process.
+	Runtime GoRuntime `json:"runtime"`
+}
+
+// GoRuntime is a process's Go memory settings.
+type GoRuntime struct {
+	// MemoryLimit is the soft memory limit (GOMEMLIMIT,
+	// runtime/debug.SetMemoryLimit); math.MaxInt64 when there is none.
+	MemoryLimit int64 `json:"memory_limit"`
+	// GOGC is the GOGC environment variable ("" = the default, 100).
+	GOGC string `json:"gogc,omitempty"`
+}
+
+// goRuntime reads this process's Go memory settings.
+func goRuntime() GoRuntime {
+	return GoRuntime{MemoryLimit: debug.SetMemoryLimit(-1), GOGC: os.Getenv("GOGC")}
 }
 
 // slowTimeout bounds a slow-mode request of an upstream thinking latency.
@@ -77,7 +95,7 @@ func serveSlowTollgate(ctx context.Context, s childSpec, logger *slog.Logger, ou
 					err = errors.New("bench child: stop before start")
 					break
 				}
-				st := slowStats{Accepted: cl.accepted.Load() - accepted}
+				st := slowStats{Accepted: cl.accepted.Load() - accepted, Runtime: goRuntime()}
 				st.Peaks, st.Pool = m.finish()
 				m = nil
 				err = out.send(childMessage{Slow: &st})

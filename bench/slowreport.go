@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"text/tabwriter"
@@ -57,8 +58,8 @@ func (r SlowReport) Write(w io.Writer) error {
 		return fmt.Errorf("bench report: %w", err)
 	}
 	tg, bp := r.Tollgate.Process, r.Tollgate.Bench
-	fmt.Fprintf(&b, "tollgate's process: VmHWM (peak resident, whole life) %s; the bench's process in that phase: peak goroutines %d, heap %s, RSS %s\n",
-		mib(tg.HWMBytes), bp.Goroutines, mib(bp.HeapBytes), mib(bp.RSSBytes))
+	fmt.Fprintf(&b, "tollgate's process: VmHWM (peak resident, whole life) %s, %s; the bench's process in that phase: peak goroutines %d, heap %s, RSS %s\n",
+		mib(tg.HWMBytes), r.Runtime, bp.Goroutines, mib(bp.HeapBytes), mib(bp.RSSBytes))
 	for _, p := range []struct {
 		name string
 		ph   SlowPhase
@@ -83,6 +84,19 @@ func (r SlowReport) Write(w io.Writer) error {
 		return fmt.Errorf("bench report: %w", err)
 	}
 	return nil
+}
+
+// String says what GOMEMLIMIT and GOGC are.
+func (g GoRuntime) String() string {
+	limit := "no GOMEMLIMIT"
+	if g.MemoryLimit > 0 && g.MemoryLimit < math.MaxInt64 {
+		limit = "GOMEMLIMIT " + mib(uint64(g.MemoryLimit))
+	}
+	gogc := "GOGC 100"
+	if g.GOGC != "" {
+		gogc = "GOGC " + g.GOGC
+	}
+	return limit + ", " + gogc
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

@@ -65,10 +65,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (err er
 
 // benchOptions are `tollgate bench`'s flags.
 type benchOptions struct {
-	cfg                                             tgbench.Config
-	slow, dbConns                                   int
-	cpuProfile, blockProfile, heapProfile, logLevel string
-	json                                            bool
+	cfg                                                         tgbench.Config
+	slow, dbConns                                               int
+	cpuProfile, blockProfile, heapProfile, logLevel, goMemLimit string
+	json                                                        bool
 }
 
 const benchUsage = `usage: tollgate bench [flags]
@@ -120,6 +120,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOptions, error) {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the bench's database for inspection")
 	fs.IntVar(&o.slow, "slow", 0, "slow mode: send this many synchronous completions at once (e.g. 10000, with -upstream-latency 10s), straight to the upstream and through Tollgate")
 	fs.IntVar(&o.dbConns, "db-conns", 0, "slow mode: Tollgate's database pool size (0 = the server's default, 20)")
+	fs.StringVar(&o.goMemLimit, "gomemlimit", "", "slow mode: run Tollgate's process with this GOMEMLIMIT, Go's soft memory limit (e.g. 550MiB; unset = this environment's)")
 	kafka := fs.String("kafka", "", "comma-separated Kafka brokers: run Tollgate with the Kafka bus (use a dedicated Kafka)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of Tollgate's process to this file")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "slow mode: Tollgate's process writes a heap profile to this file while every request through it is in flight")
@@ -166,7 +167,7 @@ func benchSlow(ctx context.Context, o *benchOptions, childCommand []string, stdo
 	rep, err := tgbench.RunSlow(ctx, tgbench.SlowConfig{DatabaseURL: cfg.DatabaseURL, Keep: cfg.Keep, Requests: o.slow,
 		UpstreamLatency: cfg.UpstreamLatency, MaxDBConns: int32(o.dbConns), Logger: cfg.Logger,
 		ChildCommand: childCommand, ChildStderr: stderr, ChildLogLevel: o.logLevel,
-		HeapProfile: o.heapProfile, CPUProfile: o.cpuProfile, BlockProfile: o.blockProfile})
+		HeapProfile: o.heapProfile, CPUProfile: o.cpuProfile, BlockProfile: o.blockProfile, GoMemLimit: o.goMemLimit})
 	if err != nil {
 		return err
 	}
