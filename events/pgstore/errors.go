@@ -15,7 +15,8 @@ import (
 // server could not be reached or did not answer, rather than answering:
 // a connection refused, lost or timed out, a statement cut off by its
 // deadline (whose effect is unknown: a hung server applies what it had
-// received when it resumes), a server shutting down or starting up, or out
+// received when it resumes) or left by its caller while its group commit
+// was in flight, a server shutting down or starting up, or out
 // of connections. Trying again later may succeed, and a write may have
 // been applied, so a writer whose events have derived ids reads back or
 // appends again (execution.Config.Transient).
@@ -26,8 +27,9 @@ func Transient(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	var ne net.Error
+	var ue *outcomeUnknownError
 	switch {
-	case errors.As(err, &ce), errors.Is(err, pgconn.ErrConnClosed), pgconn.Timeout(err):
+	case errors.As(err, &ce), errors.Is(err, pgconn.ErrConnClosed), pgconn.Timeout(err), errors.As(err, &ue):
 		return true
 	case errors.As(err, &pe):
 		// 08: connection exception; 57P01-03: admin shutdown, crash
@@ -41,7 +43,8 @@ func Transient(err error) bool {
 
 // Ambiguous reports whether a write that failed with err may still have
 // been applied: a transient failure after the statement was sent (a
-// statement timeout, a connection lost mid-statement). A connection that
+// statement timeout, a connection lost mid-statement, a caller that
+// stopped waiting for an append its group commit had sent). A connection that
 // could not be made, a failure pgconn knows struck before anything was
 // sent, and an answer from the server (an error: the statement's
 // transaction was rolled back) mean nothing was applied, and a writer

@@ -256,7 +256,7 @@ func readSettled(t *testing.T, s *pgstore.Store, want int) []events.Envelope {
 	deadline := time.Now().Add(2 * time.Second)
 	for range 50 {
 		var err error
-		if evs, _, err = s.ReadAll(context.Background(), pgstore.Cursor{}, 100, pgstore.Filter{}); err != nil {
+		if evs, _, err = s.ReadAll(context.Background(), pgstore.Cursor{}, want+1, pgstore.Filter{}); err != nil {
 			t.Fatalf("ReadAll: %v", err)
 		}
 		if len(evs) > want {

@@ -2,11 +2,9 @@ package pgstore_test
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
 
-	"github.com/tollgate/tollgate/events"
 )
 
 // BenchmarkAppendOrderTechniques measures appends (5 events each, 32
@@ -42,17 +40,10 @@ func BenchmarkAppendOrderTechniques(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
 				for pb.Next() {
-					i := n.Add(1)
-					stream := fmt.Sprintf("completion-b%d", i)
-					evs := make([]events.Envelope, 5)
-					for j := range evs {
-						e, err := events.New(stream, events.APIKeyRevoked{KeyID: "key", AccountID: "acc"},
-							events.Metadata{AccountID: "acc"}, t0, fmt.Sprintf("%d-%d", i, j))
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						evs[j] = e
+					stream, evs, err := completionEvents(n.Add(1))
+					if err != nil {
+						b.Error(err)
+						return
 					}
 					if _, err := s.Append(ctx, stream, 0, evs...); err != nil {
 						b.Error(err)

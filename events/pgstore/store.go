@@ -27,6 +27,7 @@ const AnyVersion int64 = -1
 type Store struct {
 	pool    *pgxpool.Pool
 	inline  []InlineProjection
+	group   *committer // nil when group commit is disabled
 	appends *prometheus.CounterVec
 	latency prometheus.Histogram
 }
@@ -43,13 +44,32 @@ type InlineProjection interface {
 	Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error
 }
 
+// Config configures a Store. Zero fields take their defaults.
+type Config struct {
+	// Registerer, when not nil, registers the store's metrics.
+	Registerer prometheus.Registerer
+	// Inline are applied to every append of the events they handle.
+	Inline []InlineProjection
+	// GroupCommit lets concurrent appends share a statement and a commit.
+	GroupCommit GroupCommitConfig
+}
+
 // New returns a store on pool, applying the inline projections to every
-// append of the events they handle. Metrics are registered on reg when it
-// is not nil.
+// append of the events they handle, with group commit on its defaults.
+// Metrics are registered on reg when it is not nil.
 func New(pool *pgxpool.Pool, reg prometheus.Registerer, inline ...InlineProjection) (*Store, error) {
+	return NewWithConfig(pool, Config{Registerer: reg, Inline: inline})
+}
+
+// NewWithConfig returns a store on pool configured by cfg.
+func NewWithConfig(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	cfg.GroupCommit.setDefaults()
+	if err := cfg.GroupCommit.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Store{
 		pool:   pool,
-		inline: inline,
+		inline: cfg.Inline,
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_eventstore_appends_total",
 			Help: "Appends to the event store by outcome (ok, idempotent, conflict, error).",
@@ -60,9 +80,14 @@ func New(pool *pgxpool.Pool, reg prometheus.Registerer, inline ...InlineProjecti
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.appends, s.latency} {
-			if err := reg.Register(c); err != nil {
+	collectors := []prometheus.Collector{s.appends, s.latency}
+	if !cfg.GroupCommit.Disabled {
+		s.group = newCommitter(pool, cfg.GroupCommit)
+		collectors = append(collectors, s.group.sizes, s.group.fallbacks)
+	}
+	if cfg.Registerer != nil {
+		for _, c := range collectors {
+			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("pgstore: register metrics: %w", err)
 			}
 		}
@@ -79,116 +104,102 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // every event id is already stored (a retry), it appends nothing and
 // returns the stored events. The returned envelopes carry their versions
 // and positions.
+//
+// Concurrent appends at an expected version whose events no inline
+// projection handles share one statement, and so one transaction and one
+// commit (see GroupCommitConfig); each returns once its events are
+// durable, with the answer it would have had alone. An error for which
+// Ambiguous reports true (its context ended once its group was sent, or
+// the connection was lost) means the events may have been stored.
 func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int64, evs ...events.Envelope) ([]events.Envelope, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
+	if s.group != nil && expectedVersion != AnyVersion && len(s.inlineFor(evs)) == 0 {
+		res := s.group.append(ctx, streamID, expectedVersion, evs)
+		if !res.fallback {
+			if res.err != nil {
+				s.appends.WithLabelValues("error").Inc()
+				return nil, fmt.Errorf("append %s: %w", streamID, res.err)
+			}
+			s.appends.WithLabelValues("ok").Inc()
+			return res.out, nil
+		}
+	}
+	out, outcome, err := s.appendAlone(ctx, streamID, expectedVersion, evs)
+	s.appends.WithLabelValues(outcome).Inc()
+	return out, err
+}
+
+// appendAlone is Append in a statement of its own; it returns the outcome
+// to count.
+func (s *Store) appendAlone(ctx context.Context, streamID string, expectedVersion int64, evs []events.Envelope) ([]events.Envelope, string, error) {
 	for attempt := 0; ; attempt++ {
 		version := expectedVersion
 		if version == AnyVersion {
 			if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, streamID).Scan(&version); err != nil {
-				s.appends.WithLabelValues("error").Inc()
-				return nil, fmt.Errorf("append %s: current version: %w", streamID, err)
+				return nil, "error", fmt.Errorf("append %s: current version: %w", streamID, err)
 			}
 		}
 		out, err := s.insert(ctx, streamID, version, evs)
 		if err == nil {
-			s.appends.WithLabelValues("ok").Inc()
-			return out, nil
+			return out, "ok", nil
 		}
-		var pgErr *pgconn.PgError
-		if !errors.Is(err, errVersionAhead) && (!errors.As(err, &pgErr) || pgErr.Code != "23505") {
-			s.appends.WithLabelValues("error").Inc()
-			return nil, fmt.Errorf("append %s: %w", streamID, err)
+		if !errors.Is(err, errVersionAhead) && !uniqueViolation(err) {
+			return nil, "error", fmt.Errorf("append %s: %w", streamID, err)
 		}
 		// A unique violation: either these events are stored already (a
 		// retry) or somebody else took the versions.
 		stored, err := s.storedByID(ctx, evs)
 		if err != nil {
-			s.appends.WithLabelValues("error").Inc()
-			return nil, fmt.Errorf("append %s: %w", streamID, err)
+			return nil, "error", fmt.Errorf("append %s: %w", streamID, err)
 		}
 		if len(stored) == len(evs) {
-			s.appends.WithLabelValues("idempotent").Inc()
-			return stored, nil
+			return stored, "idempotent", nil
 		}
 		if expectedVersion == AnyVersion && attempt < 5 {
 			continue
 		}
 		actual, err := s.Version(ctx, streamID)
 		if err != nil {
-			return nil, fmt.Errorf("append %s: %w", streamID, err)
+			return nil, "error", fmt.Errorf("append %s: %w", streamID, err)
 		}
-		s.appends.WithLabelValues("conflict").Inc()
-		return nil, &events.ConflictError{StreamID: streamID, Expected: expectedVersion, Actual: actual}
+		return nil, "conflict", &events.ConflictError{StreamID: streamID, Expected: expectedVersion, Actual: actual}
 	}
 }
 
+// uniqueViolation reports whether err is PostgreSQL's unique_violation: an
+// event id stored already, or a stream version taken.
+func uniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// insert stores evs at streamID from version+1 in one statement, and
+// applies the inline projections that handle them in its transaction.
 func (s *Store) insert(ctx context.Context, streamID string, version int64, evs []events.Envelope) ([]events.Envelope, error) {
-	n := len(evs)
-	ids := make([]uuid.UUID, n)
-	versions := make([]int64, n)
-	types := make([]string, n)
-	schemaVersions := make([]int32, n)
-	occurred := make([]time.Time, n)
-	accounts := make([]string, n)
-	data := make([]string, n)
-	metadata := make([]string, n)
-	out := make([]events.Envelope, n)
-	for i, e := range evs {
-		md, err := json.Marshal(e.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("marshal metadata: %w", err)
-		}
-		e.StreamID = streamID
-		e.StreamVersion = version + int64(i) + 1
-		ids[i], versions[i], types[i] = e.EventID, e.StreamVersion, e.Type
-		schemaVersions[i], occurred[i], accounts[i] = int32(e.SchemaVersion), e.OccurredAt, e.Metadata.AccountID
-		data[i], metadata[i] = string(e.Data), string(md)
-		out[i] = e
+	out, md, err := number(streamID, version, evs)
+	if err != nil {
+		return nil, err
 	}
-	var q interface {
-		Query(context.Context, string, ...any) (pgx.Rows, error)
-	} = s.pool
+	var q querier = s.pool
 	projections := s.inlineFor(evs)
 	var tx pgx.Tx
 	if len(projections) > 0 {
-		var err error
 		if tx, err = s.pool.Begin(ctx); err != nil {
 			return nil, err
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
 		q = tx
 	}
-	rows, err := q.Query(ctx, `
-		INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
-		SELECT id, $2, v, t, sv, o, a, d::json, m::jsonb
-		FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
-		     AS u(id, v, t, sv, o, a, d, m)
-		WHERE $10::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $2 AND stream_version = $10)
-		RETURNING position`,
-		ids, streamID, versions, types, schemaVersions, occurred, accounts, data, metadata, version)
-	if err != nil {
+	var b batch
+	b.add(out, md, version)
+	if err := b.insert(ctx, q); err != nil {
 		return nil, err
 	}
-	i := 0
-	for rows.Next() {
-		if err := rows.Scan(&out[i].Position); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		i++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if i == 0 {
-		// The stream has no event at version: it is behind what the
-		// caller expected, and inserting would leave a gap.
-		return nil, errVersionAhead
-	}
+	b.positions(out, 0)
 	if tx == nil {
 		return out, nil
 	}
@@ -213,9 +224,6 @@ func (s *Store) inlineFor(evs []events.Envelope) []InlineProjection {
 	}
 	return out
 }
-
-// errVersionAhead: the expected version is beyond the stream's end.
-var errVersionAhead = errors.New("expected version is ahead of the stream")
 
 const selectEnvelope = `SELECT event_id, stream_id, stream_version, type, schema_version, occurred_at, data, metadata, position, transaction_id::text::bigint AS txid FROM events`
 

@@ -1,0 +1,147 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate/tollgate/events"
+)
+
+// querier runs a statement on the pool or in a transaction.
+type querier interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}
+
+// number returns evs as stored at streamID from version+1 (positions not
+// yet known), and their metadata as JSON.
+func number(streamID string, version int64, evs []events.Envelope) ([]events.Envelope, []string, error) {
+	out := make([]events.Envelope, len(evs))
+	md := make([]string, len(evs))
+	for i, e := range evs {
+		b, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return nil, nil, fmt.Errorf("marshal metadata: %w", err)
+		}
+		e.StreamID = streamID
+		e.StreamVersion = version + int64(i) + 1
+		out[i], md[i] = e, string(b)
+	}
+	return out, md, nil
+}
+
+// batch is the events of one or more appends as the columns of one insert,
+// with each append's version check.
+type batch struct {
+	ids            []uuid.UUID
+	streams        []string
+	versions       []int64
+	types          []string
+	schemaVersions []int32
+	occurred       []time.Time
+	accounts       []string
+	data           []string
+	metadata       []string
+	// checks: the stream and version of each append at a version above 0,
+	// whose stream must have an event at that version.
+	checkStreams  []string
+	checkVersions []int64
+	// got: the position returned for each row.
+	got []int64
+}
+
+// add adds an append's numbered events and their metadata at version.
+func (b *batch) add(evs []events.Envelope, md []string, version int64) {
+	for i, e := range evs {
+		b.ids = append(b.ids, e.EventID)
+		b.streams = append(b.streams, e.StreamID)
+		b.versions = append(b.versions, e.StreamVersion)
+		b.types = append(b.types, e.Type)
+		b.schemaVersions = append(b.schemaVersions, int32(e.SchemaVersion))
+		b.occurred = append(b.occurred, e.OccurredAt)
+		b.accounts = append(b.accounts, e.Metadata.AccountID)
+		b.data = append(b.data, string(e.Data))
+		b.metadata = append(b.metadata, md[i])
+	}
+	if version > 0 && len(evs) > 0 {
+		b.checkStreams = append(b.checkStreams, evs[0].StreamID)
+		b.checkVersions = append(b.checkVersions, version)
+	}
+}
+
+// insertSQL inserts every row or none: when the stream of any append has
+// no event at the version that append expects (it is behind, and
+// inserting would leave a gap), the statement inserts nothing. The
+// statement trigger registers it as an appender before its first row
+// gives its transaction an id (migration 0007).
+const insertSQL = `
+	WITH bad AS (
+		SELECT 1 FROM unnest($10::text[], $11::bigint[]) AS c(s, v)
+		WHERE NOT EXISTS (SELECT 1 FROM events WHERE stream_id = c.s AND stream_version = c.v)
+		LIMIT 1)
+	INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+	SELECT id, s, v, t, sv, o, a, d::json, m::jsonb
+	FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
+	     AS u(id, s, v, t, sv, o, a, d, m)
+	WHERE NOT EXISTS (SELECT 1 FROM bad)
+	RETURNING event_id, position`
+
+// insert runs the batch's statement on q and records each row's position.
+// It fails with errVersionAhead when a version check failed (nothing was
+// inserted).
+func (b *batch) insert(ctx context.Context, q querier) error {
+	rows, err := q.Query(ctx, insertSQL, b.ids, b.streams, b.versions, b.types, b.schemaVersions,
+		b.occurred, b.accounts, b.data, b.metadata, b.checkStreams, b.checkVersions)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	b.got = make([]int64, len(b.ids))
+	var index map[uuid.UUID]int
+	n := 0
+	for rows.Next() {
+		var id uuid.UUID
+		var pos int64
+		if err := rows.Scan(&id, &pos); err != nil {
+			return err
+		}
+		// Rows come back in the order given; look up by id otherwise.
+		j := n
+		if j >= len(b.ids) || b.ids[j] != id {
+			if index == nil {
+				index = make(map[uuid.UUID]int, len(b.ids))
+				for i, id := range b.ids {
+					index[id] = i
+				}
+			}
+			j = index[id]
+		}
+		b.got[j] = pos
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	switch {
+	case n == 0:
+		return errVersionAhead
+	case n != len(b.ids):
+		return &outcomeUnknownError{cause: fmt.Errorf("insert returned %d of %d events", n, len(b.ids))}
+	}
+	return nil
+}
+
+// positions sets the positions of evs, the batch's rows from row first on.
+func (b *batch) positions(evs []events.Envelope, first int) {
+	for i := range evs {
+		evs[i].Position = b.got[first+i]
+	}
+}
+
+// errVersionAhead: the expected version is beyond the stream's end.
+var errVersionAhead = errors.New("expected version is ahead of the stream")
