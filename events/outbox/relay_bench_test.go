@@ -54,7 +54,7 @@ func BenchmarkRelayBatch(b *testing.B) {
 			b.Run("publish="+mode.name+"/bus="+pub.name, func(b *testing.B) {
 				ctx := context.Background()
 				b.ReportAllocs()
-				cpu := startCPU(b, pool)
+				cpu := pgtest.StartCPU(b, pool)
 				for b.Loop() {
 					seq++
 					relay, err := outbox.NewRelay(outbox.RelayConfig{
@@ -70,7 +70,7 @@ func BenchmarkRelayBatch(b *testing.B) {
 						b.Fatalf("read %d, %v; want %d", n, err, mode.read)
 					}
 				}
-				cpu.report(b)
+				cpu.Report(b, "relay")
 			})
 		}
 	}

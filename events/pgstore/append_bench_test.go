@@ -16,7 +16,9 @@ import (
 
 // BenchmarkAppend measures Append of one completion's 5 events to a new
 // stream at expected version 0 (the sync path's one append), on a pool of
-// 20 connections (the server's default): one appender at a time
+// 20 connections (the server's default), reporting the CPU time of the
+// benchmark's process and of the database's backends per append: one
+// appender at a time
 // (serial: the latency of a lone append), and 32 concurrent appenders
 // (parallel: throughput, where group commit shares statements and
 // commits); each with group commit (commit=group, the default) and
@@ -30,7 +32,10 @@ func BenchmarkAppend(b *testing.B) {
 		for _, commit := range benchCommits {
 			b.Run(name+"/commit="+commit.name, func(b *testing.B) {
 				reg := prometheus.NewRegistry()
-				benchAppend(b, benchStore(b, reg, commit.cfg), parallel)
+				s := benchStore(b, reg, commit.cfg)
+				cpu := pgtest.StartCPU(b, s.Pool())
+				benchAppend(b, s, parallel)
+				cpu.Report(b, "go")
 				if n, sum := groupSizes(b, reg); n > 0 {
 					b.ReportMetric(sum/n, "appends/group")
 				}
@@ -112,6 +117,16 @@ func benchStore(b *testing.B, reg prometheus.Registerer, gc pgstore.GroupCommitC
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
+	// Open every connection now, so that none starts (and counts) during the run.
+	conns := make([]*pgxpool.Conn, cfg.MaxConns)
+	for i := range conns {
+		if conns[i], err = pool.Acquire(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.Release()
+	}
 	s, err := pgstore.NewWithConfig(pool, pgstore.Config{Registerer: reg, GroupCommit: gc})
 	if err != nil {
 		b.Fatal(err)

@@ -20,8 +20,8 @@ import (
 // GroupCommitConfig configures group commit: concurrent appends share one
 // INSERT statement, so one transaction and one commit (one WAL flush), and
 // each caller is answered once that statement has committed. A lone append
-// is sent at once; while groups are in flight new appends queue, and the
-// next group takes them all, up to the bounds.
+// goes at once, alone; while groups are in flight new appends queue, and
+// the next group takes them all, up to the bounds.
 type GroupCommitConfig struct {
 	// Disabled makes every append a statement of its own.
 	Disabled bool
@@ -162,6 +162,35 @@ func (c *committer) append(ctx context.Context, streamID string, version int64, 
 	default:
 		p.state = withdrawn
 		return groupResult{err: ctx.Err()}
+	}
+}
+
+// alone takes a place in flight for an append to go at once, alone and in
+// its caller's goroutine, when no group is queued and a place is free (a
+// lone append waits for nothing); it returns the function that gives the
+// place back.
+func (c *committer) alone() (func(), bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inFlight >= c.cfg.MaxInFlight || len(c.queue) > 0 {
+		return nil, false
+	}
+	c.inFlight++
+	c.sizes.Observe(1)
+	return c.done, true
+}
+
+// done gives back a place in flight taken by alone, or sends the appends
+// that queued meanwhile.
+func (c *committer) done() {
+	c.mu.Lock()
+	lead := len(c.queue) > 0
+	if !lead {
+		c.inFlight--
+	}
+	c.mu.Unlock()
+	if lead {
+		go c.lead()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
-
 )
 
 // BenchmarkAppendOrderTechniques measures appends (5 events each, 32

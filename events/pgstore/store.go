@@ -118,6 +118,12 @@ func (s *Store) Append(ctx context.Context, streamID string, expectedVersion int
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 	if s.group != nil && expectedVersion != AnyVersion && len(s.inlineFor(evs)) == 0 {
+		if done, ok := s.group.alone(); ok {
+			out, outcome, err := s.appendAlone(ctx, streamID, expectedVersion, evs)
+			done()
+			s.appends.WithLabelValues(outcome).Inc()
+			return out, err
+		}
 		res := s.group.append(ctx, streamID, expectedVersion, evs)
 		if !res.fallback {
 			if res.err != nil {

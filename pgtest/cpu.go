@@ -1,4 +1,4 @@
-package outbox_test
+package pgtest
 
 import (
 	"context"
@@ -17,32 +17,35 @@ import (
 // Linux).
 const clockTick = 10 * time.Millisecond
 
-// cpuMeter measures CPU time spent by this process and by the PostgreSQL
-// backends of pool's database (from /proc: the server runs on this
-// machine), so a benchmark reports what a batch costs on both sides.
-type cpuMeter struct {
+// CPUMeter measures CPU time spent by this process and by the PostgreSQL
+// backends of a pool's database (from /proc: the server runs on this
+// machine), so a benchmark reports what an operation costs on both sides.
+type CPUMeter struct {
 	pool     *pgxpool.Pool
 	self     time.Duration
 	backends map[int]time.Duration
 }
 
-func startCPU(b *testing.B, pool *pgxpool.Pool) *cpuMeter {
+// StartCPU starts measuring this process and pool's backends. A backend
+// that connects later counts from its start; open the pool's connections
+// first to leave their start-up out.
+func StartCPU(b *testing.B, pool *pgxpool.Pool) *CPUMeter {
 	b.Helper()
-	m := &cpuMeter{pool: pool}
+	m := &CPUMeter{pool: pool}
 	m.self, m.backends = selfCPU(b), backendsCPU(b, pool)
 	return m
 }
 
-// report adds relay-cpu-ns/op and pg-cpu-ns/op to the benchmark's result.
-// A backend that ended during the run is not counted.
-func (m *cpuMeter) report(b *testing.B) {
+// Report adds <self>-cpu-ns/op (this process) and pg-cpu-ns/op to the
+// benchmark's result. A backend that ended during the run is not counted.
+func (m *CPUMeter) Report(b *testing.B, self string) {
 	b.Helper()
-	self := selfCPU(b) - m.self
+	cpu := selfCPU(b) - m.self
 	var pg time.Duration
 	for pid, t := range backendsCPU(b, m.pool) {
 		pg += t - m.backends[pid]
 	}
-	b.ReportMetric(float64(self.Nanoseconds())/float64(b.N), "relay-cpu-ns/op")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), self+"-cpu-ns/op")
 	b.ReportMetric(float64(pg.Nanoseconds())/float64(b.N), "pg-cpu-ns/op")
 }
 
