@@ -12,19 +12,20 @@ import (
 )
 
 // One group holds good appends beside a retry of stored events, an append
-// to a version somebody else took, and one expecting a version the stream
-// has not reached: the group stores nothing, each of its appends is
-// retried alone, and each gets the answer it would have had alone.
+// to a version somebody else took, two appends racing for the same
+// version, and one expecting a version the stream has not reached: the
+// group stores nothing, each of its appends is retried alone, and each
+// gets the answer it would have had alone (of the two racing, one wins).
 func TestGroupCommitEachAppendGetsItsOwnAnswer(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name         string
-		retry, taken bool // a group failing on a unique violation
-		ahead        bool // a group failing its version check
+		retry, taken, race bool // a group failing on a unique violation
+		ahead              bool // a group failing its version check
 	}{
-		{name: "unique violation", retry: true, taken: true},
+		{name: "unique violation", retry: true, taken: true, race: true},
 		{name: "version check", ahead: true},
-		{name: "all", retry: true, taken: true, ahead: true},
+		{name: "all", retry: true, taken: true, race: true, ahead: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -49,6 +50,12 @@ func TestGroupCommitEachAppendGetsItsOwnAnswer(t *testing.T) {
 			if tc.ahead {
 				ahead, queued = appendAsync(ctx, s, "apikey-ahead", 3, ev(t, "apikey-ahead", "acc_1", 0, "a4")), queued+1
 			}
+			var race []<-chan appendResult
+			if tc.race {
+				for _, seed := range []string{"r1", "r2"} {
+					race, queued = append(race, appendAsync(ctx, s, "apikey-race", 0, ev(t, "apikey-race", "acc_1", 0, seed))), queued+1
+				}
+			}
 			waitFor(t, "the appends to queue", func() bool { return pgstore.Queued(s) == queued })
 			release()
 
@@ -69,14 +76,30 @@ func TestGroupCommitEachAppendGetsItsOwnAnswer(t *testing.T) {
 			}
 			wantConflict(t, "taken version", taken, 1)
 			wantConflict(t, "version ahead", ahead, 0)
+			if tc.race {
+				a, b := <-race[0], <-race[1]
+				if a.err != nil {
+					a, b = b, a
+				}
+				ch := make(chan appendResult, 1)
+				ch <- b
+				if a.err != nil || len(a.out) != 1 || a.out[0].StreamVersion != 1 {
+					t.Errorf("racing appends: neither won (%v, %v)", a.err, b.err)
+				}
+				wantConflict(t, "racing append that lost", ch, 1)
+			}
 			if n, sum := groupSizes(t, reg); n != 4 || int(sum) != 3+queued {
 				t.Errorf("%v groups of %v appends, want 4 groups (2 set-up appends, the held one, the %d queued)", n, sum, queued)
 			}
 			if f := counter(t, reg, "tollgate_eventstore_append_group_fallbacks_total"); f != 1 {
 				t.Errorf("%v groups fell back to appending alone, want 1", f)
 			}
-			if evs := readSettled(t, s, 10); len(evs) != 10 {
-				t.Errorf("%d of 10 events readable", len(evs))
+			want := 10
+			if tc.race {
+				want++
+			}
+			if evs := readSettled(t, s, want); len(evs) != want {
+				t.Errorf("%d of %d events readable", len(evs), want)
 			}
 		})
 	}
