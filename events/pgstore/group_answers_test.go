@@ -19,7 +19,7 @@ import (
 func TestGroupCommitEachAppendGetsItsOwnAnswer(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name         string
+		name               string
 		retry, taken, race bool // a group failing on a unique violation
 		ahead              bool // a group failing its version check
 	}{
