@@ -38,6 +38,7 @@ func number(streamID string, version int64, evs []events.Envelope) ([]events.Env
 // batch is the events of one or more appends as the columns of one insert,
 // with each append's version check.
 type batch struct {
+	appends        int
 	ids            []uuid.UUID
 	streams        []string
 	versions       []int64
@@ -55,8 +56,18 @@ type batch struct {
 	got []int64
 }
 
+// newBatch returns a batch with room for n events.
+func newBatch(n int) *batch {
+	return &batch{
+		ids: make([]uuid.UUID, 0, n), streams: make([]string, 0, n), versions: make([]int64, 0, n),
+		types: make([]string, 0, n), schemaVersions: make([]int32, 0, n), occurred: make([]time.Time, 0, n),
+		accounts: make([]string, 0, n), data: make([]string, 0, n), metadata: make([]string, 0, n),
+	}
+}
+
 // add adds an append's numbered events and their metadata at version.
 func (b *batch) add(evs []events.Envelope, md []string, version int64) {
+	b.appends++
 	for i, e := range evs {
 		b.ids = append(b.ids, e.EventID)
 		b.streams = append(b.streams, e.StreamID)
@@ -74,11 +85,21 @@ func (b *batch) add(evs []events.Envelope, md []string, version int64) {
 	}
 }
 
-// insertSQL inserts every row or none: when the stream of any append has
-// no event at the version that append expects (it is behind, and
-// inserting would leave a gap), the statement inserts nothing. The
-// statement trigger registers it as an appender before its first row
-// gives its transaction an id (migration 0007).
+// insertOneSQL inserts one append's events, or none when the stream has
+// no event at the version the append expects (it is behind, and inserting
+// would leave a gap). The statement trigger registers it as an appender
+// before its first row gives its transaction an id (migration 0007).
+const insertOneSQL = `
+	INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+	SELECT id, $2, v, t, sv, o, a, d::json, m::jsonb
+	FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[], $9::text[])
+	     AS u(id, v, t, sv, o, a, d, m)
+	WHERE $10::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $2 AND stream_version = $10)
+	RETURNING position`
+
+// insertSQL is insertOneSQL for the appends of a group, each row with its
+// stream: it inserts every row or none, none when the check of any append
+// fails.
 const insertSQL = `
 	WITH bad AS (
 		SELECT 1 FROM unnest($10::text[], $11::bigint[]) AS c(s, v)
@@ -95,22 +116,57 @@ const insertSQL = `
 // It fails with errVersionAhead when a version check failed (nothing was
 // inserted).
 func (b *batch) insert(ctx context.Context, q querier) error {
-	rows, err := q.Query(ctx, insertSQL, b.ids, b.streams, b.versions, b.types, b.schemaVersions,
-		b.occurred, b.accounts, b.data, b.metadata, b.checkStreams, b.checkVersions)
+	var rows pgx.Rows
+	var err error
+	if b.appends == 1 {
+		version := int64(0)
+		if len(b.checkVersions) == 1 {
+			version = b.checkVersions[0]
+		}
+		rows, err = q.Query(ctx, insertOneSQL, b.ids, b.streams[0], b.versions, b.types, b.schemaVersions,
+			b.occurred, b.accounts, b.data, b.metadata, version)
+	} else {
+		rows, err = q.Query(ctx, insertSQL, b.ids, b.streams, b.versions, b.types, b.schemaVersions,
+			b.occurred, b.accounts, b.data, b.metadata, b.checkStreams, b.checkVersions)
+	}
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	b.got = make([]int64, len(b.ids))
+	n, err := b.scan(rows)
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		return errVersionAhead
+	case n != len(b.ids):
+		return &outcomeUnknownError{cause: fmt.Errorf("insert returned %d of %d events", n, len(b.ids))}
+	}
+	return nil
+}
+
+// scan records the positions rows returns and how many: in the order
+// given for one append, by event id for a group (rows come back in the
+// order given; looked up by id otherwise).
+func (b *batch) scan(rows pgx.Rows) (int, error) {
 	var index map[uuid.UUID]int
 	n := 0
-	for rows.Next() {
+	for ; rows.Next(); n++ {
+		if b.appends == 1 {
+			if n >= len(b.got) {
+				return n, errors.New("insert returned more rows than it was given")
+			}
+			if err := rows.Scan(&b.got[n]); err != nil {
+				return n, err
+			}
+			continue
+		}
 		var id uuid.UUID
 		var pos int64
 		if err := rows.Scan(&id, &pos); err != nil {
-			return err
+			return n, err
 		}
-		// Rows come back in the order given; look up by id otherwise.
 		j := n
 		if j >= len(b.ids) || b.ids[j] != id {
 			if index == nil {
@@ -122,18 +178,8 @@ func (b *batch) insert(ctx context.Context, q querier) error {
 			j = index[id]
 		}
 		b.got[j] = pos
-		n++
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	switch {
-	case n == 0:
-		return errVersionAhead
-	case n != len(b.ids):
-		return &outcomeUnknownError{cause: fmt.Errorf("insert returned %d of %d events", n, len(b.ids))}
-	}
-	return nil
+	return n, rows.Err()
 }
 
 // positions sets the positions of evs, the batch's rows from row first on.

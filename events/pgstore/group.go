@@ -269,7 +269,11 @@ func (c *committer) commit(g []*pending) {
 	slices.SortFunc(g, func(a, b *pending) int {
 		return cmp.Or(strings.Compare(a.out[0].StreamID, b.out[0].StreamID), cmp.Compare(a.version, b.version))
 	})
-	var b batch
+	n := 0
+	for _, p := range g {
+		n += len(p.out)
+	}
+	b := newBatch(n)
 	for _, p := range g {
 		b.add(p.out, p.md, p.version)
 	}

@@ -200,7 +200,7 @@ func (s *Store) insert(ctx context.Context, streamID string, version int64, evs 
 		defer func() { _ = tx.Rollback(ctx) }()
 		q = tx
 	}
-	var b batch
+	b := newBatch(len(out))
 	b.add(out, md, version)
 	if err := b.insert(ctx, q); err != nil {
 		return nil, err
