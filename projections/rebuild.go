@@ -187,6 +187,10 @@ func (s *Set) readPrepared(ctx context.Context, store *pgstore.Store, batch int)
 	}
 	go func() {
 		defer close(read)
+		if err := store.EnsureStatistics(ctx); err != nil {
+			send(read, preparedPage{err: err})
+			return
+		}
 		cfg := pgstore.CatchUpConfig{BatchSize: batch, Wait: rebuildWait, Filter: pgstore.Filter{WithoutMetadata: true}}
 		_, err := store.CatchUp(ctx, cfg, func(evs []events.Envelope, next pgstore.Cursor) error {
 			if !send(read, preparedPage{batch: &preparedBatch{evs: evs}, cur: next}) {
