@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tollgate/tollgate/events"
 )
@@ -123,11 +124,13 @@ func (b *batch) insert(ctx context.Context, q querier) error {
 		if len(b.checkVersions) == 1 {
 			version = b.checkVersions[0]
 		}
-		rows, err = q.Query(ctx, insertOneSQL, b.ids, b.streams[0], b.versions, b.types, b.schemaVersions,
-			b.occurred, b.accounts, b.data, b.metadata, version)
+		rows, err = q.Query(ctx, insertOneSQL, b.uuids(), b.streams[0], pgtype.FlatArray[int64](b.versions), texts(b.types),
+			pgtype.FlatArray[int32](b.schemaVersions), pgtype.FlatArray[time.Time](b.occurred), texts(b.accounts), texts(b.data),
+			texts(b.metadata), version)
 	} else {
-		rows, err = q.Query(ctx, insertSQL, b.ids, b.streams, b.versions, b.types, b.schemaVersions,
-			b.occurred, b.accounts, b.data, b.metadata, b.checkStreams, b.checkVersions)
+		rows, err = q.Query(ctx, insertSQL, b.uuids(), texts(b.streams), pgtype.FlatArray[int64](b.versions), texts(b.types),
+			pgtype.FlatArray[int32](b.schemaVersions), pgtype.FlatArray[time.Time](b.occurred), texts(b.accounts), texts(b.data),
+			texts(b.metadata), texts(b.checkStreams), pgtype.FlatArray[int64](b.checkVersions))
 	}
 	if err != nil {
 		return err
@@ -144,6 +147,19 @@ func (b *batch) insert(ctx context.Context, q querier) error {
 		return &outcomeUnknownError{cause: fmt.Errorf("insert returned %d of %d events", n, len(b.ids))}
 	}
 	return nil
+}
+
+// Arrays as pgtype.FlatArray, which pgx encodes without reflection
+// (a []string or []uuid.UUID goes through a reflective plan per element,
+// the largest part of an append's CPU in Go).
+func texts(s []string) pgtype.FlatArray[string] { return pgtype.FlatArray[string](s) }
+
+func (b *batch) uuids() pgtype.FlatArray[pgtype.UUID] {
+	out := make(pgtype.FlatArray[pgtype.UUID], len(b.ids))
+	for i, id := range b.ids {
+		out[i] = pgtype.UUID{Bytes: id, Valid: true}
+	}
+	return out
 }
 
 // scan records the positions rows returns and how many: in the order
