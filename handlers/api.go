@@ -132,6 +132,8 @@ type API struct {
 	inflight sync.WaitGroup
 	// admission runs admission control for chat requests.
 	admission *admission.Admitter
+	// deep runs a chat request's checks (see deepStacks).
+	deep *deepStacks
 }
 
 // NewAPI returns the API.
@@ -142,6 +144,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	}
 	a := &API{
 		cfg:  cfg,
+		deep: newDeepStacks(),
 		keys: &keyCache{ttl: cfg.KeyCacheTTL, entries: map[string]keyEntry{}},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_http_requests_total",

@@ -95,7 +95,7 @@ func (a *API) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var c chatCall
-	onOwnStack(func() { c = a.checkChat(r, p, body) })
+	a.deep.run(func() { c = a.checkChat(r, p, body) })
 	switch {
 	case c.ae != nil:
 		writeError(w, c.ae)
@@ -194,7 +194,7 @@ func (a *API) queueChat(w http.ResponseWriter, r *http.Request, c chatCall) {
 // This goroutine, the connection's, waits here for as long as the
 // provider works, and the run's goroutine in the call: both keep their
 // frames small (the rare answers are built in functions of their own), so
-// that each request in flight holds two stacks of 8 KiB (see onOwnStack).
+// that each request in flight holds two stacks of 8 KiB (see deepStacks).
 func (a *API) runInline(w http.ResponseWriter, r *http.Request, adm *admission.Admitted, p *execution.Inline) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	result := make(chan inlineOutcome, 1)
