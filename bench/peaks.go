@@ -24,7 +24,8 @@ type Peaks struct {
 	// RSSBytes is the largest resident set size sampled.
 	RSSBytes uint64 `json:"rss_bytes"`
 	// HWMBytes is the kernel's peak resident set size of the whole life
-	// of the process (VmHWM, not sampled); 0 where not read.
+	// of the process (VmHWM, not sampled, though the kernel updates it
+	// lazily: it can trail a sample by a few pages); 0 where not read.
 	HWMBytes uint64 `json:"hwm_bytes,omitempty"`
 	// CPU is the process's CPU time (user and system) over the phase; 0
 	// where not read.
