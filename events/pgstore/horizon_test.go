@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/events"
@@ -49,17 +50,8 @@ func TestOpenAppenderHoldsBackUntilItEnds(t *testing.T) {
 	ctx := context.Background()
 	s, pool := newStore(t)
 	mustAppend(t, s, "apikey-a", 0, ev(t, "apikey-a", "acc_1", 0, "a"))
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // committed below
 	late := ev(t, "apikey-late", "acc_1", 1, "late")
-	if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
-		VALUES ($1, $2, 1, $3, 1, $4, 'acc_1', $5::json, '{"account_id":"acc_1"}')`,
-		late.EventID, late.StreamID, late.Type, late.OccurredAt, string(late.Data)); err != nil {
-		t.Fatal(err)
-	}
+	tx := openAppender(t, pool, late)
 	mustAppend(t, s, "apikey-b", 0, ev(t, "apikey-b", "acc_1", 2, "b"))
 
 	if evs := readSettled(t, s, 1); ids(evs) != "apikey-a/1" {
@@ -265,4 +257,23 @@ func readSettled(t *testing.T, s *pgstore.Store, want int) []events.Envelope {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return evs
+}
+
+// openAppender inserts e (version 1 of its stream) in a transaction it
+// leaves open, as an appender that commits late; the caller commits it
+// (or lets the test's end roll it back).
+func openAppender(t *testing.T, pool *pgxpool.Pool, e events.Envelope) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
+		VALUES ($1, $2, 1, $3, 1, $4, $5, $6::json, $7::jsonb)`,
+		e.EventID, e.StreamID, e.Type, e.OccurredAt, e.Metadata.AccountID, string(e.Data), `{"account_id":"`+e.Metadata.AccountID+`"}`); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

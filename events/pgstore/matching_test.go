@@ -105,17 +105,9 @@ func TestReadMatchingWaitsForLateCommit(t *testing.T) {
 	ctx := context.Background()
 	s, pool := newStore(t)
 	a := mustAppend(t, s, "account-a", 0, created(t, "account-a", "acc_1", 0, "a"))[0]
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // committed below
 	late := created(t, "account-late", "acc_1", 1, "late")
-	if _, err := tx.Exec(ctx, `INSERT INTO events (event_id, stream_id, stream_version, type, schema_version, occurred_at, account_id, data, metadata)
-		VALUES ($1, $2, 1, $3, 1, $4, 'acc_1', $5::json, '{"account_id":"acc_1"}')`,
-		late.EventID, late.StreamID, late.Type, late.OccurredAt, string(late.Data)); err != nil {
-		t.Fatal(err)
-	}
+	tx := openAppender(t, pool, late)
+	var err error
 	mustAppend(t, s, "apikey-b", 0, ev(t, "apikey-b", "acc_1", 2, "b"))
 	c := mustAppend(t, s, "apikey-c", 0, ev(t, "apikey-c", "acc_1", 3, "c"))[0]
 
